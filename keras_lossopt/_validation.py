@@ -1,0 +1,200 @@
+"""Shared argument and shape checks.
+
+Every public constructor validates its arguments here so that a bad value fails at
+construction with a message that names the argument, says what is allowed and echoes
+what was given, e.g. ``ValueError: `gamma` must be >= 0. Received: gamma=-1``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = [
+    "check_choice",
+    "check_in_range",
+    "check_int",
+    "check_non_negative",
+    "check_per_class",
+    "check_positive",
+    "check_probability",
+    "check_shapes_match",
+    "is_concrete",
+]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, threshold=10)
+    return repr(value)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number. Received: {name}={_fmt(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite. Received: {name}={value}")
+    return value
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """Returns `value` as a float, raising if it is negative or not finite."""
+    value = _as_float(name, value)
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0. Received: {name}={value:g}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Returns `value` as a float, raising unless it is > 0 and finite."""
+    value = _as_float(name, value)
+    if value <= 0:
+        raise ValueError(f"`{name}` must be > 0. Received: {name}={value:g}")
+    return value
+
+
+def check_in_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Returns `value` as a float, raising unless it lies in the given interval."""
+    value = _as_float(name, value)
+    above = value >= low if low_inclusive else value > low
+    below = value <= high if high_inclusive else value < high
+    if not (above and below):
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        raise ValueError(f"`{name}` must be in {left}{low:g}, {high:g}{right}. Received: {name}={value:g}")
+    return value
+
+
+def check_probability(name: str, value: Any) -> float:
+    """Returns `value` as a float in [0, 1]."""
+    return check_in_range(name, value, 0.0, 1.0)
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+    """Returns `value` as an int, raising for non-integers and values below `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer. Received: {name}={_fmt(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}. Received: {name}={value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Returns `value` if it is one of `choices`; otherwise lists them and suggests the closest."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    message = f"`{name}` must be one of {choices}. Received: {name}={value!r}"
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, [c for c in choices if isinstance(c, str)], n=1)
+        if close:
+            message += f". Did you mean {close[0]!r}?"
+    raise ValueError(message)
+
+
+def check_per_class(
+    name: str,
+    value: Any,
+    *,
+    allow_scalar: bool = True,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    num_classes: int | None = None,
+) -> float | tuple[float, ...] | None:
+    """Validates a scalar-or-per-class hyperparameter such as `alpha` or `gamma`.
+
+    Returns `None`, a float, or a tuple of floats (a tuple, not a list, so that configs
+    compare equal after a JSON round trip turns them back into lists and we re-tuple).
+    """
+    if value is None:
+        return None
+    bounds = ""
+    if minimum is not None and maximum is not None:
+        bounds = f"in [{minimum:g}, {maximum:g}]"
+    elif minimum is not None:
+        bounds = f">= {minimum:g}"
+    elif maximum is not None:
+        bounds = f"<= {maximum:g}"
+
+    def _check_one(v: Any, label: str) -> float:
+        v = _as_float(label, v)
+        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+            raise ValueError(f"`{name}` must be {bounds}. Received: {label}={v:g}")
+        return v
+
+    if np.ndim(value) == 0:
+        if not allow_scalar:
+            raise ValueError(f"`{name}` must be a list with one value per class. Received: {name}={_fmt(value)}")
+        return _check_one(value.item() if isinstance(value, np.ndarray) else value, name)
+    array = np.asarray(value)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"`{name}` must be a scalar or a 1-D list with one value per class. "
+            f"Received: {name} with shape {array.shape}"
+        )
+    if num_classes is not None and array.size != num_classes:
+        raise ValueError(
+            f"`{name}` must have one value per class ({num_classes} values). "
+            f"Received {array.size} values: {name}={_fmt(array)}"
+        )
+    return tuple(_check_one(v, f"{name}[{i}]") for i, v in enumerate(array.tolist()))
+
+
+def is_concrete(x: Any) -> bool:
+    """True when `x` holds real values we may inspect in Python (eager execution).
+
+    Used to run data checks (e.g. sparse labels in range) in eager mode only; inside a
+    compiled graph the values are unknown and the check is skipped.
+    """
+    if isinstance(x, np.ndarray):
+        return True
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return True
+
+
+def _known(shape: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def check_shapes_match(
+    y_true_shape: Sequence[Any],
+    y_pred_shape: Sequence[Any],
+    expected: Sequence[Any],
+    *,
+    what: str,
+) -> None:
+    """Raises a ValueError naming both shapes when `y_true_shape` does not fit `expected`.
+
+    Unknown (None) dimensions on either side are accepted.
+    """
+    got, want = _known(y_true_shape), _known(expected)
+    ok = len(got) == len(want) and all(g is None or w is None or g == w for g, w in zip(got, want))
+    if not ok:
+        raise ValueError(
+            f"Shapes of `y_true` and `y_pred` do not match ({what}): "
+            f"y_true.shape={got}, y_pred.shape={_known(y_pred_shape)}; "
+            f"expected y_true.shape={want}."
+        )

@@ -1,0 +1,139 @@
+"""The contract every keras-lossopt loss keeps: Keras' reduction and `sample_weight` semantics.
+
+`LossFunctionBase` is a `keras.losses.Loss` whose `__call__` reproduces Keras' own
+(`sum_over_batch_size`, `sum`, `mean`, `mean_with_sample_weight`, `none`; scaling for
+`tf.distribute` replicas) and adds two things Keras' losses lack:
+
+* an optional *validity mask* from `compute_mask(y_true, y_pred)` (used for
+  `ignore_index`): masked positions count nowhere and mean reductions divide by the number
+  of valid positions, as Keras does for masked timesteps;
+* `sample_weight` broadcasting over trailing axes, so a per-image weight of shape `(N,)`
+  applies to a per-pixel loss of shape `(N, H, W)`.
+
+Subclasses implement `call(y_true, y_pred)` returning one unreduced value per sample
+(and per spatial position), with the class axis already reduced.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = ["LossFunctionBase", "reduce_loss_values"]
+
+_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+
+
+def _replicas():
+    if keras.backend.backend() != "tensorflow":
+        return 1, None
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return replicas, (tf.distribute.get_replica_context() if replicas > 1 else None)
+
+
+def _distributed_mean(total, divisor, data_dependent):
+    """`total / divisor` such that summing it over tf.distribute replicas gives the global mean.
+
+    Keras divides each replica's mean by the number of replicas, which is exact only when
+    every replica has the same divisor. A divisor that depends on the data (valid positions
+    under `ignore_index`, the sum of sample weights) differs between replicas, so we sum it
+    across replicas instead: every replica then divides by the global divisor.
+    """
+    divisor = ops.cast(divisor, total.dtype)
+    replicas, context = _replicas()
+    if replicas == 1:
+        return ops.divide_no_nan(total, divisor)
+    if data_dependent and context is not None:
+        import tensorflow as tf
+
+        return ops.divide_no_nan(total, context.all_reduce(tf.distribute.ReduceOp.SUM, divisor))
+    return ops.divide_no_nan(total, divisor) * ops.cast(1.0 / replicas, total.dtype)
+
+
+def _broadcast_weight(weight, values):
+    """Aligns a weight (sample_weight or mask) with `values` over trailing axes."""
+    weight = ops.cast(weight, values.dtype)
+    weight_rank, values_rank = len(weight.shape), len(values.shape)
+    if weight_rank == values_rank + 1 and weight.shape[-1] == 1:
+        weight = ops.squeeze(weight, axis=-1)
+        weight_rank -= 1
+    while weight_rank < values_rank:
+        weight = ops.expand_dims(weight, axis=-1)
+        weight_rank += 1
+    if weight_rank > values_rank:
+        raise ValueError(
+            "`sample_weight` has more dimensions than the per-sample loss: "
+            f"sample_weight.shape={tuple(weight.shape)}, loss values shape={tuple(values.shape)}."
+        )
+    return weight
+
+
+def reduce_loss_values(values, sample_weight=None, mask=None, reduction="sum_over_batch_size"):
+    """Weights, masks and reduces per-sample loss values exactly as `keras.losses.Loss` does.
+
+    Args:
+        values: unreduced loss values, shape `(N, ...)`.
+        sample_weight: optional weights broadcastable to `values` over trailing axes.
+        mask: optional validity mask (bool or 0/1) of the same shape as `values`; masked
+            positions contribute nothing and mean reductions divide by the valid count.
+        reduction: one of Keras' reductions.
+
+    Returns:
+        A scalar, or `values` weighted but unreduced for `reduction="none"`/`None`.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {list(_REDUCTIONS)}. Received: reduction={reduction!r}")
+    weight = None
+    if sample_weight is not None:
+        weight = _broadcast_weight(ops.convert_to_tensor(sample_weight), values)
+    if mask is not None:
+        mask = _broadcast_weight(mask, values)
+        weight = mask if weight is None else weight * mask
+    if weight is not None:
+        values = values * weight
+    if reduction is None or reduction == "none" or tuple(values.shape) in ((), (0,)):
+        return values
+    total = ops.sum(values)
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and weight is not None:
+        return _distributed_mean(total, ops.sum(ops.broadcast_to(weight, ops.shape(values))), True)
+    if mask is not None:
+        return _distributed_mean(total, ops.sum(ops.broadcast_to(mask, ops.shape(values))), True)
+    count = ops.prod(ops.convert_to_tensor(ops.shape(values), dtype="int32"))
+    return _distributed_mean(total, count, False)
+
+
+class LossFunctionBase(keras.losses.Loss):
+    """Base class of every keras-lossopt loss (see the module docstring for the contract).
+
+    Targets keep an integer dtype when given as integers (sparse class indices); float
+    targets and predictions are cast to the loss dtype, which is float32 unless `dtype`
+    says otherwise, also under the `mixed_float16`/`mixed_bfloat16` policies.
+    """
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        with keras.name_scope(self.name):
+            y_pred = ops.convert_to_tensor(y_pred)
+            if y_pred.dtype != self.dtype:
+                y_pred = ops.cast(y_pred, self.dtype)
+            y_true = ops.convert_to_tensor(y_true)
+            if not _is_integer_dtype(y_true.dtype) and y_true.dtype != self.dtype:
+                y_true = ops.cast(y_true, self.dtype)
+            values = self.call(y_true, y_pred)
+            mask = self.compute_mask(y_true, y_pred)
+            return reduce_loss_values(values, sample_weight, mask, self.reduction)
+
+    def get_config(self):
+        return {**super().get_config(), "dtype": self.dtype}
+
+    def compute_mask(self, y_true, y_pred):
+        """Validity mask of the per-sample values, or `None` when every position counts."""
+        return None
+
+
+def _is_integer_dtype(dtype) -> bool:
+    name = keras.backend.standardize_dtype(dtype)
+    return name.startswith("int") or name.startswith("uint") or name == "bool"

@@ -1,0 +1,199 @@
+"""Focal loss (Lin et al. 2017) for binary, multilabel and multiclass outputs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
+from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.registry import register_alias
+from keras_lossopt.losses.targets import (
+    binary_targets,
+    multiclass_targets,
+    per_class_vector,
+    sigmoid_log_probs,
+    softmax_log_probs,
+    sparse_valid_mask,
+)
+
+__all__ = ["FocalLoss", "focal_loss", "focal_modulator"]
+
+MODES = ("binary", "multilabel", "multiclass")
+
+
+def focal_modulator(one_minus_p, gamma):
+    """`(1 - p) ** gamma`, with finite gradients also for `gamma < 1` at `p == 1`.
+
+    The true derivative of `(1 - p(z)) ** gamma` with respect to the logit is 0 where `p`
+    saturates, but `pow` evaluates `gamma * 0 ** (gamma - 1) * 0 = inf * 0`. Flooring the
+    base at the smallest normal number keeps the value (to within 1e-38) and makes the
+    floored branch carry no gradient.
+    """
+    tiny = ops.cast(_tiny(one_minus_p.dtype), one_minus_p.dtype)
+    return ops.power(ops.maximum(one_minus_p, tiny), gamma)
+
+
+def _tiny(dtype):
+    return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
+
+
+def focal_loss(
+    y_true,
+    y_pred,
+    *,
+    mode="multiclass",
+    gamma=2.0,
+    alpha=None,
+    from_logits=False,
+    label_smoothing=0.0,
+    ignore_index=None,
+):
+    """Per-sample focal loss. See `FocalLoss` for the arguments and the formula.
+
+    Returns:
+        Tensor of shape `y_pred.shape[:-1]`: one value per sample (and spatial position).
+        Positions whose sparse label equals `ignore_index` are 0.
+    """
+    if mode == "multiclass":
+        targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
+        log_p = softmax_log_probs(y_pred, from_logits)
+        gamma_t = per_class_vector("gamma", gamma, y_pred) if isinstance(gamma, tuple) else gamma
+        modulator = focal_modulator(-ops.expm1(log_p), gamma_t)
+        per_class = -targets * modulator * log_p
+        if alpha is not None:
+            per_class = per_class * (per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha)
+        return ops.sum(per_class, axis=-1)
+
+    targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
+    log_p, log_1mp = sigmoid_log_probs(y_pred, from_logits)
+    cross_entropy = -(targets * log_p + (1.0 - targets) * log_1mp)
+    one_minus_pt = targets * ops.exp(log_1mp) + (1.0 - targets) * ops.exp(log_p)
+    gamma_t = per_class_vector("gamma", gamma, y_pred) if isinstance(gamma, tuple) else gamma
+    loss = focal_modulator(one_minus_pt, gamma_t) * cross_entropy
+    if alpha is not None:
+        alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
+        loss = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * loss
+    return ops.mean(loss, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class FocalLoss(LossFunctionBase):
+    """Focal loss: cross-entropy that down-weights well-classified examples.
+
+    Use it for class imbalance and dense detection, where easy negatives dominate the
+    cross-entropy. With `gamma=0` and no `alpha` it equals cross-entropy.
+
+    Formula:
+        multiclass (softmax): `loss = -sum_c alpha_c * y_c * (1 - p_c)**gamma_c * log(p_c)`
+
+        binary / multilabel (sigmoid), averaged over the last axis like
+        `keras.losses.BinaryCrossentropy`:
+        `loss = mean_c alpha_t * (1 - p_t)**gamma * BCE(y, p)` with
+        `p_t = y*p + (1-y)*(1-p)` and `alpha_t = y*alpha + (1-y)*(1-alpha)`.
+
+    Args:
+        mode: `"multiclass"` (softmax over the last axis; default), `"binary"` or
+            `"multilabel"` (independent sigmoids).
+        gamma: focusing parameter >= 0, a scalar or one value per class. Default 2.0.
+        alpha: class weight. `None` (default) weights nothing. For `"binary"` and
+            `"multilabel"`: a scalar in [0, 1] weighting positives by `alpha` and
+            negatives by `1 - alpha` (or one such value per class). For `"multiclass"`:
+            a scalar in [0, 1] scaling the loss, or one non-negative weight per class.
+            Unlike Keras' `BinaryFocalCrossentropy`, `alpha` always applies when given.
+        from_logits: whether `y_pred` holds logits (recommended: computed through
+            log-sigmoid / log-softmax, finite for logits of any size). Default False.
+        label_smoothing: in [0, 1); targets become `y*(1-ls) + ls/C` (multiclass) or
+            `y*(1-ls) + ls/2` (binary). Default 0.
+        ignore_index: for multiclass sparse targets, a label whose positions count
+            nowhere; mean reductions average over the other positions. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"focal_loss"`.
+        dtype: computation dtype. Default None (float32 under any mixed policy).
+
+    Returns:
+        The reduced loss (a scalar), or per-sample values for `reduction="none"`.
+
+    Raises:
+        ValueError: for an unknown `mode`, a negative `gamma`, a scalar `alpha` outside
+            [0, 1], per-class values whose count does not match the classes, shapes of
+            `y_true` and `y_pred` that do not fit, or sparse labels out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = FocalLoss(gamma=2.0, from_logits=True)
+        >>> y_true = np.array([0, 2])
+        >>> logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.2, 3.0]])
+        >>> round(float(loss(y_true, logits)), 4)
+        0.0031
+
+    References:
+        Lin, Goyal, Girshick, He, Dollar (2017). Focal Loss for Dense Object Detection. ICCV.
+    """
+
+    def __init__(
+        self,
+        mode="multiclass",
+        gamma=2.0,
+        alpha=None,
+        from_logits=False,
+        label_smoothing=0.0,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="focal_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.mode = check_choice("mode", mode, MODES)
+        self.gamma = check_per_class("gamma", gamma, minimum=0.0)
+        if self.gamma is None:
+            raise ValueError("`gamma` must be >= 0. Received: gamma=None")
+        # Per-class multiclass weights are free non-negative weights; every other alpha
+        # is a positive-vs-negative balance and must lie in [0, 1].
+        per_class_weights = self.mode == "multiclass" and np.ndim(alpha) > 0
+        self.alpha = check_per_class("alpha", alpha, minimum=0.0, maximum=None if per_class_weights else 1.0)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_probability("label_smoothing", label_smoothing)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}")
+        if ignore_index is not None:
+            ignore_index = check_int("ignore_index", ignore_index)
+            if self.mode != "multiclass":
+                raise ValueError(
+                    f"`ignore_index` applies to sparse multiclass targets only. Received: "
+                    f"ignore_index={ignore_index} with mode={self.mode!r}"
+                )
+        self.ignore_index = ignore_index
+
+    def call(self, y_true, y_pred):
+        return focal_loss(
+            y_true,
+            y_pred,
+            mode=self.mode,
+            gamma=self.gamma,
+            alpha=self.alpha,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+        )
+
+    def compute_mask(self, y_true, y_pred):
+        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mode": self.mode,
+            "gamma": list(self.gamma) if isinstance(self.gamma, tuple) else self.gamma,
+            "alpha": list(self.alpha) if isinstance(self.alpha, tuple) else self.alpha,
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
+
+
+register_alias("focal", FocalLoss)
+register_alias("categorical_focal", FocalLoss, mode="multiclass")
+register_alias("binary_focal", FocalLoss, mode="binary")
+register_alias("multilabel_focal", FocalLoss, mode="multilabel")

@@ -1,0 +1,154 @@
+"""Target and prediction conventions shared by the losses.
+
+* Multiclass (softmax) losses accept sparse integer targets of shape `y_pred.shape[:-1]`
+  (or with a trailing 1) and dense one-hot/soft targets of shape `y_pred.shape`.
+* Binary and multilabel (sigmoid) losses take targets of shape `y_pred.shape`; 1-D inputs
+  are treated as `(N, 1)` so that each sample gets its own loss value.
+* Log-probabilities come from logits through `log_softmax` / `log_sigmoid`, never by
+  clipping probabilities; probability inputs are clipped to `[eps, 1 - eps]` exactly like
+  Keras' own cross-entropies, so our values agree with Keras' where the formulas meet.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lossopt._validation import check_shapes_match, is_concrete
+
+__all__ = [
+    "binary_targets",
+    "is_sparse_target",
+    "multiclass_targets",
+    "per_class_vector",
+    "sigmoid_log_probs",
+    "softmax_log_probs",
+    "sparse_valid_mask",
+]
+
+
+def _epsilon(dtype):
+    return ops.cast(keras.config.epsilon(), dtype)
+
+
+def is_sparse_target(y_true, y_pred) -> bool:
+    """Whether `y_true` holds class indices for the class axis of `y_pred`."""
+    true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
+    if true_rank == pred_rank - 1:
+        return True
+    return true_rank == pred_rank and y_true.shape[-1] == 1 and y_pred.shape[-1] is not None and y_pred.shape[-1] != 1
+
+
+def _check_sparse_labels(labels, num_classes, ignore_index) -> None:
+    values = np.asarray(ops.convert_to_numpy(labels))
+    if values.size == 0:
+        return
+    if not np.issubdtype(values.dtype, np.integer) and np.any(values != np.round(values)):
+        bad = values[values != np.round(values)].ravel()[0]
+        raise ValueError(f"Sparse labels in `y_true` must be integers. Received a label {bad}.")
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    out_of_range = (values < 0) | (values >= num_classes)
+    if np.any(out_of_range):
+        bad = sorted(set(values[out_of_range].astype(np.int64).tolist()))[:5]
+        hint = "" if ignore_index is None else f" (other than ignore_index={ignore_index})"
+        raise ValueError(
+            f"Sparse labels in `y_true` must be in [0, {num_classes}) for y_pred with "
+            f"{num_classes} classes{hint}. Received labels {bad}."
+        )
+
+
+def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None):
+    """Dense float targets for a softmax loss, and the validity mask for `ignore_index`.
+
+    Returns:
+        `(targets, valid)`: `targets` has the shape and dtype of `y_pred`; `valid` is a
+        float mask of shape `y_pred.shape[:-1]` (None when nothing is ignored).
+    """
+    num_classes = y_pred.shape[-1]
+    valid = None
+    if is_sparse_target(y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape):
+            y_true = ops.squeeze(y_true, axis=-1)
+        check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape[:-1]), what="sparse class indices")
+        if num_classes is None:
+            raise ValueError(f"The class axis of `y_pred` must be known. Received: y_pred.shape={tuple(y_pred.shape)}")
+        if is_concrete(y_true):
+            _check_sparse_labels(y_true, num_classes, ignore_index)
+        labels = ops.cast(y_true, "int32")
+        if ignore_index is not None:
+            keep = ops.not_equal(labels, ignore_index)
+            valid = ops.cast(keep, y_pred.dtype)
+            labels = ops.where(keep, labels, 0)
+        targets = ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+        if valid is not None:
+            targets = targets * ops.expand_dims(valid, -1)
+    else:
+        check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="one-hot or soft targets")
+        if ignore_index is not None:
+            raise ValueError(
+                f"`ignore_index={ignore_index}` needs sparse integer targets of shape y_pred.shape[:-1]; "
+                f"received dense targets: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
+            )
+        targets = ops.cast(y_true, y_pred.dtype)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+        if valid is not None:
+            targets = targets * ops.expand_dims(valid, -1)
+    return targets, valid
+
+
+def binary_targets(y_true, y_pred, *, label_smoothing=0.0):
+    """Float targets for a sigmoid loss, with rank-1 inputs lifted to `(N, 1)`.
+
+    Returns:
+        `(targets, y_pred)` of equal shape.
+    """
+    if len(y_pred.shape) == 1:
+        y_pred = ops.expand_dims(y_pred, -1)
+    if len(y_true.shape) == len(y_pred.shape) - 1:
+        y_true = ops.expand_dims(y_true, -1)
+    check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="binary/multilabel targets")
+    targets = ops.cast(y_true, y_pred.dtype)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    return targets, y_pred
+
+
+def softmax_log_probs(y_pred, from_logits):
+    """Log-probabilities over the last axis: log-softmax of logits, or log of clipped probabilities."""
+    if from_logits:
+        return ops.log_softmax(y_pred, axis=-1)
+    probs = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+    eps = _epsilon(y_pred.dtype)
+    return ops.log(ops.clip(probs, eps, 1.0 - eps))
+
+
+def sigmoid_log_probs(y_pred, from_logits):
+    """`(log p, log(1 - p))` for a sigmoid output, from logits or clipped probabilities."""
+    if from_logits:
+        return ops.log_sigmoid(y_pred), ops.log_sigmoid(-y_pred)
+    eps = _epsilon(y_pred.dtype)
+    probs = ops.clip(y_pred, eps, 1.0 - eps)
+    return ops.log(probs), ops.log(1.0 - probs)
+
+
+def sparse_valid_mask(y_true, y_pred, ignore_index):
+    """Float mask of the positions whose sparse label is not `ignore_index` (None if not applicable)."""
+    if ignore_index is None or not is_sparse_target(y_true, y_pred):
+        return None
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=-1)
+    return ops.cast(ops.not_equal(ops.cast(y_true, "int32"), ignore_index), y_pred.dtype)
+
+
+def per_class_vector(name, value, y_pred):
+    """A per-class hyperparameter as a tensor over the class axis, checked against `y_pred`."""
+    num_classes = y_pred.shape[-1]
+    if isinstance(value, tuple) and num_classes is not None and len(value) != num_classes:
+        raise ValueError(
+            f"`{name}` has {len(value)} values but y_pred has {num_classes} classes: "
+            f"y_pred.shape={tuple(y_pred.shape)}, {name}={list(value)}."
+        )
+    return ops.convert_to_tensor(value, dtype=y_pred.dtype)
