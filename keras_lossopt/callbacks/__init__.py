@@ -1,0 +1,3 @@
+"""Keras callbacks: gradient monitoring, training diagnostics and robustness evaluation."""
+
+__all__: list[str] = []
