@@ -7,7 +7,6 @@ Subpackages load on first use, so `import keras_lossopt` stays cheap:
 * `keras_lossopt.callbacks` - gradient monitoring and training diagnostics.
 * `keras_lossopt.adversarial` - attacks, adversarial training, robustness evaluation.
 * `keras_lossopt.tuning` - keras-tuner integration: search over the loss.
-* `keras_lossopt.shaping` - composite losses with fixed, scheduled or adaptive weights.
 * `keras_lossopt.datasets` - offline, seeded built-in datasets.
 """
 
@@ -18,7 +17,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("losses", "metrics", "callbacks", "adversarial", "tuning", "shaping", "datasets")
+# `shaping` (composite losses with scheduled/adaptive weights) joins this list when it lands.
+_SUBPACKAGES = ("losses", "metrics", "callbacks", "adversarial", "tuning", "datasets")
 
 __all__ = ["__version__", *_SUBPACKAGES]
 
