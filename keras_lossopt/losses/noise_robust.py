@@ -1,0 +1,230 @@
+"""Losses robust to label noise: generalized (Zhang & Sabuncu 2018) and symmetric (Wang et al. 2019) CE."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lossopt._validation import check_in_range, check_int, check_non_negative
+from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.registry import register_alias
+from keras_lossopt.losses.targets import multiclass_targets, softmax_log_probs, sparse_valid_mask
+
+__all__ = [
+    "GeneralizedCrossEntropy",
+    "SymmetricCrossEntropy",
+    "generalized_cross_entropy",
+    "symmetric_cross_entropy",
+]
+
+
+def generalized_cross_entropy(y_true, y_pred, *, q=0.7, from_logits=False, label_smoothing=0.0, ignore_index=None):
+    """Per-sample generalized cross-entropy. See `GeneralizedCrossEntropy`.
+
+    Returns:
+        Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
+    """
+    targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
+    log_p = softmax_log_probs(y_pred, from_logits)
+    # (1 - p**q) / q = -expm1(q log p) / q: exact from log-probabilities, no cancellation
+    # for small q, and it tends to -log p as q -> 0.
+    return ops.sum(targets * (-ops.expm1(q * log_p) / q), axis=-1)
+
+
+def symmetric_cross_entropy(
+    y_true, y_pred, *, alpha=0.1, beta=1.0, log_zero=-4.0, from_logits=False, label_smoothing=0.0, ignore_index=None
+):
+    """Per-sample symmetric cross-entropy. See `SymmetricCrossEntropy`.
+
+    Returns:
+        Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
+    """
+    targets, valid = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
+    log_p = softmax_log_probs(y_pred, from_logits)
+    cross_entropy = -ops.sum(targets * log_p, axis=-1)
+    # log y_k floored at A: log 0 = A for one-hot labels, and soft labels below exp(A)
+    # count as 0 too (the official code's clamp of the labels at exp(A)).
+    log_targets = ops.log(ops.maximum(targets, ops.cast(float(np.exp(log_zero)), targets.dtype)))
+    reverse = -ops.sum(ops.exp(log_p) * log_targets, axis=-1)
+    if valid is not None:
+        reverse = reverse * valid
+    return alpha * cross_entropy + beta * reverse
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class GeneralizedCrossEntropy(LossFunctionBase):
+    """Generalized cross-entropy (L_q loss): between cross-entropy and MAE, robust to label noise.
+
+    Use it when a share of the training labels is wrong: `q` trades the fast training of
+    cross-entropy (`q -> 0`) for the noise robustness of MAE (`q = 1`). Multiclass
+    (softmax) outputs; sparse or one-hot targets.
+
+    Formula:
+        `loss = sum_c y_c (1 - p_c**q) / q` (for one-hot targets `(1 - p_y**q) / q`),
+        with `p_c**q = exp(q log p_c)` from the log-softmax. `q = 1` gives `1 - p_y`
+        (MAE up to a factor 2) and `q -> 0` cross-entropy.
+
+    Args:
+        q: in (0, 1]. Default 0.7 (the paper's choice).
+        from_logits: whether `y_pred` holds logits. Default False.
+        label_smoothing: in [0, 1). Default 0.
+        ignore_index: sparse label that counts nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"generalized_cross_entropy"`.
+        dtype: computation dtype. Default None (float32 under any mixed policy).
+
+    Returns:
+        The reduced loss (a scalar), or per-sample values for `reduction="none"`.
+
+    Raises:
+        ValueError: for `q` outside (0, 1], `label_smoothing` outside [0, 1), mismatched
+            shapes or out-of-range sparse labels.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = GeneralizedCrossEntropy(q=1.0)
+        >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)
+        0.2
+
+    References:
+        Zhang, Sabuncu (2018). Generalized Cross Entropy Loss for Training Deep Neural
+        Networks with Noisy Labels. NeurIPS.
+    """
+
+    def __init__(
+        self,
+        q=0.7,
+        from_logits=False,
+        label_smoothing=0.0,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="generalized_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.q = check_in_range("q", q, 0.0, 1.0, low_inclusive=False)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
+        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+
+    def call(self, y_true, y_pred):
+        return generalized_cross_entropy(
+            y_true,
+            y_pred,
+            q=self.q,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+        )
+
+    def compute_mask(self, y_true, y_pred):
+        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "q": self.q,
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class SymmetricCrossEntropy(LossFunctionBase):
+    """Symmetric cross-entropy: cross-entropy plus reverse cross-entropy, robust to label noise.
+
+    Use it when training labels are noisy: the reverse term `-sum_k p_k log y_k` is
+    bounded and noise tolerant, and the small cross-entropy term keeps fitting hard
+    classes. Multiclass (softmax) outputs; sparse or one-hot targets.
+
+    Formula:
+        `loss = alpha * CE(y, p) + beta * RCE(y, p)`, `RCE = -sum_k p_k log y_k` with
+        `log 0` replaced by `A = log_zero`; for one-hot targets `RCE = -A (1 - p_y)`.
+        Soft targets below `exp(A)` count as 0 (the official code clamps the labels at
+        `1e-4`, i.e. `A = log(1e-4) ~ -9.21`; the paper uses `A = -4`).
+
+    Args:
+        alpha: weight of the cross-entropy term, >= 0. Default 0.1 (the paper's CIFAR-10
+            setting).
+        beta: weight of the reverse cross-entropy term, >= 0. Default 1.0.
+        log_zero: the value `A` that replaces `log 0`, < 0. Default -4.0.
+        from_logits: whether `y_pred` holds logits. Default False.
+        label_smoothing: in [0, 1). Default 0.
+        ignore_index: sparse label that counts nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"symmetric_cross_entropy"`.
+        dtype: computation dtype. Default None (float32 under any mixed policy).
+
+    Returns:
+        The reduced loss (a scalar), or per-sample values for `reduction="none"`.
+
+    Raises:
+        ValueError: for a negative `alpha` or `beta`, `log_zero >= 0`, `label_smoothing`
+            outside [0, 1), mismatched shapes or out-of-range sparse labels.
+
+    Example:
+        >>> import numpy as np
+        >>> loss = SymmetricCrossEntropy(alpha=0.0, beta=1.0)
+        >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)
+        0.8
+
+    References:
+        Wang, Ma, Chen, Luo, Yi, Bailey (2019). Symmetric Cross Entropy for Robust Learning
+        with Noisy Labels. ICCV.
+    """
+
+    def __init__(
+        self,
+        alpha=0.1,
+        beta=1.0,
+        log_zero=-4.0,
+        from_logits=False,
+        label_smoothing=0.0,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="symmetric_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = check_non_negative("alpha", alpha)
+        self.beta = check_non_negative("beta", beta)
+        if isinstance(log_zero, bool) or not isinstance(log_zero, (int, float)) or not -np.inf < log_zero < 0:
+            raise ValueError(f"`log_zero` must be a finite number < 0. Received: log_zero={log_zero!r}")
+        self.log_zero = float(log_zero)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
+        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+
+    def call(self, y_true, y_pred):
+        return symmetric_cross_entropy(
+            y_true,
+            y_pred,
+            alpha=self.alpha,
+            beta=self.beta,
+            log_zero=self.log_zero,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+        )
+
+    def compute_mask(self, y_true, y_pred):
+        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "log_zero": self.log_zero,
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
+
+
+register_alias("generalized_cross_entropy", GeneralizedCrossEntropy)
+register_alias("gce", GeneralizedCrossEntropy)
+register_alias("symmetric_cross_entropy", SymmetricCrossEntropy)
+register_alias("sce", SymmetricCrossEntropy)
