@@ -5,16 +5,41 @@ Every loss keeps the contract in `keras_lossopt.losses.base` (Keras reductions,
 name "keras_lossopt". `get(name_or_config)` resolves short names such as "focal".
 """
 
+from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values
+from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
+from keras_lossopt.losses.noise_robust import (
+    GeneralizedCrossEntropy,
+    SymmetricCrossEntropy,
+    generalized_cross_entropy,
+    symmetric_cross_entropy,
+)
+from keras_lossopt.losses.poly import PolyLoss, poly_loss
 from keras_lossopt.losses.registry import deserialize, get, serialize
 
 __all__ = [
+    "AsymmetricLoss",
+    "ClassBalancedLoss",
     "FocalLoss",
+    "GeneralizedCrossEntropy",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "LossFunctionBase",
+    "PolyLoss",
+    "SymmetricCrossEntropy",
+    "asymmetric_loss",
+    "class_balanced_weights",
     "deserialize",
     "focal_loss",
+    "generalized_cross_entropy",
     "get",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjusted_loss",
+    "poly_loss",
     "reduce_loss_values",
     "serialize",
+    "symmetric_cross_entropy",
 ]
