@@ -1,0 +1,233 @@
+"""Lovasz losses (Berman et al. 2018): the convex Lovasz extension of the Jaccard loss.
+
+The Jaccard loss of a set of mispredicted pixels is submodular; its Lovasz extension is
+a convex, piecewise-linear function of a vector of pixel errors: sort the errors in
+decreasing order, and weight each by the increase of the Jaccard loss when its pixel is
+added to the set of mispredictions (`lovasz_gradient`). Sorting uses `keras.ops.argsort`
+over a static axis, so the losses compile with XLA; the sort permutation carries no
+gradient, exactly as in the paper's reference implementation.
+
+Ignored pixels get error 0 and target 0: every pixel with a positive error sorts before
+them, and they change neither the weights of those pixels nor the loss, so no mask
+shrinks the arrays (which would give dynamic shapes).
+
+Per-sample convention as for the overlap losses (`keras_lossopt.losses.overlap`):
+`per_image=True` gives one value per image and `reduction`/`sample_weight` apply to them;
+`per_image=False` gives one value for the batch and takes no `sample_weight`. Under
+`tf.distribute` a batch Lovasz loss is computed on each replica's share of the batch and
+averaged over replicas: a global sort would need every replica's pixels, so the
+replicated batch loss is the mean of the per-shard losses, not the single-device value.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.losses.overlap import RegionLoss, overlap_inputs
+from keras_lossopt.losses.registry import register_alias
+
+__all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_extension", "lovasz_gradient"]
+
+CLASS_SETS = ("present", "all")
+
+
+def lovasz_gradient(sorted_targets):
+    """Jaccard-loss increments for targets sorted by decreasing error (last axis).
+
+    Args:
+        sorted_targets: 0/1 foreground indicators, sorted like the errors; shape `(..., P)`.
+
+    Returns:
+        `g` of the same shape with `g_k = J(k) - J(k-1)`, where `J(k)` is the Jaccard loss
+        of mispredicting the first `k` pixels.
+    """
+    total = ops.sum(sorted_targets, axis=-1, keepdims=True)
+    intersection = total - ops.cumsum(sorted_targets, axis=-1)
+    union = total + ops.cumsum(1.0 - sorted_targets, axis=-1)
+    # union >= 1 for 0/1 targets; the floor guards soft targets that sum to ~0.
+    jaccard = 1.0 - intersection / ops.maximum(union, 1e-12)
+    return ops.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
+
+
+def lovasz_extension(errors, targets):
+    """The Lovasz extension of the Jaccard loss over the last axis.
+
+    Args:
+        errors: non-negative pixel errors (or hinge margins), `(..., P)`.
+        targets: 0/1 foreground indicators of the same shape.
+
+    Returns:
+        `sum_k errors_sorted[k] * g_k`, shape `errors.shape[:-1]`.
+    """
+    order = ops.argsort(-errors, axis=-1)
+    sorted_errors = ops.take_along_axis(errors, order, axis=-1)
+    sorted_targets = ops.take_along_axis(targets, order, axis=-1)
+    weights = ops.stop_gradient(lovasz_gradient(sorted_targets))
+    return ops.sum(sorted_errors * weights, axis=-1)
+
+
+def _flatten(x, per_image):
+    """`(N, ..., K)` -> `(N, P, K)` per image, `(1, N*P, K)` for the batch."""
+    channels = x.shape[-1]
+    if per_image:
+        return ops.reshape(x, (ops.shape(x)[0], -1, channels))
+    return ops.reshape(x, (1, -1, channels))
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class LovaszSoftmaxLoss(RegionLoss):
+    """Lovasz-softmax loss: a convex surrogate of the mean Jaccard (IoU) loss for multiclass output.
+
+    Use it to optimize mean IoU directly, typically to fine-tune a model first trained
+    with cross-entropy; it costs a sort of every class' errors.
+
+    Formula:
+        per class `c`: errors `e_i = |t_ic - p_ic|`, sorted decreasingly;
+        `loss_c = sum_k e_(k) * g_k` with `g` from `lovasz_gradient`; the loss is the mean
+        over the classes present in the target (`classes="present"`) or over all classes.
+
+    Args:
+        from_logits: whether `y_pred` holds logits (softmax applied here). Default False.
+        per_image: one value per image, shape `(N,)`, or one value for the batch (default,
+            as in the paper's code). See the module docstring.
+        classes: `"present"` (average over the classes present in the target; default) or
+            `"all"`. With `"present"` an image with no valid pixel scores 0.
+        ignore_index: a sparse label whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"lovasz_softmax_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
+
+    Returns:
+        `(N,)` per-image values reduced by `reduction`, or one value for the batch.
+
+    Raises:
+        ValueError: for an unknown `classes`, mismatched shapes, labels out of range, or a
+            `sample_weight` with `per_image=False`.
+
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[0, 1, 1, 2]])
+        >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
+        >>> round(float(LovaszSoftmaxLoss()(y_true, probs)), 4)
+        0.1333
+
+    References:
+        Berman, Triki, Blaschko (2018). The Lovasz-Softmax loss: A tractable surrogate for
+        the optimization of the intersection-over-union measure in neural networks. CVPR.
+    """
+
+    supports_batch_weights = False
+
+    def __init__(
+        self,
+        from_logits=False,
+        per_image=False,
+        classes="present",
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="lovasz_softmax_loss",
+        dtype=None,
+    ):
+        super().__init__(per_image=per_image, reduction=reduction, name=name, dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.classes = check_choice("classes", classes, CLASS_SETS)
+        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+
+    def region_loss(self, y_true, y_pred, weight):
+        targets, probs, valid = overlap_inputs(
+            y_true, y_pred, mode="multiclass", from_logits=self.from_logits, ignore_index=self.ignore_index
+        )
+        errors = ops.abs(targets - probs)
+        if valid is not None:
+            errors = errors * valid  # targets are already 0 on ignored pixels
+        errors = ops.transpose(_flatten(errors, self.per_image), (0, 2, 1))
+        targets = ops.transpose(_flatten(targets, self.per_image), (0, 2, 1))
+        per_class = lovasz_extension(errors, targets)
+        if self.classes == "all":
+            values = ops.mean(per_class, axis=-1)
+        else:
+            present = ops.cast(ops.sum(targets, axis=-1) > 0, per_class.dtype)
+            values = ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
+        return values if self.per_image else values[0]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "from_logits": self.from_logits,
+            "classes": self.classes,
+            "ignore_index": self.ignore_index,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class LovaszHingeLoss(RegionLoss):
+    """Lovasz hinge loss: a convex surrogate of the Jaccard loss for binary segmentation.
+
+    Use it for binary masks scored by IoU. `y_pred` are real-valued scores (logits); a
+    pixel is correct with margin when `score * (2t - 1) >= 1`, and a prediction with all
+    margins >= 1 has loss 0.
+
+    Formula:
+        hinge errors `e_i = 1 - s_i (2 t_i - 1)`, sorted decreasingly;
+        `loss = sum_k relu(e_(k)) g_k` with `g` from `lovasz_gradient`. All non-batch
+        positions of an image (all channels included) form one binary set.
+
+    Args:
+        per_image: one value per image, shape `(N,)` (default, as in the paper's code), or
+            one value for the batch. See the module docstring.
+        ignore_index: a target value whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"lovasz_hinge_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
+
+    Returns:
+        `(N,)` per-image values reduced by `reduction`, or one value for the batch.
+
+    Raises:
+        ValueError: for mismatched shapes or a `sample_weight` with `per_image=False`.
+
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[1.0, 1.0, 0.0, 0.0]])
+        >>> scores = np.array([[2.0, 1.0, -1.5, -3.0]])  # every margin >= 1
+        >>> float(LovaszHingeLoss()(y_true, scores))
+        0.0
+
+    References:
+        Berman, Triki, Blaschko (2018). The Lovasz-Softmax loss: A tractable surrogate for
+        the optimization of the intersection-over-union measure in neural networks. CVPR.
+    """
+
+    supports_batch_weights = False
+
+    def __init__(
+        self,
+        per_image=True,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="lovasz_hinge_loss",
+        dtype=None,
+    ):
+        super().__init__(per_image=per_image, reduction=reduction, name=name, dtype=dtype)
+        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+
+    def region_loss(self, y_true, y_pred, weight):
+        targets, scores, valid = overlap_inputs(
+            y_true, y_pred, mode="binary", from_logits=False, ignore_index=self.ignore_index
+        )
+        errors = ops.relu(1.0 - scores * (2.0 * targets - 1.0))
+        if valid is not None:
+            errors = errors * valid
+        rows = ops.shape(errors)[0] if self.per_image else 1
+        values = lovasz_extension(ops.reshape(errors, (rows, -1)), ops.reshape(targets, (rows, -1)))
+        return values if self.per_image else values[0]
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_index": self.ignore_index}
+
+
+register_alias("lovasz_softmax", LovaszSoftmaxLoss)
+register_alias("lovasz", LovaszSoftmaxLoss)
+register_alias("lovasz_hinge", LovaszHingeLoss)
