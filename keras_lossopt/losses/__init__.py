@@ -8,27 +8,39 @@ name "keras_lossopt". `get(name_or_config)` resolves short names such as "focal"
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
+from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
+from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss
 from keras_lossopt.losses.noise_robust import (
     GeneralizedCrossEntropy,
     SymmetricCrossEntropy,
     generalized_cross_entropy,
     symmetric_cross_entropy,
 )
+from keras_lossopt.losses.overlap import DiceLoss, FocalTverskyLoss, GeneralizedDiceLoss, JaccardLoss, TverskyLoss
 from keras_lossopt.losses.poly import PolyLoss, poly_loss
 from keras_lossopt.losses.registry import deserialize, get, serialize
 
 __all__ = [
     "AsymmetricLoss",
     "ClassBalancedLoss",
+    "DiceCELoss",
+    "DiceFocalLoss",
+    "DiceLoss",
     "FocalLoss",
+    "FocalTverskyLoss",
     "GeneralizedCrossEntropy",
+    "GeneralizedDiceLoss",
+    "JaccardLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
     "LossFunctionBase",
+    "LovaszHingeLoss",
+    "LovaszSoftmaxLoss",
     "PolyLoss",
     "SymmetricCrossEntropy",
+    "TverskyLoss",
     "asymmetric_loss",
     "class_balanced_weights",
     "deserialize",
