@@ -1,0 +1,282 @@
+"""`LossSearchHyperModel`: any model-building function becomes a search over the loss.
+
+The hypermodel calls the user's function (with `hp` when it takes one), compiles the
+model with the loss that `choose_loss` picked, an Adam optimizer whose learning rate
+may be tuned, and the metrics a loss search ranks by (macro-F1, worst-class recall;
+mean IoU for segmentation), and refuses to run under a tuner whose objective is a loss.
+`make_tuner` builds the keras-tuner tuner with an objective that carries its direction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+
+from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.tuning.objectives import check_search_objective, macro_f1_objective, segmentation_objective
+from keras_lossopt.tuning.search_space import LossCandidate, build_loss, choose_loss, resolve_candidates
+
+__all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
+
+TUNERS = ("bayesian", "random", "hyperband", "grid")
+
+
+def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:
+    """The metrics a loss search logs for a task (and ranks by, through `default_objective`).
+
+    binary/multiclass: `macro_f1`, `worst_class_recall`, `accuracy`; multilabel: `auc`
+    (macro over labels); segmentation: `mean_iou`, per-pixel `macro_f1`, `accuracy`.
+    """
+    from keras_lossopt import metrics
+
+    if task == "multilabel":
+        return [keras.metrics.AUC(multi_label=True, from_logits=from_logits, name="auc")]
+    classes = 2 if task == "binary" else num_classes
+    accuracy = (
+        keras.metrics.BinaryAccuracy(threshold=0.0 if from_logits else 0.5, name="accuracy")
+        if task == "binary"
+        else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    )
+    scores = [
+        metrics.MacroF1(classes, from_logits=from_logits),
+        metrics.WorstClassRecall(classes, from_logits=from_logits),
+        accuracy,
+    ]
+    if task == "segmentation":
+        scores.insert(0, keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"))
+    return scores
+
+
+def default_objective(task: str) -> keras_tuner.Objective:
+    """`val_mean_iou` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
+    if task == "segmentation":
+        return segmentation_objective("mean_iou")
+    if task == "multilabel":
+        return keras_tuner.Objective("val_auc", direction="max")
+    return macro_f1_objective()
+
+
+def _takes_hp(build_model: Callable) -> bool:
+    try:
+        parameters = inspect.signature(build_model).parameters.values()
+    except (TypeError, ValueError):  # builtins and some callables have no signature
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return bool(positional)
+
+
+class LossSearchHyperModel(keras_tuner.HyperModel):
+    """Wraps a model-building function into a keras-tuner search over the loss.
+
+    Use it to ask "which loss, with which parameters, is best for my model and data?" in
+    three lines::
+
+        hypermodel = LossSearchHyperModel(build_model, task="multiclass", class_counts=counts)
+        tuner = make_tuner(hypermodel, "bayesian", max_trials=20, directory="search")
+        tuner.search(x, y, validation_data=(x_val, y_val), epochs=20)
+
+    Args:
+        build_model: returns an uncompiled `keras.Model` whose outputs are logits (or
+            probabilities with `from_logits=False`); it may take `hp` to tune its own
+            architecture too.
+        task: `"binary"`, `"multiclass"` (default), `"multilabel"` or `"segmentation"`.
+        candidates: loss candidates (names in `LOSS_CANDIDATES[task]` or
+            `LossCandidate`s). Default: `DEFAULT_CANDIDATES[task]`.
+        class_counts: training samples per class, for the class-balanced, logit-adjusted
+            and LDAM candidates. Default None.
+        from_logits: whether the model outputs logits. Default True.
+        tune_learning_rate: also search Adam's learning rate (log-uniform in
+            `learning_rate_range`), since the best rate depends on the loss' scale.
+            Default True.
+        learning_rate: the fixed rate when not tuned. Default 1e-3.
+        learning_rate_range: `(low, high)` of the tuned rate. Default (1e-4, 1e-2).
+        metrics: metrics to compile with. Default: `default_metrics(task, ...)`.
+        jit_compile: passed to `compile`. Default `"auto"`.
+        name: hypermodel name. Default None.
+
+    Raises:
+        ValueError: for an unknown task, unknown or unavailable candidates, a bad
+            learning-rate range, or (when the search runs) a tuner ranking by `val_loss`.
+
+    Example:
+        >>> import keras, keras_tuner
+        >>> def build_model():
+        ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> hypermodel = LossSearchHyperModel(build_model, candidates=["crossentropy", "focal"])
+        >>> model = hypermodel.build(keras_tuner.HyperParameters())
+        >>> model.loss.__class__.__name__
+        'SparseCategoricalCrossentropy'
+    """
+
+    def __init__(
+        self,
+        build_model: Callable,
+        task: str = "multiclass",
+        candidates: Sequence[str | LossCandidate] | None = None,
+        *,
+        class_counts: Sequence[float] | None = None,
+        from_logits: bool = True,
+        tune_learning_rate: bool = True,
+        learning_rate: float = 1e-3,
+        learning_rate_range: tuple[float, float] = (1e-4, 1e-2),
+        metrics: Sequence[Any] | None = None,
+        jit_compile: bool | str = "auto",
+        name: str | None = None,
+    ):
+        super().__init__(name=name, tunable=True)
+        if not callable(build_model):
+            raise ValueError(f"`build_model` must be callable. Received: {build_model!r}")
+        self.build_model = build_model
+        self.task = check_choice("task", task, ("binary", "multiclass", "multilabel", "segmentation"))
+        self.candidates = resolve_candidates(self.task, candidates)
+        if any(c.needs_class_counts for c in self.candidates) and class_counts is None:
+            needing = [c.name for c in self.candidates if c.needs_class_counts]
+            raise ValueError(
+                f"Loss candidates {needing} need the training class counts: pass `class_counts=` "
+                "(e.g. numpy.bincount(y_train)) or leave them out of `candidates`."
+            )
+        self.class_counts = None if class_counts is None else [float(c) for c in class_counts]
+        self.from_logits = bool(from_logits)
+        self.tune_learning_rate = bool(tune_learning_rate)
+        low, high = (float(v) for v in learning_rate_range)
+        if not 0 < low < high:
+            raise ValueError(f"`learning_rate_range` must be (low, high) with 0 < low < high. Received: {(low, high)}")
+        self.learning_rate_range = (low, high)
+        self.learning_rate = float(learning_rate)
+        self.metrics = None if metrics is None else list(metrics)
+        self.jit_compile = jit_compile
+        self._takes_hp = _takes_hp(build_model)
+
+    def build(self, hp):
+        model = self.build_model(hp) if self._takes_hp else self.build_model()
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`build_model` must return a keras.Model. Received: {type(model).__name__}")
+        loss = choose_loss(hp, self.task, self.candidates, from_logits=self.from_logits, class_counts=self.class_counts)
+        learning_rate = self.learning_rate
+        if self.tune_learning_rate:
+            learning_rate = hp.Float("learning_rate", *self.learning_rate_range, sampling="log")
+        metrics = self.metrics
+        if metrics is None:
+            metrics = default_metrics(self.task, self._num_classes(model), from_logits=self.from_logits)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=loss,
+            metrics=[keras.metrics.deserialize(keras.metrics.serialize(m)) if _is_metric(m) else m for m in metrics],
+            jit_compile=self.jit_compile,
+        )
+        return model
+
+    def _num_classes(self, model) -> int:
+        units = model.outputs[0].shape[-1]
+        if units is None:
+            raise ValueError("The model's output must have a known class axis to build the default metrics.")
+        return max(2, int(units))
+
+    def fit(self, hp, model, *args, **kwargs):
+        for callback in kwargs.get("callbacks") or []:
+            search_objective = getattr(callback, "objective", None)
+            if isinstance(search_objective, keras_tuner.Objective):
+                try:
+                    check_search_objective(search_objective)
+                except ValueError as error:
+                    # A FatalError stops the search at once instead of failing trial after trial.
+                    raise keras_tuner.errors.FatalValueError(str(error)) from None
+        return model.fit(*args, **kwargs)
+
+    def loss_from_hyperparameters(self, hp):
+        """The loss a trial's hyperparameters describe (e.g. the best trial's), ready to compile."""
+        chosen = hp.get("loss")
+        candidate = next(c for c in self.candidates if c.name == chosen)
+        from keras_lossopt.tuning.search_space import loss_hyperparameter_name
+
+        values = {
+            p.argument: hp.get(loss_hyperparameter_name(chosen, p.argument))
+            for p in candidate.params
+            if loss_hyperparameter_name(chosen, p.argument) in hp.values
+        }
+        return build_loss(candidate, values, from_logits=self.from_logits, class_counts=self.class_counts)
+
+
+def _is_metric(metric) -> bool:
+    # Fresh metric objects per trial: a Metric instance shared between trials keeps state.
+    return isinstance(metric, keras.metrics.Metric)
+
+
+def make_tuner(
+    hypermodel: LossSearchHyperModel,
+    tuner: str = "bayesian",
+    *,
+    objective=None,
+    max_trials: int = 10,
+    max_epochs: int = 20,
+    directory: str | None = None,
+    project_name: str = "loss_search",
+    overwrite: bool = False,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> keras_tuner.Tuner:
+    """A keras-tuner tuner for a loss search, with a directed objective.
+
+    Args:
+        hypermodel: the `LossSearchHyperModel`.
+        tuner: `"bayesian"` (default), `"random"`, `"hyperband"` or `"grid"`.
+        objective: a metric name or `keras_tuner.Objective`. Default:
+            `default_objective(hypermodel.task)`. `val_loss` is refused.
+        max_trials: trials for bayesian/random/grid. Default 10.
+        max_epochs: Hyperband's largest budget per model. Default 20.
+        directory: where trials are stored. Default None (keras-tuner's default).
+        project_name: sub-folder of `directory`. Default `"loss_search"`.
+        overwrite: start afresh instead of resuming. Default False (resume).
+        seed: the oracle's random seed. Default None.
+        **kwargs: other arguments of the keras-tuner tuner.
+
+    Returns:
+        A `keras_tuner.Tuner`.
+
+    Raises:
+        ValueError: for an unknown tuner or a `val_loss`/undirected objective.
+    """
+    tuner = check_choice("tuner", tuner, TUNERS)
+    search_objective = check_search_objective(default_objective(hypermodel.task) if objective is None else objective)
+    common = dict(
+        hypermodel=hypermodel,
+        objective=search_objective,
+        directory=directory,
+        project_name=project_name,
+        overwrite=overwrite,
+        seed=seed,
+        **kwargs,
+    )
+    if tuner == "hyperband":
+        return _TUNER_CLASSES["hyperband"](max_epochs=check_int("max_epochs", max_epochs, minimum=1), **common)
+    max_trials = check_int("max_trials", max_trials, minimum=1)
+    return _TUNER_CLASSES[tuner](max_trials=max_trials, **common)
+
+
+class _WithoutTensorBoardImport:
+    """Skips keras-tuner's TensorBoard set-up when no `TensorBoard` callback is given.
+
+    keras-tuner 1.4 imports `tensorboard` before every trial on the TensorFlow backend,
+    only to patch a TensorBoard callback's log folder; TensorFlow >= 2.20 no longer
+    installs tensorboard, so every trial would fail with ModuleNotFoundError.
+    """
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
+            super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+
+def _tuner_class(base):
+    return type(base.__name__, (_WithoutTensorBoardImport, base), {"__module__": __name__, "__doc__": base.__doc__})
+
+
+_TUNER_CLASSES = {
+    "bayesian": _tuner_class(keras_tuner.BayesianOptimization),
+    "random": _tuner_class(keras_tuner.RandomSearch),
+    "grid": _tuner_class(keras_tuner.GridSearch),
+    "hyperband": _tuner_class(keras_tuner.Hyperband),
+}

@@ -1,0 +1,160 @@
+"""Search objectives that carry their direction, and the refusal to rank losses by `val_loss`.
+
+Two keras-tuner 1.4 pitfalls live here:
+
+* keras-tuner infers an objective's direction from its name and falls back to "min" for
+  metrics it does not list: `objective="val_f1_score"` is *minimized*, so a search ranks
+  F1 0.42 above 0.93 without a warning. Every objective built here is a
+  `keras_tuner.Objective` with an explicit direction.
+* `val_loss` cannot compare different losses: focal loss is smaller than cross-entropy
+  on the same predictions by construction, Poly-1 adds `epsilon (1 - p_t)`, penalties
+  inflate it. A loss search ranked by it picks the loss with the smallest scale, not the
+  best model. `check_search_objective` refuses it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras_tuner
+
+from keras_lossopt._validation import check_choice, check_int
+
+__all__ = [
+    "MAXIMIZED_METRICS",
+    "check_search_objective",
+    "class_recall_objective",
+    "macro_f1_objective",
+    "objective",
+    "robust_accuracy_objective",
+    "segmentation_objective",
+    "worst_class_recall_objective",
+]
+
+#: Metric names (without `val_`) that a search maximizes.
+MAXIMIZED_METRICS = (
+    "macro_f1",
+    "worst_class_recall",
+    "accuracy",
+    "sparse_categorical_accuracy",
+    "categorical_accuracy",
+    "binary_accuracy",
+    "f1_score",
+    "fbeta_score",
+    "auc",
+    "precision",
+    "recall",
+    "mean_iou",
+    "iou",
+    "iou_score",
+    "dice",
+    "dice_score",
+    "robust_accuracy",
+)
+_CLASS_RECALL = re.compile(r"recall_class_\d+")
+_LOSS_NAMES = ("loss", "val_loss")
+
+
+def _metric_name(name: str) -> str:
+    return name[len("val_") :] if name.startswith("val_") else name
+
+
+def _refuse_loss(name: str) -> None:
+    if name in _LOSS_NAMES or name.endswith("_loss"):
+        raise ValueError(
+            f"A loss search cannot rank trials by {name!r}: each trial trains with a different loss, "
+            "and loss values of different losses are on different scales (focal loss is smaller "
+            "than cross-entropy on the same predictions, Poly-1 adds epsilon*(1-p_t), penalties "
+            "inflate it), so the smallest value names the loss with the smallest scale, not the best "
+            "model. Rank by a metric instead, e.g. keras_lossopt.tuning.macro_f1_objective() "
+            "(val_macro_f1, maximized)."
+        )
+
+
+def objective(name: str, direction: str | None = None) -> keras_tuner.Objective:
+    """A `keras_tuner.Objective` with the right direction for a metric name.
+
+    Args:
+        name: the logged metric, e.g. `"val_macro_f1"`, `"val_f1_score"`,
+            `"val_recall_class_3"`, `"val_robust_accuracy"`.
+        direction: `"max"` or `"min"`. Default None: `"max"` for the names in
+            `MAXIMIZED_METRICS` and `recall_class_<k>` (with or without `val_`); any other
+            name must say its direction.
+
+    Returns:
+        A `keras_tuner.Objective`.
+
+    Raises:
+        ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses;
+            for an unknown name without `direction`; for a direction other than min/max.
+
+    Example:
+        >>> objective("val_f1_score").direction
+        'max'
+    """
+    _refuse_loss(name)
+    if direction is None:
+        metric = _metric_name(name)
+        if metric in MAXIMIZED_METRICS or _CLASS_RECALL.fullmatch(metric):
+            direction = "max"
+        else:
+            raise ValueError(
+                f"Cannot tell whether {name!r} should be maximized or minimized: pass "
+                f"direction='max' or 'min'. Known maximized metrics: {list(MAXIMIZED_METRICS)} "
+                "and recall_class_<k>."
+            )
+    return keras_tuner.Objective(name, direction=check_choice("direction", direction, ("max", "min")))
+
+
+def macro_f1_objective(name: str = "val_macro_f1") -> keras_tuner.Objective:
+    """Maximize macro-F1 (`keras_lossopt.metrics.MacroF1`), the default for classification."""
+    return objective(name, "max")
+
+
+def worst_class_recall_objective(name: str = "val_worst_class_recall") -> keras_tuner.Objective:
+    """Maximize the lowest per-class recall (`keras_lossopt.metrics.WorstClassRecall`)."""
+    return objective(name, "max")
+
+
+def class_recall_objective(class_id: int, prefix: str = "val_") -> keras_tuner.Objective:
+    """Maximize the recall of one class (`keras_lossopt.metrics.ClassRecall(class_id, ...)`)."""
+    return objective(f"{prefix}recall_class_{check_int('class_id', class_id, minimum=0)}", "max")
+
+
+def segmentation_objective(metric: str = "mean_iou", prefix: str = "val_") -> keras_tuner.Objective:
+    """Maximize a segmentation overlap metric: `"mean_iou"` (Keras' `MeanIoU`), `"iou_score"`,
+    `"dice_score"` (keras_lossopt's segmentation metrics), or `"macro_f1"` (per-pixel, which is
+    the dataset-level mean Dice)."""
+    metric = check_choice("metric", metric, ("mean_iou", "iou_score", "dice_score", "iou", "dice", "macro_f1"))
+    return objective(prefix + metric, "max")
+
+
+def robust_accuracy_objective(name: str = "val_robust_accuracy") -> keras_tuner.Objective:
+    """Maximize the adversarial accuracy logged by the `RobustnessEvaluation` callback."""
+    return objective(name, "max")
+
+
+def check_search_objective(value) -> keras_tuner.Objective | list[keras_tuner.Objective]:
+    """Validates the objective of a loss search and gives it a direction.
+
+    Args:
+        value: a metric name, a `keras_tuner.Objective` or a list of them.
+
+    Returns:
+        `keras_tuner.Objective`(s); names get their direction from `objective`.
+
+    Raises:
+        ValueError: for `val_loss`/`loss` (see the module docstring), for a name whose
+            direction is unknown, or for a value of another type.
+    """
+    if isinstance(value, (list, tuple)):
+        return [check_search_objective(v) for v in value]
+    if isinstance(value, keras_tuner.Objective):
+        _refuse_loss(value.name)
+        return value
+    if isinstance(value, str):
+        return objective(value)
+    raise ValueError(
+        "`objective` must be a metric name or a keras_tuner.Objective. "
+        f"Received: {value!r} of type {type(value).__name__}"
+    )
