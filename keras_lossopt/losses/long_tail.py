@@ -61,6 +61,13 @@ def ldam_loss(y_true, y_pred, *, margins, scale=30.0, ignore_index=None):
     return _cross_entropy_from_logits(targets, scale * (y_pred - targets * margins))
 
 
+def _check_classes(name, values, y_true, y_pred, ignore_index):
+    if y_pred.shape[-1] is not None and y_pred.shape[-1] != len(values):
+        # A y_true that does not fit y_pred is the more basic error: report it first.
+        multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
+        check_num_classes(name, values, y_pred)
+
+
 def _priors_from(class_counts, class_priors):
     if (class_counts is None) == (class_priors is None):
         raise ValueError(
@@ -139,7 +146,7 @@ class LogitAdjustedLoss(LossFunctionBase):
 
     def call(self, y_true, y_pred):
         given = "class_counts" if self.class_counts is not None else "class_priors"
-        check_num_classes(given, self.class_counts or self.class_priors, y_pred)
+        _check_classes(given, self.class_counts or self.class_priors, y_true, y_pred, self.ignore_index)
         return logit_adjusted_loss(
             y_true,
             y_pred,
@@ -228,7 +235,7 @@ class LDAMLoss(LossFunctionBase):
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
     def call(self, y_true, y_pred):
-        check_num_classes("class_counts", self.class_counts, y_pred)
+        _check_classes("class_counts", self.class_counts, y_true, y_pred, self.ignore_index)
         return ldam_loss(y_true, y_pred, margins=self.margins, scale=self.s, ignore_index=self.ignore_index)
 
     def compute_mask(self, y_true, y_pred):
