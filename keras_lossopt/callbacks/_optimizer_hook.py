@@ -1,0 +1,336 @@
+"""Reads the gradients an optimizer really applies, by wrapping its `apply` method.
+
+`BaseOptimizer.apply(grads, trainable_variables)` is the one method through which every
+Keras 3 backend passes the real training gradients (on JAX, `apply_gradients` is
+bypassed by `stateless_apply`, which still calls `apply`). Wrapping the bound method on
+the optimizer *instance* (never the class) means no second forward or backward pass,
+and nothing changes for other optimizers or after `remove()`.
+
+Statistics live in variables created with `optimizer.add_variable`, because JAX's
+stateless training step drops writes to any other variable. At a recorded step, one
+`cond` before `apply` computes the gradient statistics and snapshots the weights, and
+one `cond` after it measures the update; at other steps both conds take their empty
+branch, so the statistics cost nothing there.
+
+Under a `LossScaleOptimizer` the hook wraps the inner optimizer, which receives the
+unscaled gradients (and is not called at all on the steps the loss scale skips).
+Under `tf.distribute` the wrapper runs in a replica context with the per-replica
+gradients; it sums them across replicas itself (inside the recorded-step `cond`) so
+the statistics describe the reduced gradients that update the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+# Columns of `grad_stats` (one row per layer group, last row: the whole model).
+SUMSQ, MAXABS, NONFINITE, SIZE, SUMSQ_CLIPPED = range(5)
+# Columns of `update_stats`.
+UPDATE_SUMSQ, WEIGHT_SUMSQ = range(2)
+
+
+def layer_groups(model: keras.Model) -> list[tuple[str, list[Any]]]:
+    """Groups the model's trainable variables by the layer that owns them.
+
+    Nested models are walked into, so a variable belongs to its innermost layer; names
+    are joined with "/" (`"encoder/dense_1"`). Variables no layer claims (weights a
+    subclassed model creates itself) form a group named after the model. Groups come in
+    the order of `model.layers`, i.e. input side first for Sequential and functional
+    models.
+    """
+    groups: list[tuple[str, list[Any]]] = []
+    claimed: set[int] = set()
+
+    def walk(container: Any, prefix: str) -> None:
+        for layer in getattr(container, "layers", []):
+            name = f"{prefix}{layer.name}"
+            if isinstance(layer, keras.Model):
+                walk(layer, name + "/")
+                rest = [v for v in layer.trainable_variables if id(v) not in claimed]
+            else:
+                rest = [v for v in layer.trainable_variables if id(v) not in claimed]
+            if rest:
+                claimed.update(id(v) for v in rest)
+                groups.append((name, rest))
+
+    walk(model, "")
+    own = [v for v in model.trainable_variables if id(v) not in claimed]
+    if own:
+        groups.append((model.name, own))
+    return groups
+
+
+def _dense_values(gradient: Any) -> Any:
+    # Sparse gradients (embeddings) carry their non-zero rows in `.values`; the
+    # statistics read those rows (exact unless an index repeats in the batch).
+    values = getattr(gradient, "values", None)
+    if values is not None and hasattr(gradient, "indices"):
+        gradient = values
+    return ops.cast(gradient, "float32")
+
+
+def _replica_context() -> Any:
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    if tf.distribute.in_cross_replica_context():
+        return None
+    return context
+
+
+class ApplyHook:
+    """Wraps `optimizer.apply` to record gradient and update statistics.
+
+    Args:
+        optimizer: the model's optimizer (a `LossScaleOptimizer` is unwrapped).
+        groups: `(name, variables)` pairs from `layer_groups`.
+        every_n_steps: record when `iterations % every_n_steps == 0`.
+        strategy: the model's `tf.distribute` strategy (variables are created in its
+            scope), or None.
+
+    Attributes:
+        grad_stats: `(len(groups) + 1, 5)` float32 variable (see the column constants).
+        update_stats: `(len(groups) + 1, 2)` float32 variable.
+        recorded_step: int variable, the `iterations` value of the last recorded step.
+        snapshot_step: int variable, the step whose pre-update weights `snapshots` hold
+            (the last recorded step whose gradients were all finite), -1 before any.
+        snapshots: one variable per trainable variable: the last good weights.
+    """
+
+    def __init__(self, optimizer: Any, groups: Sequence[tuple[str, list[Any]]], every_n_steps: int, strategy=None):
+        self.outer = optimizer
+        inner = optimizer
+        while isinstance(inner, keras.optimizers.LossScaleOptimizer):
+            inner = inner.inner_optimizer
+        self.optimizer = inner
+        self.groups = list(groups)
+        self.every_n_steps = int(every_n_steps)
+        self.variables = [v for _, vs in self.groups for v in vs]
+        self._group_of = {}
+        for index, (_, vs) in enumerate(self.groups):
+            for v in vs:
+                self._group_of[id(v)] = index
+                self._group_of[_path(v)] = index
+        self._created: list[Any] = []
+        self._original = None
+        scope = strategy.scope() if strategy is not None else _null_scope()
+        rows = len(self.groups) + 1
+        with scope:
+            self.grad_stats = self._add((rows, 5), "float32", "grad_stats")
+            self.update_stats = self._add((rows, 2), "float32", "update_stats")
+            self.recorded_step = self._add((), "int64", "recorded_step", initializer=-1)
+            self.snapshot_step = self._add((), "int64", "snapshot_step", initializer=-1)
+            self.snapshots = [
+                self._add(tuple(v.shape), v.dtype, f"snapshot_{i}", initializer=v.numpy())
+                for i, v in enumerate(self.variables)
+            ]
+
+    def _add(self, shape, dtype, name, initializer="zeros"):
+        if not callable(initializer) and not isinstance(initializer, str):
+            value = initializer
+
+            def initializer(shape, dtype=None):
+                return ops.cast(ops.broadcast_to(ops.convert_to_tensor(value), shape), dtype)
+
+        variable = self.optimizer.add_variable(
+            shape, initializer=initializer, dtype=dtype, aggregation="only_first_replica", name=f"monitor_{name}"
+        )
+        self._created.append(variable)
+        return variable
+
+    # -- install / remove ---------------------------------------------------------------
+
+    def install(self) -> None:
+        if "apply" in vars(self.optimizer):
+            raise RuntimeError(
+                "The optimizer's `apply` is already wrapped by another monitor; use one GradientMonitor per model."
+            )
+        self._original = self.optimizer.apply
+        hook = self
+
+        def apply(grads, trainable_variables=None):
+            return hook._hooked_apply(grads, trainable_variables)
+
+        self.optimizer.apply = apply
+
+    def remove(self) -> None:
+        if self._original is not None and vars(self.optimizer).get("apply") is not None:
+            del self.optimizer.apply
+        self._original = None
+        # Our variables must not outlive the run in the optimizer's state: a checkpoint
+        # saved afterwards would otherwise carry (and expect) them.
+        tracked = getattr(self.optimizer, "_variables", None)
+        if isinstance(tracked, list):
+            ids = {id(v) for v in self._created}
+            tracked[:] = [v for v in tracked if id(v) not in ids]
+
+    # -- the wrapped apply ---------------------------------------------------------------
+
+    def _hooked_apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        variables = list(trainable_variables) if trainable_variables is not None else self.variables
+        step = ops.convert_to_tensor(self.optimizer.iterations)
+        step = ops.cast(step, "int64")
+        record = ops.equal(ops.mod(step, self.every_n_steps), 0)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        context = _replica_context()
+        if context is None:
+            ops.cond(record, lambda: self._before(pairs, step), lambda: None)
+        else:
+            # A collective inside a `cond` in replica context is not supported, so the
+            # recorded-step branch runs in cross-replica context (as LossScaleOptimizer
+            # does), where it sums the per-replica gradients only when it records.
+            context.merge_call(
+                self._before_cross_replica, args=([g for g, _ in pairs], [v for _, v in pairs], step, record)
+            )
+        result = self._original(grads, trainable_variables)
+        if context is None:
+            ops.cond(record, lambda: self._after(step), lambda: None)
+        else:
+            context.merge_call(self._after_cross_replica, args=(step, record))
+        return result
+
+    def _group_index(self, variable) -> int:
+        index = self._group_of.get(id(variable))
+        if index is None:
+            index = self._group_of.get(_path(variable), len(self.groups) - 1)
+        return index
+
+    def _before_cross_replica(self, distribution, grads, variables, step, record):
+        import tensorflow as tf
+
+        first = distribution.experimental_local_results
+        step, record = first(step)[0], first(record)[0]
+
+        def reduce_and_record():
+            reduced = distribution.extended.batch_reduce_to(
+                tf.distribute.ReduceOp.SUM,
+                [(g, v.value if hasattr(v, "value") else v) for g, v in zip(grads, variables)],
+            )
+            self._before(list(zip([first(r)[0] for r in reduced], variables)), step)
+
+        tf.cond(record, reduce_and_record, lambda: None)
+
+    def _after_cross_replica(self, distribution, step, record):
+        import tensorflow as tf
+
+        first = distribution.experimental_local_results
+        step, record = first(step)[0], first(record)[0]
+        tf.cond(record, lambda: self._after(step), lambda: None)
+
+    def _before(self, pairs, step):
+        values = [_dense_values(g) for g, _ in pairs]
+        per_var_sumsq = [ops.sum(ops.square(g)) for g in values]
+        per_var = []
+        for g, sumsq in zip(values, per_var_sumsq):
+            finite = ops.isfinite(g)
+            per_var.append(
+                (
+                    sumsq,
+                    ops.max(ops.abs(g)) if len(g.shape) else ops.abs(g),
+                    ops.sum(ops.cast(ops.logical_not(finite), "float32")),
+                    ops.cast(ops.size(g), "float32"),
+                )
+            )
+        clipped = self._clipped_sumsq(values, per_var_sumsq)
+        rows = [[ops.zeros((), "float32")] * 5 for _ in range(len(self.groups))]
+        for (sumsq, maxabs, nonfinite, size), clip_sumsq, (_, v) in zip(per_var, clipped, pairs):
+            r = rows[self._group_index(v)]
+            r[SUMSQ] = r[SUMSQ] + sumsq
+            r[MAXABS] = ops.maximum(r[MAXABS], maxabs)
+            r[NONFINITE] = r[NONFINITE] + nonfinite
+            r[SIZE] = r[SIZE] + size
+            r[SUMSQ_CLIPPED] = r[SUMSQ_CLIPPED] + clip_sumsq
+        table = ops.stack([ops.stack(r) for r in rows])
+        total = ops.concatenate(
+            [
+                ops.sum(table[:, SUMSQ : SUMSQ + 1], axis=0),
+                ops.max(table[:, MAXABS : MAXABS + 1], axis=0),
+                ops.sum(table[:, NONFINITE:], axis=0),
+            ]
+        )
+        total_nonfinite = total[NONFINITE]
+        self.grad_stats.assign(ops.concatenate([table, total[None, :]], axis=0))
+        self.recorded_step.assign(step)
+
+        def snapshot():
+            for snap, v in zip(self.snapshots, self.variables):
+                snap.assign(v)
+            self.snapshot_step.assign(step)
+
+        ops.cond(ops.equal(total_nonfinite, 0.0), snapshot, lambda: None)
+
+    def _clipped_sumsq(self, values, per_var_sumsq):
+        opt = self.optimizer
+        if getattr(opt, "clipnorm", None):
+            c2 = float(opt.clipnorm) ** 2
+            return [ops.minimum(s, c2) for s in per_var_sumsq]
+        if getattr(opt, "global_clipnorm", None):
+            c = float(opt.global_clipnorm)
+            total = ops.sum(ops.stack(per_var_sumsq))
+            # Same scale as keras' clip_by_global_norm: c / max(||g||, c).
+            scale = c / ops.maximum(ops.sqrt(total), c)
+            return [s * ops.square(scale) for s in per_var_sumsq]
+        if getattr(opt, "clipvalue", None):
+            c = float(opt.clipvalue)
+            return [ops.sum(ops.square(ops.clip(g, -c, c))) for g in values]
+        return list(per_var_sumsq)
+
+    def _after(self, step):
+        def measure():
+            rows = [[ops.zeros((), "float32")] * 2 for _ in range(len(self.groups))]
+            for snap, v in zip(self.snapshots, self.variables):
+                before = ops.cast(ops.convert_to_tensor(snap), "float32")
+                after = ops.cast(ops.convert_to_tensor(v), "float32")
+                r = rows[self._group_index(v)]
+                r[UPDATE_SUMSQ] = r[UPDATE_SUMSQ] + ops.sum(ops.square(after - before))
+                r[WEIGHT_SUMSQ] = r[WEIGHT_SUMSQ] + ops.sum(ops.square(before))
+            table = ops.stack([ops.stack(r) for r in rows])
+            return ops.concatenate([table, ops.sum(table, axis=0, keepdims=True)], axis=0)
+
+        def unknown():
+            return ops.full((len(self.groups) + 1, 2), float("nan"), dtype="float32")
+
+        taken = ops.equal(ops.convert_to_tensor(self.snapshot_step), step)
+        self.update_stats.assign(ops.cond(taken, measure, unknown))
+
+    # -- host side ------------------------------------------------------------------------
+
+    def read(self):
+        """Returns `(recorded_step, grad_stats, update_stats)` as NumPy values."""
+        return (
+            int(ops.convert_to_numpy(self.recorded_step)),
+            ops.convert_to_numpy(self.grad_stats),
+            ops.convert_to_numpy(self.update_stats),
+        )
+
+    def restore_last_good_weights(self) -> int:
+        """Copies the snapshot back into the model.
+
+        Returns the step whose pre-update weights were restored, or -1 for the weights
+        the run started from (no finite recorded step yet).
+        """
+        step = int(ops.convert_to_numpy(self.snapshot_step))
+        for snap, v in zip(self.snapshots, self.variables):
+            v.assign(ops.convert_to_numpy(snap))
+        return step
+
+
+def _path(variable) -> str:
+    return getattr(variable, "path", None) or getattr(variable, "name", "")
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
