@@ -1,0 +1,477 @@
+"""The attack base class: argument checks, the compiled ascent loop, restarts, serialization.
+
+Every attack is an L-inf or L2 ascent on a per-sample objective (see `objectives`):
+
+    x_0     = x (+ a random point of the eps-ball when `random_start`)
+    x_{t+1} = clip(Proj_{B(x, eps)}(x_t + step_size * d_t), *clip)
+
+where `d_t` is `sign(g_t)` (L-inf) or `g_t / ||g_t||_2` (L2) for the input gradient `g_t`
+of the objective (MI-FGSM first accumulates L1-normalized gradients with momentum). The
+loop runs as one `tf.while_loop` inside one `tf.function` per model (traced once and cached;
+no Python loop per step), and the same graph code runs inside `AdversarialModel.train_step`.
+Projecting onto the ball and then clipping to the valid range keeps every iterate in both
+when `x` itself lies in the range: clipping moves each coordinate towards `x`.
+
+The attacks use the TensorFlow backend (input gradients with `tf.GradientTape`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import weakref
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_positive
+from keras_lossopt.adversarial.objectives import BUILTIN_LOSSES, detect_from_logits, make_objective
+
+__all__ = ["Attack", "NotDifferentiableError", "normalize_norm"]
+
+_NORMS = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
+
+
+class NotDifferentiableError(ValueError):
+    """The model's output has no usable gradient with respect to its input."""
+
+
+def normalize_norm(norm: Any) -> str:
+    """`"linf"` or `"l2"` from `"linf"`, `"inf"`, `np.inf`, `"l2"` or `2`; ValueError otherwise."""
+    key = norm
+    if isinstance(norm, (int, float, np.integer, np.floating)) and not isinstance(norm, bool):
+        key = "linf" if math.isinf(norm) else str(int(norm)) if float(norm) == int(norm) else str(norm)
+    if isinstance(key, str) and key.strip().lower().replace("-", "_") in _NORMS:
+        return _NORMS[key.strip().lower().replace("-", "_")]
+    return check_choice("norm", norm, ["linf", "l2"])
+
+
+def _check_clip(clip):
+    if clip is None:
+        return None
+    try:
+        low, high = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"`clip` must be None or a pair (low, high). Received: clip={clip!r}") from None
+    if not low < high:
+        raise ValueError(f"`clip` must satisfy low < high. Received: clip={clip!r}")
+    return (low, high)
+
+
+def _check_loss(loss):
+    if loss is None or loss in BUILTIN_LOSSES:
+        return loss
+    if isinstance(loss, str):
+        from keras_lossopt.losses import get as get_loss
+
+        get_loss(loss)  # fails now, naming the closest known loss, rather than at the first call
+        return loss
+    if isinstance(loss, dict):
+        return keras.saving.deserialize_keras_object(loss)
+    if isinstance(loss, keras.losses.Loss) or callable(loss):
+        return loss
+    raise ValueError(
+        f"`loss` must be None, one of {list(BUILTIN_LOSSES)}, a Keras loss or its name. Received: loss={loss!r}"
+    )
+
+
+def _batch_axes(x):
+    return tuple(range(1, len(x.shape)))
+
+
+def _per_sample_norm(v, kind):
+    axes = _batch_axes(v)
+    if kind == "l2":
+        return ops.sqrt(ops.sum(ops.square(v), axis=axes, keepdims=True))
+    return ops.sum(ops.abs(v), axis=axes, keepdims=True)  # "l1"
+
+
+def _expand_like(mask, x):
+    return ops.reshape(mask, (-1,) + (1,) * (len(x.shape) - 1))
+
+
+class Attack:
+    """Base class of the attacks; subclasses set the iteration (`steps`, `step_size`, ...).
+
+    Subclasses implement nothing numeric: they pass their schedule to `__init__` and their
+    arguments to `get_config`. See `ProjectedGradientDescent` for the arguments.
+    """
+
+    def __init__(
+        self,
+        eps,
+        *,
+        norm="linf",
+        steps=1,
+        step_size=None,
+        random_start=False,
+        restarts=1,
+        decay=None,
+        targeted=False,
+        clip=(0.0, 1.0),
+        loss=None,
+        from_logits=None,
+        seed=None,
+        name=None,
+    ):
+        self.eps = check_non_negative("eps", eps)
+        self.norm = normalize_norm(norm)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.step_size = None if step_size is None else check_positive("step_size", step_size)
+        self.random_start = bool(random_start)
+        self.restarts = check_int("restarts", restarts, minimum=1)
+        self.decay = None if decay is None else check_non_negative("decay", decay)
+        self.targeted = bool(targeted)
+        self.clip = _check_clip(clip)
+        self.loss = _check_loss(loss)
+        if from_logits not in (None, True, False):
+            raise ValueError(f"`from_logits` must be None (auto), True or False. Received: from_logits={from_logits!r}")
+        self.from_logits = from_logits
+        self.seed = None if seed is None else check_int("seed", seed)
+        self.name = name or _snake(type(self).__name__)
+        self._functions = weakref.WeakKeyDictionary()
+        self._seed_generator = None
+
+    # ----------------------------------------------------------------- configuration
+    @property
+    def effective_step_size(self) -> float:
+        """The step size used: `step_size`, or the subclass default derived from `eps`."""
+        return self.step_size if self.step_size is not None else self._default_step_size()
+
+    def _default_step_size(self) -> float:
+        return self.eps / self.steps
+
+    def get_config(self) -> dict[str, Any]:
+        loss = self.loss
+        if loss is not None and not isinstance(loss, str):
+            loss = keras.saving.serialize_keras_object(loss)
+        return {
+            "eps": self.eps,
+            "norm": self.norm,
+            "targeted": self.targeted,
+            "clip": None if self.clip is None else list(self.clip),
+            "loss": loss,
+            "from_logits": self.from_logits,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __deepcopy__(self, memo):
+        # Traced functions and random state are per instance; a copy starts afresh.
+        return self.__class__.from_config(copy.deepcopy(self.get_config(), memo))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    # ----------------------------------------------------------------- public calls
+    def __call__(self, model, x, y):
+        """The adversarial batch for `model` at inputs `x` with labels (or targets) `y`.
+
+        Args:
+            model: a Keras model (logits or probabilities; see `from_logits`).
+            x: input batch (NumPy array or tensor); never modified.
+            y: true labels (untargeted) or target labels (`targeted=True`): sparse class
+                indices, `(N, 1)` indices or one-hot rows.
+
+        Returns:
+            The adversarial batch, same shape and dtype as `x` (NumPy in, NumPy out).
+
+        Raises:
+            NotDifferentiableError: (a ValueError) when the output of `model` has no
+                gradient with respect to its input, naming the layer that blocks it.
+        """
+        x_tensor, y_tensor, to_output = self._prepare(x, y)
+        if self.eps == 0.0:
+            return to_output(x_tensor)
+        function = self._function(model, x_tensor, y_tensor, record=False)
+        return to_output(function(x_tensor, y_tensor))
+
+    def trajectory(self, model, x, y):
+        """Every iterate of every restart, for checking and plotting the ascent.
+
+        Returns:
+            NumPy array of shape `(restarts, steps + 1, *x.shape)`: index 0 of each
+            restart is the starting point (after the random start), index `t` the iterate
+            after step `t`.
+        """
+        x_tensor, y_tensor, _ = self._prepare(x, y)
+        function = self._function(model, x_tensor, y_tensor, record=True)
+        path = ops.convert_to_numpy(function(x_tensor, y_tensor))
+        return path.reshape((self.restarts, self.steps + 1, *x_tensor.shape))
+
+    # ----------------------------------------------------------------- graph code
+    def generate(self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, record=False):
+        """Graph-safe attack of one batch; what `__call__` compiles, usable inside a train step.
+
+        Args:
+            model: the Keras model.
+            x: float input tensor.
+            y: labels or targets.
+            default_loss: the loss used when `loss=None` (the compiled loss of the model
+                being trained); falls back to the model's own compiled loss, then to
+                cross-entropy.
+            seed_generator: a `keras.random.SeedGenerator` for the random start (by
+                default the attack's own).
+            objective: optional `(y, y_pred) -> (N,)` that replaces the attack's objective
+                (TRADES maximizes a KL divergence).
+            record: return the stacked iterates instead of the final batch.
+
+        Returns:
+            The adversarial batch (stop-gradient), or the trajectory when `record`.
+        """
+        x = ops.convert_to_tensor(x)
+        if self.eps == 0.0 and not record:
+            return x
+        if objective is None:
+            objective, success = self.objective(model, default_loss)
+        else:
+            success = None
+        seed_generator = seed_generator or self._own_seed_generator()
+        ta = tf.TensorArray(x.dtype, size=self.restarts * (self.steps + 1)) if record else None
+        best_x = best_value = best_success = None
+        for restart in range(self.restarts):
+            x_adv, ta = self._ascend(model, x, y, objective, seed_generator, ta, restart)
+            if self.restarts == 1 or record:
+                best_x = x_adv
+                continue
+            y_pred = model(x_adv, training=False)
+            value = objective(y, y_pred)
+            hit = success(y, y_pred) if success is not None else ops.zeros_like(value, dtype="bool")
+            if best_x is None:
+                best_x, best_value, best_success = x_adv, value, hit
+                continue
+            better = ops.logical_or(
+                ops.logical_and(hit, ops.logical_not(best_success)),
+                ops.logical_and(ops.equal(hit, best_success), value > best_value),
+            )
+            best_x = ops.where(_expand_like(better, x), x_adv, best_x)
+            best_value = ops.where(better, value, best_value)
+            best_success = ops.logical_or(best_success, hit)
+        if record:
+            return ta.stack()
+        return tf.stop_gradient(best_x)
+
+    def objective(self, model, default_loss=None):
+        """`(objective, success)` for `model`: see `objectives.make_objective`."""
+        loss = self.loss
+        if loss is None:
+            loss = default_loss if default_loss is not None else getattr(model, "loss", None)
+            if loss is None:
+                loss = "cross_entropy"
+        from_logits = self.from_logits if self.from_logits is not None else detect_from_logits(model)
+        return make_objective(loss, from_logits, self.targeted)
+
+    def _ascend(self, model, x0, y, objective, seed_generator, ta, restart):
+        eps, step, norm = self.eps, self.effective_step_size, self.norm
+        dtype = x0.dtype
+        x = x0
+        if self.random_start:
+            x = self._clip(x0 + self._random_delta(x0, seed_generator))
+        if ta is not None:
+            ta = ta.write(restart * (self.steps + 1), x)
+
+        def body(i, x, velocity, ta):
+            gradient = self._input_gradient(model, x, y, objective)
+            if self.decay is not None:
+                # MI-FGSM: accumulate L1-normalized gradients with momentum `decay`.
+                l1 = _per_sample_norm(gradient, "l1")
+                velocity = self.decay * velocity + gradient / ops.maximum(l1, 1e-12)
+                gradient = velocity
+            if norm == "linf":
+                x = x + ops.cast(step, dtype) * ops.sign(gradient)
+                x = x0 + ops.clip(x - x0, -eps, eps)
+            else:
+                l2 = _per_sample_norm(gradient, "l2")
+                x = x + ops.cast(step, dtype) * ops.divide_no_nan(gradient, l2)
+                delta = x - x0
+                scale = ops.minimum(1.0, ops.divide_no_nan(ops.cast(eps, dtype), _per_sample_norm(delta, "l2")))
+                scale = ops.where(_per_sample_norm(delta, "l2") > 0, scale, ops.ones_like(scale))
+                x = x0 + delta * scale
+            x = tf.stop_gradient(self._clip(x))
+            if ta is not None:
+                ta = ta.write(restart * (self.steps + 1) + i + 1, x)
+            return i + 1, x, velocity, ta
+
+        velocity = ops.zeros_like(x0)
+        if self.steps == 1:
+            _, x, _, ta = body(0, x, velocity, ta)
+            return x, ta
+        loop_vars = (tf.constant(0), x, velocity) + ((ta,) if ta is not None else ())
+
+        def cond(i, *_):
+            return i < self.steps
+
+        def loop_body(i, x, velocity, *rest):
+            i, x, velocity, new_ta = body(i, x, velocity, rest[0] if rest else None)
+            return (i, x, velocity) + ((new_ta,) if rest else ())
+
+        out = tf.while_loop(cond, loop_body, loop_vars, maximum_iterations=self.steps)
+        return out[1], (out[3] if ta is not None else None)
+
+    def _input_gradient(self, model, x, y, objective):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y_pred = model(x, training=False)
+            _check_output_dtype(model, y_pred)
+            value = ops.sum(objective(y, y_pred))
+        gradient = tape.gradient(value, x)
+        if gradient is None:
+            raise NotDifferentiableError(_not_differentiable_message(model, x, "the gradient is None"))
+        return gradient
+
+    def _random_delta(self, x, seed_generator):
+        shape, dtype, eps = tf.shape(x), x.dtype, self.eps
+        if self.norm == "linf":
+            return keras.random.uniform(shape, -eps, eps, dtype=dtype, seed=seed_generator)
+        # Uniform in the L2 ball: a Gaussian direction and radius eps * u ** (1 / d).
+        direction = keras.random.normal(shape, dtype=dtype, seed=seed_generator)
+        direction = ops.divide_no_nan(direction, _per_sample_norm(direction, "l2"))
+        dims = float(np.prod(x.shape[1:]))
+        radius_shape = tf.concat([shape[:1], tf.ones([len(x.shape) - 1], tf.int32)], axis=0)
+        u = keras.random.uniform(radius_shape, dtype=dtype, seed=seed_generator)
+        return direction * eps * ops.power(u, 1.0 / dims)
+
+    def _clip(self, x):
+        if self.clip is None:
+            return x
+        return ops.clip(x, self.clip[0], self.clip[1])
+
+    def _own_seed_generator(self):
+        if self._seed_generator is None:
+            self._seed_generator = keras.random.SeedGenerator(self.seed)
+        return self._seed_generator
+
+    # ----------------------------------------------------------------- eager plumbing
+    def _prepare(self, x, y):
+        numpy_in = not tf.is_tensor(x)
+        x_array = np.asarray(x) if numpy_in else x
+        in_dtype = keras.backend.standardize_dtype(x_array.dtype)
+        work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
+        # A new tensor: nothing below can write into the caller's array.
+        x_tensor = tf.identity(tf.cast(tf.convert_to_tensor(x_array), work_dtype))
+        y_tensor = tf.convert_to_tensor(np.asarray(y) if not tf.is_tensor(y) else y)
+
+        def to_output(result):
+            result = tf.cast(result, in_dtype)
+            return result.numpy() if numpy_in else result
+
+        return x_tensor, y_tensor, to_output
+
+    def _function(self, model, x, y, record):
+        functions = self._functions.setdefault(model, {})
+        key = (record, x.dtype.name)
+        if key not in functions:
+            check_differentiable(model, x, y, self.objective(model)[0])
+            self._own_seed_generator()  # created eagerly, outside the traced function
+
+            def run(x, y):
+                return self.generate(model, x, y, record=record)
+
+            functions[key] = tf.function(run, reduce_retracing=True)
+        return functions[key]
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+# --------------------------------------------------------------------- gradient checks
+def _check_output_dtype(model, y_pred):
+    dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise NotDifferentiableError(
+            f"Cannot attack model {model.name!r}: its output has dtype {dtype}, and an integer output "
+            f"carries no gradient with respect to the input.{_blocking_hint(model, None)}"
+        )
+
+
+def _not_differentiable_message(model, x, reason):
+    return (
+        f"Cannot attack model {model.name!r}: its output has no gradient with respect to its input "
+        f"({reason}). Attacks need a differentiable path from input to output; argmax, rounding, "
+        f"integer casts and stop_gradient cut it.{_blocking_hint(model, x)}"
+    )
+
+
+def _blocking_hint(model, x):
+    found = _first_blocking_layer(model, x)
+    if found is None:
+        return ""
+    layer, why = found
+    return f" First layer that blocks it: {layer.name!r} ({type(layer).__name__}: {why})."
+
+
+def _first_blocking_layer(model, x):
+    """The first layer of a functional/Sequential model whose output has no input gradient."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1 or x is None:
+        return None
+    eager = tf.executing_eagerly()
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            probe = keras.Model(inputs, layer.output)
+        except Exception:  # layers used twice, nested inputs: we cannot probe them
+            continue
+        dtype = keras.backend.standardize_dtype(layer.output.dtype)
+        if not dtype.startswith(("float", "bfloat")):
+            return layer, f"outputs {dtype}"
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = probe(x, training=False)
+            total = ops.sum(ops.cast(out, "float32") * _probe_weights(out))
+        gradient = tape.gradient(total, x)
+        if gradient is None:
+            return layer, "passes no gradient"
+        if eager and not np.any(gradient.numpy()):
+            return layer, "passes an all-zero gradient"
+    return None
+
+
+def _probe_weights(out):
+    # Fixed pseudo-random weights: a plain sum of softmax outputs has zero gradient.
+    size = int(np.prod(out.shape[1:])) if all(d is not None for d in out.shape[1:]) else 1
+    weights = np.random.default_rng(0).normal(size=max(size, 1)).astype("float32")
+    return ops.reshape(ops.convert_to_tensor(weights), (1, *out.shape[1:])) if size > 1 else weights[0]
+
+
+def check_differentiable(model, x, y, objective):
+    """Raises `NotDifferentiableError` when the input gradient of the objective is structurally absent.
+
+    Runs eagerly on (a slice of) the first batch. A gradient that is all zero is accepted
+    only when a random projection of the raw output has a non-zero gradient too (a
+    saturated softmax can give an exactly zero loss gradient without being broken).
+    """
+    x = x[:16]
+    y = y[:16]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_pred = model(x, training=False)
+        _check_output_dtype(model, y_pred)
+        value = ops.sum(objective(y, y_pred))
+    gradient = tape.gradient(value, x)
+    if gradient is None:
+        raise NotDifferentiableError(_not_differentiable_message(model, x, "the gradient is None"))
+    if np.any(gradient.numpy()):
+        return
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = ops.cast(model(x, training=False), "float32")
+        total = ops.sum(out * _probe_weights(out))
+    probe_gradient = tape.gradient(total, x)
+    if probe_gradient is None or not np.any(probe_gradient.numpy()):
+        raise NotDifferentiableError(_not_differentiable_message(model, x, "the gradient is zero everywhere"))

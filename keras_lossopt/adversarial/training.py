@@ -1,0 +1,217 @@
+"""Adversarial training inside `model.fit`: `AdversarialModel` and its four methods.
+
+`AdversarialModel(model, attack, method=...)` is a `keras.Model` whose `train_step`
+attacks each batch (in the same compiled graph: one `tf.while_loop`, no extra `fit`
+calls) and trains on the result. Data, `sample_weight`, callbacks, `jit_compile`,
+`evaluate`, `predict` and saving work as for any Keras model; `evaluate` and `predict`
+use clean inputs. The wrapped model stays reachable as `.model` and saves on its own.
+
+Training metrics compiled with `metrics=[...]` are measured on the adversarial batch (for
+every method), so `accuracy` during training is the accuracy on training attacks; the
+validation metrics are clean. Add `keras_lossopt.callbacks.RobustnessEvaluation` for
+robust validation accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
+from keras_lossopt.adversarial.attacks import FastGradientMethod
+from keras_lossopt.adversarial.base import Attack
+from keras_lossopt.adversarial.evaluation import StrongestAttack
+from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, kl_divergence_from_scores
+from keras_lossopt.losses.base import reduce_loss_values
+
+__all__ = ["METHODS", "AdversarialModel"]
+
+METHODS = ("madry", "fast", "mixed", "trades")
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class AdversarialModel(keras.Model):
+    """Trains a Keras model on adversarial examples generated inside `fit`.
+
+    Methods:
+        * `"madry"`: minimize the loss on the attack's examples (use
+          `ProjectedGradientDescent`; Madry et al. 2018). Cost per step: `steps + 1`
+          forward/backward passes.
+        * `"fast"`: FGSM from a random start with step `1.25 * eps` (Wong et al. 2020),
+          built from the attack's `eps`, `norm`, `clip` and `loss` (a `FastGradientMethod`
+          with `random_start=True` is used as given). About 2x the cost of clean training;
+          watch for catastrophic overfitting with `RobustnessEvaluation(collapse_fraction=...)`.
+        * `"mixed"`: `(1 - adversarial_weight) * L(x) + adversarial_weight * L(x_adv)`
+          (Goodfellow et al. 2015).
+        * `"trades"`: `L(x) + beta * KL(f(x) || f(x_adv))` where `x_adv` maximizes the KL
+          term by the attack's iteration (Zhang et al. 2019). The attack starts from a
+          uniform random point of the eps-ball (the paper uses `x + 0.001 * N(0, 1)`):
+          at `x` itself the KL gradient is zero.
+
+    `L` is the loss given to `compile` (any Keras loss or a keras-lossopt loss, with
+    `sample_weight`). An attack with `loss=None` attacks that compiled loss.
+
+    Args:
+        model: the Keras model to train (its outputs: logits or probabilities).
+        attack: an attack object, e.g. `ProjectedGradientDescent(eps=0.3, steps=7)`, or a
+            `StrongestAttack` (for `"madry"` and `"mixed"`).
+        method: one of `"madry"` (default), `"fast"`, `"mixed"`, `"trades"`.
+        adversarial_weight: weight of the adversarial loss for `"mixed"`, in [0, 1].
+            Default 0.5.
+        beta: weight of the KL term for `"trades"`, >= 0. Default 6.0.
+        seed: seed of the random starts. Default None.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Raises:
+        ValueError: for an unknown `method`, `adversarial_weight` outside [0, 1],
+            `beta < 0`, or an attack that is not an attack object.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from keras_lossopt.adversarial import ProjectedGradientDescent
+        >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> model = AdversarialModel(inner, ProjectedGradientDescent(eps=0.1, steps=3), method="madry")
+        >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> x = np.random.default_rng(0).uniform(size=(16, 4)).astype("float32")
+        >>> history = model.fit(x, (x[:, 0] > 0.5).astype(int), epochs=1, verbose=0)
+        >>> model.model is inner
+        True
+
+    References:
+        Madry, Makelov, Schmidt, Tsipras, Vladu (2018). Towards Deep Learning Models
+            Resistant to Adversarial Attacks. ICLR.
+        Wong, Rice, Kolter (2020). Fast is better than free: Revisiting adversarial training. ICLR.
+        Zhang, Yu, Jiao, Xing, El Ghaoui, Jordan (2019). Theoretically Principled Trade-off
+            between Robustness and Accuracy. ICML.
+        Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples. ICLR.
+    """
+
+    def __init__(self, model, attack, method="madry", adversarial_weight=0.5, beta=6.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        if isinstance(attack, dict):
+            attack = keras.saving.deserialize_keras_object(attack)
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+        if not isinstance(attack, (Attack, StrongestAttack)):
+            raise ValueError(f"`attack` must be an attack object (e.g. ProjectedGradientDescent). Received: {attack!r}")
+        self.model = model
+        self.attack = attack
+        self.method = check_choice("method", method, METHODS)
+        self.adversarial_weight = check_probability("adversarial_weight", adversarial_weight)
+        self.beta = check_non_negative("beta", beta)
+        self.seed = None if seed is None else check_int("seed", seed)
+        if self.method == "trades" and not isinstance(attack, Attack):
+            raise ValueError(f"`method='trades'` needs a single Attack (it maximizes a KL term). Received: {attack!r}")
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self._training_attack = self._make_training_attack()
+
+    def _make_training_attack(self):
+        attack = self.attack
+        if self.method == "fast":
+            if isinstance(attack, FastGradientMethod) and attack.random_start:
+                return attack
+            return FastGradientMethod(
+                eps=attack.eps,
+                norm=attack.norm,
+                clip=attack.clip,
+                loss=getattr(attack, "loss", None),
+                from_logits=getattr(attack, "from_logits", None),
+                random_start=True,
+                step_size=1.25 * attack.eps if attack.eps > 0 else None,
+            )
+        if self.method == "trades":
+            trades = copy.deepcopy(attack)
+            trades.random_start = True
+            return trades
+        return attack
+
+    @property
+    def training_attack(self):
+        """The attack `train_step` runs (for `"fast"`: the FGSM built from `attack`)."""
+        return self._training_attack
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def build(self, input_shape=None):
+        if not self.model.built and input_shape is not None:
+            self.model.build(input_shape)
+        self.built = True
+
+    def _from_logits(self):
+        attack_from_logits = getattr(self._training_attack, "from_logits", None)
+        return attack_from_logits if attack_from_logits is not None else detect_from_logits(self.model)
+
+    def _adversarial(self, x, y):
+        attack = self._training_attack
+        if self.method == "trades":
+            clean_scores = tf.stop_gradient(class_scores(self.model(x, training=False), self._from_logits()))
+            from_logits = self._from_logits()
+
+            def kl_objective(_, y_pred):
+                return kl_divergence_from_scores(clean_scores, class_scores(y_pred, from_logits))
+
+            return attack.generate(self.model, x, y, seed_generator=self.seed_generator, objective=kl_objective)
+        return attack.generate(self.model, x, y, default_loss=self.loss, seed_generator=self.seed_generator)
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x_adv = tf.stop_gradient(self._adversarial(x, y))
+        with tf.GradientTape() as tape:
+            if self.method in ("madry", "fast"):
+                y_pred_adv = self(x_adv, training=True)
+                loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True)
+            else:
+                # One forward pass over clean and adversarial inputs together.
+                y_pred_both = self(ops.concatenate([x, x_adv], axis=0), training=True)
+                y_pred, y_pred_adv = ops.split(y_pred_both, 2, axis=0)
+                clean_loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+                if self.method == "mixed":
+                    adv_loss = self.compute_loss(
+                        x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True
+                    )
+                    weight = self.adversarial_weight
+                    loss = (1.0 - weight) * clean_loss + weight * adv_loss
+                else:
+                    from_logits = self._from_logits()
+                    kl = kl_divergence_from_scores(
+                        class_scores(y_pred, from_logits), class_scores(y_pred_adv, from_logits)
+                    )
+                    loss = clean_loss + self.beta * reduce_loss_values(kl, sample_weight)
+            self._track_loss(loss, x)
+            scaled_loss = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+        return self.compute_metrics(x_adv, y, y_pred_adv, sample_weight=sample_weight)
+
+    def _track_loss(self, loss, x):
+        # Keras scales losses by 1 / replicas under tf.distribute; the logged loss is unscaled.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas, sample_weight=ops.shape(x)[0])
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "attack": keras.saving.serialize_keras_object(self.attack),
+            "method": self.method,
+            "adversarial_weight": self.adversarial_weight,
+            "beta": self.beta,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        attack = keras.saving.deserialize_keras_object(config.pop("attack"), custom_objects=custom_objects)
+        return cls(model, attack, **config)
