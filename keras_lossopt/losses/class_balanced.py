@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_in_range
+from keras_lossopt._validation import check_in_range, check_shapes_match
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import get as get_loss
 from keras_lossopt.losses.registry import register_alias
@@ -158,22 +158,28 @@ class ClassBalancedLoss(LossFunctionBase):
                 y_true if len(y_true.shape) == len(y_pred.shape) else ops.expand_dims(y_true, -1), weights.dtype
             )
             return ops.squeeze((1.0 - y) * weights[0] + y * weights[1], axis=-1)
+        sparse = is_sparse_target(y_true, y_pred)
+        # Checking shapes here, before the inner loss runs, gives the same message for
+        # every inner loss (Keras' own losses word theirs differently).
+        if sparse:
+            labels = y_true if len(y_true.shape) < len(y_pred.shape) else ops.squeeze(y_true, axis=-1)
+            check_shapes_match(labels.shape, y_pred.shape, tuple(y_pred.shape[:-1]), what="sparse class indices")
+        else:
+            check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="one-hot or soft targets")
         if num_classes is not None and num_classes != num_counts:
             raise ValueError(
                 f"`class_counts` has {num_counts} values but y_pred has {num_classes} classes: "
                 f"y_pred.shape={tuple(y_pred.shape)}, class_counts={list(self.class_counts)}."
             )
-        if is_sparse_target(y_true, y_pred):
-            labels = ops.cast(y_true, "int32")
-            if len(labels.shape) == len(y_pred.shape):
-                labels = ops.squeeze(labels, axis=-1)
+        if sparse:
+            labels = ops.cast(labels, "int32")
             # Ignored labels (e.g. 255) are masked by the inner loss; clipping only keeps the gather in range.
             return ops.take(weights, ops.clip(labels, 0, num_counts - 1))
         return ops.sum(ops.cast(y_true, weights.dtype) * weights, axis=-1)
 
     def call(self, y_true, y_pred):
-        values = self.loss.call(y_true, y_pred)
-        return values * self._true_class_weight(y_true, y_pred)
+        weights = self._true_class_weight(y_true, y_pred)
+        return self.loss.call(y_true, y_pred) * weights
 
     def compute_mask(self, y_true, y_pred):
         compute_mask = getattr(self.loss, "compute_mask", None)
