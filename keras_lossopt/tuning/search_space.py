@@ -89,7 +89,8 @@ class LossCandidate:
         loss: the identifier `keras_lossopt.losses.get` resolves (alias or class name).
         fixed: constructor arguments fixed for the task (`mode`, an inner loss, ...).
         params: the tunable arguments.
-        takes_from_logits: whether the loss (or its inner loss) takes `from_logits`.
+        takes_from_logits: whether the loss (or its inner loss) takes `from_logits`;
+            losses that do not (logit adjustment, LDAM) work on logits only.
         needs_class_counts: whether the loss needs the training class counts (passed to
             `choose_loss(class_counts=...)`) as its `class_counts` argument.
     """
@@ -111,7 +112,7 @@ def loss_hyperparameter_name(candidate: str, argument: str) -> str:
 # 0-5, best 2), Poly-1 epsilon -1..3 (Leng et al. 2022), class-balanced beta
 # 0.9-0.9999 (Cui et al. 2019), asymmetric gamma_neg 1-6 and clip <= 0.1 (Ridnik et al.
 # 2021), logit adjustment tau 0.5-2 (Menon et al. 2021), LDAM max margin 0.1-1 and scale
-# ~30 (Cao et al. 2019), Tversky alpha 0.3-0.9 (Salehi et al. 2017; beta = 1 - alpha is
+# ~30 (Cao et al. 2019), Tversky false-negative weight beta 0.3-0.9 (Salehi et al. 2017; beta = 1 - alpha is
 # the usual pairing, but both are searched), focal Tversky gamma 0.5-3 (Abraham & Khan 2019).
 _GAMMA = Param("gamma", low=0.5, high=4.0, default=2.0)
 _LABEL_SMOOTHING = Param("label_smoothing", kind="choice", values=(0.0, 0.05, 0.1))
@@ -140,6 +141,7 @@ def _classification_table(mode: str, crossentropy: str) -> dict[str, LossCandida
             "logit_adjusted",
             {},
             (Param("tau", low=0.5, high=2.0, default=1.0),),
+            takes_from_logits=False,
             needs_class_counts=True,
         ),
         "ldam": LossCandidate(
@@ -147,6 +149,7 @@ def _classification_table(mode: str, crossentropy: str) -> dict[str, LossCandida
             "ldam",
             {},
             (Param("max_margin", low=0.1, high=1.0, default=0.5),),
+            takes_from_logits=False,
             needs_class_counts=True,
         ),
         "asymmetric": LossCandidate(
@@ -170,7 +173,8 @@ def _classification_table(mode: str, crossentropy: str) -> dict[str, LossCandida
 
 
 def _segmentation_table() -> dict[str, LossCandidate]:
-    tversky = (Param("alpha", low=0.3, high=0.9, default=0.7), Param("beta", low=0.1, high=0.7, default=0.3))
+    # keras_lossopt's Tversky weighs false positives by alpha and false negatives by beta.
+    tversky = (Param("alpha", low=0.1, high=0.7, default=0.3), Param("beta", low=0.3, high=0.9, default=0.7))
     return {
         "crossentropy": LossCandidate("crossentropy", "SparseCategoricalCrossentropy"),
         "focal": LossCandidate("focal", "focal", {"mode": "multiclass"}, (_GAMMA,)),
@@ -320,6 +324,11 @@ def build_loss(
     }
     for argument, value in (values or {}).items():
         _set_argument(kwargs, argument, value)
+    if not candidate.takes_from_logits and not from_logits:
+        raise ValueError(
+            f"Loss candidate {candidate.name!r} works on logits only; the model must output logits "
+            "(from_logits=True) or the candidate must be left out."
+        )
     if candidate.takes_from_logits:
         if "loss" in kwargs and isinstance(kwargs["loss"], dict):
             kwargs["loss"]["config"]["from_logits"] = bool(from_logits)
