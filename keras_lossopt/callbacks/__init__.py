@@ -2,11 +2,14 @@
 
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, TrainingProblemWarning
 from keras_lossopt.callbacks.gradient_monitor import GradientHistory, GradientMonitor
+from keras_lossopt.callbacks.robustness import RobustnessEvaluation, plot_adversarial_grid
 
 __all__: list[str] = [
     "Finding",
     "GradientHistory",
     "GradientMonitor",
+    "RobustnessEvaluation",
     "TrainingProblemError",
     "TrainingProblemWarning",
+    "plot_adversarial_grid",
 ]
