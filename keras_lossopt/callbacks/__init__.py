@@ -1,5 +1,6 @@
 """Keras callbacks: gradient monitoring, training diagnostics and robustness evaluation."""
 
+from keras_lossopt.callbacks.diagnostics import TrainingDiagnostics
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, TrainingProblemWarning
 from keras_lossopt.callbacks.gradient_monitor import GradientHistory, GradientMonitor
 from keras_lossopt.callbacks.robustness import RobustnessEvaluation, plot_adversarial_grid
@@ -9,6 +10,7 @@ __all__: list[str] = [
     "GradientHistory",
     "GradientMonitor",
     "RobustnessEvaluation",
+    "TrainingDiagnostics",
     "TrainingProblemError",
     "TrainingProblemWarning",
     "plot_adversarial_grid",

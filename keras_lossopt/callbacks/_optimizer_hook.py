@@ -95,17 +95,27 @@ class ApplyHook:
         every_n_steps: record when `iterations % every_n_steps == 0`.
         strategy: the model's `tf.distribute` strategy (variables are created in its
             scope), or None.
+        good_norm: weights are snapshotted (as the last good weights) only at recorded
+            steps whose gradients are all finite with a global norm at most this.
 
     Attributes:
         grad_stats: `(len(groups) + 1, 5)` float32 variable (see the column constants).
         update_stats: `(len(groups) + 1, 2)` float32 variable.
         recorded_step: int variable, the `iterations` value of the last recorded step.
         snapshot_step: int variable, the step whose pre-update weights `snapshots` hold
-            (the last recorded step whose gradients were all finite), -1 before any.
+            (the last recorded step whose gradients were finite and at most `good_norm`), -1
+            before any (the snapshot then holds the starting weights).
         snapshots: one variable per trainable variable: the last good weights.
     """
 
-    def __init__(self, optimizer: Any, groups: Sequence[tuple[str, list[Any]]], every_n_steps: int, strategy=None):
+    def __init__(
+        self,
+        optimizer: Any,
+        groups: Sequence[tuple[str, list[Any]]],
+        every_n_steps: int,
+        strategy=None,
+        good_norm: float = float("inf"),
+    ):
         self.outer = optimizer
         inner = optimizer
         while isinstance(inner, keras.optimizers.LossScaleOptimizer):
@@ -113,6 +123,7 @@ class ApplyHook:
         self.optimizer = inner
         self.groups = list(groups)
         self.every_n_steps = int(every_n_steps)
+        self.good_norm = float(good_norm)
         self.variables = [v for _, vs in self.groups for v in vs]
         self._group_of = {}
         for index, (_, vs) in enumerate(self.groups):
@@ -170,7 +181,8 @@ class ApplyHook:
         tracked = getattr(self.optimizer, "_variables", None)
         if isinstance(tracked, list):
             ids = {id(v) for v in self._created}
-            tracked[:] = [v for v in tracked if id(v) not in ids]
+            for index in reversed([i for i, v in enumerate(tracked) if id(v) in ids]):
+                tracked.pop(index)
 
     # -- the wrapped apply ---------------------------------------------------------------
 
@@ -266,7 +278,8 @@ class ApplyHook:
                 snap.assign(v)
             self.snapshot_step.assign(step)
 
-        ops.cond(ops.equal(total_nonfinite, 0.0), snapshot, lambda: None)
+        good = ops.logical_and(ops.equal(total_nonfinite, 0.0), ops.sqrt(total[SUMSQ]) <= self.good_norm)
+        ops.cond(good, snapshot, lambda: None)
 
     def _clipped_sumsq(self, values, per_var_sumsq):
         opt = self.optimizer

@@ -135,7 +135,8 @@ class GradientMonitor(keras.callbacks.Callback):
     and keras-tuner see them.
 
     Detection (a problem must persist for `patience` consecutive recorded steps, except
-    non-finite values, which act at once):
+    non-finite values, which act at once; each kind is reported once per run, except
+    that `"clip"` and `"reduce_lr"` act again when the problem persists):
 
     * vanishing: a layer's gradient norm is below `vanishing_ratio` times the norm of the
       last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
@@ -150,9 +151,9 @@ class GradientMonitor(keras.callbacks.Callback):
     train function is re-traced once); `"reduce_lr"` multiplies the learning rate by
     `lr_factor`, not below `min_lr`. On non-finite values the monitor first restores the
     last good weights (those before the last recorded step whose gradients were all
-    finite, or the starting weights); with `"clip"`/`"reduce_lr"` it also resets
-    non-finite optimizer slots and the epoch's loss mean, applies the remedy and trains
-    on, otherwise it stops training.
+    finite with a global norm at most `exploding_norm`, or the starting weights); with
+    `"clip"`/`"reduce_lr"` it also resets non-finite optimizer slots and the epoch's
+    loss mean, applies the remedy and trains on, otherwise it stops training.
 
     Args:
         every_n_steps: record every n-th optimizer step. Default 1.
@@ -175,6 +176,8 @@ class GradientMonitor(keras.callbacks.Callback):
     Attributes:
         history: a `GradientHistory`.
         findings: list of `Finding` records.
+        restored_step: after a non-finite finding, the step whose pre-update weights
+            were restored (-1: the starting weights); None when nothing was restored.
 
     Raises:
         ValueError: for an invalid argument (at construction), or when the model has no
@@ -274,6 +277,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._streak = {"vanishing": 0, "exploding": 0}
         self._active: set[str] = set()
         self._stopped_reason: str | None = None
+        self.restored_step: int | None = None
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -287,7 +291,9 @@ class GradientMonitor(keras.callbacks.Callback):
             raise ValueError("GradientMonitor found no trainable variables in the model.")
         self.history = GradientHistory(tuple(name for name, _ in groups))
         strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
-        self._hook = hook_lib.ApplyHook(model.optimizer, groups, self.every_n_steps, strategy)
+        self._hook = hook_lib.ApplyHook(
+            model.optimizer, groups, self.every_n_steps, strategy, good_norm=self.exploding_norm
+        )
         self._hook.install()
         # A train function traced before (an earlier fit) does not contain the hook.
         model.make_train_function(force=True)
@@ -317,7 +323,12 @@ class GradientMonitor(keras.callbacks.Callback):
                 self._write_tensorboard(step, row)
                 self._detect(step, row)
         loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and "non_finite" not in self._active:
+        if (
+            loss is not None
+            and not math.isfinite(float(loss))
+            and "non_finite" not in self._active
+            and not (self.findings and self.findings[-1].kind == "non_finite" and self.findings[-1].step >= first)
+        ):
             layers = self._nonfinite_layers()
             self._act(
                 Finding(
@@ -363,9 +374,11 @@ class GradientMonitor(keras.callbacks.Callback):
         norms = row["grad_norm"][:-1]
         global_norm = float(row["grad_norm"][-1])
         nonfinite = row["nonfinite_share"]
-        if (nonfinite > 0).any() or not math.isfinite(global_norm):
+        # An infinite norm with finite entries is a float32 overflow of the sum of
+        # squares (entries above ~1e19): that is exploding, not non-finite.
+        if (nonfinite > 0).any():
             if "non_finite" not in self._active:
-                layers = tuple(n for n, s, g in zip(names, nonfinite[:-1], norms) if s > 0 or not math.isfinite(g))
+                layers = tuple(n for n, s in zip(names, nonfinite[:-1]) if s > 0)
                 self._act(
                     Finding(
                         kind="non_finite",
@@ -387,7 +400,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if global_norm < self.vanishing_floor:
             return tuple(names), {"global_grad_norm": global_norm, "floor": self.vanishing_floor}
         last = float(norms[-1])
-        if len(norms) < 2 or last <= 0:
+        if len(norms) < 2 or last <= 0 or not np.isfinite(norms).all():
             return (), {}
         ratios = norms[:-1] / last
         low = [i for i, r in enumerate(ratios) if r < self.vanishing_ratio]
@@ -420,7 +433,6 @@ class GradientMonitor(keras.callbacks.Callback):
     def _update(self, kind: str, step: int, layers: tuple[str, ...], evidence: dict[str, float]) -> None:
         if not layers:
             self._streak[kind] = 0
-            self._active.discard(kind)
             return
         self._streak[kind] += 1
         if self._streak[kind] >= self.patience and kind not in self._active:
@@ -448,6 +460,7 @@ class GradientMonitor(keras.callbacks.Callback):
         actions = []
         if finding.kind == "non_finite":
             restored = self._hook.restore_last_good_weights() if self._hook is not None else None
+            self.restored_step = restored
             if restored is not None:
                 actions.append(
                     f"restored the weights from before step {restored}"
@@ -549,7 +562,8 @@ class GradientMonitor(keras.callbacks.Callback):
             lines.append(f"Recorded {len(h)} steps ({h.steps[0]}..{h.steps[-1]}, every {self.every_n_steps}).")
             g = h.global_grad_norm
             lines.append(
-                f"Global gradient norm: first {g[0]:.3g}, median {np.nanmedian(g):.3g}, max {np.nanmax(g):.3g}, last {g[-1]:.3g}."
+                f"Global gradient norm: first {g[0]:.3g}, median {np.nanmedian(g):.3g}, "
+                f"max {np.nanmax(g):.3g}, last {g[-1]:.3g}."
             )
             width = max(len(n) for n in h.layers)
             lines.append(f"{'layer':<{width}}  median norm   last norm  median update ratio")

@@ -1,0 +1,355 @@
+"""TrainingDiagnostics: training problems beyond the gradients.
+
+Dead ReLUs and saturated sigmoid/tanh units are measured on a probe batch the user
+passes (the callback sees no training data); loss problems are read from the batch
+logs; the learning rate from the optimizer. Thresholds default to the published ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_lossopt._validation import check_choice, check_int, check_positive, check_probability
+from keras_lossopt.callbacks.findings import (
+    ON_PROBLEM_CHOICES,
+    REMEDIES,
+    Finding,
+    TrainingProblemError,
+    activation_name,
+    dispatch,
+    flat_layers,
+    format_report,
+    learning_rate_of,
+    likely_cause,
+)
+
+__all__ = ["TrainingDiagnostics"]
+
+_SIGMOID_LIKE = ("sigmoid", "hard_sigmoid")
+_TANH_LIKE = ("tanh", "softsign")
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class TrainingDiagnostics(keras.callbacks.Callback):
+    """Detects dead ReLUs, saturated activations, and loss and learning-rate problems.
+
+    Use it next to `GradientMonitor` when a model trains badly and the gradients alone
+    do not say why. Each finding (`diagnostics.findings`) carries its evidence, a likely
+    cause read off the model, and remedies.
+
+    Checks and their default thresholds:
+
+    * dying_relu: in a layer with a ReLU activation (or a `ReLU` layer), the share of
+      units (last axis; a conv channel counts as one unit) that output zero for every
+      sample and position of the probe batch is at least `dead_relu_share` (0.7,
+      AUTOTRAINER's 70%).
+    * saturation: in a layer with a sigmoid/tanh activation, the share of its inputs
+      (pre-activations) beyond +-`saturation_input` (5, DeepDiagnosis) is over
+      `saturation_share` (0.5, DeepDiagnosis: "over half"). The pre-activation is read
+      from the output: |z| > 5 exactly when sigmoid(z) lies outside
+      [sigmoid(-5), sigmoid(5)], or |tanh(z)| > tanh(5).
+    * oscillating_loss: over the last `loss_window` (20) batches, the loss has not gone
+      down (the second half's mean is not below the first half's) while the mean
+      absolute batch-to-batch change exceeds `oscillation_threshold` (0.5) times the
+      loss at the start of training (mean of the first 5 batches).
+    * stalled_loss: after `stall_steps` (50) batches the loss (mean of the last 10) is
+      not below `1 - stall_tolerance` (0.99) times the mean of the first 10 batches.
+    * learning_rate: at the start of training the learning rate is outside
+      `lr_range` (1e-6 to 1.0).
+
+    Per-batch losses are recovered from Keras' running epoch mean
+    (`loss_k = k * mean_k - (k - 1) * mean_{k-1}`, exact for equal batch sizes).
+
+    Args:
+        probe_x: an input batch (array or a structure of arrays the model accepts) for
+            the activation checks; `None` (default) skips them. Keep it small (64-256
+            samples). Activation checks need a Sequential or functional model (layer
+            outputs); subclassed models skip them.
+        probe_every_n_steps: also run the activation checks every n steps (besides each
+            epoch end); `None` (default) only at epoch ends.
+        on_problem: `"warn"` (default), `"stop"`, `"raise"` or a callable taking a
+            `Finding`.
+        dead_relu_share: default 0.7.
+        saturation_share: default 0.5.
+        saturation_input: default 5.0.
+        loss_window: default 20.
+        oscillation_threshold: default 0.5.
+        stall_steps: default 50.
+        stall_tolerance: default 0.01.
+        lr_range: `(low, high)`, default `(1e-6, 1.0)`.
+
+    Raises:
+        ValueError: for an invalid argument.
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((4,)),
+        ...     keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-50.0)),
+        ...     keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> diagnostics = TrainingDiagnostics(probe_x=np.ones((8, 4)), on_problem=lambda f: None)
+        >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=1, verbose=0, callbacks=[diagnostics])
+        >>> [f.kind for f in diagnostics.findings]
+        ['dying_relu']
+
+    References:
+        Zhang, Ren, Chen, Zhang, Xiong, Xie, Wu (2021). AUTOTRAINER: An Automatic DNN
+        Training Problem Detection and Repair System. ICSE.
+        Wardat, Cruz, Le, Rajan (2022). DeepDiagnosis: Automatically Diagnosing Faults
+        and Recommending Actionable Fixes in Deep Learning Programs. ICSE.
+        Schoop, Huang, Hartmann (2021). UMLAUT: Debugging Deep Learning Programs using
+        Program Structure, Model Behavior, and Error Messages. CHI.
+    """
+
+    def __init__(
+        self,
+        probe_x: Any = None,
+        probe_every_n_steps: int | None = None,
+        on_problem: str | Callable[[Finding], Any] = "warn",
+        dead_relu_share: float = 0.7,
+        saturation_share: float = 0.5,
+        saturation_input: float = 5.0,
+        loss_window: int = 20,
+        oscillation_threshold: float = 0.5,
+        stall_steps: int = 50,
+        stall_tolerance: float = 0.01,
+        lr_range: Sequence[float] = (1e-6, 1.0),
+    ):
+        super().__init__()
+        self.probe_x = probe_x
+        self.probe_every_n_steps = (
+            None if probe_every_n_steps is None else check_int("probe_every_n_steps", probe_every_n_steps, minimum=1)
+        )
+        if not callable(on_problem):
+            check_choice("on_problem", on_problem, ON_PROBLEM_CHOICES)
+        self.on_problem = on_problem
+        self.dead_relu_share = check_probability("dead_relu_share", dead_relu_share)
+        self.saturation_share = check_probability("saturation_share", saturation_share)
+        self.saturation_input = check_positive("saturation_input", saturation_input)
+        self.loss_window = check_int("loss_window", loss_window, minimum=4)
+        self.oscillation_threshold = check_positive("oscillation_threshold", oscillation_threshold)
+        self.stall_steps = check_int("stall_steps", stall_steps, minimum=10)
+        self.stall_tolerance = check_probability("stall_tolerance", stall_tolerance)
+        if len(lr_range) != 2 or not 0 < float(lr_range[0]) < float(lr_range[1]):
+            raise ValueError(f"`lr_range` must be (low, high) with 0 < low < high. Received: lr_range={lr_range!r}")
+        self.lr_range = (float(lr_range[0]), float(lr_range[1]))
+        self._reset_state()
+
+    def get_config(self) -> dict[str, Any]:
+        probe = self.probe_x
+        return {
+            "probe_x": probe.tolist() if isinstance(probe, np.ndarray) else probe,
+            "probe_every_n_steps": self.probe_every_n_steps,
+            "on_problem": self.on_problem,
+            "dead_relu_share": self.dead_relu_share,
+            "saturation_share": self.saturation_share,
+            "saturation_input": self.saturation_input,
+            "loss_window": self.loss_window,
+            "oscillation_threshold": self.oscillation_threshold,
+            "stall_steps": self.stall_steps,
+            "stall_tolerance": self.stall_tolerance,
+            "lr_range": list(self.lr_range),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrainingDiagnostics:
+        config = dict(config)
+        if isinstance(config.get("probe_x"), list):
+            config["probe_x"] = np.asarray(config["probe_x"], dtype="float32")
+        return cls(**config)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TrainingDiagnostics:
+        clone = type(self).from_config({**self.get_config(), "probe_x": copy.deepcopy(self.probe_x, memo)})
+        clone.findings = list(self.findings)
+        return clone
+
+    def _reset_state(self) -> None:
+        self.findings: list[Finding] = []
+        self.batch_losses: list[float] = []
+        self._step = 0
+        self._start_step = 0
+        self._epoch_start = 0
+        self._previous_mean: float | None = None
+        self._seen: set[tuple[str, tuple[str, ...]]] = set()
+        self._probe_model = None
+        self._probe_layers: list[tuple[Any, str]] = []
+
+    # -- callback hooks ------------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._reset_state()
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            self._epoch_start = self._step
+        self._start_step = self._step
+        lr = learning_rate_of(optimizer)
+        low, high = self.lr_range
+        if lr is not None and not low <= lr <= high:
+            self._report(
+                "learning_rate",
+                (),
+                {"learning_rate": lr, "low": low, "high": high},
+            )
+        self._build_probe()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._step
+        self._previous_mean = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        k = int(batch) + 1
+        self._step = self._epoch_start + k
+        mean = logs.get("loss")
+        if mean is not None:
+            mean = float(mean)
+            previous = self._previous_mean if self._previous_mean is not None else 0.0
+            self.batch_losses.append(k * mean - (k - 1) * previous if k > 1 else mean)
+            self._previous_mean = mean
+            self._check_loss()
+        if self.probe_every_n_steps and self._step % self.probe_every_n_steps == 0:
+            self._check_activations()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_activations()
+
+    # -- checks --------------------------------------------------------------------------
+
+    def _check_loss(self) -> None:
+        losses = np.asarray(self.batch_losses, dtype="float64")
+        if not np.isfinite(losses[-1]):
+            return  # non-finite losses are GradientMonitor's finding
+        w = self.loss_window
+        if len(losses) >= w:
+            window = losses[-w:]
+            if np.isfinite(window).all():
+                half = w // 2
+                # Relative to the loss at the start, so that the batch-to-batch noise of
+                # a converged run (small losses, large relative changes) is not flagged.
+                scale = max(float(np.mean(np.abs(losses[:5]))), 1e-12)
+                swing = float(np.mean(np.abs(np.diff(window)))) / scale
+                not_decreasing = window[half:].mean() >= window[:half].mean()
+                if not_decreasing and swing > self.oscillation_threshold:
+                    self._report(
+                        "oscillating_loss",
+                        (),
+                        {
+                            "mean_abs_change_over_mean_loss": swing,
+                            "threshold": self.oscillation_threshold,
+                            "window": w,
+                        },
+                    )
+        if len(losses) == self.stall_steps:
+            start, end = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+            if np.isfinite([start, end]).all() and end > (1 - self.stall_tolerance) * start:
+                self._report(
+                    "stalled_loss",
+                    (),
+                    {"first_loss": start, "loss_now": end, "steps": self.stall_steps},
+                )
+
+    def _build_probe(self) -> None:
+        if self.probe_x is None:
+            return
+        watched = []
+        for layer in flat_layers(self.model):
+            name = activation_name(layer)
+            if name in ("relu", *_SIGMOID_LIKE, *_TANH_LIKE):
+                watched.append((layer, name))
+        if not watched:
+            return
+        try:
+            outputs = [layer.output for layer, _ in watched]
+            self._probe_model = keras.Model(self.model.inputs, outputs)
+        except (AttributeError, ValueError, TypeError):
+            # Subclassed models have no symbolic layer outputs: no activation checks.
+            self._probe_model = None
+            return
+        self._probe_layers = watched
+
+    def _check_activations(self) -> None:
+        if self._probe_model is None:
+            return
+        outputs = self._probe_model(self.probe_x, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        dead_layers, dead_evidence = [], {}
+        saturated_layers, saturated_evidence = [], {}
+        for (layer, name), out in zip(self._probe_layers, outputs):
+            a = np.asarray(keras.ops.convert_to_numpy(out), dtype="float64")
+            if name == "relu":
+                units = a.reshape(-1, a.shape[-1])
+                dead = float(np.mean(np.all(units <= 0, axis=0)))
+                if dead >= self.dead_relu_share:
+                    dead_layers.append(layer.name)
+                    dead_evidence[f"{layer.name}.dead_share"] = dead
+            else:
+                share = self._saturated_share(a, name)
+                if share > self.saturation_share:
+                    saturated_layers.append(layer.name)
+                    saturated_evidence[f"{layer.name}.saturated_share"] = share
+        if dead_layers:
+            self._report("dying_relu", tuple(dead_layers), {**dead_evidence, "threshold": self.dead_relu_share})
+        if saturated_layers:
+            self._report(
+                "saturation",
+                tuple(saturated_layers),
+                {**saturated_evidence, "threshold": self.saturation_share, "input_beyond": self.saturation_input},
+            )
+
+    def _saturated_share(self, a: np.ndarray, name: str) -> float:
+        z = self.saturation_input
+        if name in _SIGMOID_LIKE:
+            if name == "hard_sigmoid":
+                # keras' hard_sigmoid is relu6(x + 3) / 6: flat beyond +-3, so +-5 maps to 0/1.
+                return float(np.mean((a <= 0.0) | (a >= 1.0)))
+            low = 1.0 / (1.0 + math.exp(z))
+            return float(np.mean((a < low) | (a > 1.0 - low)))
+        if name == "softsign":
+            edge = z / (1.0 + z)
+        else:
+            edge = math.tanh(z)
+        return float(np.mean(np.abs(a) > edge))
+
+    # -- acting --------------------------------------------------------------------------
+
+    def _report(self, kind: str, layers: tuple[str, ...], evidence: dict[str, float]) -> None:
+        key = (kind, layers)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        action = {"stop": "stopped training", "raise": "raised TrainingProblemError"}.get(
+            self.on_problem if isinstance(self.on_problem, str) else "", "warned"
+        )
+        if callable(self.on_problem):
+            action = f"called {getattr(self.on_problem, '__name__', 'on_problem')}"
+        finding = Finding(
+            kind=kind,
+            # 0-based index of the last finished step, like GradientMonitor's findings.
+            step=max(self._step - 1, self._start_step),
+            layers=layers,
+            evidence=evidence,
+            cause=likely_cause(kind, self.model, layers),
+            remedy=REMEDIES[kind],
+            action=action,
+        )
+        self.findings.append(finding)
+        if self.on_problem == "raise":
+            raise TrainingProblemError(finding)
+        dispatch(finding, self.on_problem, self.model)
+
+    def report(self) -> str:
+        """A readable summary of the findings."""
+        lines = [f"Watched {len(self.batch_losses)} batches."]
+        if self.probe_x is None:
+            lines.append("No probe batch given: activation checks (dead ReLU, saturation) were skipped.")
+        elif self._probe_model is None and self.model is not None:
+            lines.append("Activation checks skipped (no ReLU/sigmoid/tanh layer, or a subclassed model).")
+        return format_report("Training diagnostics report", self.findings, lines)

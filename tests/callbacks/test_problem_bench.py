@@ -1,0 +1,73 @@
+"""The problem bench: every problem found in the first epoch, naming the right layers;
+healthy models raise no finding; remedies rescue the diverging run."""
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.callbacks.problem_bench import CASES, run_case
+
+PROBLEMS = [c for c in CASES if c.expected]
+HEALTHY = [c for c in CASES if not c.expected]
+
+
+@pytest.mark.parametrize("case", PROBLEMS, ids=[c.id for c in PROBLEMS])
+def test_problem_is_found_in_the_first_epoch_and_names_the_layers(case):
+    run = run_case(case)
+    found = [f for f in run.findings if f.kind == case.expected]
+    assert found, f"{case.id}: no {case.expected!r} finding; got {[str(f) for f in run.findings]}"
+    first = min(found, key=lambda f: f.step)
+    assert first.step < run.steps_per_epoch
+    assert set(case.layers) <= set(first.layers), first.layers
+    assert first.evidence and all(isinstance(v, (int, float)) for v in first.evidence.values())
+    assert first.remedy and first.cause
+
+
+@pytest.mark.parametrize("case", HEALTHY, ids=[c.id for c in HEALTHY])
+def test_healthy_models_raise_no_finding(case):
+    run = run_case(case)
+    assert run.findings == []
+    losses = run.history.history["loss"]
+    assert losses[-1] < losses[0]  # they do train
+    assert len(run.monitor.history) == case.epochs * run.steps_per_epoch
+
+
+def test_vanishing_evidence_matches_the_recorded_norms():
+    run = run_case(CASES[0])
+    finding = next(f for f in run.monitor.findings if f.kind == "vanishing")
+    h = run.monitor.history
+    row = int(np.flatnonzero(h.steps == finding.step)[0])
+    norms = h.grad_norm[row]
+    assert finding.evidence["last_layer_norm"] == pytest.approx(norms[-1])
+    expected = tuple(n for n, v in zip(h.layers[:-1], norms[:-1]) if v < 1e-3 * norms[-1])
+    assert finding.layers == expected
+    assert "saturating" in finding.cause
+
+
+def test_non_finite_restores_the_last_good_weights_and_stops():
+    run = run_case(CASES[2], epochs=2)
+    kinds = [f.kind for f in run.monitor.findings]
+    assert "exploding" in kinds and "non_finite" in kinds
+    assert kinds.index("exploding") < kinds.index("non_finite")  # the warning came first
+    assert run.model.stop_training
+    assert run.monitor.restored_step is not None and run.monitor.restored_step >= 0
+    weights = [v.numpy() for v in run.model.trainable_variables]
+    assert all(np.isfinite(w).all() for w in weights)
+    # The restored weights are those the model had before the step named: its recorded
+    # global norm is below the ceiling, the following steps' are not.
+    h = run.monitor.history
+    assert h.global_grad_norm[h.steps == run.monitor.restored_step][0] <= run.monitor.exploding_norm
+
+
+@pytest.mark.parametrize("remedy", ["clip", "reduce_lr"])
+def test_remedies_make_the_diverging_run_finish_with_a_finite_loss(remedy):
+    run = run_case(CASES[2], on_problem=remedy, epochs=2)
+    losses = run.history.history["loss"]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 1.0
+    assert any(remedy_word in f.action for f in run.monitor.findings for remedy_word in ("clipnorm", "learning rate"))
+    if remedy == "clip":
+        assert run.model.optimizer.global_clipnorm is not None
+    else:
+        assert float(run.model.optimizer.learning_rate.numpy()) < 1.0
