@@ -109,14 +109,24 @@ def pixel_weight(sample_weight, y_pred):
     return weight
 
 
-def _all_reduce_sum(tensors):
-    """Sums tensors across tf.distribute replicas (identity on one device)."""
+def _all_reduce_sum(tensor):
+    """Sums a tensor of static shape across tf.distribute replicas (identity on one device).
+
+    The sum goes element by element through scalar all-reduces. MirroredStrategy numbers
+    its collectives from the same keys in every strategy object, and TensorFlow remembers
+    each collective's shape per process: one all-reduce of shape `(3, C)` would clash with
+    another strategy's scalar all-reduce of the same key (as in a test session). Scalars
+    always agree, and the counts are a handful of numbers.
+    """
     replicas, context = _replicas()
     if replicas == 1 or context is None:
-        return tensors
+        return tensor
     import tensorflow as tf
 
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+    shape = tuple(tensor.shape)
+    flat = ops.reshape(tensor, (-1,))
+    summed = [context.all_reduce(tf.distribute.ReduceOp.SUM, flat[i]) for i in range(flat.shape[0])]
+    return ops.reshape(ops.stack(summed), shape)
 
 
 def soft_confusion_counts(targets, probs, weight=None, *, per_image=True, squared=False, global_batch=True):
@@ -144,7 +154,8 @@ def soft_confusion_counts(targets, probs, weight=None, *, per_image=True, square
     if axes:
         overlap, pred_volume, true_volume = (ops.sum(x, axis=axes) for x in (overlap, pred_volume, true_volume))
     if not per_image and global_batch:
-        overlap, pred_volume, true_volume = _all_reduce_sum(ops.stack([overlap, pred_volume, true_volume]))
+        stacked = _all_reduce_sum(ops.stack([overlap, pred_volume, true_volume]))
+        overlap, pred_volume, true_volume = stacked[0], stacked[1], stacked[2]
     return SoftCounts(overlap, pred_volume - overlap, true_volume - overlap)
 
 
