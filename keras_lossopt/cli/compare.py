@@ -1,0 +1,169 @@
+"""`keras-lossopt compare`: the same model trained with several losses over several seeds.
+
+Each (loss, seed) run builds a fresh model, trains it on the training split with the
+validation split for the curves, and is scored on the test split from its predictions.
+The table gives mean and standard deviation over seeds of accuracy, macro-F1 and
+worst-class recall (mean IoU first for segmentation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_lossopt import losses
+from keras_lossopt.cli import report
+from keras_lossopt.datasets import Dataset
+from keras_lossopt.tuning import build_loss, default_metrics, resolve_candidates
+
+__all__ = ["run_compare", "targets"]
+
+
+def targets(dataset: Dataset, split: str) -> np.ndarray:
+    """Labels in the form the losses take: `(N, 1)` floats for binary, integers otherwise."""
+    labels = getattr(dataset, f"y_{split}")
+    if dataset.task == "binary":
+        return labels.reshape(-1, 1).astype("float32")
+    return labels
+
+
+def _curve_keys(task: str) -> tuple[str, ...]:
+    return ("loss", "val_mean_iou") if task == "segmentation" else ("loss", "val_macro_f1")
+
+
+def train_once(
+    dataset: Dataset,
+    make_model: Callable[[], keras.Model],
+    loss: keras.losses.Loss,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Trains one model; returns its test scores and its per-epoch curves."""
+    keras.utils.set_random_seed(seed)
+    model = make_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss,
+        metrics=default_metrics(dataset.task, dataset.num_classes),
+    )
+    history = model.fit(
+        dataset.x_train,
+        targets(dataset, "train"),
+        validation_data=(dataset.x_val, targets(dataset, "val")) if len(dataset.y_val) else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+    )
+    outputs = model.predict(dataset.x_test, batch_size=256, verbose=0)
+    scores = report.scores(dataset.task, dataset.y_test, outputs, dataset.num_classes)
+    curves = {k: [float(v) for v in history.history[k]] for k in _curve_keys(dataset.task) if k in history.history}
+    keras.backend.clear_session()
+    return scores, curves
+
+
+def run_compare(
+    dataset: Dataset,
+    make_model: Callable[[], keras.Model],
+    model_description: str,
+    *,
+    loss_names: Sequence[str] | None,
+    seeds: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    output: str,
+    print_fn: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Runs the comparison, prints the table and writes the report folder; returns the results."""
+    candidates = resolve_candidates(dataset.task, loss_names)
+    counts = dataset.class_counts("train") if dataset.task != "segmentation" else None
+    built = {
+        c.name: build_loss(c, from_logits=True, class_counts=counts if c.needs_class_counts else None)
+        for c in candidates
+    }
+    print_fn(dataset.summary())
+    print_fn(f"model: {model_description}; losses: {', '.join(built)}; seeds: {seeds}; epochs: {epochs}")
+    runs, curves_by_loss = [], {}
+    total, started = len(built) * seeds, time.perf_counter()
+    for name, loss in built.items():
+        runs_curves = []
+        for seed in range(seeds):
+            run_start = time.perf_counter()
+            loss_copy = losses.get(losses.serialize(loss))  # a fresh loss per run; no shared state
+            scores, curves = train_once(
+                dataset,
+                make_model,
+                loss_copy,
+                seed=seed,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+            )
+            seconds = time.perf_counter() - run_start
+            runs.append({"loss": name, "seed": seed, **scores, "seconds": round(seconds, 2)})
+            runs_curves.append(curves)
+            shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
+            print_fn(f"[{len(runs)}/{total}] {name} seed={seed}: {shown} ({seconds:.1f}s)")
+        curves_by_loss[name] = {key: np.mean([c[key] for c in runs_curves], axis=0).tolist() for key in runs_curves[0]}
+    metric_names = [k for k in runs[0] if k not in ("loss", "seed", "seconds")]
+    summary = {
+        name: {
+            m: (
+                float(np.mean([r[m] for r in runs if r["loss"] == name])),
+                float(np.std([r[m] for r in runs if r["loss"] == name])),
+            )
+            for m in metric_names
+        }
+        for name in built
+    }
+    header = ["loss", *metric_names]
+    rows = [[name, *(f"{summary[name][m][0]:.3f} ± {summary[name][m][1]:.3f}" for m in metric_names)] for name in built]
+    table = report.markdown_table(header, rows)
+    print_fn("")
+    print_fn(table)
+    results = {
+        "command": "compare",
+        "dataset": {
+            "name": dataset.name,
+            "task": dataset.task,
+            "num_classes": dataset.num_classes,
+            "train_class_counts": dataset.class_counts("train").tolist(),
+        },
+        "model": model_description,
+        "settings": {"seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
+        "losses": {name: losses.serialize(loss) for name, loss in built.items()},
+        "summary": {
+            name: {m: {"mean": v[0], "std": v[1]} for m, v in by_metric.items()} for name, by_metric in summary.items()
+        },
+        "runs": runs,
+        "curves": curves_by_loss,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    with report.atomic_folder(output) as folder:
+        report.write_json(folder / "results.json", results)
+        report.write_csv(folder / "results.csv", runs)
+        plotted = report.plot_metrics(folder / "metrics.png", summary)
+        report.plot_curves(folder / "curves.png", curves_by_loss)
+        lines = [
+            f"# Loss comparison on {dataset.name}",
+            "",
+            f"Task: {dataset.task}, {dataset.num_classes} classes; training class counts "
+            f"{dataset.class_counts('train').tolist()}. Model: {model_description}. "
+            f"{seeds} seeds x {epochs} epochs, batch {batch_size}, Adam({learning_rate:g}). "
+            "Scores on the test split: mean ± standard deviation over seeds.",
+            "",
+            table,
+            "",
+        ]
+        if plotted:
+            lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
+        (folder / "report.md").write_text("\n".join(lines))
+    print_fn(f"\nreport written to {output}")
+    return results

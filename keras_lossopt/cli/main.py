@@ -1,0 +1,191 @@
+"""The `keras-lossopt` command: `compare` losses, or `search` for the best one.
+
+    keras-lossopt compare                     # digits-imbalanced, default losses, 3 seeds
+    keras-lossopt compare --data mnist-imbalanced --losses crossentropy,focal,poly1
+    keras-lossopt compare --data my.csv --target label
+    keras-lossopt search --tuner bayesian --max-trials 20 --directory my-search
+
+Bad input ends with one line `keras-lossopt: error: ...` and exit status 2 (set
+KERAS_LOSSOPT_DEBUG=1 for the full traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse prints the usage block too; one line says it.
+        self.exit(EXIT_BAD_INPUT, f"keras-lossopt: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _loss_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated loss names")
+    return names
+
+
+def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    data = parser.add_argument_group("data and model")
+    data.add_argument(
+        "--data",
+        default="digits-imbalanced",
+        help="built-in dataset (digits, digits-imbalanced, mnist, mnist-imbalanced, breast-cancer, ...) "
+        "or a .npz (x, y or x_train ... y_test) / .csv file. Default: digits-imbalanced",
+    )
+    data.add_argument("--target", help="label column of a .csv file")
+    data.add_argument(
+        "--task",
+        default="auto",
+        choices=("auto", "binary", "multiclass", "segmentation"),
+        help="default: inferred from the labels",
+    )
+    data.add_argument("--model", help="a .keras model file outputting logits (default: chosen to fit the data)")
+    data.add_argument(
+        "--losses",
+        type=_loss_list,
+        help="comma-separated loss candidates (default per task: "
+        "crossentropy,focal,poly1,class_balanced_focal; a dice family for segmentation)",
+    )
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default: {epochs}")
+    training.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
+    training.add_argument("--seed", type=int, default=0, help="seed of the data split (and of the search). Default: 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `keras-lossopt` with its two subcommands."""
+    parser = _Parser(prog="keras-lossopt", description="Compare losses, or search for the best loss, on your data.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{compare,search}", parser_class=_Parser)
+
+    compare = commands.add_parser("compare", help="train the same model with several losses over several seeds")
+    _common(compare, epochs=30)
+    compare.add_argument("--seeds", type=_positive_int, default=3, help="runs per loss. Default: 3")
+    compare.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="Adam. Default: 3e-3")
+    compare.add_argument(
+        "--output", default="keras-lossopt-report", help="report folder. Default: keras-lossopt-report"
+    )
+
+    search = commands.add_parser(
+        "search", help="keras-tuner search over the loss, its parameters and the learning rate"
+    )
+    _common(search, epochs=20)
+    search.add_argument("--tuner", default="bayesian", choices=("bayesian", "random", "hyperband"))
+    search.add_argument("--max-trials", type=_positive_int, default=10, help="default: 10 (not used by hyperband)")
+    search.add_argument(
+        "--directory",
+        default="keras-lossopt-search",
+        help="where trials are kept; rerun to resume. Default: keras-lossopt-search",
+    )
+    search.add_argument("--project-name", help="sub-folder of --directory. Default: the dataset name")
+    search.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    search.add_argument(
+        "--objective",
+        help="metric to rank trials by (maximized; val_loss is refused). "
+        "Default: val_macro_f1 (val_mean_iou for segmentation)",
+    )
+    search.add_argument("--output", help="report folder. Default: <directory>/<project-name>-report")
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    # Each run builds a new model, so TensorFlow warns about retracing; expected here, not news.
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from keras_lossopt.cli.compare import run_compare
+    from keras_lossopt.cli.data import load_data
+    from keras_lossopt.cli.models import model_builder
+    from keras_lossopt.cli.search import run_search
+
+    _quiet_tensorflow()
+    dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
+    make_model, description = model_builder(dataset, args.model)
+    if args.command == "compare":
+        run_compare(
+            dataset,
+            make_model,
+            description,
+            loss_names=args.losses,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            output=args.output,
+        )
+        return
+    project = args.project_name or dataset.name.replace(os.sep, "_")
+    run_search(
+        dataset,
+        make_model,
+        description,
+        loss_names=args.losses,
+        tuner_name=args.tuner,
+        max_trials=args.max_trials,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        directory=args.directory,
+        project_name=project,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        objective=args.objective,
+        output=args.output or os.path.join(args.directory, f"{project}-report"),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `keras-lossopt` with `argv` (default: the process arguments); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        _run(args)
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("KERAS_LOSSOPT_DEBUG"):
+            raise
+        # Our checks (DataError is a ValueError) and the losses' argument checks say what is wrong in one line.
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"keras-lossopt: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("keras-lossopt: interrupted; no report was written (rerun a search to resume it)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
