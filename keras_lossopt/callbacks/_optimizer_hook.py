@@ -90,8 +90,8 @@ class ApplyHook:
     """Wraps `optimizer.apply` to record gradient and update statistics.
 
     Args:
-        optimizer: the model's optimizer (a `LossScaleOptimizer` is unwrapped).
-        groups: `(name, variables)` pairs from `layer_groups`.
+        model: the compiled model; its optimizer (a `LossScaleOptimizer` is unwrapped)
+            is hooked, its variables grouped with `layer_groups`.
         every_n_steps: record when `iterations % every_n_steps == 0`.
         strategy: the model's `tf.distribute` strategy (variables are created in its
             scope), or None.
@@ -104,53 +104,68 @@ class ApplyHook:
         recorded_step: int variable, the `iterations` value of the last recorded step.
         snapshot_step: int variable, the step whose pre-update weights `snapshots` hold
             (the last recorded step whose gradients were finite and at most `good_norm`), -1
-            before any (the snapshot then holds the starting weights).
+            before any.
         snapshots: one variable per trainable variable: the last good weights.
     """
 
     def __init__(
         self,
-        optimizer: Any,
-        groups: Sequence[tuple[str, list[Any]]],
+        model: Any,
         every_n_steps: int,
         strategy=None,
         good_norm: float = float("inf"),
     ):
-        self.outer = optimizer
-        inner = optimizer
+        self.model = model
+        inner = model.optimizer
         while isinstance(inner, keras.optimizers.LossScaleOptimizer):
             inner = inner.inner_optimizer
         self.optimizer = inner
-        self.groups = list(groups)
         self.every_n_steps = int(every_n_steps)
         self.good_norm = float(good_norm)
+        self.strategy = strategy
+        self.groups: list[tuple[str, list[Any]]] = []
+        self.variables: list[Any] = []
+        self._group_of: dict[Any, int] = {}
+        self._created: list[Any] = []
+        self._original = None
+        self.grad_stats = None
+
+    @property
+    def ready(self) -> bool:
+        return self.grad_stats is not None
+
+    def ensure_variables(self, trainable_variables: Sequence[Any] | None = None) -> None:
+        """(Re)creates the statistics variables when the model has variables we do not know.
+
+        Called eagerly at the start of training, and again from the first trace of the
+        train step for models (subclassed, no input shape) whose variables only exist
+        once the model has been called; TensorFlow allows variable creation there, like
+        the optimizer's own slots.
+        """
+        known = {id(v) for v in self.variables}
+        current = list(trainable_variables) if trainable_variables is not None else self.model.trainable_variables
+        if self.ready and all(id(v) in known for v in current):
+            return
+        self._untrack()
+        self.groups = layer_groups(self.model)
         self.variables = [v for _, vs in self.groups for v in vs]
         self._group_of = {}
         for index, (_, vs) in enumerate(self.groups):
             for v in vs:
                 self._group_of[id(v)] = index
                 self._group_of[_path(v)] = index
-        self._created: list[Any] = []
-        self._original = None
-        scope = strategy.scope() if strategy is not None else _null_scope()
+        scope = self.strategy.scope() if self.strategy is not None else _null_scope()
         rows = len(self.groups) + 1
         with scope:
             self.grad_stats = self._add((rows, 5), "float32", "grad_stats")
             self.update_stats = self._add((rows, 2), "float32", "update_stats")
             self.recorded_step = self._add((), "int64", "recorded_step", initializer=-1)
             self.snapshot_step = self._add((), "int64", "snapshot_step", initializer=-1)
-            self.snapshots = [
-                self._add(tuple(v.shape), v.dtype, f"snapshot_{i}", initializer=v.numpy())
-                for i, v in enumerate(self.variables)
-            ]
+            self.snapshots = [self._add(tuple(v.shape), v.dtype, f"snapshot_{i}") for i, v in enumerate(self.variables)]
 
     def _add(self, shape, dtype, name, initializer="zeros"):
-        if not callable(initializer) and not isinstance(initializer, str):
-            value = initializer
-
-            def initializer(shape, dtype=None):
-                return ops.cast(ops.broadcast_to(ops.convert_to_tensor(value), shape), dtype)
-
+        if not isinstance(initializer, str):
+            initializer = keras.initializers.Constant(initializer)
         variable = self.optimizer.add_variable(
             shape, initializer=initializer, dtype=dtype, aggregation="only_first_replica", name=f"monitor_{name}"
         )
@@ -176,18 +191,23 @@ class ApplyHook:
         if self._original is not None and vars(self.optimizer).get("apply") is not None:
             del self.optimizer.apply
         self._original = None
+        self._untrack()
+
+    def _untrack(self) -> None:
         # Our variables must not outlive the run in the optimizer's state: a checkpoint
         # saved afterwards would otherwise carry (and expect) them.
         tracked = getattr(self.optimizer, "_variables", None)
-        if isinstance(tracked, list):
+        if isinstance(tracked, list) and self._created:
             ids = {id(v) for v in self._created}
             for index in reversed([i for i, v in enumerate(tracked) if id(v) in ids]):
                 tracked.pop(index)
+        self._created = []
 
     # -- the wrapped apply ---------------------------------------------------------------
 
     def _hooked_apply(self, grads, trainable_variables=None):
         grads = list(grads)
+        self.ensure_variables(trainable_variables)
         variables = list(trainable_variables) if trainable_variables is not None else self.variables
         step = ops.convert_to_tensor(self.optimizer.iterations)
         step = ops.cast(step, "int64")
@@ -325,16 +345,29 @@ class ApplyHook:
             ops.convert_to_numpy(self.update_stats),
         )
 
-    def restore_last_good_weights(self) -> int:
-        """Copies the snapshot back into the model.
+    def restore_last_good_weights(self, starting_weights=None) -> int | None:
+        """Copies the last good weights back into the model.
 
-        Returns the step whose pre-update weights were restored, or -1 for the weights
-        the run started from (no finite recorded step yet).
+        Args:
+            starting_weights: `{id(variable): array}` taken at the start of the run, used
+                when no recorded step was good yet.
+
+        Returns:
+            The step whose pre-update weights were restored, -1 for the starting weights,
+            or None when there was nothing to restore.
         """
+        if not self.ready:
+            return None
         step = int(ops.convert_to_numpy(self.snapshot_step))
-        for snap, v in zip(self.snapshots, self.variables):
-            v.assign(ops.convert_to_numpy(snap))
-        return step
+        if step >= 0:
+            for snap, v in zip(self.snapshots, self.variables):
+                v.assign(ops.convert_to_numpy(snap))
+            return step
+        if starting_weights and all(id(v) in starting_weights for v in self.variables):
+            for v in self.variables:
+                v.assign(starting_weights[id(v)])
+            return -1
+        return None
 
 
 def _path(variable) -> str:

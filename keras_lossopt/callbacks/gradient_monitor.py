@@ -170,8 +170,9 @@ class GradientMonitor(keras.callbacks.Callback):
         lr_factor: factor `"reduce_lr"` applies, in (0, 1). Default 0.1.
         min_lr: floor of `"reduce_lr"`. Default 1e-6.
         log_dir: if given, TensorBoard scalars (global and per-layer norms, update
-            ratios) and histograms (of the per-layer norms and update ratios) are
-            written there at each recorded step. Default None.
+            ratios) and histograms (the distribution of the per-layer norms and update
+            ratios across layers) are written there at each recorded step; the writer
+            opens at the first record and needs no tensorboard package. Default None.
 
     Attributes:
         history: a `GradientHistory`.
@@ -278,6 +279,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._active: set[str] = set()
         self._stopped_reason: str | None = None
         self.restored_step: int | None = None
+        self._starting_weights: dict[int, np.ndarray] = {}
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -286,14 +288,13 @@ class GradientMonitor(keras.callbacks.Callback):
         model = self.model
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientMonitor needs a compiled model: call `model.compile(optimizer=...)` first.")
-        groups = hook_lib.layer_groups(model)
-        if not groups:
-            raise ValueError("GradientMonitor found no trainable variables in the model.")
-        self.history = GradientHistory(tuple(name for name, _ in groups))
         strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
-        self._hook = hook_lib.ApplyHook(
-            model.optimizer, groups, self.every_n_steps, strategy, good_norm=self.exploding_norm
-        )
+        self._hook = hook_lib.ApplyHook(model, self.every_n_steps, strategy, good_norm=self.exploding_norm)
+        if model.trainable_variables:
+            # Models built before fit get their variables now; unbuilt subclassed models
+            # get them in the first trace of the train step.
+            self._hook.ensure_variables()
+            self._starting_weights = {id(v): keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         self._hook.install()
         # A train function traced before (an earlier fit) does not contain the hook.
         model.make_train_function(force=True)
@@ -313,7 +314,10 @@ class GradientMonitor(keras.callbacks.Callback):
         last = self._steps_done - 1
         n = self.every_n_steps
         next_recorded = -(-first // n) * n
-        if next_recorded <= last:
+        if next_recorded <= last and self._hook.ready:
+            names = tuple(name for name, _ in self._hook.groups)
+            if self.history.layers != names and len(self.history) == 0:
+                self.history = GradientHistory(names)
             step, grad_stats, update_stats = self._hook.read()
             if step >= first:
                 row = self.history.append(step, grad_stats, update_stats)
@@ -459,7 +463,7 @@ class GradientMonitor(keras.callbacks.Callback):
         on_problem = self.on_problem
         actions = []
         if finding.kind == "non_finite":
-            restored = self._hook.restore_last_good_weights() if self._hook is not None else None
+            restored = self._hook.restore_last_good_weights(self._starting_weights) if self._hook is not None else None
             self.restored_step = restored
             if restored is not None:
                 actions.append(
@@ -542,15 +546,15 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default(step=step):
-            tf.summary.scalar("gradients/global_norm", row["grad_norm"][-1])
-            tf.summary.scalar("gradients/global_norm_clipped", row["grad_norm_clipped"][-1])
-            tf.summary.scalar("updates/global_ratio", row["update_ratio"][-1])
-            tf.summary.scalar("gradients/nonfinite_share", row["nonfinite_share"][-1])
+            _scalar("gradients/global_norm", row["grad_norm"][-1], step)
+            _scalar("gradients/global_norm_clipped", row["grad_norm_clipped"][-1], step)
+            _scalar("updates/global_ratio", row["update_ratio"][-1], step)
+            _scalar("gradients/nonfinite_share", row["nonfinite_share"][-1], step)
             for i, name in enumerate(self.history.layers):
-                tf.summary.scalar(f"gradients/norm/{name}", row["grad_norm"][i])
-                tf.summary.scalar(f"updates/ratio/{name}", row["update_ratio"][i])
-            tf.summary.histogram("gradients/layer_norms", row["grad_norm"][:-1])
-            tf.summary.histogram("updates/layer_ratios", row["update_ratio"][:-1])
+                _scalar(f"gradients/norm/{name}", row["grad_norm"][i], step)
+                _scalar(f"updates/ratio/{name}", row["update_ratio"][i], step)
+            _histogram("gradients/layer_norms", row["grad_norm"][:-1], step)
+            _histogram("updates/layer_ratios", row["update_ratio"][:-1], step)
 
     def report(self) -> str:
         """A readable summary of the run: recorded steps, per-layer norms, findings."""
@@ -619,6 +623,35 @@ class GradientMonitor(keras.callbacks.Callback):
                 ax.axvline(finding.step, color="red", alpha=0.5, linestyle="--")
         fig.tight_layout()
         return fig
+
+
+# TensorBoard's summary ops live in the tensorboard package, which TensorFlow no longer
+# installs; `tf.summary.write` with the plugins' metadata writes the same records
+# without it (the scalars and histograms dashboards read them).
+def _metadata(plugin: str):
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin
+    return metadata
+
+
+def _scalar(tag: str, value: float, step: int) -> None:
+    import tensorflow as tf
+
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_metadata("scalars"))
+
+
+def _histogram(tag: str, values: np.ndarray, step: int, bins: int = 20) -> None:
+    import tensorflow as tf
+
+    values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    counts, edges = np.histogram(values, bins=bins if values.min() < values.max() else 1)
+    buckets = np.stack([edges[:-1], edges[1:], counts.astype("float64")], axis=1)
+    tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step, metadata=_metadata("histograms"))
 
 
 def _pyplot():

@@ -1,0 +1,378 @@
+"""GradientMonitor: recorded statistics against an independent GradientTape + NumPy
+float64 reference on the same step (same weights, same batch), across model kinds,
+jit_compile, MirroredStrategy, mixed precision and clipping; logs, TensorBoard, actions,
+report/plot, config and deepcopy."""
+
+import copy
+import glob
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lossopt.callbacks import Finding, GradientMonitor, TrainingProblemError
+from tests.callbacks.problem_bench import CASES, run_case
+
+L = keras.layers
+N, BATCH = 64, 16
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(N, 6)).astype("float32"), rng.integers(0, 3, size=N)
+
+
+def sequential():
+    return keras.Sequential(
+        [keras.Input((6,)), L.Dense(8, activation="tanh", name="hidden"), L.Dense(3, name="head")], name="seq"
+    )
+
+
+def functional():
+    inputs = keras.Input((6,))
+    a = L.Dense(8, activation="relu", name="left")(inputs)
+    b = L.Dense(4, activation="tanh", name="right")(inputs)
+    merged = L.Concatenate(name="concat")([a, b])
+    outputs = L.Dense(3, name="head")(merged)
+    return keras.Model(inputs, outputs, name="func")
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="sub")
+        self.block = keras.Sequential([L.Dense(8, activation="relu", name="inner")], name="block")
+        self.head = L.Dense(3, name="head")
+        self.temperature = self.add_weight(shape=(), initializer="ones", name="temperature")
+
+    def call(self, x):
+        return self.head(self.block(x)) * self.temperature
+
+
+GROUPS = {
+    "sequential": (sequential, ["hidden", "head"]),
+    "functional": (functional, ["left", "right", "head"]),
+    "subclassed": (lambda: Subclassed(), ["block/inner", "head", "sub"]),
+}
+
+
+class WeightsBeforeEachStep(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+
+    def on_train_end(self, logs=None):
+        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+
+
+def owner_index(model, monitor):
+    """Group index of every trainable variable, from the layer names (independent of the hook)."""
+    index = {}
+    for group, name in enumerate(monitor.history.layers):
+        layer = model
+        for part in name.split("/"):
+            layer = layer if part == model.name else layer.get_layer(part)
+        variables = layer.trainable_variables if layer is not model else []
+        for v in variables:
+            index.setdefault(id(v), group)
+    return [index.get(id(v), len(monitor.history.layers) - 1) for v in model.trainable_variables]
+
+
+def tape_gradients(model, weights, x, y):
+    for v, w in zip(model.trainable_variables, weights):
+        v.assign(w.astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = LOSS(y, model(x, training=True))
+    return [g.numpy().astype("float64") for g in tape.gradient(loss, model.trainable_variables)]
+
+
+def per_group(values, owners, groups, reduce):
+    out = np.zeros(groups)
+    for value, g in zip(values, owners):
+        out[g] = reduce(out[g], value)
+    return out
+
+
+def fit(model, monitor, *, epochs=1, extra=(), jit_compile=False, optimizer=None, x=None, y=None):
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(0.05), loss=LOSS, jit_compile=jit_compile)
+    if x is None:
+        x, y = data()
+    return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor, *extra])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("kind", list(GROUPS))
+def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, jit_compile):
+    build, names = GROUPS[kind]
+    model = build()
+    monitor, weights = GradientMonitor(), WeightsBeforeEachStep()
+    x, y = data()
+    fit(model, monitor, extra=[weights], jit_compile=jit_compile)
+    h = monitor.history
+    assert list(h.layers) == names
+    assert h.steps.tolist() == [0, 1, 2, 3]
+    owners = owner_index(model, monitor)
+    groups = len(names)
+    # Step 1, not 0: an unbuilt subclassed model has no weights before its first step.
+    for step in (1, 3):
+        batch = slice(step * BATCH, (step + 1) * BATCH)
+        grads = tape_gradients(model, weights.weights[step], x[batch], y[batch])
+        sumsq = per_group([np.sum(g**2) for g in grads], owners, groups, lambda a, b: a + b)
+        maxabs = per_group([np.max(np.abs(g)) for g in grads], owners, groups, max)
+        np.testing.assert_allclose(h.grad_norm[step], np.sqrt(sumsq), rtol=2e-5)
+        np.testing.assert_allclose(h.max_abs[step], maxabs, rtol=2e-5)
+        np.testing.assert_allclose(h.global_grad_norm[step], np.sqrt(sumsq.sum()), rtol=2e-5)
+        np.testing.assert_array_equal(h.nonfinite_share[step], 0.0)
+        # The real update between the weights before this step and before the next.
+        before, after = weights.weights[step], weights.weights[step + 1]
+        update = per_group([np.sum((a - b) ** 2) for a, b in zip(after, before)], owners, groups, lambda a, b: a + b)
+        norm = per_group([np.sum(b**2) for b in before], owners, groups, lambda a, b: a + b)
+        np.testing.assert_allclose(h.update_ratio[step], np.sqrt(update / norm), rtol=1e-3)
+        np.testing.assert_allclose(h.global_update_ratio[step], math.sqrt(update.sum() / norm.sum()), rtol=1e-3)
+
+
+def test_mirrored_strategy_records_the_reduced_gradient(two_device_strategy):
+    with two_device_strategy.scope():
+        model = sequential()
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+    x, y = data()
+    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
+    monitor = GradientMonitor(every_n_steps=2)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    assert monitor.history.steps.tolist() == [0, 2]
+    reference = sequential()
+    reference.build((None, 6))
+    grads = tape_gradients(reference, initial, x[:BATCH], y[:BATCH])
+    expected = [
+        math.sqrt(np.sum(grads[0] ** 2) + np.sum(grads[1] ** 2)),
+        math.sqrt(np.sum(grads[2] ** 2) + np.sum(grads[3] ** 2)),
+    ]
+    # Each replica sees half the batch; the sum over replicas is the full-batch gradient.
+    np.testing.assert_allclose(monitor.history.grad_norm[0], expected, rtol=2e-5)
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_mixed_precision_records_the_unscaled_gradients():
+    keras.config.set_dtype_policy("mixed_float16")
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="tanh"), L.Dense(3, dtype="float32")])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = data()
+    initial = [v.numpy() for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        loss = LOSS(y[:BATCH], model(x[:BATCH], training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    expected = math.sqrt(sum(float(np.sum(g.numpy().astype("float64") ** 2)) for g in grads))
+    monitor = GradientMonitor()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    assert all(np.array_equal(a, b) for a, b in zip(initial, initial))
+    # The loss scale is 2**15: a scaled gradient would be ~32768 times larger.
+    assert monitor.history.global_grad_norm[0] == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "clip, reference",
+    [
+        ({"clipnorm": 0.05}, lambda gs: [g * min(1.0, 0.05 / np.linalg.norm(g)) for g in gs]),
+        (
+            {"global_clipnorm": 0.1},
+            lambda gs: [g * 0.1 / max(math.sqrt(sum(np.sum(h**2) for h in gs)), 0.1) for g in gs],
+        ),
+        ({"clipvalue": 0.01}, lambda gs: [np.clip(g, -0.01, 0.01) for g in gs]),
+    ],
+    ids=["clipnorm", "global_clipnorm", "clipvalue"],
+)
+def test_norm_after_clipping(clip, reference):
+    model = sequential()
+    x, y = data()
+    model.build((None, 6))
+    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
+    grads = tape_gradients(sequential_like(model), initial, x[:BATCH], y[:BATCH])
+    clipped = reference(grads)
+    monitor = GradientMonitor(every_n_steps=4)
+    fit(model, monitor, optimizer=keras.optimizers.SGD(0.05, **clip))
+    h = monitor.history
+    expected = [
+        math.sqrt(np.sum(clipped[0] ** 2) + np.sum(clipped[1] ** 2)),
+        math.sqrt(np.sum(clipped[2] ** 2) + np.sum(clipped[3] ** 2)),
+    ]
+    np.testing.assert_allclose(h.grad_norm_clipped[0], expected, rtol=2e-5)
+    assert h.global_grad_norm[0] > h.global_grad_norm_clipped[0]
+
+
+def sequential_like(model):
+    twin = sequential()
+    twin.build((None, 6))
+    return twin
+
+
+def test_every_n_steps_logs_and_history_callback():
+    model = sequential()
+    monitor = GradientMonitor(every_n_steps=3)
+
+    class Seen(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(logs.get("grad_norm"))
+
+    seen = Seen()
+    history = fit(model, monitor, epochs=3, extra=[seen])
+    h = monitor.history
+    assert h.steps.tolist() == [0, 3, 6, 9]
+    recorded = [b for b in seen.batches if b is not None]
+    np.testing.assert_allclose(recorded, h.global_grad_norm, rtol=1e-6)
+    assert sum(b is not None for b in seen.batches) == 4 and len(seen.batches) == 12
+    # Epoch logs: the mean of the epoch's recorded steps (epoch 0: steps 0, 3; 1: 6; 2: 9).
+    np.testing.assert_allclose(
+        history.history["grad_norm"], [h.global_grad_norm[:2].mean(), h.global_grad_norm[2], h.global_grad_norm[3]]
+    )
+    assert {"grad_norm_max", "update_ratio"} <= set(history.history)
+
+
+def test_optimizer_and_later_fits_are_left_clean(tmp_path):
+    model = sequential()
+    plain = sequential()
+    plain.compile(optimizer="adam", loss=LOSS)
+    x, y = data()
+    plain.fit(x, y, epochs=1, verbose=0)
+    monitor = GradientMonitor()
+    fit(model, monitor, optimizer=keras.optimizers.Adam())
+    assert len(model.optimizer.variables) == len(plain.optimizer.variables)
+    assert "apply" not in vars(model.optimizer)
+    recorded = len(monitor.history)
+    model.fit(x, y, epochs=1, verbose=0)  # no monitor: nothing recorded, nothing breaks
+    assert len(monitor.history) == recorded
+    second = GradientMonitor(every_n_steps=2)
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[second])
+    assert second.history.steps.tolist() == [6, 8]  # iterations continue: 4 + 2 steps before
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keras.models.load_model(path)
+
+
+def test_tensorboard_scalars_and_histograms(tmp_path):
+    monitor = GradientMonitor(every_n_steps=2, log_dir=str(tmp_path))
+    fit(sequential(), monitor)
+    files = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    assert files
+    scalars, histograms = {}, set()
+    for event in tf.compat.v1.train.summary_iterator(files[0]):
+        for value in event.summary.value:
+            tensor = tf.make_ndarray(value.tensor)
+            if value.metadata.plugin_data.plugin_name == "scalars":
+                scalars.setdefault(value.tag, []).append(float(tensor))
+            elif value.metadata.plugin_data.plugin_name == "histograms":
+                assert tensor.shape[1] == 3 and tensor[:, 2].sum() == len(monitor.history.layers)
+                histograms.add(value.tag)
+    np.testing.assert_allclose(scalars["gradients/global_norm"], monitor.history.global_grad_norm, rtol=1e-6)
+    np.testing.assert_allclose(scalars["gradients/norm/hidden"], monitor.history.grad_norm[:, 0], rtol=1e-6)
+    assert "updates/ratio/head" in scalars
+    assert {"gradients/layer_norms", "updates/layer_ratios"} <= histograms
+
+
+def exploding():
+    return CASES[1]
+
+
+def test_stop_and_callable_actions():
+    stopped = run_case(exploding(), on_problem="stop", epochs=2)
+    assert stopped.monitor.findings[0].kind == "exploding"
+    assert "stopped" in stopped.monitor.findings[0].action
+    assert len(stopped.history.history["loss"]) == 1
+    assert stopped.monitor.history.steps[-1] == stopped.monitor.findings[0].step
+    received = []
+    called = run_case(exploding(), on_problem=received.append)
+    assert received and isinstance(received[0], Finding) and received[0].kind == "exploding"
+    assert called.monitor.findings[0].action.startswith("called")
+    assert not called.model.stop_training
+
+
+def test_raise_action_unhooks_the_optimizer():
+    case = exploding()
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    model.compile(optimizer=case.optimizer(), loss=LOSS)
+    from tests.callbacks.problem_bench import digits
+
+    d = digits(False)
+    with pytest.raises(TrainingProblemError, match="exploding") as info:
+        model.fit(d.x_train, d.y_train, epochs=1, verbose=0, callbacks=[GradientMonitor(on_problem="raise")])
+    assert info.value.finding.kind == "exploding"
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_report_and_plot_after_a_stopped_run():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run = run_case(CASES[2], epochs=2)  # diverges to NaN: restored and stopped
+    text = run.monitor.report()
+    assert "non_finite" in text and "exploding" in text and "stopped" in text
+    for name in run.monitor.history.layers:
+        assert name in text
+    figure = run.monitor.plot()
+    assert len(figure.axes) == 4  # heatmap + colorbar, global norm, update ratio
+    image = figure.axes[0].images[0].get_array()
+    assert image.shape == (len(run.monitor.history.layers), len(run.monitor.history))
+    matplotlib.pyplot.close(figure)
+
+
+def test_config_round_trip_and_deepcopy():
+    monitor = GradientMonitor(
+        every_n_steps=5,
+        on_problem="reduce_lr",
+        patience=4,
+        vanishing_ratio=1e-4,
+        vanishing_floor=1e-9,
+        exploding_norm=50.0,
+        exploding_growth=20.0,
+        growth_window=3,
+        clip_norm=2.0,
+        lr_factor=0.5,
+        min_lr=1e-5,
+        log_dir="/tmp/logs",
+    )
+    config = monitor.get_config()
+    assert GradientMonitor.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(monitor))
+    assert isinstance(restored, GradientMonitor) and restored.get_config() == config
+    fit(sequential(), monitor)
+    clone = copy.deepcopy(monitor)
+    assert clone.get_config() == config and clone is not monitor
+    np.testing.assert_array_equal(clone.history.grad_norm, monitor.history.grad_norm)
+    clone_model = sequential()
+    fit(clone_model, clone)  # the copy trains its own model
+    assert len(clone.history) == 1 and clone.history.steps.tolist() == [0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every_n_steps": 0}, "every_n_steps"),
+        ({"on_problem": "clipp"}, "Did you mean 'clip'"),
+        ({"patience": 0}, "patience"),
+        ({"vanishing_ratio": -1.0}, "vanishing_ratio"),
+        ({"exploding_norm": 0}, "exploding_norm"),
+        ({"lr_factor": 1.5}, "lr_factor"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradientMonitor(**kwargs)
+
+
+def test_uncompiled_model_is_a_clear_error():
+    monitor = GradientMonitor()
+    model = sequential()
+    monitor.set_model(model)
+    with pytest.raises(ValueError, match="compile"):
+        monitor.on_train_begin()
