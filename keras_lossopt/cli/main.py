@@ -170,7 +170,10 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `keras-lossopt` with `argv` (default: the process arguments); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error already printed in one line
+        return int(exit_request.code or 0)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         _run(args)

@@ -8,6 +8,7 @@ loss is written as a config that `keras_lossopt.losses.get(...)` loads.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,7 +129,10 @@ def run_search(
     best_trial = ranked[0]
     best_loss = hypermodel.loss_from_hyperparameters(best_trial.hyperparameters)
     best_config = losses.serialize(best_loss)
-    best_model = tuner.load_model(best_trial)
+    with warnings.catch_warnings():
+        # The checkpoint holds the optimizer's slots; the rebuilt model has none yet. Harmless here.
+        warnings.simplefilter("ignore", UserWarning)
+        best_model = tuner.load_model(best_trial)
     test_scores = report.scores(
         dataset.task, dataset.y_test, best_model.predict(dataset.x_test, batch_size=256, verbose=0), dataset.num_classes
     )
