@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 import weakref
 from typing import Any
 
@@ -208,7 +209,9 @@ class Attack:
         return path.reshape((self.restarts, self.steps + 1, *x_tensor.shape))
 
     # ----------------------------------------------------------------- graph code
-    def generate(self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, record=False):
+    def generate(
+        self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, eps_scale=None, record=False
+    ):
         """Graph-safe attack of one batch; what `__call__` compiles, usable inside a train step.
 
         Args:
@@ -222,6 +225,8 @@ class Attack:
                 default the attack's own).
             objective: optional `(y, y_pred) -> (N,)` that replaces the attack's objective
                 (TRADES maximizes a KL divergence).
+            eps_scale: optional scalar tensor in [0, 1] multiplying `eps` and the step size
+                (`AdversarialModel`'s eps warm-up).
             record: return the stacked iterates instead of the final batch.
 
         Returns:
@@ -238,7 +243,7 @@ class Attack:
         ta = tf.TensorArray(x.dtype, size=self.restarts * (self.steps + 1)) if record else None
         best_x = best_value = best_success = None
         for restart in range(self.restarts):
-            x_adv, ta = self._ascend(model, x, y, objective, seed_generator, ta, restart)
+            x_adv, ta = self._ascend(model, x, y, objective, seed_generator, ta, restart, eps_scale)
             if self.restarts == 1 or record:
                 best_x = x_adv
                 continue
@@ -269,12 +274,15 @@ class Attack:
         from_logits = self.from_logits if self.from_logits is not None else detect_from_logits(model)
         return make_objective(loss, from_logits, self.targeted)
 
-    def _ascend(self, model, x0, y, objective, seed_generator, ta, restart):
+    def _ascend(self, model, x0, y, objective, seed_generator, ta, restart, eps_scale=None):
         eps, step, norm = self.eps, self.effective_step_size, self.norm
         dtype = x0.dtype
+        if eps_scale is not None:
+            eps_scale = ops.cast(eps_scale, dtype)
+            eps, step = eps * eps_scale, step * eps_scale
         x = x0
         if self.random_start:
-            x = self._clip(x0 + self._random_delta(x0, seed_generator))
+            x = self._clip(x0 + self._random_delta(x0, seed_generator, eps))
         if ta is not None:
             ta = ta.write(restart * (self.steps + 1), x)
 
@@ -320,17 +328,17 @@ class Attack:
         with tf.GradientTape() as tape:
             tape.watch(x)
             y_pred = model(x, training=False)
-            _check_output_dtype(model, y_pred)
+            _check_output_dtype(model, y_pred, x)
             value = ops.sum(objective(y, y_pred))
         gradient = tape.gradient(value, x)
         if gradient is None:
             raise NotDifferentiableError(_not_differentiable_message(model, x, "the gradient is None"))
         return gradient
 
-    def _random_delta(self, x, seed_generator):
-        shape, dtype, eps = tf.shape(x), x.dtype, self.eps
+    def _random_delta(self, x, seed_generator, eps):
+        shape, dtype = tf.shape(x), x.dtype
         if self.norm == "linf":
-            return keras.random.uniform(shape, -eps, eps, dtype=dtype, seed=seed_generator)
+            return eps * keras.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=seed_generator)
         # Uniform in the L2 ball: a Gaussian direction and radius eps * u ** (1 / d).
         direction = keras.random.normal(shape, dtype=dtype, seed=seed_generator)
         direction = ops.divide_no_nan(direction, _per_sample_norm(direction, "l2"))
@@ -389,12 +397,12 @@ def _snake(name: str) -> str:
 
 
 # --------------------------------------------------------------------- gradient checks
-def _check_output_dtype(model, y_pred):
+def _check_output_dtype(model, y_pred, x=None):
     dtype = keras.backend.standardize_dtype(y_pred.dtype)
     if not dtype.startswith(("float", "bfloat")):
         raise NotDifferentiableError(
             f"Cannot attack model {model.name!r}: its output has dtype {dtype}, and an integer output "
-            f"carries no gradient with respect to the input.{_blocking_hint(model, None)}"
+            f"carries no gradient with respect to the input.{_blocking_hint(model, x)}"
         )
 
 
@@ -452,16 +460,18 @@ def _probe_weights(out):
 def check_differentiable(model, x, y, objective):
     """Raises `NotDifferentiableError` when the input gradient of the objective is structurally absent.
 
-    Runs eagerly on (a slice of) the first batch. A gradient that is all zero is accepted
-    only when a random projection of the raw output has a non-zero gradient too (a
-    saturated softmax can give an exactly zero loss gradient without being broken).
+    Runs eagerly on (a slice of) the first batch. A `None` gradient (argmax, rounding,
+    integer casts, stop_gradient) is an error. A gradient that is zero everywhere is an
+    error only when a weightless layer (a `Lambda` computing `sign`, say) is the first to
+    pass zeros; a layer with weights can be zero numerically (dead ReLUs, a saturated
+    softmax), which only warns: the attack then cannot move those samples.
     """
     x = x[:16]
     y = y[:16]
     with tf.GradientTape() as tape:
         tape.watch(x)
         y_pred = model(x, training=False)
-        _check_output_dtype(model, y_pred)
+        _check_output_dtype(model, y_pred, x)
         value = ops.sum(objective(y, y_pred))
     gradient = tape.gradient(value, x)
     if gradient is None:
@@ -473,5 +483,13 @@ def check_differentiable(model, x, y, objective):
         out = ops.cast(model(x, training=False), "float32")
         total = ops.sum(out * _probe_weights(out))
     probe_gradient = tape.gradient(total, x)
-    if probe_gradient is None or not np.any(probe_gradient.numpy()):
+    if probe_gradient is not None and np.any(probe_gradient.numpy()):
+        return  # only the loss is flat here (e.g. a saturated softmax)
+    found = _first_blocking_layer(model, x)
+    if found is not None and not found[0].weights:
         raise NotDifferentiableError(_not_differentiable_message(model, x, "the gradient is zero everywhere"))
+    warnings.warn(
+        f"The output of model {model.name!r} has an all-zero gradient with respect to its input on the first "
+        f"batch (dead or saturated units?{_blocking_hint(model, x)}); the attack cannot move these samples.",
+        stacklevel=3,
+    )

@@ -109,13 +109,15 @@ class StrongestAttack:
     def __repr__(self):
         return f"StrongestAttack({self.attacks!r})"
 
-    def generate(self, model, x, y, *, default_loss=None, seed_generator=None):
+    def generate(self, model, x, y, *, default_loss=None, seed_generator=None, eps_scale=None):
         """Graph-safe: the strongest example per sample over `self.attacks`."""
         from_logits = self.from_logits if self.from_logits is not None else detect_from_logits(model)
         strength, success = make_objective("margin", from_logits, targeted=False)
         best_x = best_value = best_success = None
         for attack in self.attacks:
-            x_adv = attack.generate(model, x, y, default_loss=default_loss, seed_generator=seed_generator)
+            x_adv = attack.generate(
+                model, x, y, default_loss=default_loss, seed_generator=seed_generator, eps_scale=eps_scale
+            )
             y_pred = model(x_adv, training=False)
             value, hit = strength(y, y_pred), success(y, y_pred)
             if best_x is None:

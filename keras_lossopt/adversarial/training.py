@@ -62,12 +62,16 @@ class AdversarialModel(keras.Model):
         adversarial_weight: weight of the adversarial loss for `"mixed"`, in [0, 1].
             Default 0.5.
         beta: weight of the KL term for `"trades"`, >= 0. Default 6.0.
+        warmup_steps: grow the attack's `eps` (and step size) linearly from 0 to its full
+            value over this many optimizer steps; 0 (default) trains at full `eps` from the
+            start. Large budgets (MNIST at eps 0.3) often stall at a constant prediction
+            without it.
         seed: seed of the random starts. Default None.
         **kwargs: `keras.Model` arguments such as `name`.
 
     Raises:
         ValueError: for an unknown `method`, `adversarial_weight` outside [0, 1],
-            `beta < 0`, or an attack that is not an attack object.
+            `beta < 0`, `warmup_steps < 0`, or an attack that is not an attack object.
 
     Example:
         >>> import keras, numpy as np
@@ -89,7 +93,9 @@ class AdversarialModel(keras.Model):
         Goodfellow, Shlens, Szegedy (2015). Explaining and Harnessing Adversarial Examples. ICLR.
     """
 
-    def __init__(self, model, attack, method="madry", adversarial_weight=0.5, beta=6.0, seed=None, **kwargs):
+    def __init__(
+        self, model, attack, method="madry", adversarial_weight=0.5, beta=6.0, warmup_steps=0, seed=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(model, dict):
             model = keras.saving.deserialize_keras_object(model)
@@ -104,6 +110,7 @@ class AdversarialModel(keras.Model):
         self.method = check_choice("method", method, METHODS)
         self.adversarial_weight = check_probability("adversarial_weight", adversarial_weight)
         self.beta = check_non_negative("beta", beta)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
         self.seed = None if seed is None else check_int("seed", seed)
         if self.method == "trades" and not isinstance(attack, Attack):
             raise ValueError(f"`method='trades'` needs a single Attack (it maximizes a KL term). Received: {attack!r}")
@@ -147,8 +154,15 @@ class AdversarialModel(keras.Model):
         attack_from_logits = getattr(self._training_attack, "from_logits", None)
         return attack_from_logits if attack_from_logits is not None else detect_from_logits(self.model)
 
+    def _eps_scale(self):
+        if not self.warmup_steps:
+            return None
+        done = ops.cast(self.optimizer.iterations + 1, "float32") / float(self.warmup_steps)
+        return ops.minimum(done, 1.0)
+
     def _adversarial(self, x, y):
         attack = self._training_attack
+        eps_scale = self._eps_scale()
         if self.method == "trades":
             clean_scores = tf.stop_gradient(class_scores(self.model(x, training=False), self._from_logits()))
             from_logits = self._from_logits()
@@ -156,8 +170,12 @@ class AdversarialModel(keras.Model):
             def kl_objective(_, y_pred):
                 return kl_divergence_from_scores(clean_scores, class_scores(y_pred, from_logits))
 
-            return attack.generate(self.model, x, y, seed_generator=self.seed_generator, objective=kl_objective)
-        return attack.generate(self.model, x, y, default_loss=self.loss, seed_generator=self.seed_generator)
+            return attack.generate(
+                self.model, x, y, seed_generator=self.seed_generator, objective=kl_objective, eps_scale=eps_scale
+            )
+        return attack.generate(
+            self.model, x, y, default_loss=self.loss, seed_generator=self.seed_generator, eps_scale=eps_scale
+        )
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -206,6 +224,7 @@ class AdversarialModel(keras.Model):
             "method": self.method,
             "adversarial_weight": self.adversarial_weight,
             "beta": self.beta,
+            "warmup_steps": self.warmup_steps,
             "seed": self.seed,
         }
 
