@@ -95,3 +95,20 @@ def test_bad_arguments_raise():
         tuning.make_tuner(tuning.LossSearchHyperModel(build_fixed, candidates=["focal"]), "bayes")
     with pytest.raises(ValueError, match="logits only"):
         tuning.build_loss(tuning.LOSS_CANDIDATES["multiclass"]["ldam"], class_counts=[3, 2], from_logits=False)
+
+
+def test_a_search_ranked_by_robust_accuracy_from_the_robustness_callback(tmp_path, data):
+    from keras_lossopt.adversarial import FastGradientMethod
+    from keras_lossopt.callbacks import RobustnessEvaluation
+
+    x, y = data
+    hypermodel = tuning.LossSearchHyperModel(build_fixed, candidates=["crossentropy", "focal"], jit_compile=False)
+    tuner = tuning.make_tuner(
+        hypermodel, "random", objective=tuning.robust_accuracy_objective(), max_trials=2, directory=str(tmp_path)
+    )
+    callback = RobustnessEvaluation(FastGradientMethod(0.1), (x, y), restore_best_weights=False)
+    tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=48, verbose=0, callbacks=[callback])
+    finished = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    assert len(finished) == 2
+    robust = [t.metrics.get_best_value("val_robust_accuracy") for t in finished]
+    assert tuner.oracle.get_best_trials(1)[0].score == max(robust)
