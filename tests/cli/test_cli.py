@@ -226,3 +226,27 @@ def test_installed_console_script(tmp_path):
     bad = subprocess.run([str(script), "compare", "--data", "nope"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("keras-lossopt: error: unknown dataset 'nope'")
+
+
+def test_compare_on_per_pixel_labels_uses_a_unet_and_reports_iou(tmp_path, capsys, rng):
+    x = rng.uniform(size=(30, 8, 8, 1)).astype("float32")
+    y = (x[..., 0] > 0.6).astype("int64") + (x[..., 0] > 0.9).astype("int64")
+    np.savez(tmp_path / "masks.npz", x=x, y=y)
+    out = tmp_path / "seg"
+    status, stdout, err = run(
+        capsys,
+        "compare",
+        "--data",
+        str(tmp_path / "masks.npz"),
+        "--losses",
+        "crossentropy,dice",
+        *TINY,
+        "--output",
+        str(out),
+    )
+    assert status == 0, err
+    assert "model: small U-Net" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["task"] == "segmentation"
+    assert set(results["curves"]["dice"]) == {"loss", "val_mean_iou"}
+    assert all(0 <= r["mean_iou"] <= 1 for r in results["runs"])
