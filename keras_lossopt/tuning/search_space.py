@@ -108,12 +108,12 @@ def loss_hyperparameter_name(candidate: str, argument: str) -> str:
     return f"{candidate}/{argument.replace('loss.', '')}"
 
 
-# Ranges come from the papers' own sweeps: focal gamma 0.5-5 (Lin et al. 2017 report
-# 0-5, best 2), Poly-1 epsilon -1..3 (Leng et al. 2022), class-balanced beta
-# 0.9-0.9999 (Cui et al. 2019), asymmetric gamma_neg 1-6 and clip <= 0.1 (Ridnik et al.
-# 2021), logit adjustment tau 0.5-2 (Menon et al. 2021), LDAM max margin 0.1-1 and scale
-# ~30 (Cao et al. 2019), Tversky false-negative weight beta 0.3-0.9 (Salehi et al. 2017; beta = 1 - alpha is
-# the usual pairing, but both are searched), focal Tversky gamma 0.5-3 (Abraham & Khan 2019).
+# Ranges follow the papers' own sweeps: focal gamma 0.5-4 (Lin et al. 2017 sweep 0-5, best
+# 2), Poly-1 epsilon -1..3 (Leng et al. 2022), class-balanced beta 0.9-0.9999 (Cui et al.
+# 2019), asymmetric gamma_neg 1-6 and clip <= 0.1 (Ridnik et al. 2021), logit adjustment tau
+# 0.5-2 (Menon et al. 2021), LDAM max margin 0.1-1 (Cao et al. 2019), Tversky false-positive
+# weight alpha 0.1-0.7 and false-negative weight beta 0.3-0.9 (Salehi et al. 2017 pair
+# beta = 1 - alpha; both are searched), focal Tversky gamma 0.5-3 (Abraham & Khan 2019).
 _GAMMA = Param("gamma", low=0.5, high=4.0, default=2.0)
 _LABEL_SMOOTHING = Param("label_smoothing", kind="choice", values=(0.0, 0.05, 0.1))
 _POLY_EPSILON = Param("epsilon", low=-1.0, high=3.0, default=1.0)
