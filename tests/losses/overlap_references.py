@@ -173,7 +173,29 @@ def lovasz_hinge(y_true, y_pred, *, ignore_index=None, per_image=True):
     return np.array(values) if per_image else values[0]
 
 
-class BatchRegionContract(LossContract):
+class CompactLossContract(LossContract):
+    """`LossContract` with its parametrized cheap checks looped inside one test per case.
+
+    Same checks, same data; pytest's per-test set-up and Keras session reset cost more
+    than these checks themselves, and the segmentation suites have many cases.
+    """
+
+    def test_reductions_and_sample_weight(self, case):
+        for reduction in REDUCTIONS:
+            for weighted in (False, True):
+                LossContract.test_reductions_and_sample_weight(self, case, reduction, weighted)
+
+    def test_extreme_logits_are_finite(self, case):
+        if case.from_logits:
+            for magnitude in (30.0, 100.0):
+                LossContract.test_extreme_logits_are_finite(self, case, magnitude)
+
+    def test_mixed_precision_computes_in_float32(self, case):
+        for policy in ("mixed_float16", "mixed_bfloat16"):
+            LossContract.test_mixed_precision_computes_in_float32(self, case, policy)
+
+
+class BatchRegionContract(CompactLossContract):
     """The contract for losses that return ONE value for the batch (`per_image=False`).
 
     Every reduction gives that value; `sample_weight` weights pixels inside the counts, so
@@ -183,9 +205,12 @@ class BatchRegionContract(LossContract):
 
     takes_sample_weight = True
 
-    @pytest.mark.parametrize("reduction", REDUCTIONS)
-    @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
-    def test_reductions_and_sample_weight(self, case, reduction, weighted):
+    def test_reductions_and_sample_weight(self, case):
+        for reduction in REDUCTIONS:
+            for weighted in (False, True):
+                self.check_batch_reduction(case, reduction, weighted)
+
+    def check_batch_reduction(self, case, reduction, weighted):
         y_true, y_pred = _data(case)
         sample_weight = np.random.default_rng(5).uniform(0.1, 2.0, size=y_pred.shape[0]) if weighted else None
         loss = case.make_loss(reduction=reduction)

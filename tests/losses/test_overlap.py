@@ -14,7 +14,7 @@ from keras_lossopt.losses import (
     get,
 )
 from tests.losses import overlap_references as oref
-from tests.losses.contract import LossCase, LossContract
+from tests.losses.contract import LossCase
 
 N, C = 4, 3
 
@@ -96,7 +96,6 @@ PER_IMAGE_CASES = [
         ),
         from_logits=False,
         activation="softmax",
-        full=True,
     ),
     LossCase(
         "dice-3d-ignore-index",
@@ -157,7 +156,7 @@ PER_IMAGE_CASES = [
 ]
 
 
-class TestPerImageOverlapContract(LossContract):
+class TestPerImageOverlapContract(oref.CompactLossContract):
     cases = PER_IMAGE_CASES
 
 

@@ -1,0 +1,202 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lossopt.losses import LovaszHingeLoss, LovaszSoftmaxLoss, get
+from keras_lossopt.losses.lovasz import lovasz_extension, lovasz_gradient
+from tests.losses import overlap_references as oref
+from tests.losses.contract import LossCase
+
+N, C = 4, 3
+
+
+def sparse_logits_with_ignored(rng):
+    labels = rng.integers(0, C, size=(N, 4, 4))
+    labels[0, 0] = 255
+    labels[2, 1, 1] = 255
+    return labels, rng.normal(scale=2.0, size=(N, 4, 4, C))
+
+
+def onehot_probs_missing_class(rng):
+    labels = rng.integers(0, 2, size=(N, 4, 4))  # class 2 never present
+    return np.eye(C)[labels].astype("float32"), rng.dirichlet(np.ones(C), size=(N, 4, 4))
+
+
+def binary_scores(rng):
+    return rng.integers(0, 2, size=(N, 4, 4, 1)).astype("float32"), rng.normal(scale=1.5, size=(N, 4, 4, 1))
+
+
+def binary_scores_with_void(rng):
+    y, s = binary_scores(rng)
+    y[1, :2] = 255.0
+    return y[..., 0], s[..., 0]
+
+
+PER_IMAGE_CASES = [
+    LossCase(
+        "softmax-per-image-ignore",
+        lambda **kw: LovaszSoftmaxLoss(from_logits=True, per_image=True, ignore_index=255, **kw),
+        sparse_logits_with_ignored,
+        lambda y, p: oref.lovasz_softmax(y, p, from_logits=True, ignore_index=255, per_image=True),
+        full=True,
+    ),
+    LossCase(
+        "softmax-per-image-all-classes-probs",
+        lambda **kw: LovaszSoftmaxLoss(per_image=True, classes="all", **kw),
+        onehot_probs_missing_class,
+        lambda y, p: oref.lovasz_softmax(y, p, per_image=True, classes="all"),
+        from_logits=False,
+        activation="softmax",
+    ),
+    LossCase(
+        "hinge-per-image",
+        lambda **kw: LovaszHingeLoss(**kw),
+        binary_scores,
+        lambda y, p: oref.lovasz_hinge(y, p),
+        full=True,
+    ),
+    LossCase(
+        "hinge-per-image-void-rank3",
+        lambda **kw: LovaszHingeLoss(ignore_index=255, **kw),
+        binary_scores_with_void,
+        lambda y, p: oref.lovasz_hinge(y, p, ignore_index=255),
+    ),
+]
+
+
+class TestPerImageLovaszContract(oref.CompactLossContract):
+    cases = PER_IMAGE_CASES
+
+
+BATCH_CASES = [
+    LossCase(
+        "softmax-batch-ignore",
+        lambda **kw: LovaszSoftmaxLoss(from_logits=True, ignore_index=255, **kw),
+        sparse_logits_with_ignored,
+        lambda y, p, sample_weight=None: oref.lovasz_softmax(y, p, from_logits=True, ignore_index=255),
+        full=False,
+    ),
+    LossCase(
+        "hinge-batch",
+        lambda **kw: LovaszHingeLoss(per_image=False, **kw),
+        binary_scores,
+        lambda y, p, sample_weight=None: oref.lovasz_hinge(y, p, per_image=False),
+    ),
+]
+
+
+class TestBatchLovaszContract(oref.BatchRegionContract):
+    cases = BATCH_CASES
+    takes_sample_weight = False
+
+
+def test_lovasz_extension_equals_jaccard_loss_on_binary_error_vectors(rng):
+    # Berman et al. 2018: the Lovasz extension is tight, it equals the set function on {0,1}^p.
+    targets = np.array([1, 1, 0, 1, 0, 0], np.float32)
+    for bits in itertools.product([0.0, 1.0], repeat=targets.size):
+        errors = np.array(bits, np.float32)
+        got = float(lovasz_extension(errors[None], targets[None])[0])
+        expected = oref.jaccard_set_loss(targets, errors > 0)
+        assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_lovasz_gradient_matches_reference_increments(rng):
+    targets = rng.integers(0, 2, size=20).astype(np.float32)
+    got = np.asarray(lovasz_gradient(targets[None]))[0]
+    expected, previous = [], 0.0
+    for k in range(1, 21):
+        current = oref.jaccard_set_loss(targets, np.arange(20) < k)
+        expected.append(current - previous)
+        previous = current
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_perfect_hinge_prediction_with_margin_is_zero(rng):
+    labels = rng.integers(0, 2, size=(4, 6, 6)).astype("float32")
+    scores = (2 * labels - 1) * rng.uniform(1.0, 5.0, size=labels.shape)
+    for per_image in (True, False):
+        assert float(LovaszHingeLoss(per_image=per_image)(labels, scores)) == 0.0
+    # Inside the margin the loss is positive.
+    assert float(LovaszHingeLoss()(labels, 0.5 * (2 * labels - 1))) > 0
+
+
+def test_perfect_softmax_prediction_is_zero_and_empty_image_defined(rng):
+    labels = rng.integers(0, C, size=(2, 4, 4))
+    assert float(LovaszSoftmaxLoss()(labels, np.eye(C)[labels])) == 0.0
+    everything_ignored = np.full((2, 4, 4), 255)
+    value = LovaszSoftmaxLoss(per_image=True, ignore_index=255)(everything_ignored, np.full((2, 4, 4, C), 1 / C))
+    assert float(value) == 0.0
+
+
+@pytest.mark.parametrize("loss_class", [LovaszSoftmaxLoss, LovaszHingeLoss])
+def test_ignored_pixels_change_neither_loss_nor_gradient(rng, loss_class):
+    if loss_class is LovaszSoftmaxLoss:
+        labels, logits = sparse_logits_with_ignored(rng)
+        loss = LovaszSoftmaxLoss(from_logits=True, ignore_index=255)
+        ignored = labels == 255
+    else:
+        labels, logits = binary_scores_with_void(rng)
+        loss = LovaszHingeLoss(ignore_index=255)
+        ignored = labels == 255
+    other = logits.copy()
+    other[ignored] += rng.normal(scale=10.0, size=other[ignored].shape)
+    values, grads = [], []
+    for z in (logits, other):
+        var = tf.Variable(z.astype("float32"))
+        with tf.GradientTape() as tape:
+            value = loss(labels, var)
+        values.append(float(value))
+        grads.append(tape.gradient(value, var).numpy())
+        assert np.all(grads[-1][ignored] == 0.0)
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+
+
+def test_compiles_with_xla(rng):
+    labels, logits = sparse_logits_with_ignored(rng)
+    loss = LovaszSoftmaxLoss(from_logits=True, ignore_index=255, per_image=True)
+    compiled = tf.function(lambda z: loss(labels, z), jit_compile=True)
+    np.testing.assert_allclose(float(compiled(logits.astype("float32"))), float(loss(labels, logits)), rtol=1e-5)
+
+
+def test_mirrored_per_image_is_exact_and_batch_is_mean_of_shards(rng, two_device_strategy):
+    labels, logits = sparse_logits_with_ignored(rng)
+    logits = logits.astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((labels, logits)).batch(len(labels))
+    y, z = next(iter(two_device_strategy.experimental_distribute_dataset(dataset)))
+    for per_image, expected in [
+        (True, oref.lovasz_softmax(labels, logits, from_logits=True, ignore_index=255, per_image=True).mean()),
+        (
+            False,
+            np.mean(
+                [
+                    oref.lovasz_softmax(labels[s], logits[s], from_logits=True, ignore_index=255)
+                    for s in (slice(0, 2), slice(2, 4))
+                ]
+            ),
+        ),
+    ]:
+        loss = LovaszSoftmaxLoss(from_logits=True, ignore_index=255, per_image=per_image)
+        values = tf.function(lambda y, z, loss=loss: two_device_strategy.run(loss, args=(y, z)))(y, z)
+        total = float(two_device_strategy.reduce("SUM", values, axis=None))
+        assert total == pytest.approx(expected, rel=1e-5)
+
+
+def test_aliases_and_config():
+    assert type(get("lovasz_softmax")) is LovaszSoftmaxLoss
+    assert type(get("lovasz_hinge")) is LovaszHingeLoss
+    loss = LovaszSoftmaxLoss(from_logits=True, per_image=True, classes="all", ignore_index=3, reduction="sum")
+    config = json.loads(json.dumps(loss.get_config()))
+    assert LovaszSoftmaxLoss.from_config(config).get_config() == loss.get_config()
+    hinge = LovaszHingeLoss(per_image=False, ignore_index=9, name="h")
+    assert LovaszHingeLoss.from_config(hinge.get_config()).get_config() == hinge.get_config()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"`classes` must be one of \['present', 'all'\].*Did you mean 'present'"):
+        LovaszSoftmaxLoss(classes="presnt")
+    with pytest.raises(TypeError, match=r"`ignore_index` must be an integer"):
+        LovaszHingeLoss(ignore_index=2.5)
