@@ -31,6 +31,9 @@ from keras import ops
 SUMSQ, MAXABS, NONFINITE, SIZE, SUMSQ_CLIPPED = range(5)
 # Columns of `update_stats`.
 UPDATE_SUMSQ, WEIGHT_SUMSQ = range(2)
+# The recorded step is kept in the same float32 table as the statistics, so that the
+# host reads one variable per recorded step; split in two exact parts (step < 2**44).
+_STEP_SPLIT = 2**20
 
 
 def layer_groups(model: keras.Model) -> list[tuple[str, list[Any]]]:
@@ -99,9 +102,9 @@ class ApplyHook:
             steps whose gradients are all finite with a global norm at most this.
 
     Attributes:
-        grad_stats: `(len(groups) + 1, 5)` float32 variable (see the column constants).
-        update_stats: `(len(groups) + 1, 2)` float32 variable.
-        recorded_step: int variable, the `iterations` value of the last recorded step.
+        table: `(len(groups) + 1, 9)` float32 variable: the gradient statistics (columns
+            `SUMSQ`..`SUMSQ_CLIPPED`), then the update statistics (`UPDATE_SUMSQ`,
+            `WEIGHT_SUMSQ`), then the recorded step (high and low part); `read()` splits it.
         snapshot_step: int variable, the step whose pre-update weights `snapshots` hold
             (the last recorded step whose gradients were finite and at most `good_norm`), -1
             before any.
@@ -128,11 +131,11 @@ class ApplyHook:
         self._group_of: dict[Any, int] = {}
         self._created: list[Any] = []
         self._original = None
-        self.grad_stats = None
+        self.table = None
 
     @property
     def ready(self) -> bool:
-        return self.grad_stats is not None
+        return self.table is not None
 
     def ensure_variables(self, trainable_variables: Sequence[Any] | None = None) -> None:
         """(Re)creates the statistics variables when the model has variables we do not know.
@@ -157,9 +160,7 @@ class ApplyHook:
         scope = self.strategy.scope() if self.strategy is not None else _null_scope()
         rows = len(self.groups) + 1
         with scope:
-            self.grad_stats = self._add((rows, 5), "float32", "grad_stats")
-            self.update_stats = self._add((rows, 2), "float32", "update_stats")
-            self.recorded_step = self._add((), "int64", "recorded_step", initializer=-1)
+            self.table = self._add((rows, 9), "float32", "statistics", initializer=-1.0)
             self.snapshot_step = self._add((), "int64", "snapshot_step", initializer=-1)
             self.snapshots = [self._add(tuple(v.shape), v.dtype, f"snapshot_{i}") for i, v in enumerate(self.variables)]
 
@@ -290,8 +291,20 @@ class ApplyHook:
             ]
         )
         total_nonfinite = total[NONFINITE]
-        self.grad_stats.assign(ops.concatenate([table, total[None, :]], axis=0))
-        self.recorded_step.assign(step)
+        step_f = ops.cast(step, "float32")
+        hi = ops.floor(step_f / _STEP_SPLIT)
+        step_columns = ops.stack([hi, ops.cast(step - ops.cast(hi, "int64") * _STEP_SPLIT, "float32")])
+        rows = len(self.groups) + 1
+        self.table.assign(
+            ops.concatenate(
+                [
+                    ops.concatenate([table, total[None, :]], axis=0),
+                    ops.zeros((rows, 2), "float32"),
+                    ops.broadcast_to(step_columns[None, :], (rows, 2)),
+                ],
+                axis=1,
+            )
+        )
 
         def snapshot():
             for snap, v in zip(self.snapshots, self.variables):
@@ -333,17 +346,17 @@ class ApplyHook:
             return ops.full((len(self.groups) + 1, 2), float("nan"), dtype="float32")
 
         taken = ops.equal(ops.convert_to_tensor(self.snapshot_step), step)
-        self.update_stats.assign(ops.cond(taken, measure, unknown))
+        current = ops.convert_to_tensor(self.table)
+        update = ops.cond(taken, measure, unknown)
+        self.table.assign(ops.concatenate([current[:, :5], update, current[:, 7:]], axis=1))
 
     # -- host side ------------------------------------------------------------------------
 
     def read(self):
-        """Returns `(recorded_step, grad_stats, update_stats)` as NumPy values."""
-        return (
-            int(ops.convert_to_numpy(self.recorded_step)),
-            ops.convert_to_numpy(self.grad_stats),
-            ops.convert_to_numpy(self.update_stats),
-        )
+        """Returns `(recorded_step, grad_stats, update_stats)` as NumPy values (one read)."""
+        table = ops.convert_to_numpy(self.table)
+        step = int(table[0, 7]) * _STEP_SPLIT + int(table[0, 8]) if table[0, 8] >= 0 else -1
+        return step, table[:, :5], table[:, 5:7]
 
     def restore_last_good_weights(self, starting_weights=None) -> int | None:
         """Copies the last good weights back into the model.

