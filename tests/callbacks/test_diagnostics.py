@@ -1,0 +1,187 @@
+"""TrainingDiagnostics: each check against an independent NumPy float64 computation."""
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lossopt.callbacks import TrainingDiagnostics, TrainingProblemError
+
+L = keras.layers
+
+
+def quiet(**kwargs):
+    kwargs.setdefault("on_problem", lambda finding: None)
+    return TrainingDiagnostics(**kwargs)
+
+
+def attach(diagnostics, model, optimizer=None):
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(0.01), loss="mse")
+    diagnostics.set_model(model)
+    diagnostics.on_train_begin()
+    return diagnostics
+
+
+def relu_model(bias):
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            L.Dense(len(bias), activation="relu", bias_initializer=keras.initializers.Constant(bias), name="relu"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("dead_units, fires", [(3, True), (2, False)])
+def test_dead_relu_share_matches_numpy(rng, dead_units, fires):
+    bias = np.array([-50.0] * dead_units + [0.0] * (4 - dead_units))
+    model = relu_model(bias)
+    probe = rng.normal(size=(32, 3)).astype("float32")
+    diagnostics = attach(quiet(probe_x=probe), model)
+    diagnostics.on_epoch_end(0)
+    kernel, b = (np.asarray(v.numpy(), np.float64) for v in model.layers[0].weights)
+    outputs = np.maximum(probe.astype(np.float64) @ kernel + b, 0)
+    expected = np.mean(np.all(outputs <= 0, axis=0))
+    found = [f for f in diagnostics.findings if f.kind == "dying_relu"]
+    assert bool(found) == fires == (expected >= 0.7)
+    if fires:
+        assert found[0].layers == ("relu",)
+        assert found[0].evidence["relu.dead_share"] == pytest.approx(expected)
+        assert "negative biases in relu" in found[0].cause
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_saturated_share_matches_the_pre_activations(rng, activation):
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            L.Dense(
+                16, activation=activation, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0), name="sat"
+            ),
+        ]
+    )
+    probe = rng.normal(size=(64, 8)).astype("float32")
+    diagnostics = attach(quiet(probe_x=probe, saturation_share=0.1), model)
+    diagnostics.on_epoch_end(0)
+    kernel, bias = (np.asarray(v.numpy(), np.float64) for v in model.layers[0].weights)
+    z = probe.astype(np.float64) @ kernel + bias
+    expected = np.mean(np.abs(z) > 5.0)
+    assert 0.1 < expected < 0.9  # a meaningful case: neither none nor all saturated
+    finding = next(f for f in diagnostics.findings if f.kind == "saturation")
+    # Read from the output: at most the float32 rounding of values at the edge differs.
+    assert finding.evidence["sat.saturated_share"] == pytest.approx(expected, abs=2 / z.size)
+    assert finding.layers == ("sat",)
+
+
+def feed(diagnostics, losses, start=0):
+    """Feeds per-batch losses as Keras does: the running mean over the epoch."""
+    for k, _ in enumerate(losses, start=1):
+        diagnostics.on_train_batch_end(k - 1, {"loss": float(np.mean(losses[:k]))})
+
+
+def test_per_batch_losses_are_recovered_from_the_running_mean(rng):
+    diagnostics = attach(quiet(), relu_model([0.0]))
+    losses = rng.uniform(0.5, 2.5, size=30)
+    diagnostics.on_epoch_begin(0)
+    feed(diagnostics, losses)
+    np.testing.assert_allclose(diagnostics.batch_losses, losses, rtol=1e-9)
+
+
+def test_oscillating_loss():
+    diagnostics = attach(quiet(), relu_model([0.0]))
+    diagnostics.on_epoch_begin(0)
+    feed(diagnostics, np.tile([1.0, 3.0], 15))
+    finding = next(f for f in diagnostics.findings if f.kind == "oscillating_loss")
+    assert finding.step == 19  # the first full window of 20 batches
+    # mean |change| = 2, start loss = mean(1, 3, 1, 3, 1) = 1.8
+    assert finding.evidence["mean_abs_change_over_mean_loss"] == pytest.approx(2 / 1.8)
+
+
+def test_stalled_and_decreasing_losses(rng):
+    stalled = attach(quiet(), relu_model([0.0]))
+    stalled.on_epoch_begin(0)
+    feed(stalled, 2.3 + 0.01 * rng.normal(size=60))
+    finding = next(f for f in stalled.findings if f.kind == "stalled_loss")
+    assert finding.step == 49
+    healthy = attach(quiet(), relu_model([0.0]))
+    healthy.on_epoch_begin(0)
+    feed(healthy, 2.3 * np.exp(-np.arange(60) / 40) + 0.05 * rng.normal(size=60))
+    assert healthy.findings == []
+
+
+@pytest.mark.parametrize("lr, fires", [(5.0, True), (1e-8, True), (1e-3, False)])
+def test_learning_rate_range(lr, fires):
+    diagnostics = attach(quiet(), relu_model([0.0]), keras.optimizers.SGD(lr))
+    found = [f for f in diagnostics.findings if f.kind == "learning_rate"]
+    assert bool(found) == fires
+    if fires:
+        assert found[0].evidence["learning_rate"] == pytest.approx(lr)
+
+
+def test_subclassed_models_skip_activation_checks():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(2, activation="relu", bias_initializer=keras.initializers.Constant(-50.0))
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Net()
+    model(np.zeros((1, 3), "float32"))
+    diagnostics = attach(quiet(probe_x=np.ones((4, 3), "float32")), model)
+    diagnostics.on_epoch_end(0)
+    assert diagnostics.findings == []
+    assert "skipped" in diagnostics.report()
+
+
+def test_raise_and_report():
+    diagnostics = TrainingDiagnostics(on_problem="raise")
+    model = relu_model([0.0])
+    model.compile(optimizer=keras.optimizers.SGD(3.0), loss="mse")
+    diagnostics.set_model(model)
+    with pytest.raises(TrainingProblemError, match="learning_rate"):
+        diagnostics.on_train_begin()
+    assert "learning_rate" in diagnostics.report()
+
+
+def test_config_round_trip_and_deepcopy(rng):
+    probe = rng.normal(size=(4, 3)).astype("float32")
+    diagnostics = TrainingDiagnostics(
+        probe_x=probe,
+        probe_every_n_steps=7,
+        on_problem="stop",
+        dead_relu_share=0.6,
+        saturation_share=0.4,
+        saturation_input=4.0,
+        loss_window=10,
+        oscillation_threshold=0.3,
+        stall_steps=30,
+        stall_tolerance=0.02,
+        lr_range=(1e-5, 0.5),
+    )
+    config = diagnostics.get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(diagnostics))
+    assert isinstance(restored, TrainingDiagnostics)
+    assert {k: v for k, v in restored.get_config().items() if k != "probe_x"} == {
+        k: v for k, v in config.items() if k != "probe_x"
+    }
+    np.testing.assert_allclose(restored.probe_x, probe)
+    clone = copy.deepcopy(diagnostics)
+    assert clone.probe_every_n_steps == 7 and clone.probe_x is not probe
+    np.testing.assert_array_equal(clone.probe_x, probe)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dead_relu_share": 1.5}, "dead_relu_share"),
+        ({"on_problem": "clip"}, "on_problem"),
+        ({"lr_range": (1.0, 0.1)}, "lr_range"),
+        ({"loss_window": 2}, "loss_window"),
+        ({"saturation_input": 0}, "saturation_input"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainingDiagnostics(**kwargs)
