@@ -1,5 +1,13 @@
 """`keras.metrics.Metric` twins of the losses, usable in `compile(metrics=...)` and as tuner objectives."""
 
 from keras_lossopt.metrics.classification import ClassRecall, ConfusionMatrixMetric, MacroF1, WorstClassRecall
+from keras_lossopt.metrics.segmentation import DiceScore, IoUScore
 
-__all__: list[str] = ["ClassRecall", "ConfusionMatrixMetric", "MacroF1", "WorstClassRecall"]
+__all__: list[str] = [
+    "ClassRecall",
+    "ConfusionMatrixMetric",
+    "DiceScore",
+    "IoUScore",
+    "MacroF1",
+    "WorstClassRecall",
+]
