@@ -1,6 +1,7 @@
 """Offline, seeded datasets: real data shipped by packages, and generated data.
 
-See `keras_lossopt.datasets.builtin` for the loaders and their split conventions.
+See `keras_lossopt.datasets.builtin` for the loaders and their split conventions, and
+`keras_lossopt.datasets.segmentation` for the synthetic shapes segmentation data ("shapes").
 """
 
 from keras_lossopt.datasets.builtin import (
@@ -14,6 +15,7 @@ from keras_lossopt.datasets.builtin import (
     stratified_split,
     subsample_classes,
 )
+from keras_lossopt.datasets.segmentation import load_shapes, make_shapes
 
 __all__ = [
     "LOADERS",
@@ -23,6 +25,8 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_shapes",
+    "make_shapes",
     "stratified_split",
     "subsample_classes",
 ]

@@ -312,7 +312,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
 
 
 def available_datasets() -> list[str]:
-    """Names that `load_dataset` accepts."""
+    """Names that `load_dataset` accepts, including "shapes" (synthetic segmentation, `datasets.segmentation`)."""
     return sorted(LOADERS)
 
 
