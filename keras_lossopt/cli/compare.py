@@ -32,7 +32,7 @@ def targets(dataset: Dataset, split: str) -> np.ndarray:
 
 
 def _curve_keys(task: str) -> tuple[str, ...]:
-    return ("loss", "val_mean_iou") if task == "segmentation" else ("loss", "val_macro_f1")
+    return ("loss", "val_iou_score") if task == "segmentation" else ("loss", "val_macro_f1")
 
 
 def train_once(

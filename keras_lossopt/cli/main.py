@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--objective",
         help="metric to rank trials by (maximized; val_loss is refused). "
-        "Default: val_macro_f1 (val_mean_iou for segmentation)",
+        "Default: val_macro_f1 (val_iou_score for segmentation)",
     )
     search.add_argument("--output", help="report folder. Default: <directory>/<project-name>-report")
     return parser

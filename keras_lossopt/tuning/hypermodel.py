@@ -3,7 +3,7 @@
 The hypermodel calls the user's function (with `hp` when it takes one), compiles the
 model with the loss that `choose_loss` picked, an Adam optimizer whose learning rate
 may be tuned, and the metrics a loss search ranks by (macro-F1, worst-class recall;
-mean IoU for segmentation), and refuses to run under a tuner whose objective is a loss.
+IoU and Dice for segmentation), and refuses to run under a tuner whose objective is a loss.
 `make_tuner` builds the keras-tuner tuner with an objective that carries its direction.
 """
 
@@ -29,7 +29,8 @@ def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) ->
     """The metrics a loss search logs for a task (and ranks by, through `default_objective`).
 
     binary/multiclass: `macro_f1`, `worst_class_recall`, `accuracy`; multilabel: `auc`
-    (macro over labels); segmentation: `mean_iou`, per-pixel `macro_f1`, `accuracy`.
+    (macro over labels); segmentation: `iou_score` (mean IoU over classes), `dice_score`,
+    per-pixel `worst_class_recall`, `accuracy`.
     """
     from keras_lossopt import metrics
 
@@ -41,20 +42,24 @@ def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) ->
         if task == "binary"
         else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     )
-    scores = [
+    if task == "segmentation":
+        return [
+            metrics.IoUScore(num_classes, from_logits=from_logits),
+            metrics.DiceScore(num_classes, from_logits=from_logits),
+            metrics.WorstClassRecall(num_classes, from_logits=from_logits),
+            accuracy,
+        ]
+    return [
         metrics.MacroF1(classes, from_logits=from_logits),
         metrics.WorstClassRecall(classes, from_logits=from_logits),
         accuracy,
     ]
-    if task == "segmentation":
-        scores.insert(0, keras.metrics.MeanIoU(num_classes, sparse_y_pred=False, name="mean_iou"))
-    return scores
 
 
 def default_objective(task: str) -> keras_tuner.Objective:
-    """`val_mean_iou` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
+    """`val_iou_score` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
     if task == "segmentation":
-        return segmentation_objective("mean_iou")
+        return segmentation_objective("iou_score")
     if task == "multilabel":
         return keras_tuner.Objective("val_auc", direction="max")
     return macro_f1_objective()

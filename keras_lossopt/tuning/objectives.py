@@ -121,10 +121,10 @@ def class_recall_objective(class_id: int, prefix: str = "val_") -> keras_tuner.O
     return objective(f"{prefix}recall_class_{check_int('class_id', class_id, minimum=0)}", "max")
 
 
-def segmentation_objective(metric: str = "mean_iou", prefix: str = "val_") -> keras_tuner.Objective:
-    """Maximize a segmentation overlap metric: `"mean_iou"` (Keras' `MeanIoU`), `"iou_score"`,
-    `"dice_score"` (keras_lossopt's segmentation metrics), or `"macro_f1"` (per-pixel, which is
-    the dataset-level mean Dice)."""
+def segmentation_objective(metric: str = "iou_score", prefix: str = "val_") -> keras_tuner.Objective:
+    """Maximize a segmentation overlap metric: `"iou_score"` (default) or `"dice_score"`
+    (`keras_lossopt.metrics.IoUScore` / `DiceScore`), `"mean_iou"` (Keras' `MeanIoU`), or
+    `"macro_f1"` (per pixel, which is the dataset-level mean Dice)."""
     metric = check_choice("metric", metric, ("mean_iou", "iou_score", "dice_score", "iou", "dice", "macro_f1"))
     return objective(prefix + metric, "max")
 

@@ -248,5 +248,15 @@ def test_compare_on_per_pixel_labels_uses_a_unet_and_reports_iou(tmp_path, capsy
     assert "model: small U-Net" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["task"] == "segmentation"
-    assert set(results["curves"]["dice"]) == {"loss", "val_mean_iou"}
+    assert set(results["curves"]["dice"]) == {"loss", "val_iou_score"}
     assert all(0 <= r["mean_iou"] <= 1 for r in results["runs"])
+
+
+def test_compare_on_the_builtin_shapes_segmentation_set(tmp_path, capsys):
+    out = tmp_path / "shapes"
+    status, stdout, err = run(capsys, "compare", "--data", "shapes", "--losses", "dice_ce", *TINY, "--output", str(out))
+    assert status == 0, err
+    assert "shapes (segmentation, 4 classes" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == "small U-Net"
+    assert 0 <= results["runs"][0]["mean_iou"] <= 1

@@ -112,3 +112,23 @@ def test_a_search_ranked_by_robust_accuracy_from_the_robustness_callback(tmp_pat
     assert len(finished) == 2
     robust = [t.metrics.get_best_value("val_robust_accuracy") for t in finished]
     assert tuner.oracle.get_best_trials(1)[0].score == max(robust)
+
+
+def test_a_segmentation_search_ranks_by_iou(tmp_path, rng):
+    x = rng.uniform(size=(12, 8, 8, 1)).astype("float32")
+    y = (x[..., 0] > 0.5).astype("int64") + (x[..., 0] > 0.85).astype("int64")
+
+    def build_segmenter():
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.Conv2D(3, 1)(hidden))
+
+    hypermodel = tuning.LossSearchHyperModel(
+        build_segmenter, task="segmentation", candidates=["crossentropy", "dice", "tversky"], jit_compile=False
+    )
+    tuner = tuning.make_tuner(hypermodel, "random", max_trials=2, directory=str(tmp_path), seed=3)
+    assert tuner.oracle.objective == keras_tuner.Objective("val_iou_score", "max")
+    tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    finished = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    assert len(finished) == 2
+    assert all(0.0 <= t.score <= 1.0 for t in finished)

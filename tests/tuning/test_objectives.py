@@ -58,6 +58,8 @@ def test_objective_names_match_the_metrics_they_rank():
     assert tuning.macro_f1_objective().name == "val_" + metrics.MacroF1(3).name
     assert tuning.worst_class_recall_objective().name == "val_" + metrics.WorstClassRecall(3).name
     assert tuning.class_recall_objective(2).name == "val_" + metrics.ClassRecall(2, 3).name
+    assert tuning.segmentation_objective().name == "val_" + metrics.IoUScore(3).name
+    assert tuning.segmentation_objective("dice_score").name == "val_" + metrics.DiceScore(3).name
 
 
 @pytest.mark.parametrize("name", ["val_loss", "loss", "val_focal_loss"])
