@@ -59,7 +59,7 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     data.add_argument(
         "--data",
         default="digits-imbalanced",
-        help="built-in dataset (digits, digits-imbalanced, mnist, mnist-imbalanced, breast-cancer, ...) "
+        help="built-in dataset (digits, digits-imbalanced, mnist, mnist-imbalanced, breast-cancer, shapes) "
         "or a .npz (x, y or x_train ... y_test) / .csv file. Default: digits-imbalanced",
     )
     data.add_argument("--target", help="label column of a .csv file")
@@ -74,7 +74,8 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         "--losses",
         type=_loss_list,
         help="comma-separated loss candidates (default per task: "
-        "crossentropy,focal,poly1,class_balanced_focal; a dice family for segmentation)",
+        "crossentropy,focal,poly1,class_balanced_focal; crossentropy,dice,dice_ce,tversky,focal_tversky "
+        "for segmentation)",
     )
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default: {epochs}")
