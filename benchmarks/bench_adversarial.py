@@ -2,7 +2,8 @@
 
 Data: the built-in 5,000 MNIST digits (4,000 train, 1,000 test, stratified and shuffled by
 `--seed`). Model: a small CNN with logits. Training: clean, fast (FGSM from a random start,
-step 1.25 * eps; Wong et al. 2020) and Madry (PGD-k, random start, step 2.5 * eps / k),
+step 1.25 * eps; Wong et al. 2020), Madry (PGD-k, random start, step 2.5 * eps / k) and
+TRADES (beta 6, PGD-k on the KL term; Zhang et al. 2019),
 each at every `--eps`, with eps ramped up over the first `--warmup-epochs` (default 2).
 Evaluation: PGD-20 (L-inf, random start, step 2.5 * eps / 20) on the cross-entropy, plus
 the worst case per sample of PGD-20 on the cross-entropy and on the margin loss. The cost
@@ -91,7 +92,7 @@ def train(method: str, eps: float, data, args) -> tuple[keras.Model, float]:
         model = AdversarialModel(inner, attack, "fast", warmup_steps=warmup, seed=args.seed)
     else:
         attack = ProjectedGradientDescent(eps, steps=args.train_steps)
-        model = AdversarialModel(inner, attack, "madry", warmup_steps=warmup, seed=args.seed)
+        model = AdversarialModel(inner, attack, method, beta=args.beta, warmup_steps=warmup, seed=args.seed)
     model.compile(keras.optimizers.Adam(args.lr), loss, metrics=["accuracy"], jit_compile=args.jit)
     timer = EpochTimer()
     model.fit(
@@ -117,11 +118,48 @@ def evaluate(model, eps: float, x, y, seed: int) -> dict[str, float]:
     }
 
 
+def comparison(rows) -> str:
+    """How the measured rows compare with the issue's anchors, in words."""
+    found = {(r[0].split(" ")[0], r[1]): r for r in rows}
+    lines = ["How this compares with the anchors:"]
+    clean = found.get(("clean", 0.1))
+    if clean:
+        lines.append(
+            f"* Clean training at eps 0.1: {100 * clean[2]:.1f}% clean (anchor about 96%) but "
+            f"{100 * clean[3]:.1f}% under PGD-20, far below the anchor's 70%. Our PGD-20 keeps every "
+            "iterate in the eps-ball and the [0, 1] range (tested) and is the standard attack; an "
+            "undefended CNN keeping 70% at eps 0.1 would point to a weaker attack in that measurement, "
+            "so we do not try to match it."
+        )
+    fast = found.get(("fast", 0.1))
+    if fast:
+        gap = 100 * fast[3] - 88.0
+        lines.append(
+            f"* Fast training at eps 0.1: {100 * fast[3]:.1f}% under PGD-20, {abs(gap):.1f} points "
+            f"{'above' if gap >= 0 else 'below'} the anchor of about 88%, at {fast[5]:.2f}x the CPU time "
+            f"of a clean epoch (limit 2.2x); clean accuracy {100 * fast[2]:.1f}%."
+        )
+    strong = [r for key, r in found.items() if key[1] == 0.3 and key[0] != "clean"]
+    if strong:
+        parts = ", ".join(f"{r[0].split(' (')[0]} {100 * r[3]:.1f}%" for r in strong)
+        lines.append(
+            f"* At eps 0.3 the robust accuracies ({parts}) stay well below the published full-MNIST "
+            "figures (89.6% Madry, 88.8% fast, 95.6% TRADES): those train on 60,000 images for tens of "
+            "epochs, this run on 4,000 images for 8 epochs. Fast training at eps 0.3 gains robustness "
+            "slowly here rather than collapsing; `RobustnessEvaluation(collapse_fraction=...)` guards "
+            "longer runs."
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.3])
-    parser.add_argument("--train-steps", type=int, default=7, help="PGD steps of Madry training")
+    parser.add_argument("--train-steps", type=int, default=7, help="PGD steps of Madry and TRADES training")
+    methods = ["fast", "madry", "trades"]
+    parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
+    parser.add_argument("--beta", type=float, default=6.0, help="TRADES beta")
     parser.add_argument("--eval-samples", type=int, default=1000, help="test images attacked by PGD-20")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -144,14 +182,19 @@ def main(argv=None) -> None:
         result = evaluate(clean_model, eps, x_test, y_test, args.seed)
         rows.append(["clean", eps, result["clean"], result["pgd20"], result["worst"], 1.0, 1.0, "-"])
         print(rows[-1], f"{time.perf_counter() - start:.0f}s", flush=True)
-    for method in ("fast", "madry"):
+    for method in args.methods:
         for eps in args.eps:
             model, cost = train(method, eps, data, args)
             result = evaluate(model, eps, x_test, y_test, args.seed)
-            limit = 2.2 if method == "fast" else 1.1 * (args.train_steps + 1)
+            # The issue's limits: fast 2.2x; PGD-k 1.1 x (k + 1). TRADES has none (k + 2 passes).
+            limit = {"fast": 2.2, "madry": 1.1 * (args.train_steps + 1)}.get(method)
             ratio, wall_ratio = cost[0] / clean_cost[0], cost[1] / clean_cost[1]
-            name = "fast (FGSM-RS, 1.25 eps)" if method == "fast" else f"Madry (PGD-{args.train_steps})"
-            verdict = f"{'yes' if ratio <= limit else 'NO'} (<= {limit:.1f}x)"
+            name = {
+                "fast": "fast (FGSM-RS, 1.25 eps)",
+                "madry": f"Madry (PGD-{args.train_steps})",
+                "trades": f"TRADES (beta {args.beta:g}, PGD-{args.train_steps} on KL)",
+            }[method]
+            verdict = "no limit set" if limit is None else f"{'yes' if ratio <= limit else 'NO'} (<= {limit:.1f}x)"
             rows.append([name, eps, result["clean"], result["pgd20"], result["worst"], ratio, wall_ratio, verdict])
             print(rows[-1], f"{time.perf_counter() - start:.0f}s", flush=True)
     total = time.perf_counter() - start
@@ -184,7 +227,8 @@ def main(argv=None) -> None:
         f"{clean_cost[1]:.2f} s wall per clean epoch); the machine is shared by other jobs, which "
         f"stretches wall time, so the limits (the issue's: fast 2.2x, PGD-k 1.1 x (k + 1)) are checked "
         f"on CPU time. Adversarial runs ramp eps up linearly over the first {args.warmup_epochs:g} "
-        f"epochs (`warmup_steps`). Whole benchmark: {total / 60:.1f} min.\n\n{table}\n\n{ANCHORS}\n"
+        f"epochs (`warmup_steps`). Whole benchmark: {total / 60:.1f} min.\n\n{table}\n\n{ANCHORS}\n\n"
+        f"{comparison(rows)}\n"
     )
     print(body)
     if not args.no_write:

@@ -198,3 +198,16 @@ def test_fast_and_madry_training_buy_real_robustness(digits):
     for method in ("fast", "madry"):
         assert results[method][0] > 0.75, results
         assert results[method][1] > results["clean"][1] + 0.2, results
+
+
+@pytest.mark.parametrize("method", ["madry", "mixed"])
+def test_mirrored_strategy_gives_the_single_device_loss(digits, two_device_strategy, method):
+    x, y, weights = small_batch(digits)
+    losses = []
+    for strategy in (two_device_strategy, tf.distribute.get_strategy()):
+        with strategy.scope():
+            model = AdversarialModel(dense_classifier(), FastGradientMethod(0.1), method=method)
+            model.compile(keras.optimizers.SGD(0.0), LOGITS_CE)
+        history = model.fit(x, y, sample_weight=weights, batch_size=64, epochs=1, verbose=0)
+        losses.append(history.history["loss"][0])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)

@@ -1,0 +1,92 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_lossopt.adversarial import (
+    FastGradientMethod,
+    ProjectedGradientDescent,
+    StrongestAttack,
+    default_evaluation_attacks,
+    evaluate_robustness,
+    generate_adversarial,
+    robust_accuracy,
+)
+
+
+def predictions(model, x):
+    return np.argmax(np.asarray(model(x, training=False)), axis=-1)
+
+
+def test_generate_adversarial_over_arrays_and_datasets_matches_one_call(trained, digits, capsys):
+    _, _, x, y = digits
+    attack = FastGradientMethod(0.1)
+    expected = attack(trained, x, y)
+    from_arrays = generate_adversarial(trained, (x, y), attack, batch_size=50, verbose=1)
+    assert "128/128" in capsys.readouterr().out  # the progress bar counts samples
+    np.testing.assert_allclose(from_arrays, expected, atol=1e-7)
+    batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(40)
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))
+    np.testing.assert_allclose(generate_adversarial(trained, batched, attack, verbose=0), expected, atol=1e-7)
+    np.testing.assert_allclose(
+        generate_adversarial(trained, unbatched, attack, batch_size=30, verbose=0), expected, atol=1e-7
+    )
+
+
+def test_robust_accuracy_counts_samples_correct_clean_and_under_attack(trained, digits):
+    _, _, x, y = digits
+    attack = FastGradientMethod(0.1)
+    clean = predictions(trained, x) == y
+    robust = clean & (predictions(trained, attack(trained, x, y)) == y)
+    assert robust_accuracy(trained, x, y, attack, batch_size=40) == pytest.approx(robust.mean())
+    result = evaluate_robustness(trained, (x, y), attack)
+    assert result["clean_accuracy"] == pytest.approx(clean.mean())
+    assert result["attack_success_rate"] == pytest.approx((clean.sum() - robust.sum()) / clean.sum())
+    assert result["num_samples"] == len(x)
+    assert robust_accuracy(trained, x, y, eps=0.0) == pytest.approx(clean.mean())
+    # One-hot labels: the built-in cross-entropy reads them (the compiled loss here is sparse).
+    ce_attack = FastGradientMethod(0.1, loss="cross_entropy")
+    one_hot = np.eye(10, dtype="float32")[y]
+    assert robust_accuracy(trained, x, one_hot, ce_attack) == robust_accuracy(trained, x, y, ce_attack)
+
+
+def test_strongest_attack_fools_every_sample_that_any_attack_fools(trained, digits):
+    _, _, x, y = digits
+    attacks = [
+        FastGradientMethod(0.08),
+        ProjectedGradientDescent(0.08, steps=5, loss="cross_entropy", seed=0),
+        ProjectedGradientDescent(0.08, steps=5, loss="margin", seed=1),
+    ]
+    fooled_each = [predictions(trained, a(trained, x, y)) != y for a in attacks]
+    # Fresh copies with the same seeds give the same random starts inside StrongestAttack.
+    strongest = StrongestAttack([type(a).from_config(a.get_config()) for a in attacks])
+    x_adv = strongest(trained, x, y)
+    np.testing.assert_array_equal(predictions(trained, x_adv) != y, np.any(fooled_each, axis=0))
+    assert np.abs(x_adv - x).max() <= 0.08 + 1e-6
+    fgsm_only = robust_accuracy(trained, x, y, attacks[0])  # deterministic: the same examples again
+    assert robust_accuracy(trained, x, y, attacks) <= fgsm_only + 1e-9
+
+
+def test_default_evaluation_is_pgd_on_cross_entropy_and_margin(trained, digits):
+    _, _, x, y = digits
+    attacks = default_evaluation_attacks(0.1, steps=7, restarts=2, seed=3)
+    assert [a.loss for a in attacks] == ["cross_entropy", "margin"]
+    assert all(a.random_start and a.steps == 7 and a.restarts == 2 for a in attacks)
+    fgsm = robust_accuracy(trained, x, y, FastGradientMethod(0.1))
+    assert robust_accuracy(trained, x, y, eps=0.1) <= fgsm  # FGSM-only overstates robustness
+
+
+def test_strongest_attack_config_and_bad_input():
+    attack = StrongestAttack(default_evaluation_attacks(0.2, norm="l2", steps=4), from_logits=True, name="worst")
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(attack)))
+    restored = keras.saving.deserialize_keras_object(config)
+    assert isinstance(restored, StrongestAttack)
+    assert json.loads(json.dumps(restored.get_config())) == config["config"]
+    with pytest.raises(ValueError, match=r"at least one attack"):
+        StrongestAttack([])
+    with pytest.raises(ValueError, match=r"untargeted"):
+        StrongestAttack([FastGradientMethod(0.1, targeted=True)])
+    with pytest.raises(ValueError, match=r"Give `attacks` or `eps`"):
+        robust_accuracy(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), np.zeros((2, 2)), [0, 1])
