@@ -1,0 +1,139 @@
+"""Mean IoU of a small U-Net trained with each segmentation loss on the synthetic shapes data.
+
+The same U-Net-style model (two down and two up levels) is trained for a fixed budget of
+epochs on `load_shapes` with foreground classes covering under 5% of the pixels, once per
+loss and seed, and scored on the test split with `IoUScore` (mean IoU over the foreground
+classes, and over all classes including the background). Initial weights and data order
+depend only on the seed, so every loss starts from the same weights for a given seed.
+
+Run from the repository root:
+
+    python -m benchmarks.bench_segmentation_training [--seeds 3] [--epochs 10] [--num-images 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras
+
+from keras_lossopt import losses
+from keras_lossopt.datasets import load_shapes
+from keras_lossopt.metrics import IoUScore
+
+SECTION = ("bench_segmentation_training", "Segmentation losses: mean IoU of a small U-Net on synthetic shapes")
+
+LOSSES = {
+    "cross-entropy": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "Dice": lambda: losses.DiceLoss(from_logits=True),
+    "DiceCE": lambda: losses.DiceCELoss(from_logits=True),
+    "focal Tversky": lambda: losses.FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=0.75, from_logits=True),
+    "Lovasz-softmax": lambda: losses.LovaszSoftmaxLoss(from_logits=True),
+}
+
+
+def unet(input_shape, num_classes, width=8):
+    """A two-level U-Net with `width` filters at the top; returns logits."""
+
+    def block(x, filters):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        return keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+
+    inputs = keras.Input(input_shape)
+    d1 = block(inputs, width)
+    d2 = block(keras.layers.MaxPooling2D()(d1), 2 * width)
+    bottom = block(keras.layers.MaxPooling2D()(d2), 4 * width)
+    u2 = block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(bottom), d2]), 2 * width)
+    u1 = block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(u2), d1]), width)
+    return keras.Model(inputs, keras.layers.Conv2D(num_classes, 1)(u1))
+
+
+def train_and_score(data, make_loss, seed, epochs, batch_size):
+    keras.utils.set_random_seed(seed)
+    model = unet(data.input_shape, data.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=make_loss(), jit_compile=True)
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    logits = model.predict(data.x_test, batch_size=64, verbose=0)
+    scores = {}
+    for key, include_background in (("foreground", False), ("all", True)):
+        metric = IoUScore(num_classes=data.num_classes, include_background=include_background)
+        metric.update_state(data.y_test, logits)
+        scores[key] = float(metric.result())
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--num-images", type=int, default=240)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--foreground-fraction", type=float, default=0.04)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+
+    data = load_shapes(
+        num_images=args.num_images,
+        image_size=args.image_size,
+        num_classes=4,
+        foreground_fraction=args.foreground_fraction,
+        seed=0,
+    )
+    counts = data.class_counts("train")
+    foreground_share = counts[1:].sum() / counts.sum()
+    print(data.summary(), f"\nforeground share {foreground_share:.2%}", flush=True)
+    results = {}
+    start = time.perf_counter()
+    for name, make_loss in LOSSES.items():
+        results[name] = []
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            scores = train_and_score(data, make_loss, seed, args.epochs, args.batch_size)
+            results[name].append(scores)
+            print(
+                f"{name:15s} seed {seed}: fg mIoU {scores['foreground']:.4f}  mIoU {scores['all']:.4f}  "
+                f"({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    elapsed = time.perf_counter() - start
+
+    from benchmarks.report import markdown_table
+
+    def fmt(values):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+
+    rows = []
+    for name, runs in results.items():
+        fg = [r["foreground"] for r in runs]
+        rows.append([name, fmt(fg), f"{min(fg):.3f} / {max(fg):.3f}", fmt([r["all"] for r in runs])])
+    body = markdown_table(["loss", "foreground mean IoU (mean ± sd)", "min / max", "mean IoU incl. background"], rows)
+    body += (
+        f"\n\nData: `load_shapes(num_images={args.num_images}, image_size={args.image_size}, num_classes=4, "
+        f"foreground_fraction={args.foreground_fraction}, seed=0)`: {len(data.y_train)} train / "
+        f"{len(data.y_test)} test images, foreground classes (circle, rectangle, triangle) cover "
+        f"{foreground_share:.1%} of the training pixels. Model: a two-level U-Net (8-16-32 filters, "
+        f"{unet(data.input_shape, data.num_classes).count_params():,} parameters), logits out, Adam 3e-3, "
+        f"{args.epochs} epochs of batch {args.batch_size}, `jit_compile=True`; seeds 0..{args.seeds - 1} "
+        "(the seed sets the initial weights and the data order, shared by every loss). Scores on the test "
+        "split with `IoUScore` (dataset-level counts). Losses: Keras' `SparseCategoricalCrossentropy`, "
+        "`DiceLoss` (per image), `DiceCELoss`, `FocalTverskyLoss(alpha=0.3, beta=0.7, gamma=0.75)`, "
+        f"`LovaszSoftmaxLoss` (batch), all from logits. Total time {elapsed / 60:.1f} min."
+    )
+    print(body)
+    if not args.no_write:
+        from benchmarks.report import write_section
+
+        write_section(*SECTION, body, "python -m benchmarks.bench_segmentation_training " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
