@@ -6,10 +6,10 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_in_range, check_non_negative
+from keras_lossopt.losses._probabilities import power, sigmoid_parts
 from keras_lossopt.losses.base import LossFunctionBase
-from keras_lossopt.losses.focal import focal_modulator
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import binary_targets, sigmoid_log_probs
+from keras_lossopt.losses.targets import binary_targets
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 
@@ -31,17 +31,16 @@ def asymmetric_loss(
         averaged over the last (label) axis.
     """
     targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
-    log_p, log_1mp = sigmoid_log_probs(y_pred, from_logits)
-    prob = ops.exp(log_p)
-    positive = focal_modulator(ops.exp(log_1mp), gamma_pos) * log_p
+    prob, one_minus_p, log_p, log_1mp = sigmoid_parts(y_pred, from_logits)
+    positive = power(one_minus_p, gamma_pos) * log_p
     if clip > 0:
         # Shifted probability p_m = max(p - clip, 0): 1 - p_m = min(1 - p + clip, 1) is at
         # least `clip`, so its log is finite without any epsilon.
         shifted = ops.maximum(prob - clip, 0.0)
-        log_1m_shifted = ops.log(ops.minimum(ops.exp(log_1mp) + clip, 1.0))
+        log_1m_shifted = ops.log(ops.minimum(one_minus_p + clip, 1.0))
     else:
         shifted, log_1m_shifted = prob, log_1mp
-    negative = focal_modulator(shifted, gamma_neg) * log_1m_shifted
+    negative = power(shifted, gamma_neg) * log_1m_shifted
     loss = -(targets * positive + (1.0 - targets) * negative)
     return ops.mean(loss, axis=-1)
 

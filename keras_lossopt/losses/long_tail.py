@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative, check_positive
+from keras_lossopt.losses._probabilities import cross_entropy, softmax_parts
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.class_balanced import check_class_counts, check_num_classes
 from keras_lossopt.losses.registry import register_alias
@@ -15,8 +16,9 @@ from keras_lossopt.losses.targets import multiclass_targets, sparse_valid_mask
 __all__ = ["LDAMLoss", "LogitAdjustedLoss", "ldam_loss", "ldam_margins", "logit_adjusted_loss"]
 
 
-def _cross_entropy_from_logits(targets, logits):
-    return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+def _cross_entropy_from_logits(targets, logits, stabilizer):
+    logits, logsumexp, _ = softmax_parts(logits, from_logits=True, stabilizer=stabilizer)
+    return cross_entropy(targets, logits, logsumexp)
 
 
 def logit_adjusted_loss(y_true, y_pred, *, log_priors, tau=1.0, label_smoothing=0.0, ignore_index=None):
@@ -29,8 +31,12 @@ def logit_adjusted_loss(y_true, y_pred, *, log_priors, tau=1.0, label_smoothing=
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
     targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-    shift = ops.convert_to_tensor(np.asarray(log_priors, np.float64) * tau, dtype=y_pred.dtype)
-    return _cross_entropy_from_logits(targets, y_pred + shift)
+    shift = np.asarray(log_priors, np.float64) * tau
+    # max(z) plus the middle of the shifts keeps every exponent within half their spread
+    # (tau * log(max prior / min prior)) of 0, without a max over the shifted logits.
+    middle = 0.5 * (shift.max() + shift.min())
+    stabilizer = ops.max(y_pred, axis=-1, keepdims=True) + middle
+    return _cross_entropy_from_logits(targets, y_pred + ops.convert_to_tensor(shift, y_pred.dtype), stabilizer)
 
 
 def ldam_margins(class_counts, max_margin=0.5) -> np.ndarray:
@@ -55,10 +61,14 @@ def ldam_loss(y_true, y_pred, *, margins, scale=30.0, ignore_index=None):
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
     targets, _ = multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
+    largest = float(np.max(margins))
     margins = ops.convert_to_tensor(np.asarray(margins, np.float64), dtype=y_pred.dtype)
     # For one-hot targets `targets * margins` subtracts m_y from the true-class logit only,
-    # exactly the official `torch.where(index, x - m_y, x)`.
-    return _cross_entropy_from_logits(targets, scale * (y_pred - targets * margins))
+    # exactly the official `torch.where(index, x - m_y, x)`. Margins lower logits by at most
+    # the largest one, so s * (max(z) - largest / 2) keeps the exponents within
+    # s * largest / 2 of 0 (7.5 with the defaults).
+    stabilizer = scale * (ops.max(y_pred, axis=-1, keepdims=True) - 0.5 * largest)
+    return _cross_entropy_from_logits(targets, scale * (y_pred - targets * margins), stabilizer)
 
 
 def _check_classes(name, values, y_true, y_pred, ignore_index):

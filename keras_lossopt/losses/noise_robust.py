@@ -7,9 +7,10 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative
+from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, softmax_parts
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets, softmax_log_probs, sparse_valid_mask
+from keras_lossopt.losses.targets import multiclass_targets, sparse_valid_mask
 
 __all__ = [
     "GeneralizedCrossEntropy",
@@ -26,9 +27,14 @@ def generalized_cross_entropy(y_true, y_pred, *, q=0.7, from_logits=False, label
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
     targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-    log_p = softmax_log_probs(y_pred, from_logits)
+    logits, logsumexp, _ = softmax_parts(y_pred, from_logits)
     # (1 - p**q) / q = -expm1(q log p) / q: exact from log-probabilities, no cancellation
     # for small q, and it tends to -log p as q -> 0.
+    if one_hot_rows(y_true, y_pred, label_smoothing):
+        # One-hot rows: sum_c y_c f(log p_c) = f(log p_y) with log p_y = -CE: one expm1
+        # per sample instead of one per class (ignored rows give f(0) = 0).
+        return -ops.expm1(-q * cross_entropy(targets, logits, logsumexp)) / q
+    log_p = logits - ops.expand_dims(logsumexp, -1)
     return ops.sum(targets * (-ops.expm1(q * log_p) / q), axis=-1)
 
 
@@ -41,15 +47,23 @@ def symmetric_cross_entropy(
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
     targets, valid = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-    log_p = softmax_log_probs(y_pred, from_logits)
-    cross_entropy = -ops.sum(targets * log_p, axis=-1)
-    # log y_k floored at A: log 0 = A for one-hot labels, and soft labels below exp(A)
-    # count as 0 too (the official code's clamp of the labels at exp(A)).
-    log_targets = ops.log(ops.maximum(targets, ops.cast(float(np.exp(log_zero)), targets.dtype)))
-    reverse = -ops.sum(ops.exp(log_p) * log_targets, axis=-1)
+    logits, logsumexp, probs = softmax_parts(y_pred, from_logits)
+    forward = cross_entropy(targets, logits, logsumexp)
+    if one_hot_rows(y_true, y_pred, label_smoothing) and from_logits:
+        # One-hot rows: log y_k is 0 on the label and A elsewhere, so RCE = -A (1 - p_y)
+        # with p_y = exp(-CE) (softmax probabilities sum to one; ignored rows give 0).
+        reverse = log_zero * ops.expm1(-forward)
+    elif one_hot_rows(y_true, y_pred, label_smoothing):
+        # Clipped probability inputs need not sum to one: RCE = -A (sum_k p_k - p_y).
+        reverse = -log_zero * (ops.sum(probs, axis=-1) - ops.sum(targets * probs, axis=-1))
+    else:
+        # log y_k floored at A: log 0 = A for one-hot labels, and soft labels below exp(A)
+        # count as 0 too (the official code's clamp of the labels at exp(A)).
+        log_targets = ops.log(ops.maximum(targets, ops.cast(float(np.exp(log_zero)), targets.dtype)))
+        reverse = -ops.sum(probs * log_targets, axis=-1)
     if valid is not None:
         reverse = reverse * valid
-    return alpha * cross_entropy + beta * reverse
+    return alpha * forward + beta * reverse
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")

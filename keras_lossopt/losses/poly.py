@@ -6,13 +6,14 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_non_negative
+from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
 from keras_lossopt.losses.base import LossFunctionBase
-from keras_lossopt.losses.focal import FocalLoss, focal_loss, focal_modulator
+from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import (
     binary_targets,
     multiclass_targets,
-    sigmoid_log_probs,
+    per_class_vector,
     softmax_log_probs,
     sparse_valid_mask,
 )
@@ -41,31 +42,57 @@ def poly_loss(
         Tensor of shape `y_pred.shape[:-1]`: one value per sample (and spatial position).
         Positions whose sparse label equals `ignore_index` are 0.
     """
-    # The leading term is the focal loss itself (gamma=0 makes it cross-entropy), so every
-    # target convention and numerical safeguard of `focal_loss` applies unchanged.
-    gamma = gamma if base == "focal" else 0.0
-    leading = focal_loss(
-        y_true,
-        y_pred,
-        mode=mode,
-        gamma=gamma,
-        alpha=alpha,
-        from_logits=from_logits,
-        label_smoothing=label_smoothing,
-        ignore_index=ignore_index,
-    )
+    if base == "focal":
+        # The leading term is the focal loss itself, so every target convention and
+        # numerical safeguard of `focal_loss` applies unchanged.
+        leading = focal_loss(
+            y_true,
+            y_pred,
+            mode=mode,
+            gamma=gamma,
+            alpha=alpha,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+        )
+        exponent = gamma + 1.0
+    else:
+        leading, exponent = None, 1.0
     if mode == "multiclass":
         targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-        log_p = softmax_log_probs(y_pred, from_logits)
-        # sum_c y_c (1 - p_c) equals 1 - p_t for targets that sum to one, and is 0 for
-        # ignored positions; expm1 keeps 1 - p_c accurate when p_c is close to 1.
-        one_minus_pt = ops.sum(targets * -ops.expm1(log_p), axis=-1)
-        return leading + epsilon * focal_modulator(one_minus_pt, gamma + 1.0)
+        if leading is None:
+            logits, logsumexp, probs = softmax_parts(y_pred, from_logits)
+            alpha_c = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
+            if one_hot_rows(y_true, y_pred, label_smoothing):
+                # 1 - p_y = -expm1(-CE) per sample; alpha_y picks the true class' weight.
+                unweighted = cross_entropy(targets, logits, logsumexp)
+                one_minus_pt = -ops.expm1(-unweighted)
+                alpha_y = 1.0 if alpha is None else alpha_c
+                if isinstance(alpha, tuple):
+                    alpha_y = ops.sum(targets * alpha_c, axis=-1)
+                leading = alpha_y * unweighted
+            else:
+                weighted = targets if alpha is None else targets * alpha_c
+                leading = cross_entropy(weighted, logits, logsumexp)
+                # sum_c y_c (1 - p_c): 1 - p_t for targets that sum to one, 0 for ignored positions.
+                one_minus_pt = ops.sum(targets, axis=-1) - ops.sum(targets * probs, axis=-1)
+        else:
+            # Same log-probabilities as focal_loss (XLA computes them once); expm1 keeps
+            # 1 - p_c accurate when p_c is close to 1, where the focal term is tiny.
+            log_p = softmax_log_probs(y_pred, from_logits)
+            one_minus_pt = ops.sum(targets * -ops.expm1(log_p), axis=-1)
+        return leading + epsilon * power(one_minus_pt, exponent)
 
     targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
-    log_p, log_1mp = sigmoid_log_probs(y_pred, from_logits)
-    one_minus_pt = targets * ops.exp(log_1mp) + (1.0 - targets) * ops.exp(log_p)
-    return leading + epsilon * ops.mean(focal_modulator(one_minus_pt, gamma + 1.0), axis=-1)
+    p, one_minus_p, log_p, log_1mp = sigmoid_parts(y_pred, from_logits)
+    if leading is None:
+        loss = -(targets * log_p + (1.0 - targets) * log_1mp)
+        if alpha is not None:
+            alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
+            loss = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * loss
+        leading = ops.mean(loss, axis=-1)
+    one_minus_pt = targets * one_minus_p + (1.0 - targets) * p
+    return leading + epsilon * ops.mean(power(one_minus_pt, exponent), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")

@@ -29,7 +29,7 @@ def np_true_class_weight(y_true, weights):
 
 
 def np_cross_entropy(y_true, y_pred, ignore_index=None):
-    targets, valid = ref.one_hot_targets(y_true, C, 0.0, ignore_index)
+    targets, valid = ref.one_hot_targets(y_true, np.shape(y_pred)[-1], 0.0, ignore_index)
     return -(targets * ref.log_softmax(y_pred)).sum(-1) * valid
 
 

@@ -13,14 +13,14 @@ N, C = 12, 5
 
 def np_gce(y_true, y_pred, q=0.7, from_logits=True, label_smoothing=0.0, ignore_index=None):
     """Zhang & Sabuncu (2018): L_q = (1 - p^q) / q per class, weighted by the targets."""
-    targets, valid = ref.one_hot_targets(y_true, C, label_smoothing, ignore_index)
+    targets, valid = ref.one_hot_targets(y_true, np.shape(y_pred)[-1], label_smoothing, ignore_index)
     p = np.exp(ref.softmax_log_probs(y_pred, from_logits))
     return (targets * (1 - p**q) / q).sum(-1) * valid
 
 
 def np_sce(y_true, y_pred, alpha=0.1, beta=1.0, a=-4.0, from_logits=True, label_smoothing=0.0, ignore_index=None):
     """Wang et al. (2019): alpha CE + beta RCE, RCE = -sum_k p_k log y_k with log 0 = A."""
-    targets, valid = ref.one_hot_targets(y_true, C, label_smoothing, ignore_index)
+    targets, valid = ref.one_hot_targets(y_true, np.shape(y_pred)[-1], label_smoothing, ignore_index)
     log_p = ref.softmax_log_probs(y_pred, from_logits)
     ce = -(targets * log_p).sum(-1)
     with np.errstate(divide="ignore"):
