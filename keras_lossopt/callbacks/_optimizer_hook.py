@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 # Columns of `grad_stats` (one row per layer group, last row: the whole model).
@@ -262,26 +263,34 @@ class ApplyHook:
     def _before(self, pairs, step):
         values = [_dense_values(g) for g, _ in pairs]
         per_var_sumsq = [ops.sum(ops.square(g)) for g in values]
-        per_var = []
-        for g, sumsq in zip(values, per_var_sumsq):
-            finite = ops.isfinite(g)
-            per_var.append(
-                (
-                    sumsq,
-                    ops.max(ops.abs(g)) if len(g.shape) else ops.abs(g),
-                    ops.sum(ops.cast(ops.logical_not(finite), "float32")),
-                    ops.cast(ops.size(g), "float32"),
-                )
-            )
+        per_var_max = [ops.max(ops.abs(g)) if len(g.shape) else ops.abs(g) for g in values]
+        # A non-finite entry makes its variable's sum of squares non-finite, so the
+        # entries are only counted (arithmetic, not check_numerics) when a sum is.
+        sums = ops.stack(per_var_sumsq)
+
+        def count_nonfinite():
+            return ops.stack([ops.sum(ops.cast(ops.logical_not(ops.isfinite(g)), "float32")) for g in values])
+
+        per_var_nonfinite = ops.cond(
+            ops.all(ops.isfinite(sums)), lambda: ops.zeros((len(values),), "float32"), count_nonfinite
+        )
         clipped = self._clipped_sumsq(values, per_var_sumsq)
         rows = [[ops.zeros((), "float32")] * 5 for _ in range(len(self.groups))]
-        for (sumsq, maxabs, nonfinite, size), clip_sumsq, (_, v) in zip(per_var, clipped, pairs):
-            r = rows[self._group_index(v)]
+        sizes: list[Any] = [0.0] * len(self.groups)
+        for i, (sumsq, maxabs, clip_sumsq, (_, v)) in enumerate(zip(per_var_sumsq, per_var_max, clipped, pairs)):
+            index = self._group_index(v)
+            r = rows[index]
             r[SUMSQ] = r[SUMSQ] + sumsq
             r[MAXABS] = ops.maximum(r[MAXABS], maxabs)
-            r[NONFINITE] = r[NONFINITE] + nonfinite
-            r[SIZE] = r[SIZE] + size
+            r[NONFINITE] = r[NONFINITE] + per_var_nonfinite[i]
             r[SUMSQ_CLIPPED] = r[SUMSQ_CLIPPED] + clip_sumsq
+            shape = tuple(values[i].shape)
+            if all(d is not None for d in shape):
+                sizes[index] = sizes[index] + float(np.prod(shape))
+            else:  # rows of a sparse gradient: known only at run time
+                sizes[index] = sizes[index] + ops.cast(ops.size(values[i]), "float32")
+        for r, size in zip(rows, sizes):
+            r[SIZE] = ops.cast(ops.convert_to_tensor(size), "float32")
         table = ops.stack([ops.stack(r) for r in rows])
         total = ops.concatenate(
             [

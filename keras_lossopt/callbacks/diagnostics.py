@@ -267,7 +267,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             return
         try:
             outputs = [layer.output for layer, _ in watched]
-            self._probe_model = keras.Model(self.model.inputs, outputs)
+            inputs = self.model.inputs
+            self._probe_model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)
         except (AttributeError, ValueError, TypeError):
             # Subclassed models have no symbolic layer outputs: no activation checks.
             self._probe_model = None
