@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_lossopt.losses import LovaszHingeLoss, LovaszSoftmaxLoss, get
 from keras_lossopt.losses.lovasz import lovasz_extension, lovasz_gradient
 from tests.losses import overlap_references as oref
-from tests.losses.contract import LossCase
+from tests.losses.contract import LossCase, LossContract
 
 N, C = 4, 3
 
@@ -200,3 +200,10 @@ def test_bad_arguments():
         LovaszSoftmaxLoss(classes="presnt")
     with pytest.raises(TypeError, match=r"`ignore_index` must be an integer"):
         LovaszHingeLoss(ignore_index=2.5)
+
+
+@pytest.mark.parametrize("case", BATCH_CASES, ids=[c.id for c in BATCH_CASES])
+def test_batch_lovasz_fits_with_jit_compile(case):
+    # The contract's fit check, for the batch cases (their MirroredStrategy behaviour differs
+    # by design and is tested above, so they are not `full` contract cases).
+    LossContract.test_fit_with_jit_compile_matches_eager_loss(None, case)
