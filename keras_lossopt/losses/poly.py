@@ -61,7 +61,7 @@ def poly_loss(
     if mode == "multiclass":
         targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
         if leading is None:
-            logits, logsumexp, probs = softmax_parts(y_pred, from_logits)
+            logits, logsumexp, expect = softmax_parts(y_pred, from_logits)
             alpha_c = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
             if one_hot_rows(y_true, y_pred, label_smoothing):
                 # 1 - p_y = -expm1(-CE) per sample; alpha_y picks the true class' weight.
@@ -75,7 +75,7 @@ def poly_loss(
                 weighted = targets if alpha is None else targets * alpha_c
                 leading = cross_entropy(weighted, logits, logsumexp)
                 # sum_c y_c (1 - p_c): 1 - p_t for targets that sum to one, 0 for ignored positions.
-                one_minus_pt = ops.sum(targets, axis=-1) - ops.sum(targets * probs, axis=-1)
+                one_minus_pt = ops.sum(targets, axis=-1) - expect(targets)
         else:
             # Same log-probabilities as focal_loss (XLA computes them once); expm1 keeps
             # 1 - p_c accurate when p_c is close to 1, where the focal term is tiny.
