@@ -188,6 +188,8 @@ class Attack:
         Raises:
             NotDifferentiableError: (a ValueError) when the output of `model` has no
                 gradient with respect to its input, naming the layer that blocks it.
+
+        Models with one input tensor and one output are supported.
         """
         x_tensor, y_tensor, to_output = self._prepare(x, y)
         if self.eps == 0.0:
@@ -380,8 +382,11 @@ class Attack:
             check_differentiable(model, x, y, self.objective(model)[0])
             self._own_seed_generator()  # created eagerly, outside the traced function
 
+            # A weak reference: the cache (keyed weakly by the model) must not keep it alive.
+            model_ref = weakref.ref(model)
+
             def run(x, y):
-                return self.generate(model, x, y, record=record)
+                return self.generate(model_ref(), x, y, record=record)
 
             functions[key] = tf.function(run, reduce_retracing=True)
         return functions[key]

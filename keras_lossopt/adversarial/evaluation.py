@@ -143,8 +143,10 @@ class StrongestAttack:
                 check_differentiable(model, x_tensor, y_tensor, attack.objective(model)[0])
                 attack._own_seed_generator()
 
+            model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
             def run(x, y):
-                return self.generate(model, x, y)
+                return self.generate(model_ref(), x, y)
 
             functions[x_tensor.dtype.name] = tf.function(run, reduce_retracing=True)
         return to_output(functions[x_tensor.dtype.name](x_tensor, y_tensor))

@@ -370,3 +370,17 @@ def test_restored_attack_gives_the_same_examples(trained, digits):
     attack = ProjectedGradientDescent(EPS, steps=5, loss="margin", random_start=False)
     restored = ProjectedGradientDescent.from_config(json.loads(json.dumps(attack.get_config())))
     np.testing.assert_array_equal(restored(trained, x, y), attack(trained, x, y))
+
+
+def test_the_cache_does_not_keep_models_alive(digits):
+    import gc
+    import weakref
+
+    _, _, x, y = digits
+    attack = ProjectedGradientDescent(EPS, steps=2)
+    model = dense_classifier()
+    attack(model, x, y)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and len(attack._functions) == 0
