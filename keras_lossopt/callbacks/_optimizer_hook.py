@@ -126,6 +126,7 @@ class ApplyHook:
         self.optimizer = inner
         self.every_n_steps = int(every_n_steps)
         self.good_norm = float(good_norm)
+        self.mode = "cond"
         self.strategy = strategy
         self.groups: list[tuple[str, list[Any]]] = []
         self.variables: list[Any] = []
@@ -208,14 +209,27 @@ class ApplyHook:
     # -- the wrapped apply ---------------------------------------------------------------
 
     def _hooked_apply(self, grads, trainable_variables=None):
+        # `mode` is read while the train step is traced: "cond" decides in the graph,
+        # "always" records at every call, "off" traces the plain step (the monitor then
+        # switches between an "always" and an "off" train function per step).
+        if self.mode == "off":
+            return self._original(grads, trainable_variables)
         grads = list(grads)
         self.ensure_variables(trainable_variables)
         variables = list(trainable_variables) if trainable_variables is not None else self.variables
         step = ops.convert_to_tensor(self.optimizer.iterations)
         step = ops.cast(step, "int64")
-        record = ops.equal(ops.mod(step, self.every_n_steps), 0)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         context = _replica_context()
+        if self.mode == "always":
+            record = ops.convert_to_tensor(True)
+        else:
+            record = ops.equal(ops.mod(step, self.every_n_steps), 0)
+        if context is None and self.mode == "always":
+            self._before(pairs, step)
+            result = self._original(grads, trainable_variables)
+            self._after(step)
+            return result
         if context is None:
             ops.cond(record, lambda: self._before(pairs, step), lambda: None)
         else:

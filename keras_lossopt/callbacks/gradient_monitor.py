@@ -123,8 +123,9 @@ class GradientMonitor(keras.callbacks.Callback):
     Use it while developing a model, to see whether gradients vanish in the early layers
     of a deep stack, explode, or turn NaN; and in long runs with `on_problem="clip"`,
     `"reduce_lr"` or `"stop"` as a safety net. It reads the gradients the optimizer
-    applies (no extra backward pass): at `every_n_steps=10` the cost is under 1% of a
-    step (see docs/benchmarks.md).
+    applies (no extra backward pass), so it costs a fraction of the naive extra
+    `GradientTape` pass; `every_n_steps=10` costs a few percent of a small CNN's step on
+    CPU (measured in docs/benchmarks.md), less the larger the model.
 
     Each recorded step gives, per layer (all variables of a layer together) and over the
     whole model: the gradient L2 norm (before and after the optimizer's clipping), the
@@ -282,6 +283,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._stopped_reason: str | None = None
         self.restored_step: int | None = None
         self._starting_weights: dict[int, np.ndarray] = {}
+        self._record_function = self._plain_function = None
+        self._last_table_step = -1
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -298,10 +301,42 @@ class GradientMonitor(keras.callbacks.Callback):
             self._hook.ensure_variables()
             self._starting_weights = {id(v): keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         self._hook.install()
-        # A train function traced before (an earlier fit) does not contain the hook.
-        model.make_train_function(force=True)
         self._steps_done = int(keras.ops.convert_to_numpy(self._hook.optimizer.iterations))
         self._epoch_start = self._steps_done
+        self._build_train_functions()
+
+    def _build_train_functions(self) -> None:
+        """Traces (lazily) the train function(s) that contain the hook.
+
+        With one step per call, two functions: one that records at every call and the
+        plain Keras step, chosen per step in `on_train_batch_begin`; non-recorded steps
+        then run no monitoring op at all. With `steps_per_execution > 1`, one function in
+        which a `cond` on `optimizer.iterations` decides.
+        """
+        model = self.model
+        self._record_function = self._plain_function = None
+        if getattr(model, "steps_per_execution", 1) == 1:
+            self._hook.mode = "always"
+            model.make_train_function(force=True)
+            self._record_function = model.train_function
+            if self.every_n_steps > 1:
+                self._hook.mode = "off"
+                model.make_train_function(force=True)
+                self._plain_function = model.train_function
+        else:
+            self._hook.mode = "cond"
+            model.make_train_function(force=True)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._record_function is None or self._hook is None:
+            return
+        record = (self._epoch_start + int(batch)) % self.every_n_steps == 0
+        if record or self._plain_function is None:
+            self._hook.mode = "always"
+            self.model.train_function = self._record_function
+        else:
+            self._hook.mode = "off"
+            self.model.train_function = self._plain_function
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps_done
@@ -321,7 +356,8 @@ class GradientMonitor(keras.callbacks.Callback):
             if self.history.layers != names and len(self.history) == 0:
                 self.history = GradientHistory(names)
             step, grad_stats, update_stats = self._hook.read()
-            if step >= first:
+            if step > self._last_table_step:
+                self._last_table_step = step
                 row = self.history.append(step, grad_stats, update_stats)
                 self._epoch_rows.append(row)
                 logs["grad_norm"] = float(row["grad_norm"][-1])
@@ -348,7 +384,11 @@ class GradientMonitor(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or not self._epoch_rows:
+        if logs is None or self._hook is None:
+            return
+        if not self._epoch_rows:
+            # No recorded step in this epoch: keep the keys (NaN) so CSVLogger's columns stay.
+            logs.update(grad_norm=float("nan"), grad_norm_max=float("nan"), update_ratio=float("nan"))
             return
         norms = np.array([r["grad_norm"][-1] for r in self._epoch_rows])
         ratios = np.array([r["update_ratio"][-1] for r in self._epoch_rows])
@@ -365,6 +405,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+            self._record_function = self._plain_function = None
             if self.model is not None:
                 # Later fits must not run a function traced with the (removed) hook.
                 self.model.make_train_function(force=True)
@@ -519,7 +560,7 @@ class GradientMonitor(keras.callbacks.Callback):
         optimizer.clipnorm = None
         optimizer.clipvalue = None
         optimizer.global_clipnorm = self.clip_norm
-        self.model.make_train_function(force=True)
+        self._build_train_functions()
         return f"turned on global_clipnorm={self.clip_norm:g}"
 
     def _reduce_learning_rate(self) -> str:

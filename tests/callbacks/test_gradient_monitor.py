@@ -376,3 +376,21 @@ def test_uncompiled_model_is_a_clear_error():
     monitor.set_model(model)
     with pytest.raises(ValueError, match="compile"):
         monitor.on_train_begin()
+
+
+def test_steps_per_execution_records_inside_the_graph():
+    # With several steps per call the recording is decided by a cond on the iteration.
+    x, y = data()
+    keras.utils.set_random_seed(3)
+    model = sequential()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS, steps_per_execution=2)
+    keras.utils.set_random_seed(3)
+    reference = sequential()
+    reference.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+    reference.set_weights(model.get_weights())
+    chunked, single = GradientMonitor(every_n_steps=2), GradientMonitor(every_n_steps=2)
+    model.fit(x, y, batch_size=BATCH // 2, epochs=1, shuffle=False, verbose=0, callbacks=[chunked])
+    reference.fit(x, y, batch_size=BATCH // 2, epochs=1, shuffle=False, verbose=0, callbacks=[single])
+    assert chunked.history.steps.tolist() == single.history.steps.tolist() == [0, 2, 4, 6]
+    np.testing.assert_allclose(chunked.history.grad_norm, single.history.grad_norm, rtol=1e-5)
+    np.testing.assert_allclose(chunked.history.update_ratio, single.history.update_ratio, rtol=1e-4)
