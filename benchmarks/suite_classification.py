@@ -155,4 +155,21 @@ losses against `CategoricalFocalCrossentropy` on the one-hot version of the same
 NumPy references (`tests/losses/test_*.py`); LDAM uses cosine-like logits in [-1, 1] as in
 the paper (its scale s=30 would saturate random normal logits). Class counts for the
 long-tail losses follow a Zipf-like profile (5000 down to 2 samples per class).
+
+Why some rows miss 1.10x. Keras' cross-entropies are fused kernels that evaluate one `exp`
+per element and hand the backward pass `softmax - y` ready-made; a loss with an extra term
+pays for that term. Our softmax losses share one `exp` per element between the forward and
+backward passes and skip per-class work for sparse targets (`keras_lossopt/losses/_probabilities.py`;
+before that work Poly-1, GCE and ASL were 2.0-2.8x), which brings the sparse Poly-1, GCE and
+SCE rows to about 1.05-1.15x. What remains: dense (possibly soft) targets need per-class
+terms (Poly-1 one-hot: `sum_c y_c p_c`; SCE one-hot: `log y_c` for every class); logit
+adjustment and LDAM add a per-class shift or margin before the softmax; ASL needs `log1p`,
+a division and the clipped `log(1 - p_m)` per element against Keras' fused sigmoid
+cross-entropy. `FocalLoss(mode="multilabel")` (from `focal.py`, outside this suite's
+changes) evaluates two `log_sigmoid`s, two `exp`s and a `pow` per element; the same
+one-`exp` rewrite (`sigmoid_parts` and `power` from `_probabilities.py`) is the fix.
+
+The machine was shared with other jobs while this ran (load average about 6 on 2 cores):
+step times drift by up to 2x between rounds, so compare the ratio column (median of
+per-round ratios of interleaved runs), which moved by up to +-0.15 between full runs.
 """
