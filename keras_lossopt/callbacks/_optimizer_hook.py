@@ -7,16 +7,20 @@ the optimizer *instance* (never the class) means no second forward or backward p
 and nothing changes for other optimizers or after `remove()`.
 
 Statistics live in variables created with `optimizer.add_variable`, because JAX's
-stateless training step drops writes to any other variable. At a recorded step, one
-`cond` before `apply` computes the gradient statistics and snapshots the weights, and
-one `cond` after it measures the update; at other steps both conds take their empty
-branch, so the statistics cost nothing there.
+stateless training step drops writes to any other variable. Before `apply` the hook
+computes the gradient statistics and snapshots the weights, after it measures the
+update. The hook's `mode`, read while the train step is traced, says when: `"always"`
+(a train function that records at every call; `GradientMonitor` switches between it
+and the plain one, traced with `"off"`, per step), or `"cond"` (one function whose two
+`cond`s on `optimizer.iterations` skip the work at non-recorded steps; used with
+`steps_per_execution > 1`).
 
 Under a `LossScaleOptimizer` the hook wraps the inner optimizer, which receives the
 unscaled gradients (and is not called at all on the steps the loss scale skips).
 Under `tf.distribute` the wrapper runs in a replica context with the per-replica
-gradients; it sums them across replicas itself (inside the recorded-step `cond`) so
-the statistics describe the reduced gradients that update the weights.
+gradients; the recording runs in a `merge_call` (cross-replica context), where it sums
+them across replicas itself, so the statistics describe the reduced gradients that
+update the weights.
 """
 
 from __future__ import annotations
