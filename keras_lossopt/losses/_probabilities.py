@@ -11,14 +11,27 @@ into a few passes over the logits. Probability inputs keep Keras' clipping conve
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 from keras import ops
 
-from keras_lossopt.losses.focal import focal_modulator
 from keras_lossopt.losses.targets import is_sparse_target, sigmoid_log_probs, softmax_log_probs
 
-__all__ = ["cross_entropy", "one_hot_rows", "power", "sigmoid_parts", "softmax_parts"]
+__all__ = ["cross_entropy", "focal_modulator", "one_hot_rows", "power", "sigmoid_parts", "softmax_parts"]
 
 _MAX_INTEGER_POWER = 8
+
+
+def focal_modulator(one_minus_p, gamma):
+    """`(1 - p) ** gamma`, with finite gradients also for `gamma < 1` at `p == 1`.
+
+    The true derivative of `(1 - p(z)) ** gamma` with respect to the logit is 0 where `p`
+    saturates, but `pow` evaluates `gamma * 0 ** (gamma - 1) * 0 = inf * 0`. Flooring the
+    base at the smallest normal number keeps the value (to within 1e-38) and makes the
+    floored branch carry no gradient.
+    """
+    tiny = float(np.finfo(keras.backend.standardize_dtype(one_minus_p.dtype)).tiny)
+    return ops.power(ops.maximum(one_minus_p, ops.cast(tiny, one_minus_p.dtype)), gamma)
 
 
 def softmax_parts(y_pred, from_logits, stabilizer=None):

@@ -7,13 +7,13 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
+from keras_lossopt.losses._probabilities import focal_modulator, power, sigmoid_parts
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
-    sigmoid_log_probs,
     softmax_log_probs,
     sparse_valid_mask,
 )
@@ -21,22 +21,6 @@ from keras_lossopt.losses.targets import (
 __all__ = ["FocalLoss", "focal_loss", "focal_modulator"]
 
 MODES = ("binary", "multilabel", "multiclass")
-
-
-def focal_modulator(one_minus_p, gamma):
-    """`(1 - p) ** gamma`, with finite gradients also for `gamma < 1` at `p == 1`.
-
-    The true derivative of `(1 - p(z)) ** gamma` with respect to the logit is 0 where `p`
-    saturates, but `pow` evaluates `gamma * 0 ** (gamma - 1) * 0 = inf * 0`. Flooring the
-    base at the smallest normal number keeps the value (to within 1e-38) and makes the
-    floored branch carry no gradient.
-    """
-    tiny = ops.cast(_tiny(one_minus_p.dtype), one_minus_p.dtype)
-    return ops.power(ops.maximum(one_minus_p, tiny), gamma)
-
-
-def _tiny(dtype):
-    return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
 
 
 def focal_loss(
@@ -67,11 +51,13 @@ def focal_loss(
         return ops.sum(per_class, axis=-1)
 
     targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
-    log_p, log_1mp = sigmoid_log_probs(y_pred, from_logits)
+    # One exp per element (sigmoid_parts) and multiplications for integer gamma (power):
+    # two log_sigmoids, two exps and a pow per element made this 1.7x slower than Keras.
+    p, one_minus_p, log_p, log_1mp = sigmoid_parts(y_pred, from_logits)
     cross_entropy = -(targets * log_p + (1.0 - targets) * log_1mp)
-    one_minus_pt = targets * ops.exp(log_1mp) + (1.0 - targets) * ops.exp(log_p)
+    one_minus_pt = targets * one_minus_p + (1.0 - targets) * p
     gamma_t = per_class_vector("gamma", gamma, y_pred) if isinstance(gamma, tuple) else gamma
-    loss = focal_modulator(one_minus_pt, gamma_t) * cross_entropy
+    loss = power(one_minus_pt, gamma_t) * cross_entropy
     if alpha is not None:
         alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
         loss = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * loss
