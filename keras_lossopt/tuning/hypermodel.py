@@ -262,26 +262,9 @@ def make_tuner(
     return _TUNER_CLASSES[tuner](max_trials=max_trials, **common)
 
 
-class _WithoutTensorBoardImport:
-    """Skips keras-tuner's TensorBoard set-up when no `TensorBoard` callback is given.
-
-    keras-tuner 1.4 imports `tensorboard` before every trial on the TensorFlow backend,
-    only to patch a TensorBoard callback's log folder; TensorFlow >= 2.20 no longer
-    installs tensorboard, so every trial would fail with ModuleNotFoundError.
-    """
-
-    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
-        if any(type(c).__name__ == "TensorBoard" for c in callbacks):
-            super()._configure_tensorboard_dir(callbacks, trial, execution)
-
-
-def _tuner_class(base):
-    return type(base.__name__, (_WithoutTensorBoardImport, base), {"__module__": __name__, "__doc__": base.__doc__})
-
-
 _TUNER_CLASSES = {
-    "bayesian": _tuner_class(keras_tuner.BayesianOptimization),
-    "random": _tuner_class(keras_tuner.RandomSearch),
-    "grid": _tuner_class(keras_tuner.GridSearch),
-    "hyperband": _tuner_class(keras_tuner.Hyperband),
+    "bayesian": keras_tuner.BayesianOptimization,
+    "random": keras_tuner.RandomSearch,
+    "grid": keras_tuner.GridSearch,
+    "hyperband": keras_tuner.Hyperband,
 }

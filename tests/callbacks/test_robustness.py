@@ -164,20 +164,13 @@ def test_keras_tuner_can_optimize_robust_accuracy(digits, tmp_path):
     keras_tuner = pytest.importorskip("keras_tuner")
     x, y, x_val, y_val = digits
 
-    class Search(keras_tuner.RandomSearch):
-        # keras-tuner's own run_trial imports tensorboard, which this environment lacks;
-        # this override does what it does otherwise: deep-copy the callbacks and fit.
-        def run_trial(self, trial, *args, callbacks=(), **kwargs):
-            model = self.hypermodel.build(trial.hyperparameters)
-            return model.fit(*args, callbacks=copy.deepcopy(list(callbacks)), **kwargs)
-
     def build(hp):
         hidden = keras.layers.Dense(hp.Choice("units", [8, 16]), activation="relu")
         model = keras.Sequential([keras.Input((64,)), hidden, keras.layers.Dense(10)])
         model.compile("adam", LOGITS_CE)
         return model
 
-    tuner = Search(
+    tuner = keras_tuner.RandomSearch(
         build,
         objective=keras_tuner.Objective("val_robust_accuracy", "max"),
         max_trials=2,

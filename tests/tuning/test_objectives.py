@@ -90,7 +90,7 @@ def test_a_raw_tuner_ranking_by_val_loss_stops_at_the_first_trial(tmp_path, rng)
     hypermodel = tuning.LossSearchHyperModel(
         lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), candidates=["crossentropy", "focal"]
     )
-    tuner = tuning.hypermodel._TUNER_CLASSES["random"](
+    tuner = keras_tuner.RandomSearch(
         hypermodel=hypermodel, objective="val_loss", max_trials=3, directory=str(tmp_path)
     )
     with pytest.raises(keras_tuner.errors.FatalError, match="different scales"):
