@@ -46,24 +46,39 @@ def deserialize(config: dict[str, Any]) -> keras.losses.Loss:
     return keras.saving.deserialize_keras_object(config)
 
 
+def _keras_loss_class(name: str) -> type | None:
+    """Keras' loss class for a class name ("SparseCategoricalCrossentropy") or its
+    snake-case function name ("sparse_categorical_crossentropy"), else None."""
+    candidates = [name, "".join(part.capitalize() for part in _normalize(name).split("_"))]
+    for candidate in candidates:
+        found = getattr(keras.losses, candidate, None)
+        if isinstance(found, type) and issubclass(found, keras.losses.Loss) and found is not keras.losses.Loss:
+            return found
+    return None
+
+
 def _from_name(name: str, overrides: dict[str, Any]):
     key = _normalize(name)
     if key in _ALIASES:
         loss_class, defaults = _ALIASES[key]
-        return loss_class(**{**defaults, **overrides})
+        try:
+            return loss_class(**{**defaults, **overrides})
+        except TypeError as error:  # a required argument (e.g. class_counts) was not given
+            raise ValueError(f"Loss {name!r} ({loss_class.__name__}) cannot be built: {error}") from error
     registered = keras.saving.get_registered_object(name if ">" in name else f"keras_lossopt>{name}")
     if registered is not None:
         return registered(**overrides)
+    keras_class = _keras_loss_class(name)
+    if keras_class is not None:
+        return keras_class(**overrides)
     try:
-        keras_loss = keras.losses.get(name)
+        keras_function = keras.losses.get(name)
     except ValueError:
-        keras_loss = None
-    if keras_loss is not None:
+        keras_function = None
+    if keras_function is not None:
         if overrides:
-            if isinstance(keras_loss, type):
-                return keras_loss(**overrides)
             raise ValueError(f"Keras loss {name!r} is a function and takes no arguments. Received: {overrides}")
-        return keras_loss() if isinstance(keras_loss, type) else keras_loss
+        return keras_function
     suggestion = difflib.get_close_matches(key, list(_ALIASES), n=1)
     hint = f" Did you mean {suggestion[0]!r}?" if suggestion else ""
     raise ValueError(
