@@ -45,8 +45,12 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_device_strategy():
+    # One strategy for the whole session: every MirroredStrategy numbers its collective
+    # instances from the same start, and a second strategy in the same process reusing an
+    # instance key with another tensor shape aborts with "Shape mismatch in the collective
+    # instance". Programs normally create one strategy; so do the tests.
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices")
