@@ -19,12 +19,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["LossFunctionBase", "reduce_loss_values"]
+__all__ = ["LossFunctionBase", "reduce_loss_values", "replicas_in_sync"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
 
-def _replicas():
+def replicas_in_sync():
+    """`(number of tf.distribute replicas, replica context or None)` of the current strategy."""
     if keras.backend.backend() != "tensorflow":
         return 1, None
     import tensorflow as tf
@@ -42,7 +43,7 @@ def _distributed_mean(total, divisor, data_dependent):
     across replicas instead: every replica then divides by the global divisor.
     """
     divisor = ops.cast(divisor, total.dtype)
-    replicas, context = _replicas()
+    replicas, context = replicas_in_sync()
     if replicas == 1:
         return ops.divide_no_nan(total, divisor)
     if data_dependent and context is not None:
@@ -116,15 +117,20 @@ class LossFunctionBase(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
-            y_pred = ops.convert_to_tensor(y_pred)
-            if y_pred.dtype != self.dtype:
-                y_pred = ops.cast(y_pred, self.dtype)
-            y_true = ops.convert_to_tensor(y_true)
-            if not _is_integer_dtype(y_true.dtype) and y_true.dtype != self.dtype:
-                y_true = ops.cast(y_true, self.dtype)
+            y_true, y_pred = self.standardize_inputs(y_true, y_pred)
             values = self.call(y_true, y_pred)
             mask = self.compute_mask(y_true, y_pred)
             return reduce_loss_values(values, sample_weight, mask, self.reduction)
+
+    def standardize_inputs(self, y_true, y_pred):
+        """Tensors in the loss dtype; integer targets (class indices) stay integers."""
+        y_pred = ops.convert_to_tensor(y_pred)
+        if y_pred.dtype != self.dtype:
+            y_pred = ops.cast(y_pred, self.dtype)
+        y_true = ops.convert_to_tensor(y_true)
+        if not _is_integer_dtype(y_true.dtype) and y_true.dtype != self.dtype:
+            y_true = ops.cast(y_true, self.dtype)
+        return y_true, y_pred
 
     def get_config(self):
         return {**super().get_config(), "dtype": self.dtype}

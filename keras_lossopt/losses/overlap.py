@@ -27,7 +27,7 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_per_class, check_probability
-from keras_lossopt.losses.base import LossFunctionBase, _replicas, reduce_loss_values
+from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values, replicas_in_sync
 from keras_lossopt.losses.focal import focal_modulator
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import binary_targets, multiclass_targets, per_class_vector
@@ -118,7 +118,7 @@ def _all_reduce_sum(tensor):
     another strategy's scalar all-reduce of the same key (as in a test session). Scalars
     always agree, and the counts are a handful of numbers.
     """
-    replicas, context = _replicas()
+    replicas, context = replicas_in_sync()
     if replicas == 1 or context is None:
         return tensor
     import tensorflow as tf
@@ -186,12 +186,7 @@ class RegionLoss(LossFunctionBase):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         with keras.name_scope(self.name):
-            y_pred = ops.convert_to_tensor(y_pred)
-            if y_pred.dtype != self.dtype:
-                y_pred = ops.cast(y_pred, self.dtype)
-            y_true = ops.convert_to_tensor(y_true)
-            if not _is_integer(y_true.dtype) and y_true.dtype != self.dtype:
-                y_true = ops.cast(y_true, self.dtype)
+            y_true, y_pred = self.standardize_inputs(y_true, y_pred)
             if self.per_image:
                 return reduce_loss_values(self.region_loss(y_true, y_pred, None), sample_weight, None, self.reduction)
             weight = None
@@ -203,17 +198,12 @@ class RegionLoss(LossFunctionBase):
                     )
                 weight = pixel_weight(sample_weight, y_pred)
             value = self.region_loss(y_true, y_pred, weight)
-            replicas, _ = _replicas()
+            replicas, _ = replicas_in_sync()
             # Keras sums the replicas' losses; each replica holds the global batch value.
             return value * (1.0 / replicas) if replicas > 1 else value
 
     def get_config(self):
         return {**super().get_config(), "per_image": self.per_image}
-
-
-def _is_integer(dtype) -> bool:
-    name = keras.backend.standardize_dtype(dtype)
-    return name.startswith(("int", "uint")) or name == "bool"
 
 
 class OverlapLoss(RegionLoss):
