@@ -403,3 +403,54 @@ def test_config_keeps_non_default_values():
     assert FocalTverskyLoss.from_config(tversky.get_config()).get_config()["alpha"] == 0.1
     gdl = GeneralizedDiceLoss(weight_type="uniform", per_image=False)
     assert GeneralizedDiceLoss.from_config(gdl.get_config()).weight_type == "uniform"
+
+
+def monai_dice_loss(labels, logits, *, include_background, batch, smooth):
+    """MONAI's `DiceLoss(softmax=True, to_onehot_y=True, reduction="mean")`, channel last, written out."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = shifted / shifted.sum(axis=-1, keepdims=True)
+    onehot = (labels[..., None] == np.arange(logits.shape[-1])).astype(np.float64)
+    if not include_background:
+        probs, onehot = probs[..., 1:], onehot[..., 1:]
+    axes = (0, 1, 2) if batch else (1, 2)
+    intersection = (probs * onehot).sum(axes)
+    denominator = probs.sum(axes) + onehot.sum(axes)
+    return float(np.mean(1.0 - (2.0 * intersection + smooth) / (denominator + smooth)))
+
+
+@pytest.mark.parametrize("smooth", [1e-5, 1.0])
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("include_background", [True, False])
+def test_dice_value_and_gradient_match_monai_formula_on_sparse_labels(include_background, batch, smooth):
+    # Sparse (N, H, W) labels with a rare class and an image that is almost all background: a loss
+    # summed over the wrong axes, counting the background twice or one-hot encoding the labels
+    # wrongly differs here in value or gradient.
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=(2, 4, 5))
+    labels[1] = 0
+    labels[1, 0, 0] = 2
+    logits = rng.normal(scale=2.0, size=(2, 4, 5, 3))
+    loss = DiceLoss(
+        from_logits=True,
+        per_image=not batch,
+        include_background=include_background,
+        smooth_nr=smooth,
+        smooth_dr=smooth,
+        dtype="float64",
+    )
+    variable = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        value = loss(labels, variable)
+    grad = tape.gradient(value, variable).numpy()
+
+    def reference(z):
+        return monai_dice_loss(labels, z, include_background=include_background, batch=batch, smooth=smooth)
+
+    expected_grad = np.zeros_like(logits)
+    eps = 1e-6
+    for index in np.ndindex(logits.shape):
+        step = np.zeros_like(logits)
+        step[index] = eps
+        expected_grad[index] = (reference(logits + step) - reference(logits - step)) / (2 * eps)
+    assert float(value) == pytest.approx(reference(logits), rel=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-9)
