@@ -115,7 +115,8 @@ class LogitAdjustedLoss(LossFunctionBase):
         name: loss name. Default `"logit_adjusted_loss"`.
         dtype: computation dtype. Default None (float32 under any mixed policy).
 
-    `y_pred` must be logits (the loss shifts them); targets are sparse or one-hot.
+    Note:
+        `y_pred` must be logits (the loss shifts them); targets are sparse or one-hot.
 
     Returns:
         The reduced loss (a scalar), or per-sample values for `reduction="none"`.
@@ -206,7 +207,8 @@ class LDAMLoss(LossFunctionBase):
         name: loss name. Default `"ldam_loss"`.
         dtype: computation dtype. Default None (float32 under any mixed policy).
 
-    `y_pred` must be logits; targets are sparse or one-hot.
+    Note:
+        `y_pred` must be logits; targets are sparse or one-hot.
 
     Returns:
         The reduced loss (a scalar), or per-sample values for `reduction="none"`.
