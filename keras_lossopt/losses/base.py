@@ -19,7 +19,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["LossFunctionBase", "reduce_loss_values", "replicas_in_sync"]
+from keras_lossopt.losses.targets import sparse_valid_mask
+
+__all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values", "replicas_in_sync"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
@@ -143,3 +145,16 @@ class LossFunctionBase(keras.losses.Loss):
 def _is_integer_dtype(dtype) -> bool:
     name = keras.backend.standardize_dtype(dtype)
     return name.startswith("int") or name.startswith("uint") or name == "bool"
+
+
+class SparseTargetLoss(LossFunctionBase):
+    """Base of the softmax losses that take sparse class indices with an `ignore_index`.
+
+    Subclasses set `self.ignore_index` (None or an int); positions whose sparse label
+    equals it are masked out of the reduction (mean reductions divide by the others).
+    """
+
+    ignore_index = None
+
+    def compute_mask(self, y_true, y_pred):
+        return sparse_valid_mask(y_true, y_pred, self.ignore_index)

@@ -8,14 +8,13 @@ from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
 from keras_lossopt.losses._probabilities import focal_modulator, power, sigmoid_parts
-from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
-    sparse_valid_mask,
 )
 
 __all__ = ["FocalLoss", "focal_loss", "focal_modulator"]
@@ -65,7 +64,7 @@ def focal_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class FocalLoss(LossFunctionBase):
+class FocalLoss(SparseTargetLoss):
     """Focal loss: cross-entropy that down-weights well-classified examples.
 
     Use it for class imbalance and dense detection, where easy negatives dominate the
@@ -163,9 +162,6 @@ class FocalLoss(LossFunctionBase):
             label_smoothing=self.label_smoothing,
             ignore_index=self.ignore_index,
         )
-
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
 
     def get_config(self):
         return {

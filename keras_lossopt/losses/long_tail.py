@@ -8,10 +8,10 @@ from keras import ops
 
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative, check_positive
 from keras_lossopt.losses._probabilities import cross_entropy, softmax_parts
-from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.class_balanced import check_class_counts, check_num_classes
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets, sparse_valid_mask
+from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = ["LDAMLoss", "LogitAdjustedLoss", "ldam_loss", "ldam_margins", "logit_adjusted_loss"]
 
@@ -92,7 +92,7 @@ def _priors_from(class_counts, class_priors):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class LogitAdjustedLoss(LossFunctionBase):
+class LogitAdjustedLoss(SparseTargetLoss):
     """Logit-adjusted softmax cross-entropy for long-tailed (imbalanced) classes.
 
     Use it when the training labels are imbalanced but the metric weights classes equally
@@ -167,9 +167,6 @@ class LogitAdjustedLoss(LossFunctionBase):
             ignore_index=self.ignore_index,
         )
 
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -182,7 +179,7 @@ class LogitAdjustedLoss(LossFunctionBase):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class LDAMLoss(LossFunctionBase):
+class LDAMLoss(SparseTargetLoss):
     """Label-distribution-aware margin (LDAM) loss for long-tailed classes.
 
     Use it for imbalanced training sets: rare classes get larger margins, which the paper
@@ -249,9 +246,6 @@ class LDAMLoss(LossFunctionBase):
     def call(self, y_true, y_pred):
         _check_classes("class_counts", self.class_counts, y_true, y_pred, self.ignore_index)
         return ldam_loss(y_true, y_pred, margins=self.margins, scale=self.s, ignore_index=self.ignore_index)
-
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
 
     def get_config(self):
         return {

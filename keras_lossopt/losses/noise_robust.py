@@ -8,9 +8,9 @@ from keras import ops
 
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative
 from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, softmax_parts
-from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets, sparse_valid_mask
+from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = [
     "GeneralizedCrossEntropy",
@@ -67,7 +67,7 @@ def symmetric_cross_entropy(
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class GeneralizedCrossEntropy(LossFunctionBase):
+class GeneralizedCrossEntropy(SparseTargetLoss):
     """Generalized cross-entropy (L_q loss): between cross-entropy and MAE, robust to label noise.
 
     Use it when a share of the training labels is wrong: `q` trades the fast training of
@@ -132,9 +132,6 @@ class GeneralizedCrossEntropy(LossFunctionBase):
             ignore_index=self.ignore_index,
         )
 
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -146,7 +143,7 @@ class GeneralizedCrossEntropy(LossFunctionBase):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class SymmetricCrossEntropy(LossFunctionBase):
+class SymmetricCrossEntropy(SparseTargetLoss):
     """Symmetric cross-entropy: cross-entropy plus reverse cross-entropy, robust to label noise.
 
     Use it when training labels are noisy: the reverse term `-sum_k p_k log y_k` is
@@ -222,9 +219,6 @@ class SymmetricCrossEntropy(LossFunctionBase):
             label_smoothing=self.label_smoothing,
             ignore_index=self.ignore_index,
         )
-
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
 
     def get_config(self):
         return {

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_lossopt._validation import check_choice, check_non_negative
 from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
-from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import (
@@ -15,7 +15,6 @@ from keras_lossopt.losses.targets import (
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
-    sparse_valid_mask,
 )
 
 __all__ = ["PolyLoss", "poly_loss"]
@@ -96,7 +95,7 @@ def poly_loss(
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class PolyLoss(LossFunctionBase):
+class PolyLoss(SparseTargetLoss):
     """Poly-1 loss: cross-entropy (or focal loss) plus a first-order polynomial term.
 
     Use it as a drop-in replacement for cross-entropy or focal loss with one extra knob:
@@ -201,9 +200,6 @@ class PolyLoss(LossFunctionBase):
             label_smoothing=self.label_smoothing,
             ignore_index=self.ignore_index,
         )
-
-    def compute_mask(self, y_true, y_pred):
-        return sparse_valid_mask(y_true, y_pred, self.ignore_index)
 
     def get_config(self):
         return {
