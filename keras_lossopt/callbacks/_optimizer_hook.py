@@ -32,13 +32,16 @@ import keras
 import numpy as np
 from keras import ops
 
-# Columns of `grad_stats` (one row per layer group, last row: the whole model).
-SUMSQ, MAXABS, NONFINITE, SIZE, SUMSQ_CLIPPED = range(5)
+# Columns of `grad_stats` (one row per layer group, last row: the whole model). The
+# summed columns come first so that one segment sum fills them.
+SUMSQ, NONFINITE, SIZE, SUMSQ_CLIPPED, MAXABS = range(5)
 # Columns of `update_stats`.
 UPDATE_SUMSQ, WEIGHT_SUMSQ = range(2)
 # The recorded step is kept in the same float32 table as the statistics, so that the
-# host reads one variable per recorded step; split in two exact parts (step < 2**44).
+# host reads one variable per read; split in two exact parts (step < 2**44).
 _STEP_SPLIT = 2**20
+# Columns of one record: gradient statistics, update statistics, step (high, low).
+_COLUMNS = 9
 
 
 def layer_groups(model: keras.Model) -> list[tuple[str, list[Any]]]:
@@ -105,14 +108,20 @@ class ApplyHook:
             scope), or None.
         good_norm: weights are snapshotted (as the last good weights) only at recorded
             steps whose gradients are all finite with a global norm at most this.
+        records: how many records the buffer keeps (the host must read at least this
+            often, counted in recorded steps).
 
     Attributes:
-        table: `(len(groups) + 1, 9)` float32 variable: the gradient statistics (columns
-            `SUMSQ`..`SUMSQ_CLIPPED`), then the update statistics (`UPDATE_SUMSQ`,
-            `WEIGHT_SUMSQ`), then the recorded step (high and low part); `read()` splits it.
+        table: `(records, len(groups) + 1, 9)` float32 variable, a ring buffer: record
+            `(step // every_n_steps) % records` holds the gradient statistics (columns
+            `SUMSQ`..`MAXABS`), the update statistics (`UPDATE_SUMSQ`, `WEIGHT_SUMSQ`) and
+            the recorded step (high and low part); `read()` splits it. The host reads it
+            once for many records: on CPU one read costs about as much as 100 graph ops.
         snapshot_step: int variable, the step whose pre-update weights `snapshots` hold
-            (the last recorded step whose gradients were finite and at most `good_norm`), -1
-            before any.
+            (the last recorded step whose gradients were finite and at most `good_norm`;
+            where each step is recorded by a function of its own, only steps that are
+            multiples of `snapshot_every`, the smallest multiple of `every_n_steps` that
+            is at least 10), -1 before any.
         snapshots: one variable per trainable variable: the last good weights.
     """
 
@@ -122,6 +131,7 @@ class ApplyHook:
         every_n_steps: int,
         strategy=None,
         good_norm: float = float("inf"),
+        records: int = 1,
     ):
         self.model = model
         inner = model.optimizer
@@ -130,6 +140,9 @@ class ApplyHook:
         self.optimizer = inner
         self.every_n_steps = int(every_n_steps)
         self.good_norm = float(good_norm)
+        self.records = max(1, int(records))
+        # The smallest multiple of `every_n_steps` that is at least 10.
+        self.snapshot_every = -(-10 // self.every_n_steps) * self.every_n_steps
         self.mode = "cond"
         self.strategy = strategy
         self.groups: list[tuple[str, list[Any]]] = []
@@ -166,7 +179,7 @@ class ApplyHook:
         scope = self.strategy.scope() if self.strategy is not None else _null_scope()
         rows = len(self.groups) + 1
         with scope:
-            self.table = self._add((rows, 9), "float32", "statistics", initializer=-1.0)
+            self.table = self._add((self.records, rows, _COLUMNS), "float32", "statistics", initializer=-1.0)
             self.snapshot_step = self._add((), "int64", "snapshot_step", initializer=-1)
             self.snapshots = [self._add(tuple(v.shape), v.dtype, f"snapshot_{i}") for i, v in enumerate(self.variables)]
 
@@ -221,19 +234,15 @@ class ApplyHook:
         grads = list(grads)
         self.ensure_variables(trainable_variables)
         variables = list(trainable_variables) if trainable_variables is not None else self.variables
-        step = ops.convert_to_tensor(self.optimizer.iterations)
-        step = ops.cast(step, "int64")
+        step = ops.cast(ops.convert_to_tensor(self.optimizer.iterations), "int64")
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         context = _replica_context()
+        if context is None and self.mode == "always":
+            return self._record_around(pairs, step, lambda: self._original(grads, trainable_variables))
         if self.mode == "always":
             record = ops.convert_to_tensor(True)
         else:
             record = ops.equal(ops.mod(step, self.every_n_steps), 0)
-        if context is None and self.mode == "always":
-            self._before(pairs, step)
-            result = self._original(grads, trainable_variables)
-            self._after(step)
-            return result
         if context is None:
             ops.cond(record, lambda: self._before(pairs, step), lambda: None)
         else:
@@ -248,6 +257,29 @@ class ApplyHook:
             ops.cond(record, lambda: self._after(step), lambda: None)
         else:
             context.merge_call(self._after_cross_replica, args=(step, record))
+        return result
+
+    def _record_around(self, pairs, step, apply):
+        """Records a step in a function that records at every call (the fast path).
+
+        The weights read before `apply` stay alive as tensors until the update is
+        measured after it, so no snapshot variable has to be read back, the update is
+        measured at every recorded step (also when it is not a good one), and the whole
+        table is written once.
+        """
+        variables = [v for _, v in pairs]
+        # `ops.copy` reads the value here; a bare conversion may be read lazily where it
+        # is used, i.e. after the update (measured: the update then reads as zero).
+        before = [ops.copy(v) for v in variables]
+        gradient_table, good = self._gradient_table([_dense_values(g) for g, _ in pairs], variables)
+        # The update is measured from `before`; the last good weights are kept only every
+        # `snapshot_every` steps, which saves a copy of all weights at most steps.
+        due = ops.equal(ops.mod(step, self.snapshot_every), 0)
+        ops.cond(ops.logical_and(good, due), lambda: self._take_snapshot(before, variables, step), lambda: None)
+        result = apply()
+        after = [ops.convert_to_tensor(v) for v in variables]
+        update_table = self._update_table(before, after, variables)
+        self._write(step, 0, ops.concatenate([gradient_table, update_table, self._step_columns(step)], axis=1))
         return result
 
     def _group_index(self, variable) -> int:
@@ -279,111 +311,133 @@ class ApplyHook:
         tf.cond(record, lambda: self._after(step), lambda: None)
 
     def _before(self, pairs, step):
-        values = [_dense_values(g) for g, _ in pairs]
-        per_var_sumsq = [ops.sum(ops.square(g)) for g in values]
-        per_var_max = [ops.max(ops.abs(g)) if len(g.shape) else ops.abs(g) for g in values]
-        # A non-finite entry makes its variable's sum of squares non-finite, so the
-        # entries are only counted (arithmetic, not check_numerics) when a sum is.
-        sums = ops.stack(per_var_sumsq)
-
-        def count_nonfinite():
-            return ops.stack([ops.sum(ops.cast(ops.logical_not(ops.isfinite(g)), "float32")) for g in values])
-
-        per_var_nonfinite = ops.cond(
-            ops.all(ops.isfinite(sums)), lambda: ops.zeros((len(values),), "float32"), count_nonfinite
-        )
-        clipped = self._clipped_sumsq(values, per_var_sumsq)
-        rows = [[ops.zeros((), "float32")] * 5 for _ in range(len(self.groups))]
-        sizes: list[Any] = [0.0] * len(self.groups)
-        for i, (sumsq, maxabs, clip_sumsq, (_, v)) in enumerate(zip(per_var_sumsq, per_var_max, clipped, pairs)):
-            index = self._group_index(v)
-            r = rows[index]
-            r[SUMSQ] = r[SUMSQ] + sumsq
-            r[MAXABS] = ops.maximum(r[MAXABS], maxabs)
-            r[NONFINITE] = r[NONFINITE] + per_var_nonfinite[i]
-            r[SUMSQ_CLIPPED] = r[SUMSQ_CLIPPED] + clip_sumsq
-            shape = tuple(values[i].shape)
-            if all(d is not None for d in shape):
-                sizes[index] = sizes[index] + float(np.prod(shape))
-            else:  # rows of a sparse gradient: known only at run time
-                sizes[index] = sizes[index] + ops.cast(ops.size(values[i]), "float32")
-        for r, size in zip(rows, sizes):
-            r[SIZE] = ops.cast(ops.convert_to_tensor(size), "float32")
-        table = ops.stack([ops.stack(r) for r in rows])
-        total = ops.concatenate(
-            [
-                ops.sum(table[:, SUMSQ : SUMSQ + 1], axis=0),
-                ops.max(table[:, MAXABS : MAXABS + 1], axis=0),
-                ops.sum(table[:, NONFINITE:], axis=0),
-            ]
-        )
-        total_nonfinite = total[NONFINITE]
-        step_f = ops.cast(step, "float32")
-        hi = ops.floor(step_f / _STEP_SPLIT)
-        step_columns = ops.stack([hi, ops.cast(step - ops.cast(hi, "int64") * _STEP_SPLIT, "float32")])
+        """Statistics before `apply` where the update is measured from the snapshot."""
+        variables = [v for _, v in pairs]
+        gradient_table, good = self._gradient_table([_dense_values(g) for g, _ in pairs], variables)
         rows = len(self.groups) + 1
-        self.table.assign(
-            ops.concatenate(
-                [
-                    ops.concatenate([table, total[None, :]], axis=0),
-                    ops.zeros((rows, 2), "float32"),
-                    ops.broadcast_to(step_columns[None, :], (rows, 2)),
-                ],
-                axis=1,
-            )
+        self._write(
+            step,
+            0,
+            ops.concatenate([gradient_table, ops.zeros((rows, 2), "float32"), self._step_columns(step)], axis=1),
         )
-
-        def snapshot():
-            for snap, v in zip(self.snapshots, self.variables):
-                snap.assign(v)
-            self.snapshot_step.assign(step)
-
-        good = ops.logical_and(ops.equal(total_nonfinite, 0.0), ops.sqrt(total[SUMSQ]) <= self.good_norm)
-        ops.cond(good, snapshot, lambda: None)
-
-    def _clipped_sumsq(self, values, per_var_sumsq):
-        opt = self.optimizer
-        if getattr(opt, "clipnorm", None):
-            c2 = float(opt.clipnorm) ** 2
-            return [ops.minimum(s, c2) for s in per_var_sumsq]
-        if getattr(opt, "global_clipnorm", None):
-            c = float(opt.global_clipnorm)
-            total = ops.sum(ops.stack(per_var_sumsq))
-            # Same scale as keras' clip_by_global_norm: c / max(||g||, c).
-            scale = c / ops.maximum(ops.sqrt(total), c)
-            return [s * ops.square(scale) for s in per_var_sumsq]
-        if getattr(opt, "clipvalue", None):
-            c = float(opt.clipvalue)
-            return [ops.sum(ops.square(ops.clip(g, -c, c))) for g in values]
-        return list(per_var_sumsq)
+        ops.cond(
+            good,
+            lambda: self._take_snapshot([ops.copy(v) for v in variables], variables, step),
+            lambda: None,
+        )
 
     def _after(self, step):
+        """Measures the update from the snapshot (taken only at good steps: NaN otherwise)."""
+        snapshot_of = {id(v): s for s, v in zip(self.snapshots, self.variables)}
+        variables = [v for v in self.variables if id(v) in snapshot_of]
+
         def measure():
-            rows = [[ops.zeros((), "float32")] * 2 for _ in range(len(self.groups))]
-            for snap, v in zip(self.snapshots, self.variables):
-                before = ops.cast(ops.convert_to_tensor(snap), "float32")
-                after = ops.cast(ops.convert_to_tensor(v), "float32")
-                r = rows[self._group_index(v)]
-                r[UPDATE_SUMSQ] = r[UPDATE_SUMSQ] + ops.sum(ops.square(after - before))
-                r[WEIGHT_SUMSQ] = r[WEIGHT_SUMSQ] + ops.sum(ops.square(before))
-            table = ops.stack([ops.stack(r) for r in rows])
-            return ops.concatenate([table, ops.sum(table, axis=0, keepdims=True)], axis=0)
+            before = [ops.convert_to_tensor(snapshot_of[id(v)]) for v in variables]
+            return self._update_table(before, [ops.convert_to_tensor(v) for v in variables], variables)
 
         def unknown():
             return ops.full((len(self.groups) + 1, 2), float("nan"), dtype="float32")
 
         taken = ops.equal(ops.convert_to_tensor(self.snapshot_step), step)
-        current = ops.convert_to_tensor(self.table)
-        update = ops.cond(taken, measure, unknown)
-        self.table.assign(ops.concatenate([current[:, :5], update, current[:, 7:]], axis=1))
+        self._write(step, 5, ops.cond(taken, measure, unknown))
+
+    def _write(self, step, column, values):
+        """Writes `values` into the record of `step`, from `column` on."""
+        record = ops.mod(ops.floor_divide(step, self.every_n_steps), self.records)
+        start = ops.stack([ops.cast(record, "int32"), 0, column])
+        self.table.assign(ops.slice_update(self.table, start, values[None]))
+
+    def _take_snapshot(self, before, variables, step):
+        snapshot_of = {id(v): s for s, v in zip(self.snapshots, self.variables)}
+        for value, v in zip(before, variables):
+            snapshot = snapshot_of.get(id(v))
+            if snapshot is not None:
+                snapshot.assign(value)
+        self.snapshot_step.assign(step)
+
+    # -- the statistics (few, batched ops: on CPU each op costs dispatch time) -------------
+
+    def _segments(self, variables):
+        """Group index of each variable, as a constant for the segment reductions."""
+        return ops.convert_to_tensor(np.asarray([self._group_index(v) for v in variables], dtype="int32"))
+
+    def _with_total(self, per_group, reduce):
+        return ops.concatenate([per_group, reduce(per_group, axis=0, keepdims=True)], axis=0)
+
+    def _gradient_table(self, values, variables):
+        """`(groups + 1, 5)` gradient statistics and whether the step is good to snapshot."""
+        groups = len(self.groups)
+        segments = self._segments(variables)
+        sumsq = _sums_of_squares(values)
+        maxabs = ops.stack([ops.max(ops.abs(g)) if len(g.shape) else ops.abs(g) for g in values])
+        total_sumsq = ops.sum(sumsq)
+
+        # A non-finite entry makes its variable's sum of squares non-finite, so the
+        # entries are only counted (arithmetic, not check_numerics) when the total is.
+        def count_nonfinite():
+            return ops.stack([ops.sum(ops.cast(ops.logical_not(ops.isfinite(g)), "float32")) for g in values])
+
+        finite = ops.isfinite(total_sumsq)
+        nonfinite = ops.cond(finite, lambda: ops.zeros((len(values),), "float32"), count_nonfinite)
+        static_sizes = [int(np.prod(g.shape)) if all(d is not None for d in g.shape) else None for g in values]
+        if all(s is not None for s in static_sizes):
+            sizes = ops.convert_to_tensor(np.asarray(static_sizes, dtype="float32"))
+        else:  # rows of a sparse gradient: known only at run time
+            sizes = ops.stack([ops.cast(ops.size(g), "float32") for g in values])
+        clipped = self._clipped_sumsq(values, sumsq, total_sumsq)
+        summed = self._with_total(
+            ops.segment_sum(ops.stack([sumsq, nonfinite, sizes, clipped], axis=1), segments, groups), ops.sum
+        )
+        # An empty segment's maximum is the lowest float: groups without gradients read 0.
+        largest = ops.maximum(ops.segment_max(maxabs, segments, groups), 0.0)
+        largest = ops.concatenate([largest, ops.max(largest, keepdims=True)])[:, None]
+        good = finite if not np.isfinite(self.good_norm) else ops.logical_and(finite, total_sumsq <= self.good_norm**2)
+        return ops.concatenate([summed, largest], axis=1), good
+
+    def _clipped_sumsq(self, values, sumsq, total_sumsq):
+        opt = self.optimizer
+        if getattr(opt, "clipnorm", None):
+            return ops.minimum(sumsq, float(opt.clipnorm) ** 2)
+        if getattr(opt, "global_clipnorm", None):
+            c = float(opt.global_clipnorm)
+            # Same scale as keras' clip_by_global_norm: c / max(||g||, c).
+            scale = c / ops.maximum(ops.sqrt(total_sumsq), c)
+            return sumsq * ops.square(scale)
+        if getattr(opt, "clipvalue", None):
+            c = float(opt.clipvalue)
+            return _sums_of_squares([ops.clip(g, -c, c) for g in values])
+        return sumsq
+
+    def _update_table(self, before, after, variables):
+        """`(groups + 1, 2)`: sum of squares of the update and of the weights before it."""
+        before = [ops.cast(b, "float32") for b in before]
+        update = _sums_of_squares([ops.cast(a, "float32") - b for a, b in zip(after, before)])
+        weight = _sums_of_squares(before)
+        summed = ops.segment_sum(ops.stack([update, weight], axis=1), self._segments(variables), len(self.groups))
+        return self._with_total(summed, ops.sum)
+
+    def _step_columns(self, step):
+        # The recorded step, split in two parts that float32 holds exactly.
+        parts = ops.stack([ops.floor_divide(step, _STEP_SPLIT), ops.mod(step, _STEP_SPLIT)])
+        return ops.broadcast_to(ops.cast(parts, "float32")[None, :], (len(self.groups) + 1, 2))
 
     # -- host side ------------------------------------------------------------------------
 
-    def read(self):
-        """Returns `(recorded_step, grad_stats, update_stats)` as NumPy values (one read)."""
-        table = ops.convert_to_numpy(self.table)
-        step = int(table[0, 7]) * _STEP_SPLIT + int(table[0, 8]) if table[0, 8] >= 0 else -1
-        return step, table[:, :5], table[:, 5:7]
+    def read(self, after: int = -1):
+        """The records of steps after `after`, oldest first, from one read of the buffer.
+
+        Returns:
+            `(steps, grad_stats, update_stats)`: `(k,)` int64, `(k, groups + 1, 5)` and
+            `(k, groups + 1, 2)` float32 NumPy arrays.
+        """
+        value = self.table.value
+        # A TensorFlow tensor's own `.numpy()` skips half of the generic conversion's cost.
+        table = value.numpy() if hasattr(value, "numpy") else ops.convert_to_numpy(value)
+        filled = table[:, 0, 8] >= 0
+        steps = table[:, 0, 7].astype("int64") * _STEP_SPLIT + table[:, 0, 8].astype("int64")
+        keep = np.flatnonzero(filled & (steps > after))
+        keep = keep[np.argsort(steps[keep])]
+        return steps[keep], table[keep, :, :5], table[keep, :, 5:7]
 
     def restore_last_good_weights(self, starting_weights=None) -> int | None:
         """Copies the last good weights back into the model.
@@ -408,6 +462,18 @@ class ApplyHook:
                 v.assign(starting_weights[id(v)])
             return -1
         return None
+
+
+def _sums_of_squares(tensors):
+    """`(len(tensors),)` sum of squares of each tensor."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # One fused op per tensor (l2_loss is half the sum of squares): on CPU, without
+        # XLA, each op of the recording costs dispatch time comparable to its arithmetic
+        # on these small tensors.
+        return 2.0 * ops.stack([tf.nn.l2_loss(x) for x in tensors])
+    return ops.stack([ops.sum(ops.square(x)) for x in tensors])
 
 
 def _path(variable) -> str:

@@ -59,40 +59,49 @@ class GradientHistory:
 
     def __init__(self, layers: tuple[str, ...] = ()):
         self.layers = tuple(layers)
-        self._steps: list[int] = []
-        self._rows: dict[str, list[np.ndarray]] = {f: [] for f in self._FIELDS}
+        self._steps: list[np.ndarray] = []
+        self._blocks: dict[str, list[np.ndarray]] = {f: [] for f in self._FIELDS}
 
     def append(self, step: int, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
         """Adds one recorded step from the raw tables of the hook; returns the row."""
+        block = self.extend(np.asarray([step]), np.asarray(grad_stats)[None], np.asarray(update_stats)[None])
+        return {key: value[0] for key, value in block.items()}
+
+    def extend(self, steps: np.ndarray, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
+        """Adds recorded steps `(k,)` from the raw `(k, L + 1, 5)` and `(k, L + 1, 2)` tables.
+
+        Returns:
+            The new rows by field, each `(k, L + 1)` (last column: the whole model).
+        """
         g = np.asarray(grad_stats, dtype="float64")
         u = np.asarray(update_stats, dtype="float64")
-        size = np.maximum(g[:, hook_lib.SIZE], 1.0)
+        size = np.maximum(g[..., hook_lib.SIZE], 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            weight_norm = np.sqrt(u[:, hook_lib.WEIGHT_SUMSQ])
-            row = {
-                "grad_norm": np.sqrt(g[:, hook_lib.SUMSQ]),
-                "grad_norm_clipped": np.sqrt(g[:, hook_lib.SUMSQ_CLIPPED]),
-                "max_abs": g[:, hook_lib.MAXABS],
-                "nonfinite_share": g[:, hook_lib.NONFINITE] / size,
-                "update_ratio": np.sqrt(u[:, hook_lib.UPDATE_SUMSQ]) / np.where(weight_norm > 0, weight_norm, np.nan),
+            weight_norm = np.sqrt(u[..., hook_lib.WEIGHT_SUMSQ])
+            block = {
+                "grad_norm": np.sqrt(g[..., hook_lib.SUMSQ]),
+                "grad_norm_clipped": np.sqrt(g[..., hook_lib.SUMSQ_CLIPPED]),
+                "max_abs": g[..., hook_lib.MAXABS],
+                "nonfinite_share": g[..., hook_lib.NONFINITE] / size,
+                "update_ratio": np.sqrt(u[..., hook_lib.UPDATE_SUMSQ]) / np.where(weight_norm > 0, weight_norm, np.nan),
             }
-        self._steps.append(int(step))
-        for key, value in row.items():
-            self._rows[key].append(value)
-        return row
+        self._steps.append(np.asarray(steps, dtype="int64").reshape(-1))
+        for key, value in block.items():
+            self._blocks[key].append(value)
+        return block
 
     def __len__(self) -> int:
-        return len(self._steps)
+        return sum(len(s) for s in self._steps)
 
     @property
     def steps(self) -> np.ndarray:
-        return np.asarray(self._steps, dtype="int64")
+        return np.concatenate(self._steps) if self._steps else np.zeros((0,), dtype="int64")
 
     def _table(self, field: str) -> np.ndarray:
-        rows = self._rows[field]
-        if not rows:
+        blocks = self._blocks[field]
+        if not blocks:
             return np.zeros((0, len(self.layers) + 1))
-        return np.stack(rows)
+        return np.concatenate(blocks)
 
     def __getattr__(self, name: str) -> np.ndarray:
         if name.startswith("global_") and name[7:] in self._FIELDS:
@@ -124,21 +133,27 @@ class GradientMonitor(keras.callbacks.Callback):
     of a deep stack, explode, or turn NaN; and in long runs with `on_problem="clip"`,
     `"reduce_lr"` or `"stop"` as a safety net. It reads the gradients the optimizer
     applies (no extra backward pass), so it costs a fraction of the naive extra
-    `GradientTape` pass; `every_n_steps=10` costs a few percent of a small CNN's step on
-    CPU (measured in docs/benchmarks.md), less the larger the model.
+    `GradientTape` pass. A recorded step costs a few passes over the parameters (about
+    0.3 ms for a 57k-parameter CNN on one CPU thread, +7% of its step at batch 64, less at
+    larger batches and models); with `every_n_steps=10` the other steps run Keras' plain
+    step (measured in docs/benchmarks.md).
 
     Each recorded step gives, per layer (all variables of a layer together) and over the
     whole model: the gradient L2 norm (before and after the optimizer's clipping), the
     largest absolute entry, the share of non-finite entries, and the update-to-weight
-    ratio ||w_after - w_before|| / ||w_before|| of the real update. They are kept in
-    `monitor.history`; the global norm (`grad_norm`) and update ratio (`update_ratio`)
-    go into the batch `logs` of recorded steps and, averaged over the epoch's recorded
-    steps (plus `grad_norm_max`), into the epoch `logs`, where `History`, `CSVLogger`
-    and keras-tuner see them.
+    ratio ||w_after - w_before|| / ||w_before|| of the real update. The statistics are
+    computed inside the train step into a small buffer, which the host reads every
+    `detect_every_n_steps` steps, at the end of each epoch and of training, and at once
+    when the loss turns non-finite; detection and actions run at those reads, on every
+    record since the previous one. The records are kept in `monitor.history`; the
+    latest global norm (`grad_norm`) and update ratio (`update_ratio`) go into the
+    batch `logs` at each read and, averaged over the epoch's recorded steps (plus
+    `grad_norm_max`), into the epoch `logs`, where `History`, `CSVLogger` and
+    keras-tuner see them.
 
     Detection (a problem must persist for `patience` consecutive recorded steps, except
-    non-finite values, which act at once; each kind is reported once per run, except
-    that `"clip"` and `"reduce_lr"` act again when the problem persists):
+    non-finite values, which act at the next read; each kind is reported once per run,
+    except that `"clip"` and `"reduce_lr"` act again when the problem persists):
 
     * vanishing: a layer's gradient norm is below `vanishing_ratio` times the norm of the
       last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
@@ -153,7 +168,9 @@ class GradientMonitor(keras.callbacks.Callback):
     train function is re-traced once); `"reduce_lr"` multiplies the learning rate by
     `lr_factor`, not below `min_lr`. On non-finite values the monitor first restores the
     last good weights (those before the last recorded step whose gradients were all
-    finite with a global norm at most `exploding_norm`, or the starting weights); with
+    finite with a global norm at most `exploding_norm`, among the steps that are
+    multiples of the smallest multiple of `every_n_steps` not below 10; else the
+    starting weights); with
     `"clip"`/`"reduce_lr"` it also resets non-finite optimizer slots and the epoch's
     loss mean, applies the remedy and trains on, otherwise it stops training.
 
@@ -175,6 +192,10 @@ class GradientMonitor(keras.callbacks.Callback):
             ratios) and histograms (the distribution of the per-layer norms and update
             ratios across layers) are written there at each recorded step; the writer
             opens at the first record and needs no tensorboard package. Default None.
+        detect_every_n_steps: how often, in optimizer steps, the host reads the records
+            and runs detection (also at each epoch end and at once on a non-finite loss).
+            Default 16: a finding comes at most 15 steps after its step, for a tenth of
+            the host cost of reading at every step; 1 reacts at the step itself.
 
     Attributes:
         history: a `GradientHistory`.
@@ -217,6 +238,7 @@ class GradientMonitor(keras.callbacks.Callback):
         lr_factor: float = 0.1,
         min_lr: float = 1e-6,
         log_dir: str | None = None,
+        detect_every_n_steps: int = 16,
     ):
         super().__init__()
         self.every_n_steps = check_int("every_n_steps", every_n_steps, minimum=1)
@@ -235,6 +257,7 @@ class GradientMonitor(keras.callbacks.Callback):
             raise ValueError(f"`lr_factor` must be in (0, 1). Received: lr_factor={lr_factor}")
         self.min_lr = check_positive("min_lr", min_lr)
         self.log_dir = None if log_dir is None else str(log_dir)
+        self.detect_every_n_steps = check_int("detect_every_n_steps", detect_every_n_steps, minimum=1)
         self._reset_state()
 
     # -- configuration -------------------------------------------------------------------
@@ -253,6 +276,7 @@ class GradientMonitor(keras.callbacks.Callback):
             "lr_factor": self.lr_factor,
             "min_lr": self.min_lr,
             "log_dir": self.log_dir,
+            "detect_every_n_steps": self.detect_every_n_steps,
         }
 
     @classmethod
@@ -276,7 +300,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._writer = None
         self._steps_done = 0
         self._epoch_start = 0
-        self._epoch_rows: list[dict[str, np.ndarray]] = []
+        self._epoch_blocks: list[dict[str, np.ndarray]] = []
         self._streak = {"vanishing": 0, "exploding": 0}
         self._active: set[str] = set()
         self._recent_norms: collections.deque[float] = collections.deque(maxlen=self.growth_window)
@@ -284,7 +308,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self.restored_step: int | None = None
         self._starting_weights: dict[int, np.ndarray] = {}
         self._record_function = self._plain_function = None
-        self._last_table_step = -1
+        self._last_read_step = -1
+        self._read_at = 0
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -294,7 +319,17 @@ class GradientMonitor(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientMonitor needs a compiled model: call `model.compile(optimizer=...)` first.")
         strategy = model.distribute_strategy if keras.backend.backend() == "tensorflow" else None
-        self._hook = hook_lib.ApplyHook(model, self.every_n_steps, strategy, good_norm=self.exploding_norm)
+        # The buffer holds the records of one read interval, also when one call of the
+        # train function runs several steps.
+        steps_per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+        interval = max(self.detect_every_n_steps, steps_per_call) + steps_per_call
+        self._hook = hook_lib.ApplyHook(
+            model,
+            self.every_n_steps,
+            strategy,
+            good_norm=self.exploding_norm,
+            records=-(-interval // self.every_n_steps) + 1,
+        )
         if model.trainable_variables:
             # Models built before fit get their variables now; unbuilt subclassed models
             # get them in the first trace of the train step.
@@ -302,7 +337,7 @@ class GradientMonitor(keras.callbacks.Callback):
             self._starting_weights = {id(v): keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
         self._hook.install()
         self._steps_done = int(keras.ops.convert_to_numpy(self._hook.optimizer.iterations))
-        self._epoch_start = self._steps_done
+        self._epoch_start = self._read_at = self._steps_done
         self._build_train_functions()
 
     def _build_train_functions(self) -> None:
@@ -340,36 +375,26 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps_done
-        self._epoch_rows = []
+        self._epoch_blocks = []
 
     def on_train_batch_end(self, batch, logs=None):
         if self._hook is None:
             return
         logs = logs if logs is not None else {}
-        first = self._steps_done
         self._steps_done = self._epoch_start + int(batch) + 1
         last = self._steps_done - 1
-        n = self.every_n_steps
-        next_recorded = -(-first // n) * n
-        if next_recorded <= last and self._hook.ready:
-            names = tuple(name for name, _ in self._hook.groups)
-            if self.history.layers != names and len(self.history) == 0:
-                self.history = GradientHistory(names)
-            step, grad_stats, update_stats = self._hook.read()
-            if step > self._last_table_step:
-                self._last_table_step = step
-                row = self.history.append(step, grad_stats, update_stats)
-                self._epoch_rows.append(row)
-                logs["grad_norm"] = float(row["grad_norm"][-1])
-                logs["update_ratio"] = float(row["update_ratio"][-1])
-                self._write_tensorboard(step, row)
-                self._detect(step, row)
         loss = logs.get("loss")
+        loss_finite = loss is None or math.isfinite(float(loss))
+        findings_before = len(self.findings)
+        if not loss_finite or self._steps_done - self._read_at >= self.detect_every_n_steps:
+            block = self._read_records()
+            if block is not None:
+                logs["grad_norm"] = float(block["grad_norm"][-1, -1])
+                logs["update_ratio"] = float(block["update_ratio"][-1, -1])
         if (
-            loss is not None
-            and not math.isfinite(float(loss))
+            not loss_finite
             and "non_finite" not in self._active
-            and not (self.findings and self.findings[-1].kind == "non_finite" and self.findings[-1].step >= first)
+            and not any(f.kind == "non_finite" for f in self.findings[findings_before:])
         ):
             layers = self._nonfinite_layers()
             self._act(
@@ -383,15 +408,43 @@ class GradientMonitor(keras.callbacks.Callback):
                 )
             )
 
+    def _read_records(self) -> dict[str, np.ndarray] | None:
+        """Reads the records made since the last read, adds them to the history, detects.
+
+        The host reads the statistics every `detect_every_n_steps` steps, not at every
+        recorded step: one read and the bookkeeping in Python cost about as much as the
+        recording itself on a small model.
+        """
+        self._read_at = self._steps_done
+        n = self.every_n_steps
+        last_recorded = (self._steps_done - 1) // n * n
+        if last_recorded <= self._last_read_step or not self._hook.ready:
+            return None
+        steps, grad_stats, update_stats = self._hook.read(after=self._last_read_step)
+        if len(steps) == 0:
+            return None
+        names = tuple(name for name, _ in self._hook.groups)
+        if self.history.layers != names and len(self.history) == 0:
+            self.history = GradientHistory(names)
+        self._last_read_step = int(steps[-1])
+        block = self.history.extend(steps, grad_stats, update_stats)
+        self._epoch_blocks.append(block)
+        for i, step in enumerate(steps):
+            self._write_tensorboard(int(step), {key: value[i] for key, value in block.items()})
+        self._detect_block(steps, block)
+        return block
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._hook is not None:
+            self._read_records()
         if logs is None or self._hook is None:
             return
-        if not self._epoch_rows:
+        if not self._epoch_blocks:
             # No recorded step in this epoch: keep the keys (NaN) so CSVLogger's columns stay.
             logs.update(grad_norm=float("nan"), grad_norm_max=float("nan"), update_ratio=float("nan"))
             return
-        norms = np.array([r["grad_norm"][-1] for r in self._epoch_rows])
-        ratios = np.array([r["update_ratio"][-1] for r in self._epoch_rows])
+        norms = np.concatenate([b["grad_norm"][:, -1] for b in self._epoch_blocks])
+        ratios = np.concatenate([b["update_ratio"][:, -1] for b in self._epoch_blocks])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             logs["grad_norm"] = float(np.nanmean(norms)) if np.isfinite(norms).any() else float("nan")
@@ -399,6 +452,8 @@ class GradientMonitor(keras.callbacks.Callback):
             logs["update_ratio"] = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan")
 
     def on_train_end(self, logs=None):
+        if self._hook is not None:
+            self._read_records()
         self._detach()
 
     def _detach(self) -> None:
@@ -415,6 +470,29 @@ class GradientMonitor(keras.callbacks.Callback):
             self._writer = None
 
     # -- detection -----------------------------------------------------------------------
+
+    def _detect_block(self, steps: np.ndarray, block: dict[str, np.ndarray]) -> None:
+        """Runs `_detect` on each record, or, when no record can trigger, only its bookkeeping."""
+        norms = block["grad_norm"]
+        global_norms = norms[:, -1]
+        past = np.asarray(self._recent_norms, dtype="float64")
+        reference = np.concatenate([past, global_norms])
+        reference = reference[np.isfinite(reference) & (reference > 0)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            last = norms[:, -2:-1] if norms.shape[1] > 2 else np.full((len(steps), 1), np.nan)
+            vanishing = (global_norms < self.vanishing_floor).any() or (
+                norms.shape[1] > 2 and (norms[:, :-2] < self.vanishing_ratio * last).any()
+            )
+            exploding = (global_norms > self.exploding_norm).any() or (
+                reference.size > 0 and np.nanmax(global_norms) > self.exploding_growth * reference.min()
+            )
+        if (block["nonfinite_share"] > 0).any() or vanishing or exploding or not np.isfinite(norms).all():
+            for i, step in enumerate(steps):
+                self._detect(int(step), {key: value[i] for key, value in block.items()})
+            return
+        # A quiet block: what `_detect` would have done for each record.
+        self._streak["vanishing"] = self._streak["exploding"] = 0
+        self._recent_norms.extend(float(v) for v in global_norms)
 
     def _detect(self, step: int, row: dict[str, np.ndarray]) -> None:
         names = self.history.layers

@@ -211,9 +211,10 @@ def sequential_like(model):
     return twin
 
 
-def test_every_n_steps_logs_and_history_callback():
+@pytest.mark.parametrize("detect_every", [1, 16])
+def test_every_n_steps_logs_and_history_callback(detect_every):
     model = sequential()
-    monitor = GradientMonitor(every_n_steps=3)
+    monitor = GradientMonitor(every_n_steps=3, detect_every_n_steps=detect_every)
 
     class Seen(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -227,8 +228,14 @@ def test_every_n_steps_logs_and_history_callback():
     h = monitor.history
     assert h.steps.tolist() == [0, 3, 6, 9]
     recorded = [b for b in seen.batches if b is not None]
-    np.testing.assert_allclose(recorded, h.global_grad_norm, rtol=1e-6)
-    assert sum(b is not None for b in seen.batches) == 4 and len(seen.batches) == 12
+    assert len(seen.batches) == 12
+    if detect_every == 1:
+        # Read at every step: the batch logs of each recorded step carry its norm.
+        np.testing.assert_allclose(recorded, h.global_grad_norm, rtol=1e-6)
+        assert [i for i, b in enumerate(seen.batches) if b is not None] == [0, 3, 6, 9]
+    else:
+        # Four steps per epoch: the records are read at the epoch ends only.
+        assert recorded == []
     # Epoch logs: the mean of the epoch's recorded steps (epoch 0: steps 0, 3; 1: 6; 2: 9).
     np.testing.assert_allclose(
         history.history["grad_norm"], [h.global_grad_norm[:2].mean(), h.global_grad_norm[2], h.global_grad_norm[3]]
@@ -288,7 +295,9 @@ def test_stop_and_callable_actions():
     assert stopped.monitor.findings[0].kind == "exploding"
     assert "stopped" in stopped.monitor.findings[0].action
     assert len(stopped.history.history["loss"]) == 1
-    assert stopped.monitor.history.steps[-1] == stopped.monitor.findings[0].step
+    # Training stops at the read that finds the problem: at most 15 steps later (default 16).
+    found = stopped.monitor.findings[0].step
+    assert found <= stopped.monitor.history.steps[-1] < found + stopped.monitor.detect_every_n_steps
     received = []
     called = run_case(exploding(), on_problem=received.append)
     assert received and isinstance(received[0], Finding) and received[0].kind == "exploding"
@@ -394,3 +403,53 @@ def test_steps_per_execution_records_inside_the_graph():
     assert chunked.history.steps.tolist() == single.history.steps.tolist() == [0, 2, 4, 6]
     np.testing.assert_allclose(chunked.history.grad_norm, single.history.grad_norm, rtol=1e-5)
     np.testing.assert_allclose(chunked.history.update_ratio, single.history.update_ratio, rtol=1e-4)
+
+
+def test_reading_every_16_steps_keeps_every_record_of_reading_at_each_step():
+    # The records wait in a ring buffer between reads; a read must return each exactly once.
+    x, y = data()
+    histories = []
+    for detect_every in (1, 16, 3):
+        keras.utils.set_random_seed(5)
+        model = sequential()
+        monitor = GradientMonitor(detect_every_n_steps=detect_every)
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
+        model.fit(x, y, batch_size=BATCH // 4, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
+        histories.append(monitor.history)
+    assert histories[0].steps.tolist() == list(range(32))
+    for other in histories[1:]:
+        assert other.steps.tolist() == histories[0].steps.tolist()
+        np.testing.assert_allclose(other.grad_norm, histories[0].grad_norm, rtol=1e-5)
+        np.testing.assert_allclose(other.update_ratio, histories[0].update_ratio, rtol=1e-4)
+
+
+def test_several_steps_per_call_keep_each_recorded_step():
+    x, y = data()
+    keras.utils.set_random_seed(3)
+    model = sequential()
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS, steps_per_execution=4)
+    monitor = GradientMonitor(every_n_steps=1)
+    model.fit(x, y, batch_size=BATCH // 2, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
+    assert monitor.history.steps.tolist() == list(range(8))
+    assert np.isfinite(monitor.history.grad_norm).all()
+
+
+def test_restored_weights_are_the_weights_before_a_good_snapshot_step():
+    from tests.callbacks.problem_bench import CASES, digits
+
+    case = CASES[2]  # diverges to NaN within the first epoch
+    keras.utils.set_random_seed(0)
+    d = digits(case.images)
+    model = case.build()
+    model.compile(optimizer=case.optimizer(), loss=LOSS)
+    monitor, weights = GradientMonitor(on_problem="stop"), WeightsBeforeEachStep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(d.x_train, d.y_train, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[weights, monitor])
+    step = monitor.restored_step
+    # Snapshots are kept every 10 steps (every_n_steps=1), at steps whose gradients were good.
+    assert step is not None and step >= 0 and step % 10 == 0
+    h = monitor.history
+    assert h.global_grad_norm[h.steps == step][0] <= monitor.exploding_norm
+    for restored, before in zip(model.get_weights(), weights.weights[step]):
+        np.testing.assert_array_equal(restored, before.astype("float32"))

@@ -90,9 +90,7 @@ def test_a_raw_tuner_ranking_by_val_loss_stops_at_the_first_trial(tmp_path, rng)
     hypermodel = tuning.LossSearchHyperModel(
         lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), candidates=["crossentropy", "focal"]
     )
-    tuner = keras_tuner.RandomSearch(
-        hypermodel=hypermodel, objective="val_loss", max_trials=3, directory=str(tmp_path)
-    )
+    tuner = keras_tuner.RandomSearch(hypermodel=hypermodel, objective="val_loss", max_trials=3, directory=str(tmp_path))
     with pytest.raises(keras_tuner.errors.FatalError, match="different scales"):
         tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert np.all([t.status != "COMPLETED" for t in tuner.oracle.trials.values()])
