@@ -19,6 +19,7 @@ and counts detections and false alarms.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -83,6 +84,10 @@ class EpochTimer(keras.callbacks.Callback):
         self.times, self.cpu = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Tracing a train function leaves ~10^5 new Python objects; the full garbage
+        # collection they trigger would otherwise land in the next (timed) epoch of
+        # whichever variant traced last, as a one-off cost of the trace.
+        gc.collect()
         self._start, self._cpu = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -170,7 +175,10 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
         f'images, Keras default `jit_compile="auto"` (no XLA on a CPU-only machine), TensorFlow limited to '
         f"{threads} thread(s). {rounds} rounds; in each, the variants run in a random order on one shared "
         f"model, and epochs 2-{1 + epochs} of a {1 + epochs}-epoch `fit` are timed (the first includes "
-        "tracing). The process CPU time is the primary figure (wall times are shown too). Overhead: the "
+        "tracing; a full garbage collection runs before each timed epoch, because the objects a trace "
+        "leaves behind otherwise trigger one inside the next timed epoch, which cost the monitor variants, "
+        "which re-trace at each fit, about 3% at batch 64). The process CPU time is the primary figure "
+        "(wall times are shown too). Overhead: the "
         "median against no callback's, and the median of the per-round ratios. Repeated runs of identical "
         "variants differ by about 1% on this shared 2-core machine, which is the resolution of these "
         "figures.\n\n" + "\n\n".join(parts) + "\n\n"
