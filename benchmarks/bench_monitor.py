@@ -170,11 +170,16 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
             + " the 1% target)."
         )
         parts.append(f"### Batch {batch_size} ({steps} steps per epoch)\n\n{table}\n\n{verdict}")
+    timed = (
+        f"epochs 2-{1 + epochs} of a {1 + epochs}-epoch `fit` are timed"
+        if epochs > 1
+        else "the second epoch of a 2-epoch `fit` is timed"
+    )
     return (
         f"Small CNN (2 conv + 2 dense, {small_cnn().count_params():,} parameters), Adam, 3500 MNIST training "
         f'images, Keras default `jit_compile="auto"` (no XLA on a CPU-only machine), TensorFlow limited to '
         f"{threads} thread(s). {rounds} rounds; in each, the variants run in a random order on one shared "
-        f"model, and epochs 2-{1 + epochs} of a {1 + epochs}-epoch `fit` are timed (the first includes "
+        f"model, and {timed} (the first includes "
         "tracing; a full garbage collection runs before each timed epoch, because the objects a trace "
         "leaves behind otherwise trigger one inside the next timed epoch, which cost the monitor variants, "
         "which re-trace at each fit, about 3% at batch 64). The process CPU time is the primary figure "
@@ -193,8 +198,8 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
         "costs about 0.3 ms per recorded step on this model (profiled on the bare train function), against "
         "4.5 ms for the step at batch 64: on CPU, where Keras runs these small ops one by one without XLA, "
         "recording every step of a model this small stays above the 5% target at batch 64; the cost is "
-        "O(parameters) while the step is O(parameters x batch x positions), so the share halves at "
-        "batch 128 and shrinks further for larger models, batches, or fused (XLA, GPU) steps."
+        "O(parameters) while the step is O(parameters x batch x positions), so its share falls at "
+        "batch 128 (above) and further for larger models, batches, or fused (XLA, GPU) steps."
     )
 
 
