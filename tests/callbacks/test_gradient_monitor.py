@@ -372,6 +372,7 @@ def test_config_round_trip_and_deepcopy():
         ({"vanishing_ratio": -1.0}, "vanishing_ratio"),
         ({"exploding_norm": 0}, "exploding_norm"),
         ({"lr_factor": 1.5}, "lr_factor"),
+        ({"detect_every_n_steps": 0}, "detect_every_n_steps"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
