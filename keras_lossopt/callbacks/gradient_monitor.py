@@ -62,11 +62,6 @@ class GradientHistory:
         self._steps: list[np.ndarray] = []
         self._blocks: dict[str, list[np.ndarray]] = {f: [] for f in self._FIELDS}
 
-    def append(self, step: int, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
-        """Adds one recorded step from the raw tables of the hook; returns the row."""
-        block = self.extend(np.asarray([step]), np.asarray(grad_stats)[None], np.asarray(update_stats)[None])
-        return {key: value[0] for key, value in block.items()}
-
     def extend(self, steps: np.ndarray, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
         """Adds recorded steps `(k,)` from the raw `(k, L + 1, 5)` and `(k, L + 1, 2)` tables.
 

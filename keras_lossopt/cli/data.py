@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from keras_lossopt.datasets import Dataset, available_datasets, load_dataset, stratified_split
+from keras_lossopt.datasets import Dataset, available_datasets, load_dataset, train_val_test_indices
 
 __all__ = ["TASKS", "DataError", "load_data"]
 
@@ -149,25 +149,12 @@ def _split_arrays(name: str, x: np.ndarray, y: np.ndarray, seed: int, standardiz
             f"every class needs at least 3 samples to split; class "
             f"{int(np.argmin(np.where(counts > 0, counts, 10**9)))} has fewer"
         )
-    rest, test = stratified_split(per_sample, 0.2, rng)
-    train_pos, val_pos = stratified_split(per_sample[rest], 0.15 / 0.8, rng)
-    train, val = rest[train_pos], rest[val_pos]
+    train, val, test = train_val_test_indices(per_sample, validation_split=0.15, test_split=0.2, rng=rng)
     if standardize:
         mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-12
         x = ((x - mean) / std).astype(np.float32)
-    num_classes = int(y.max()) + 1
-    return Dataset(
-        name=name,
-        task="multiclass",
-        x_train=x[train],
-        y_train=y[train],
-        x_val=x[val],
-        y_val=y[val],
-        x_test=x[test],
-        y_test=y[test],
-        num_classes=num_classes,
-        class_names=tuple(str(i) for i in range(num_classes)),
-    )
+    class_names = [str(i) for i in range(int(y.max()) + 1)]
+    return Dataset.from_indices(name, "multiclass", x, y, (train, val, test), class_names)
 
 
 def _check_task(dataset: Dataset, task: str) -> Dataset:

@@ -14,6 +14,7 @@ from keras_lossopt.datasets.builtin import (
     load_mnist,
     stratified_split,
     subsample_classes,
+    train_val_test_indices,
 )
 from keras_lossopt.datasets.segmentation import load_shapes, make_shapes
 
@@ -29,4 +30,5 @@ __all__ = [
     "make_shapes",
     "stratified_split",
     "subsample_classes",
+    "train_val_test_indices",
 ]

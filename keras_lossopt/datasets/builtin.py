@@ -28,6 +28,7 @@ __all__ = [
     "load_mnist",
     "stratified_split",
     "subsample_classes",
+    "train_val_test_indices",
 ]
 
 
@@ -54,6 +55,31 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     class_names: tuple[str, ...]
+
+    @classmethod
+    def from_indices(
+        cls,
+        name: str,
+        task: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+        class_names: Sequence[str],
+    ) -> Dataset:
+        """The dataset whose splits are `x[i], y[i]` for `i` in `(train, val, test)` indices."""
+        train, val, test = indices
+        return cls(
+            name=name,
+            task=task,
+            x_train=x[train],
+            y_train=y[train],
+            x_val=x[val],
+            y_val=y[val],
+            x_test=x[test],
+            y_test=y[test],
+            num_classes=len(class_names),
+            class_names=tuple(class_names),
+        )
 
     def class_counts(self, split: str = "train") -> np.ndarray:
         """Number of samples (pixels for segmentation) of each class in a split."""
@@ -83,6 +109,16 @@ def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
     held_out = np.sort(np.concatenate(held))
     rest = np.setdiff1d(np.arange(len(labels)), held_out)
     return rng.permutation(rest), rng.permutation(held_out)
+
+
+def train_val_test_indices(
+    labels: np.ndarray, validation_split: float, test_split: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified `(train, val, test)` indices: `test_split` of every class is held out for
+    test, then `validation_split` of the whole (taken from the rest) for validation."""
+    rest, test = stratified_split(labels, test_split, rng)
+    train_pos, val_pos = stratified_split(labels[rest], validation_split / (1.0 - test_split), rng)
+    return rest[train_pos], rest[val_pos], test
 
 
 def subsample_classes(labels: np.ndarray, keep: Mapping[int, float], rng: np.random.Generator) -> np.ndarray:
@@ -135,24 +171,11 @@ def _split(
     num_classes = len(class_names)
     keep = _imbalance_map(imbalance, minority_classes, num_classes)
     rng = np.random.default_rng(seed)
-    rest, test = stratified_split(y, test_split, rng)
-    train_pos, val_pos = stratified_split(y[rest], validation_split / (1.0 - test_split), rng)
-    train, val = rest[train_pos], rest[val_pos]
+    train, val, test = train_val_test_indices(y, validation_split, test_split, rng)
     if keep:
         train = train[subsample_classes(y[train], keep, rng)]
         val = val[subsample_classes(y[val], keep, rng)] if len(val) else val
-    return Dataset(
-        name=name,
-        task=task,
-        x_train=x[train],
-        y_train=y[train],
-        x_val=x[val],
-        y_val=y[val],
-        x_test=x[test],
-        y_test=y[test],
-        num_classes=num_classes,
-        class_names=tuple(class_names),
-    )
+    return Dataset.from_indices(name, task, x, y, (train, val, test), class_names)
 
 
 def _require(package: str, module: str):

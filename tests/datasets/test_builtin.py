@@ -59,3 +59,14 @@ def test_load_dataset_by_name_and_unknown_name():
     assert data.name == "digits-imbalanced" and data.class_counts()[9] < data.class_counts()[0] / 10
     with pytest.raises(ValueError, match="Did you mean 'digits'"):
         load_dataset("digts")
+
+
+def test_train_val_test_indices_are_disjoint_stratified_and_complete():
+    from keras_lossopt.datasets import train_val_test_indices
+
+    labels = np.repeat(np.arange(3), [100, 40, 20])
+    train, val, test = train_val_test_indices(labels, 0.15, 0.2, np.random.default_rng(0))
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(len(labels)))
+    # 20% of every class goes to test; 15% of the whole (from the rest) to validation.
+    np.testing.assert_array_equal(np.bincount(labels[test]), [20, 8, 4])
+    np.testing.assert_array_equal(np.bincount(labels[val]), [15, 6, 3])
