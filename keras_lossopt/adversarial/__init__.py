@@ -1,8 +1,9 @@
 """Adversarial examples: attacks, adversarial training inside `fit`, robustness evaluation.
 
 * Attacks (`attack(model, x, y)` returns the adversarial batch): `FastGradientMethod`,
-  `ProjectedGradientDescent`, `MomentumIterativeMethod`; `StrongestAttack` takes the worst
-  case per sample over several attacks.
+  `ProjectedGradientDescent`, `MomentumIterativeMethod`, `AutoProjectedGradientDescent` (APGD
+  on cross-entropy, DLR or targeted DLR); `StrongestAttack` takes the worst case per sample over
+  several attacks.
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
 * Evaluation: `robust_accuracy`, `evaluate_robustness`, `generate_adversarial`,
   `default_evaluation_attacks`; the callback `keras_lossopt.callbacks.RobustnessEvaluation`.
@@ -10,8 +11,10 @@
 The attacks and the training step use the TensorFlow backend.
 """
 
+from keras_lossopt.adversarial.apgd import AutoProjectedGradientDescent, apgd_checkpoints
 from keras_lossopt.adversarial.attacks import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
 from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
+from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.evaluation import (
     StrongestAttack,
     default_evaluation_attacks,
@@ -25,13 +28,17 @@ __all__ = [
     "METHODS",
     "AdversarialModel",
     "Attack",
+    "AutoProjectedGradientDescent",
     "FastGradientMethod",
     "MomentumIterativeMethod",
     "NotDifferentiableError",
     "ProjectedGradientDescent",
     "StrongestAttack",
+    "apgd_checkpoints",
     "default_evaluation_attacks",
+    "dlr_loss",
     "evaluate_robustness",
     "generate_adversarial",
     "robust_accuracy",
+    "targeted_dlr_loss",
 ]
