@@ -3,7 +3,7 @@
 * Attacks (`attack(model, x, y)` returns the adversarial batch): `FastGradientMethod`,
   `ProjectedGradientDescent`, `MomentumIterativeMethod`, `AutoProjectedGradientDescent` (APGD
   on cross-entropy, DLR or targeted DLR); `StrongestAttack` takes the worst case per sample over
-  several attacks.
+  several attacks; `SquareAttack` is the gradient-free (black-box) check.
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
 * Evaluation: `robust_accuracy`, `evaluate_robustness`, `generate_adversarial`,
   `default_evaluation_attacks`; the callback `keras_lossopt.callbacks.RobustnessEvaluation`.
@@ -22,6 +22,7 @@ from keras_lossopt.adversarial.evaluation import (
     generate_adversarial,
     robust_accuracy,
 )
+from keras_lossopt.adversarial.square import SquareAttack, square_p_schedule
 from keras_lossopt.adversarial.training import METHODS, AdversarialModel
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MomentumIterativeMethod",
     "NotDifferentiableError",
     "ProjectedGradientDescent",
+    "SquareAttack",
     "StrongestAttack",
     "apgd_checkpoints",
     "default_evaluation_attacks",
@@ -40,5 +42,6 @@ __all__ = [
     "evaluate_robustness",
     "generate_adversarial",
     "robust_accuracy",
+    "square_p_schedule",
     "targeted_dlr_loss",
 ]
