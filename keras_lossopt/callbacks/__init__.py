@@ -10,6 +10,7 @@ from typing import Any
 from keras_lossopt.callbacks.diagnostics import TrainingDiagnostics
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, TrainingProblemWarning
 from keras_lossopt.callbacks.gradient_monitor import GradientHistory, GradientMonitor
+from keras_lossopt.callbacks.pretraining import check_training_setup
 
 _FROM_ADVERSARIAL = ("RobustnessEvaluation", "plot_adversarial_grid")
 
@@ -21,6 +22,7 @@ __all__: list[str] = [
     "TrainingDiagnostics",
     "TrainingProblemError",
     "TrainingProblemWarning",
+    "check_training_setup",
     "plot_adversarial_grid",
 ]
 
