@@ -8,11 +8,10 @@ already misclassified costs nothing more.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_lossopt.adversarial.base import prepare_batch
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
 
 
@@ -22,12 +21,8 @@ def as_float_batch(x, y):
     Raises:
         ValueError: when `x` and `y` hold different numbers of samples.
     """
-    numpy_in = not tf.is_tensor(x)
-    x_array = np.asarray(x) if numpy_in else x.numpy()
-    in_dtype = keras.backend.standardize_dtype(x_array.dtype)
-    work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
-    x_work = np.array(x_array, dtype=work_dtype)  # a copy: the caller's array is never written
-    y_array = np.asarray(y) if not tf.is_tensor(y) else y.numpy()
+    x_tensor, y_tensor, to_output = prepare_batch(x, y)
+    x_work, y_array = x_tensor.numpy(), y_tensor.numpy()  # x_tensor is a copy: the caller's x is never written
     if x_work.ndim < 2:
         raise ValueError(f"`x` must be a batch of shape (N, ...). Received: x.shape={x_work.shape}")
     if y_array.shape[:1] != x_work.shape[:1]:
@@ -35,11 +30,6 @@ def as_float_batch(x, y):
             f"`x` and `y` must hold the same number of samples. Received: x.shape={x_work.shape}, "
             f"y.shape={y_array.shape}"
         )
-
-    def to_output(result):
-        result = np.asarray(result).astype(in_dtype)
-        return result if numpy_in else tf.convert_to_tensor(result)
-
     return x_work, y_array, to_output
 
 

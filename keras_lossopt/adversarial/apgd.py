@@ -42,7 +42,7 @@ from keras import ops
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
 from keras_lossopt.adversarial._survivors import as_float_batch, attack_survivors, clean_predictions
-from keras_lossopt.adversarial.base import Attack, NotDifferentiableError, check_differentiable
+from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
 from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.objectives import (
     class_scores,
@@ -437,12 +437,12 @@ class AutoProjectedGradientDescent(Attack):
         from_logits = self._from_logits(model)
         labels, standing, num_classes = clean_predictions(model, x_work, y_array, from_logits)
         self._check_classes(num_classes)
-        run = self._compiled(model, x_work, labels)
+        run = self._survivor_function(model, x_work, labels)
         rounds = [(rank, r) for rank in self._target_ranks(num_classes) for r in range(self.restarts)]
 
         def attack(index, round_argument):
             rank = 0 if round_argument[0] is None else round_argument[0]
-            x_adv, fooled = run(tf.constant(x_work[index]), tf.constant(labels[index]), tf.constant(rank))
+            x_adv, fooled = run(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32), tf.constant(rank))
             return x_adv.numpy(), fooled.numpy()
 
         x_adv, _ = attack_survivors(x_work, standing, rounds, attack)
@@ -476,12 +476,11 @@ class AutoProjectedGradientDescent(Attack):
         )(x_tensor)
         return {key: value.numpy() for key, value in {**history, "x_adv": x_adv, "fooled": fooled}.items()}
 
-    def _compiled(self, model, x, labels):
+    def _survivor_function(self, model, x, labels):
         functions = self._apgd_functions.setdefault(model, {})
         key = x.dtype.name
         if key not in functions:
-            check_differentiable(model, tf.constant(x[:16]), tf.constant(labels[:16]), self.objective(model)[0])
-            self._own_seed_generator()  # created eagerly, outside the traced function
+            self._prepare_model(model, tf.constant(x[:16]), tf.constant(labels[:16]))  # gradient check, seeds
             model_ref = weakref.ref(model)  # the cache is keyed weakly by the model: do not keep it alive
 
             def run(x, labels, rank):
@@ -489,7 +488,13 @@ class AutoProjectedGradientDescent(Attack):
                 targets = _ranked_classes(scores, ops.maximum(rank, 2)) if self.loss == "targeted_dlr" else None
                 return self.single_run(model_ref(), x, labels, targets)
 
-            functions[key] = tf.function(run, reduce_retracing=True)
+            # The survivors shrink round by round: one trace for every batch size.
+            signature = (
+                tf.TensorSpec((None, *x.shape[1:]), x.dtype),
+                tf.TensorSpec((None,), "int32"),
+                tf.TensorSpec((), "int32"),
+            )
+            functions[key] = tf.function(run, input_signature=signature)
         return functions[key]
 
 

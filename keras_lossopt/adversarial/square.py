@@ -314,6 +314,9 @@ class SquareAttack(Attack):
             margin = ops.where(better, run_margin, margin)
         return tf.stop_gradient(best)
 
+    def _prepare_model(self, model, x, y):
+        self._own_seed_generator()  # no gradient needed: only the seed generator, created eagerly
+
     def _eps(self, dtype, eps_scale):
         eps = ops.cast(self.eps, dtype)
         return eps if eps_scale is None else eps * ops.cast(eps_scale, dtype)
@@ -335,21 +338,21 @@ class SquareAttack(Attack):
         if self.eps == 0.0 or len(x_work) == 0:
             return to_output(x_work)
         labels, standing, _ = clean_predictions(model, x_work, y_array, self._from_logits(model))
-        start, search = self._compiled(model, x_work.dtype)
+        start, search = self._survivor_functions(model, x_work.dtype, x_work.shape)
         x_adv = x_work.copy()
         bounds = self._segments()
         for _ in range(self.restarts):
             index = np.flatnonzero(standing)
             if index.size == 0:
                 break
-            best, margin = (v.numpy() for v in start(tf.constant(x_work[index]), tf.constant(labels[index])))
+            best, margin = (v.numpy() for v in start(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32)))
             for first, last in itertools.pairwise(bounds):
                 going = margin >= 0.0
                 if not going.any():
                     break
                 if not going.all():  # compact: later queries cost only the samples still standing
                     index, best, margin = index[going], best[going], margin[going]
-                best_new, margin_new = search(tf.constant(x_work[index]), tf.constant(labels[index]),
+                best_new, margin_new = search(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32),
                                               tf.constant(best), tf.constant(margin), tf.constant(first),
                                               tf.constant(last))  # fmt: skip
                 best, margin = best_new.numpy(), margin_new.numpy()
@@ -366,9 +369,9 @@ class SquareAttack(Attack):
         marks |= set(range(1000, self.queries, 500))
         return sorted(marks)
 
-    def _compiled(self, model, dtype):
+    def _survivor_functions(self, model, dtype, shape):
         functions = self._square_functions.setdefault(model, {})
-        key = np.dtype(dtype).name
+        key = (np.dtype(dtype).name, tuple(shape[1:]))
         if key not in functions:
             self._own_seed_generator()  # created eagerly, outside the traced functions
             model_ref = weakref.ref(model)
@@ -379,5 +382,12 @@ class SquareAttack(Attack):
             def search(x, labels, best, margin, first, last):
                 return self.search(model_ref(), x, labels, best, margin, first, last)
 
-            functions[key] = (tf.function(start, reduce_retracing=True), tf.function(search, reduce_retracing=True))
+            # The survivors shrink stretch by stretch: one trace for every batch size.
+            x_spec = tf.TensorSpec((None, *shape[1:]), dtype)
+            labels_spec, margin_spec, index_spec = (tf.TensorSpec((None,), "int32"), tf.TensorSpec((None,), "float32"),
+                                                    tf.TensorSpec((), "int32"))  # fmt: skip
+            functions[key] = (
+                tf.function(start, input_signature=(x_spec, labels_spec)),
+                tf.function(search, input_signature=(x_spec, labels_spec, x_spec, margin_spec, index_spec, index_spec)),
+            )
         return functions[key]
