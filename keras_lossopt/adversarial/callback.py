@@ -50,7 +50,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
     Args:
         attack: an untargeted attack, or a list of attacks (worst case per sample), e.g.
             `ProjectedGradientDescent(eps=0.3, steps=20)`; None to use `eps` and `strength`.
-        validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)` (required).
+        validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`.
         every_n_epochs: evaluate every this many epochs (and at the last). Default 1.
         batch_size: attack batch size. Default 256.
         max_samples: evaluate only the first this many samples (arrays). Default None (all).
@@ -78,7 +78,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
 
     Raises:
         ValueError: for `every_n_epochs < 1`, `collapse_fraction` outside (0, 1), a
-            targeted attack, no `validation_data`, an unknown `strength`, or neither `attack`
+            targeted attack, an unknown `strength`, or neither `attack`
             nor `eps` (or both `attack` and a non-default `strength`).
 
     Example:
@@ -115,8 +115,6 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         strength="pgd",
     ):
         super().__init__()
-        if validation_data is None:
-            raise ValueError("`validation_data` is required: `(x, y)` arrays or a tf.data.Dataset of (x, y).")
         self.strength = check_choice("strength", strength, STRENGTHS)
         self.eps = eps
         if isinstance(attack, dict):

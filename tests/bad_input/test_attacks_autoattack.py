@@ -85,8 +85,6 @@ def test_autoattack_and_the_strength_settings_name_the_bad_argument(model):
         robust_accuracy(model, X, Y, eps=0.1, strength="standrd")
     with pytest.raises(ValueError, match=r"`sanity_samples` must be >= 1"):
         evaluate_robustness(model, (X, Y), eps=0.1, version="fast", sanity_samples=0)
-    with pytest.raises(ValueError, match=r"`validation_data` is required"):
-        RobustnessEvaluation(FastGradientMethod(0.1))
     with pytest.raises(ValueError, match=r"Give `attack`, or `eps` for the attacks of `strength`"):
         RobustnessEvaluation(validation_data=(X, Y), strength="fast")
     with pytest.raises(ValueError, match=r"Give either `attack` or `strength`, not both"):
