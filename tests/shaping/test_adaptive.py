@@ -51,7 +51,7 @@ def test_uncertainty_weighting_learns_the_noise_variance_ratio(layout, rng):
         model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
         model.compile(keras.optimizers.Adam(0.05), loss=CompositeLoss([_column_mse(0), _column_mse(1)]))
         targets, names = y, ("mse_0", "mse_1")
-    history = model.fit(x, targets, epochs=12, batch_size=100, verbose=0, callbacks=[UncertaintyWeighting()])
+    history = model.fit(x, targets, epochs=6, batch_size=50, verbose=0, callbacks=[UncertaintyWeighting()])
     log_variances = [history.history[f"log_variance_{name}"][-1] for name in names]
     ratio = np.exp(log_variances[1] - log_variances[0])
     assert ratio == pytest.approx(16.0, rel=0.2)
@@ -68,13 +68,13 @@ def test_dwa_weights_follow_the_formula_on_a_recorded_history():
 
 
 def test_dwa_in_fit_uses_the_logged_epoch_losses(rng):
-    x, y = _two_task_data(rng, n=400, scale=(1.0, 3.0))
+    x, y = _two_task_data(rng, n=200, scale=(1.0, 3.0))
     model = _two_head_model(shared_units=8)
     model.compile(keras.optimizers.Adam(0.02), loss=task_losses({"first": "mse", "second": "mse"}))
     history = model.fit(
         x,
         {"first": y[:, :1], "second": y[:, 1:]},
-        epochs=5,
+        epochs=4,
         batch_size=50,
         verbose=0,
         callbacks=[DynamicWeightAveraging(temperature=2.0)],
@@ -82,7 +82,7 @@ def test_dwa_in_fit_uses_the_logged_epoch_losses(rng):
     losses = np.array([history["loss_first"], history["loss_second"]], dtype=np.float64).T
     weights = np.array([history["weight_first"], history["weight_second"]]).T
     np.testing.assert_allclose(weights[:2], 1.0)
-    for epoch in range(2, 5):
+    for epoch in range(2, 4):
         ratios = losses[epoch - 1] / losses[epoch - 2]
         expected = 2 * np.exp(ratios / 2.0) / np.exp(ratios / 2.0).sum()
         np.testing.assert_allclose(weights[epoch], expected, rtol=1e-5)
@@ -90,26 +90,26 @@ def test_dwa_in_fit_uses_the_logged_epoch_losses(rng):
         assert history["loss"][epoch] == pytest.approx(weights[epoch] @ losses[epoch], rel=1e-4)
 
 
-def _gradnorm_gap(rng, learning_rate):
-    x, y = _two_task_data(rng, n=512, noise=(0.5, 0.5), scale=(1.0, 100.0))
+def _gradnorm_run(learning_rate):
+    x, y = _two_task_data(np.random.default_rng(0), n=512, noise=(0.5, 0.5), scale=(1.0, 100.0))
     keras.utils.set_random_seed(0)
     model = _two_head_model(shared_units=16)
     model.compile(keras.optimizers.Adam(0.01), loss=task_losses({"first": "mse", "second": "mse"}))
-    callback = GradNorm(alpha=1.5, learning_rate=learning_rate, shared_layer="trunk")
-    history = model.fit(
-        x, {"first": y[:, :1], "second": y[:, 1:]}, epochs=6, batch_size=64, verbose=0, callbacks=[callback]
-    )
-    h = history.history
-    ratio = np.log(h["grad_norm_first"][-1] / h["grad_norm_second"][-1])
-    target = np.log(h["grad_norm_target_first"][-1] / h["grad_norm_target_second"][-1])
-    return abs(ratio - target), h
+    callback = GradNorm(alpha=0.5, learning_rate=learning_rate, shared_layer="trunk")
+    targets = {"first": y[:, :1], "second": y[:, 1:]}
+    h = model.fit(x, targets, epochs=5, batch_size=32, verbose=0, callbacks=[callback]).history
+    ratio = np.log(np.array(h["grad_norm_first"]) / h["grad_norm_second"])
+    target = np.log(np.array(h["grad_norm_target_first"]) / h["grad_norm_target_second"])
+    return np.abs(ratio - target), h
 
 
-def test_gradnorm_moves_the_gradient_norm_ratio_towards_its_target(rng):
-    fixed_gap, fixed = _gradnorm_gap(np.random.default_rng(0), learning_rate=0.0)  # weights stay at 1
-    balanced_gap, balanced = _gradnorm_gap(np.random.default_rng(0), learning_rate=0.05)
-    assert fixed["weight_second"][-1] == 1.0
-    assert fixed_gap > 3.0  # the 100x task's gradients dominate by more than e^3
-    assert balanced_gap < 0.25 * fixed_gap, (balanced_gap, fixed_gap)
+@pytest.mark.slow
+def test_gradnorm_moves_the_gradient_norm_ratio_towards_its_target():
+    fixed_gap, fixed = _gradnorm_run(learning_rate=0.0)  # the weights stay at 1
+    balanced_gap, balanced = _gradnorm_run(learning_rate=0.05)
+    assert fixed["weight_second"] == [1.0] * 5
+    # Fixed weights: the 100x task's gradient norm stays over e^4 times the first one's, far from the target.
+    assert fixed_gap[-3:].mean() > 4.0, fixed_gap
+    assert balanced_gap[-3:].mean() < 0.25 * fixed_gap[-3:].mean(), (balanced_gap, fixed_gap)
     assert balanced["weight_first"][-1] + balanced["weight_second"][-1] == pytest.approx(2.0, rel=1e-5)
-    assert balanced["weight_second"][-1] < balanced["weight_first"][-1]
+    assert balanced["weight_second"][-1] < 0.05 * balanced["weight_first"][-1]

@@ -71,6 +71,7 @@ def test_score_function_reward_gradient_matches_the_exact_policy_gradient(rng):
     assert float(value) == pytest.approx((p * r).sum(), abs=0.05)
 
 
+@pytest.mark.slow
 def test_training_on_a_numpy_reward_raises_it(rng):
     # Three clusters; the reward pays 1 for the right class and 0.3 for "abstain" (class 3), all in NumPy.
     centers = np.array([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.5]])
