@@ -36,11 +36,11 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice
-from keras_lossopt.losses.base import LossFunctionBase, replicas_in_sync
+from keras_lossopt.losses.base import LossFunctionBase, merge_masks, replicas_in_sync
 from keras_lossopt.losses.registry import get as get_loss
 from keras_lossopt.shaping.terms import FunctionTerm
 
-__all__ = ["CompositeLoss", "CompositeLossState", "task_losses", "term_name_of"]
+__all__ = ["CompositeLoss", "CompositeLossState", "child_loss", "task_losses", "term_name_of"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
@@ -57,6 +57,35 @@ def term_name_of(loss: Any) -> str:
     name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
     name = str(name)
     return name[: -len("_loss")] if name.endswith("_loss") and len(name) > len("_loss") else name
+
+
+def _own_mask(loss, y_true, y_pred):
+    compute_mask = getattr(loss, "compute_mask", None)
+    return None if compute_mask is None else compute_mask(y_true, y_pred)
+
+
+def child_loss(loss, y_true, y_pred, sample_weight, mask):
+    """A term's reduced loss, with the composite's input mask passed on.
+
+    keras-lossopt terms take the mask through `masked_call`; a Keras loss reads it from
+    `y_pred`, so the mask goes back onto the tensor (the attribute Keras reads).
+
+    Args:
+        loss: the term.
+        y_true: targets.
+        y_pred: predictions.
+        sample_weight: optional weights.
+        mask: optional input mask (the Keras mask of the composite's `y_pred`).
+
+    Returns:
+        What the term returns with its reduction.
+    """
+    if isinstance(loss, LossFunctionBase):
+        return loss.masked_call(y_true, y_pred, sample_weight, mask)
+    if mask is not None:
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_pred._keras_mask = ops.cast(mask, "bool")
+    return loss(y_true, y_pred, sample_weight=sample_weight)
 
 
 def _check_weight(term: str, weight: Any) -> float:
@@ -284,23 +313,32 @@ class CompositeLoss(LossFunctionBase):
         """Whether the terms are weighted by learned log-variances (see `UncertaintyWeighting`)."""
         return bool(self.state.log_variances)
 
-    # -- the loss --------------------------------------------------------------------------
+    # -- the loss: the reduction step of the loss contract -----------------------------------
 
-    def term_values(self, y_true, y_pred, sample_weight=None) -> dict[str, Any]:
-        """Each term's unweighted value, reduced by the term with the composite's reduction."""
+    def term_values(self, y_true, y_pred, sample_weight=None, mask=None) -> dict[str, Any]:
+        """Each term's unweighted value, reduced by the term with the composite's reduction.
+
+        Args:
+            y_true: targets.
+            y_pred: predictions.
+            sample_weight: optional weights, passed to every term.
+            mask: optional input mask (the Keras mask of `y_pred`), passed to every term.
+
+        Returns:
+            `{term: value}`: scalars, or one value per sample for `reduction="none"`.
+        """
         values = {}
         for term, loss in self.terms.items():
-            value = ops.cast(loss(y_true, y_pred, sample_weight=sample_weight), self.dtype)
+            value = ops.cast(child_loss(loss, y_true, y_pred, sample_weight, mask), self.dtype)
             if self.reduction in (None, "none"):
-                value = self._per_sample(term, loss, value, y_true, y_pred)
+                value = self._per_sample(term, loss, value, y_true, y_pred, mask)
             values[term] = value
         return values
 
-    def _per_sample(self, term, loss, value, y_true, y_pred):
+    def _per_sample(self, term, loss, value, y_true, y_pred, mask):
         """One value per sample from a term's unreduced values (see the module docstring)."""
-        batch = ops.shape(y_pred)[0]
         if len(value.shape) == 0:
-            return ops.broadcast_to(value, (batch,))
+            return ops.broadcast_to(value, ops.shape(y_pred)[:1])
         if value.shape[0] is not None and y_pred.shape[0] is not None and value.shape[0] != y_pred.shape[0]:
             raise ValueError(
                 f"Term {term!r} returned values of shape {tuple(value.shape)}, which cannot be reduced to one "
@@ -309,16 +347,21 @@ class CompositeLoss(LossFunctionBase):
         axes = tuple(range(1, len(value.shape)))
         if not axes:
             return value
-        mask = None
-        if hasattr(loss, "compute_mask"):
-            mask = loss.compute_mask(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
-        if mask is None:
+        valid = merge_masks(value.dtype, mask, _own_mask(loss, y_true, y_pred))
+        if valid is None:
             return ops.mean(value, axis=axes)
-        valid = ops.sum(ops.cast(mask, value.dtype), axis=axes)
-        return ops.sum(value, axis=axes) / ops.maximum(valid, 1.0)
+        valid = ops.broadcast_to(valid, ops.shape(value))
+        return ops.sum(value, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
 
     def combine(self, values: Mapping[str, Any]):
-        """The weighted sum of term values (as in the formula of the class docstring)."""
+        """The weighted sum of term values (as in the formula of the class docstring).
+
+        Args:
+            values: `{term: value}` as returned by `term_values`.
+
+        Returns:
+            The composite loss.
+        """
         total = None
         for term, value in values.items():
             if self.uncertainty_weighting:
@@ -343,20 +386,22 @@ class CompositeLoss(LossFunctionBase):
         # Read by GradNorm inside the same traced step.
         self._latest_values = latest
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        with keras.name_scope(self.name):
-            y_pred = ops.convert_to_tensor(y_pred)
-            values = self.term_values(y_true, y_pred, sample_weight)
-            self._record(values, y_pred)
-            return self.combine(values)
+    def standardize_inputs(self, y_true, y_pred):
+        # Each term standardizes for itself; y_true may be None when every term reads y_pred only.
+        y_pred = ops.convert_to_tensor(y_pred)
+        return (y_true if y_true is None else ops.convert_to_tensor(y_true)), y_pred
+
+    def compute_reduced_loss(self, y_true, y_pred, sample_weight, mask):
+        values = self.term_values(y_true, y_pred, sample_weight, mask)
+        self._record(values, y_pred)
+        return self.combine(values)
 
     def call(self, y_true, y_pred):
-        """Per-sample combined values without `sample_weight` (the `reduction="none"` result)."""
-        y_pred = ops.convert_to_tensor(y_pred)
+        """Per-sample weighted sum without `sample_weight` or masks (the `reduction="none"` values)."""
         values = {}
         for term, loss in self.terms.items():
-            value = ops.cast(loss(y_true, y_pred), self.dtype)
-            values[term] = self._per_sample(term, loss, value, y_true, y_pred)
+            value = ops.cast(child_loss(loss, y_true, y_pred, None, None), self.dtype)
+            values[term] = self._per_sample(term, loss, value, y_true, y_pred, None)
         return self.combine(values)
 
     # -- arithmetic: FocalLoss() + 0.5 * DiceLoss() --------------------------------------
