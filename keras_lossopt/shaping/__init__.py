@@ -10,7 +10,7 @@
 """
 
 from keras_lossopt.shaping.adaptive import DynamicWeightAveraging, GradNorm, UncertaintyWeighting, dwa_weights
-from keras_lossopt.shaping.composite import CompositeLoss, CompositeLossState, task_losses, term_name_of
+from keras_lossopt.shaping.composite import CompositeLoss, CompositeLossState, child_loss, task_losses, term_name_of
 from keras_lossopt.shaping.schedules import (
     CosineSchedule,
     LinearWarmup,
@@ -38,6 +38,7 @@ __all__ = [
     "UncertaintyWeighting",
     "WeightSchedule",
     "check_per_sample",
+    "child_loss",
     "composite_losses",
     "dwa_weights",
     "task_losses",
