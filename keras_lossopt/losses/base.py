@@ -221,6 +221,25 @@ class LossFunctionBase(keras.losses.Loss):
         """Validity mask of the per-sample values, or `None` when every position counts."""
         return None
 
+    # Arithmetic builds a `keras_lossopt.shaping.CompositeLoss` (`FocalLoss() + 0.5 * DiceLoss()`).
+    # `shaping` is built on `losses`, so it is imported when the operator is used.
+    def __add__(self, other):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.from_operands(self, other)
+
+    def __radd__(self, other):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.from_operands(other, self)
+
+    def __mul__(self, factor):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.scaled(self, factor)
+
+    __rmul__ = __mul__
+
 
 def _is_integer_dtype(dtype) -> bool:
     name = keras.backend.standardize_dtype(dtype)
