@@ -34,14 +34,7 @@ from keras import ops
 
 from keras_lossopt.losses.targets import sparse_valid_mask
 
-__all__ = [
-    "LossFunctionBase",
-    "SparseTargetLoss",
-    "keras_mask_of",
-    "merge_masks",
-    "reduce_loss_values",
-    "replicas_in_sync",
-]
+__all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
