@@ -170,6 +170,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-art", action="store_true", help="skip the ART comparison")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    parser.add_argument("--section", default="adversarial_evaluation", help="section of docs/benchmarks.md to write")
     args = parser.parse_args(argv)
     args.beta, args.jit = 6.0, False  # what bench_adversarial.train reads
 
@@ -236,8 +237,8 @@ def report(rows, args, num_images, seconds, argv) -> None:
     print(body, flush=True)
     if not args.no_write:
         command = "python -m benchmarks.bench_robust_evaluation " + " ".join(argv or [])
-        write_section("adversarial_evaluation", "Robust accuracy you can publish: AutoAttack against ART (MNIST)",
-                      body, command.strip())  # fmt: skip
+        title = "Robust accuracy you can publish: AutoAttack" + ("" if args.no_art else " against ART") + " (MNIST)"
+        write_section(args.section, title, body, command.strip())
 
 
 if __name__ == "__main__":
