@@ -32,6 +32,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._validation import check_numeric_tensor
 from keras_lossopt.losses.targets import sparse_valid_mask
 
 __all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values"]
@@ -83,6 +84,12 @@ def _broadcast_weight(weight, values):
             "`sample_weight` has more dimensions than the per-sample loss: "
             f"sample_weight.shape={tuple(weight.shape)}, loss values shape={tuple(values.shape)}."
         )
+    for weight_dim, values_dim in zip(weight.shape, values.shape):
+        if weight_dim is not None and values_dim is not None and weight_dim not in (1, values_dim):
+            raise ValueError(
+                f"`sample_weight` must have one weight per sample ({values.shape[0]} here) or per position: "
+                f"sample_weight.shape={tuple(weight.shape)}, loss values shape={tuple(values.shape)}."
+            )
     return weight
 
 
@@ -206,6 +213,8 @@ class LossFunctionBase(keras.losses.Loss):
 
     def standardize_inputs(self, y_true, y_pred):
         """Tensors in the loss dtype; integer targets (class indices) stay integers."""
+        check_numeric_tensor("y_true", y_true)
+        check_numeric_tensor("y_pred", y_pred)
         y_pred = ops.convert_to_tensor(y_pred)
         if y_pred.dtype != self.dtype:
             y_pred = ops.cast(y_pred, self.dtype)

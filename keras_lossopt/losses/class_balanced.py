@@ -201,3 +201,4 @@ class ClassBalancedLoss(LossFunctionBase):
 
 
 register_alias("class_balanced", ClassBalancedLoss)
+register_alias("class_balanced_focal", ClassBalancedLoss, loss="focal")  # the loss search's candidate name
