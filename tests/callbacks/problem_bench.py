@@ -5,7 +5,8 @@ at most, possibly transformed (raw 0-255 pixels, regression targets in dollars, 
 even/odd binary task). `expected` is the finding kind that must be reported, `layers`
 the layers it must name (all of them, possibly among others), and `cause` the planted
 cause (a `causes.CAUSE_KEYS` key) that should be ranked first; healthy cases expect no
-finding at any seed. The checks before training run on the first training batch.
+finding at any seed. `TrainingDiagnostics` gets 128 validation samples with their targets
+as its probe batch, so the checks before training run in `on_train_begin`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt.callbacks import GradientMonitor, TrainingDiagnostics, check_training_setup
+from keras_lossopt.callbacks import GradientMonitor, TrainingDiagnostics
 from keras_lossopt.datasets import load_digits
 
 L = keras.layers
@@ -248,7 +249,7 @@ CASES = [
         "slow_adam_1e-5",
         lambda: mlp(2, "relu"),
         lambda: keras.optimizers.Adam(1e-5),
-        "stalled_loss",
+        "stalled_metric",
         epochs=4,
         validation=True,
         within_epochs=4,
@@ -319,11 +320,10 @@ class BenchRun:
     diagnostics: TrainingDiagnostics
     history: keras.callbacks.History
     steps_per_epoch: int
-    setup_findings: list
 
     @property
     def findings(self):
-        return self.setup_findings + self.monitor.findings + self.diagnostics.findings
+        return self.monitor.findings + self.diagnostics.findings
 
     def expected_finding(self):
         """The first finding of the expected kind in time that names the expected layers, or None."""
@@ -356,10 +356,9 @@ def run_case(
     batch_size = batch_size or case.batch_size
     model = compiled_model(case)
     monitor = GradientMonitor(on_problem=on_problem, every_n_steps=every_n_steps)
-    diagnostics = TrainingDiagnostics(probe_x=x_val[:128])
+    diagnostics = TrainingDiagnostics(probe_x=x_val[:128], probe_y=y_val[:128])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        setup_findings = check_training_setup(model, x[:batch_size], y[:batch_size])
         history = model.fit(
             x,
             y,
@@ -371,4 +370,4 @@ def run_case(
             callbacks=[monitor, diagnostics],
         )
     steps = -(-len(x) // batch_size)
-    return BenchRun(case, model, monitor, diagnostics, history, steps, setup_findings)
+    return BenchRun(case, model, monitor, diagnostics, history, steps)
