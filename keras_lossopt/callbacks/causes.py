@@ -58,7 +58,7 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
         "non_finite_data": 1.0,
         "non_finite_forward": 1.0,
         "target_scale": 0.9,
-        "input_scale": 0.85,
+        "input_scale": 0.9,
         "initial_weight_scale": 0.8,
         "learning_rate_high": 0.75,
         "missing_normalization": 0.2,
@@ -382,17 +382,13 @@ def _from_setup(finding: Finding, add) -> None:
     description = f"before training: {finding.cause}{where}"
     if finding.kind in ("non_finite_data", "non_finite_forward", "loss_mismatch"):
         add(finding.kind, 1.0, description, finding.remedy, evidence)
-    elif finding.kind == "input_scale":
-        add(
-            "input_scale",
-            _severity(finding.evidence.get("input_rms", 10.0) / 10.0),
-            description,
-            finding.remedy,
-            evidence,
-        )
-    elif finding.kind == "target_scale":
-        ratio = finding.evidence.get("target_rms", 10.0) / 10.0
-        add("target_scale", _severity(ratio), description, finding.remedy, evidence)
+    elif finding.kind in ("input_scale", "target_scale"):
+        # Data scale saturates its severity within one decade past the limit: a gradient
+        # inflated by the data makes every update look too large, so the data, not the
+        # learning rate, comes first.
+        value = finding.evidence.get("input_rms", finding.evidence.get("target_rms", 10.0))
+        ratio = value / finding.evidence.get("limit", 10.0)
+        add(finding.kind, min(1.0, 0.5 + 0.5 * math.log10(max(ratio, 1.0))), description, finding.remedy, evidence)
 
 
 def _initial_weight_scale(start: TrainingStart, add) -> None:
@@ -485,7 +481,8 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
                 "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
                 evidence,
             )
-    if lr is not None and "update_ratio" not in evidence and "relative_weight_change" not in evidence:
+    judged = "update_ratio" in evidence or (moved is not None and steps is not None and steps >= 20)
+    if lr is not None and not judged:
         # Without measured updates only the value itself: a weaker signal.
         adaptive = not isinstance(getattr(model, "optimizer", None), keras.optimizers.SGD)
         high, low = (1e-2, 1e-5) if adaptive else (0.5, 1e-4)

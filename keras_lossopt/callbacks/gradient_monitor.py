@@ -503,8 +503,8 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _check_final_weights(self) -> None:
         """Finds a NaN that arrived after the last recorded step (read once, on the host)."""
-        if not self._recorder.ready:
-            return
+        if not self._recorder.ready or self._stopped_reason == "non_finite":
+            return  # training already stopped on non-finite values: the weights say nothing new
         layers = self._recorder.nonfinite_groups()
         if layers:
             finding = self._detector.report_non_finite(

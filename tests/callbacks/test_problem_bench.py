@@ -32,6 +32,9 @@ def test_problem_is_found_in_the_first_epoch_and_names_the_layers(case):
     assert set(case.layers) <= set(first.layers), first.layers
     assert first.evidence and all(isinstance(v, (int, float)) for v in first.evidence.values())
     assert first.remedy and first.cause
+    # The cause planted in the case is ranked first, with its numbers.
+    assert first.causes and first.causes[0].key == case.cause, first.cause
+    assert first.causes[0].evidence
 
 
 @pytest.mark.parametrize("case", BEFORE_TRAINING, ids=[c.id for c in BEFORE_TRAINING])
