@@ -517,7 +517,9 @@ def test_no_restore_is_claimed_without_finite_weights():
         fit(model, monitor)
     finding = next(f for f in monitor.findings if f.kind == "non_finite")
     assert monitor.restored_step is None
-    assert finding.action.startswith("no finite weights to restore") and "restored the" not in finding.action
+    # NaN starting weights fail at the first step: nothing to restore, and no remedy helps.
+    assert finding.action.startswith("nothing restored: the first step already failed")
+    assert "restored the" not in finding.action
     assert "restored" not in finding.remedy
 
 
