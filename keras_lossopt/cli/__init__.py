@@ -15,7 +15,6 @@ from typing import Any
 
 # Public name -> the module that defines it (each module's __all__, nothing else).
 _EXPORTS = {
-    "TASKS": "data",
     "load_data": "data",
     "MODEL_SUFFIXES": "paths",
     "REPORT_FILES": "paths",

@@ -20,9 +20,8 @@ import numpy as np
 from keras_lossopt.cli.paths import DataError, check_data_argument
 from keras_lossopt.datasets import Dataset, available_datasets, load_dataset, train_val_test_indices
 
-__all__ = ["TASKS", "load_data"]
+__all__ = ["load_data"]
 
-TASKS = ("auto", "binary", "multiclass", "segmentation")
 _SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 # Cells that mean "no value" in CSV files written by pandas, R and spreadsheets.
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none", "#n/a"})
