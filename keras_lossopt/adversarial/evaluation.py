@@ -20,7 +20,14 @@ from keras import ops
 
 from keras_lossopt._validation import check_int
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
-from keras_lossopt.adversarial.base import Attack, CompiledAttack, keep_stronger
+from keras_lossopt.adversarial.base import (
+    Attack,
+    CompiledAttack,
+    check_class_labels,
+    check_input_range,
+    keep_stronger,
+    output_classes,
+)
 from keras_lossopt.adversarial.objectives import (
     class_scores,
     detect_from_logits,
@@ -117,6 +124,62 @@ class StrongestAttack(CompiledAttack):
         for attack in self.attacks:
             attack._prepare_model(model, x, y)
 
+    def _check_batch(self, model, x, y):
+        for attack in self.attacks:
+            check_input_range(x, attack.clip, attack)
+        check_class_labels(y, output_classes(model, x))
+
+
+_ATTACK_CLASS_NAMES = {
+    "fgsm": "FastGradientMethod",
+    "fast_gradient_method": "FastGradientMethod",
+    "pgd": "ProjectedGradientDescent",
+    "projected_gradient_descent": "ProjectedGradientDescent",
+    "mim": "MomentumIterativeMethod",
+    "mifgsm": "MomentumIterativeMethod",
+    "mi_fgsm": "MomentumIterativeMethod",
+    "momentum_iterative_method": "MomentumIterativeMethod",
+}
+
+
+def as_attack(value, name="attack", *, allow_callable=False):
+    """An attack object from an attack, a list of attacks (their worst case) or a serialized attack.
+
+    Args:
+        value: the argument as given.
+        name: the argument named in the error.
+        allow_callable: also accept any other callable `f(model, x, y)` (evaluation only).
+
+    Raises:
+        ValueError: for names such as `"pgd"` (an attack needs its budget `eps`, so the
+            message names the class to build), classes, empty lists and other objects.
+    """
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"`{name}` must hold at least one attack. Received: {name}={value!r}")
+        attacks = [as_attack(item, name) for item in value]
+        value = attacks[0] if len(attacks) == 1 else StrongestAttack(attacks)
+    if isinstance(value, CompiledAttack):
+        return value
+    if allow_callable and callable(value) and not isinstance(value, type):
+        return value
+    hint = ""
+    if isinstance(value, str):
+        known = _ATTACK_CLASS_NAMES.get(value.strip().lower().replace("-", "_"))
+        hint = (
+            f" An attack needs its budget: build it as {known}(eps=...)."
+            if known
+            else " Attacks are objects, e.g. ProjectedGradientDescent(eps=...)."
+        )
+    elif isinstance(value, type):
+        hint = f" Pass an instance, e.g. {value.__name__}(eps=...), not the class."
+    raise ValueError(
+        f"`{name}` must be an attack object such as ProjectedGradientDescent(eps=0.03), a list of attacks "
+        f"(their worst case per sample) or a serialized attack. Received: {name}={value!r}.{hint}"
+    )
+
 
 def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(0.0, 1.0), seed=None):
     """PGD on the cross-entropy and on the margin loss, both from random starts.
@@ -126,7 +189,7 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
         norm: `"linf"` (default) or `"l2"`.
         steps: PGD steps. Default 20.
         restarts: random restarts of each attack. Default 1.
-        clip: valid input range. Default `(0, 1)`.
+        clip: valid input range (inputs outside it are an error), or None. Default `(0, 1)`.
         seed: seed of the random starts. Default None.
 
     Returns:
@@ -203,6 +266,7 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
         (5, 4)
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    attack = as_attack(attack, allow_callable=True)
     batches, total, num_batches = _batches(model, data, batch_size)
     progbar = _progbar(total, num_batches, verbose)
     out = []
@@ -212,13 +276,17 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
     return np.concatenate(out, axis=0) if out else np.zeros((0,))
 
 
-def _as_attack(attacks, eps):
+def _evaluation_attack(attacks, eps):
     if attacks is None:
         if eps is None:
             raise ValueError("Give `attacks` or `eps` (for the default PGD cross-entropy + margin attacks).")
         attacks = default_evaluation_attacks(eps)
-    if isinstance(attacks, (list, tuple)):
-        attacks = attacks[0] if len(attacks) == 1 else StrongestAttack(list(attacks))
+    elif eps is not None:
+        raise ValueError(
+            f"Give either `attacks` or `eps` (the budget of the default attacks), not both. Received: eps={eps!r} "
+            "and attacks with their own eps."
+        )
+    attacks = as_attack(attacks, "attacks", allow_callable=True)
     if getattr(attacks, "targeted", False):
         raise ValueError(f"Robust accuracy takes untargeted attacks. Received a targeted attack: {attacks!r}")
     return attacks
@@ -237,19 +305,28 @@ def evaluate_robustness(model, data, attacks=None, *, eps=None, batch_size=256, 
         verbose: 1 shows a progress bar. Default 0.
         return_adversarial: also return the adversarial inputs under `"x_adv"`.
 
+    Raises:
+        ValueError: for labels outside the model's classes, `x` outside an attack's `clip`
+            (set `clip` to the data's range), `len(y) != len(x)`, an attack given by name
+            (`"pgd"`: build `ProjectedGradientDescent(eps=...)`), both `attacks` and `eps`,
+            or a targeted attack.
+
     Returns:
         A dict with `clean_accuracy`, `robust_accuracy` (correct clean and under attack),
         `attack_success_rate` (share of the correctly classified samples the attack
         fools; NaN when none is correct) and `num_samples`.
     """
-    attack = _as_attack(attacks, eps)
+    attack = _evaluation_attack(attacks, eps)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     from_logits = detect_from_logits(model)
     batches, total, num_batches = _batches(model, data, batch_size)
     progbar = _progbar(total, num_batches, verbose)
     clean_correct = robust_correct = count = 0
     adversarial = []
+    classes = None
     for x, y in batches:
+        classes = classes or output_classes(model, x)
+        check_class_labels(y, classes)  # robust accuracy reads `y` as classes, whatever the attack does
         x_adv = np.asarray(attack(model, x, y))
         clean = _correct(model, x, y, from_logits)
         robust = clean & _correct(model, x_adv, y, from_logits)
@@ -278,12 +355,16 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, batch_size=256, verb
         x, y: inputs and labels (sparse or one-hot).
         attacks: an attack, a list of attacks, or None for `default_evaluation_attacks(eps)`
             (PGD-20 on cross-entropy and margin, random starts).
-        eps: budget of the default attacks.
+        eps: budget of the default attacks (only when `attacks` is None).
         batch_size: batch size. Default 256.
         verbose: 1 shows a progress bar. Default 0.
 
     Returns:
         A float in [0, 1].
+
+    Raises:
+        ValueError: as `evaluate_robustness`; inputs outside the attacks' `clip` (default
+            `(0, 1)`) are an error rather than silently clipped.
 
     Example:
         >>> import keras, numpy as np
