@@ -145,12 +145,14 @@ def test_config_is_json_with_non_default_values():
         adversarial_weight=0.8,
         beta=1.0,
         seed=5,
+        single_pass=True,
         name="robust",
     )
     config = json.loads(json.dumps(model.get_config()))
     restored = AdversarialModel.from_config(config)
     assert json.loads(json.dumps(restored.get_config())) == config
     assert isinstance(restored.attack, StrongestAttack) and restored.adversarial_weight == 0.8
+    assert restored.single_pass is True
 
 
 @pytest.mark.parametrize(
