@@ -83,7 +83,8 @@ class AdversarialModel(keras.Model):
             BatchNormalization (measured on one TRADES step of a two-convolution CNN
             with BatchNormalization: 15-18% on the convolution kernels, up to 20% on
             BatchNormalization's scales and offsets); without batch-dependent layers
-            both give the same update.
+            both give the same update. It is not faster on CPU (measured: 0.77 s against
+            0.75 s of CPU time per epoch for that CNN with PGD-5, 1024 images).
         **kwargs: `keras.Model` arguments such as `name`.
 
     Raises:
