@@ -11,6 +11,7 @@ imported as soon as Keras (and TensorFlow) are loaded, before or after this pack
 * `keras_lossopt.adversarial` - attacks, adversarial training, robustness evaluation.
 * `keras_lossopt.tuning` - keras-tuner integration: search over the loss.
 * `keras_lossopt.datasets` - offline, seeded built-in datasets.
+* `keras_lossopt.shaping` - composite losses, reward/penalty terms, scheduled and adaptive term weights.
 """
 
 from __future__ import annotations

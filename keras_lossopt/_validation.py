@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import keras
 import numpy as np
 
 __all__ = [
@@ -165,6 +164,8 @@ def is_concrete(x: Any) -> bool:
     """
     if isinstance(x, np.ndarray):
         return True
+    import keras  # here, not at the top: the command checks its arguments with this module before Keras starts
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -267,6 +268,7 @@ def sparse_label_poison(labels: Any, num_classes: int, *, ignore_index: int | No
     Raises:
         ValueError: eagerly, for a fractional, negative or too large label.
     """
+    import keras  # here, not at the top: see is_concrete
     from keras import ops
 
     if is_concrete(labels):

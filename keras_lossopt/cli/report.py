@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_folder", "markdown_table", "plot_curves", "plot_metrics", "scores", "write_csv", "write_json"]
+__all__ = [
+    "atomic_folder",
+    "markdown_table",
+    "plot_curves",
+    "plot_metrics",
+    "scores",
+    "write_csv",
+    "write_json",
+]
 
 
 def scores(task: str, labels: np.ndarray, outputs: np.ndarray, num_classes: int) -> dict[str, float]:

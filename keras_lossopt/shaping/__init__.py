@@ -9,8 +9,18 @@
 * `track_loss_terms(model)` - attaches the weights and per-term logs to the model (the callbacks do it).
 """
 
+# `losses.compound` builds DiceCELoss on CompositeLoss: loading `losses` first keeps one import
+# order (losses -> shaping.composite) whichever package the user imports first.
+import keras_lossopt.losses  # noqa: F401  (import order, see above)
 from keras_lossopt.shaping.adaptive import DynamicWeightAveraging, GradNorm, UncertaintyWeighting, dwa_weights
-from keras_lossopt.shaping.composite import CompositeLoss, CompositeLossState, child_loss, task_losses, term_name_of
+from keras_lossopt.shaping.composite import (
+    CompositeLoss,
+    CompositeLossState,
+    TermMean,
+    child_loss,
+    task_losses,
+    term_name_of,
+)
 from keras_lossopt.shaping.schedules import (
     CosineSchedule,
     LinearWarmup,
@@ -34,6 +44,7 @@ __all__ = [
     "OutputPenalty",
     "RewardTerm",
     "StepSchedule",
+    "TermMean",
     "TermWeightCallback",
     "UncertaintyWeighting",
     "WeightSchedule",

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_choice
@@ -40,7 +41,7 @@ from keras_lossopt.losses.base import LossFunctionBase, merge_masks, replicas_in
 from keras_lossopt.losses.registry import get as get_loss
 from keras_lossopt.shaping.terms import FunctionTerm
 
-__all__ = ["CompositeLoss", "CompositeLossState", "child_loss", "task_losses", "term_name_of"]
+__all__ = ["CompositeLoss", "CompositeLossState", "TermMean", "child_loss", "task_losses", "term_name_of"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
@@ -123,6 +124,16 @@ def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
     return type(term).from_config({**config, "reduction": reduction})
 
 
+class TermMean(keras.metrics.Mean):
+    """Running mean of one term's unweighted value; restarts every epoch, so it is not saved."""
+
+    def save_own_variables(self, store):
+        pass
+
+    def load_own_variables(self, store):
+        pass
+
+
 class CompositeLossState(keras.layers.Layer):
     """The state of one `CompositeLoss`: term weights, optional log-variances, per-term means.
 
@@ -147,7 +158,7 @@ class CompositeLossState(keras.layers.Layer):
             )
             for term, value in weights.items()
         }
-        self.term_trackers = {term: keras.metrics.Mean(name=f"loss_{term}") for term in self.term_names}
+        self.term_trackers = {term: TermMean(name=f"loss_{term}") for term in self.term_names}
         self.log_variances: dict[str, Any] = {}
         # A layer without inputs: built once its variables exist (Keras rebuilds unbuilt layers).
         self.built = True
@@ -166,6 +177,26 @@ class CompositeLossState(keras.layers.Layer):
                 for term in self.term_names
             }
         return self.log_variances
+
+    def load_own_variables(self, store):
+        """Loads the weights (and log-variances) saved with a model; keeps the config's when none were saved.
+
+        Files written before a loss became a composite (`DiceCELoss`, `DiceFocalLoss`) hold
+        no state for it: the weights then come from the loss config alone.
+        """
+        saved = len(store.keys())
+        if saved == 0:
+            return
+        if saved > len(self.term_names) and not self.log_variances:
+            self.add_log_variances()
+        own = list(self.term_weights.values()) + list(self.log_variances.values())
+        if saved != len(own):
+            raise ValueError(
+                f"{self.name} expected {len(own)} saved variables (weights of {list(self.term_names)}"
+                f"{' and log-variances' if self.log_variances else ''}), found {saved}."
+            )
+        for index, variable in enumerate(own):
+            variable.assign(store[str(index)])
 
     def call(self, *args, **kwargs):  # pragma: no cover - state only
         raise NotImplementedError("CompositeLossState holds state and is not called.")
@@ -198,6 +229,11 @@ class CompositeLoss(LossFunctionBase):
 
     Returns:
         A scalar, or one value per sample for `reduction="none"`.
+
+    Note:
+        The per-term logs (`loss_<term>`, `val_loss_<term>`) and, on JAX, weight changes
+        inside `fit` need the model to track the composite's state: every shaping callback
+        does it; without one call `track_loss_terms(model)` after `compile`.
 
     Raises:
         ValueError: for no terms, a term that is not a loss or function, unknown or
@@ -234,6 +270,7 @@ class CompositeLoss(LossFunctionBase):
         self.terms = {term: _as_term(term, loss, reduction) for term, loss in named.items()}
         initial = self._initial_weights(weights, named)
         self.state = CompositeLossState(initial, name=f"{name}_state")
+        self._assigned_weights: dict[str, float] = dict(initial)
         self._latest_values: dict[str, Any] = {}
 
     @staticmethod
@@ -292,7 +329,14 @@ class CompositeLoss(LossFunctionBase):
 
     def weights_dict(self) -> dict[str, float]:
         """Current term weights as Python floats (reads the variables)."""
-        return {term: float(ops.convert_to_numpy(v)) for term, v in self.state.term_weights.items()}
+        weights = {}
+        for term, variable in self.state.term_weights.items():
+            value = ops.convert_to_numpy(variable)
+            # The variable is float32; report the float that was assigned when it still holds it,
+            # so configs keep 0.7 rather than 0.699999988 (in-graph updates report the variable).
+            given = self._assigned_weights.get(term)
+            weights[term] = given if given is not None and np.float32(given) == value else float(value)
+        return weights
 
     def set_weights(self, weights: Mapping[str, float]) -> None:
         """Assigns new term weights; a compiled step uses them from its next call.
@@ -302,7 +346,9 @@ class CompositeLoss(LossFunctionBase):
         """
         for term, value in weights.items():
             check_choice("term", term, self.term_names)
-            self.state.term_weights[term].assign(_check_weight(term, value))
+            value = _check_weight(term, value)
+            self.state.term_weights[term].assign(value)
+            self._assigned_weights[term] = value
 
     def sign(self, term: str) -> float:
         """-1.0 for a reward term (subtracted), else 1.0."""

@@ -101,6 +101,11 @@ def test_robust_accuracy_strength_and_the_callback_setting(trained, digits):
     assert config["attack"] is None and (config["eps"], config["strength"]) == (EPS, "fast")
     again = RobustnessEvaluation.from_config(config)
     assert again.strength == "fast" and again.attack.get_config() == callback.attack.get_config()
+    callback.set_model(trained)
+    callback.on_train_begin()
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_robust_accuracy"] <= pgd + 1 / 24 and "warnings" not in callback.results[0]
 
 
 def test_auto_attack_config_round_trip_with_custom_attacks():
