@@ -93,6 +93,20 @@ def test_a_validation_loss_that_stays_near_the_start_stalls():
     evidence = findings[0].evidence
     assert evidence["decrease_per_epoch"] == pytest.approx((2.350 - 2.346) / (2.350 * 2))
     assert evidence["val_accuracy"] == 0.41 and evidence["starting_loss"] == pytest.approx(2.37)
+    assert evidence["val_accuracy_gain_per_epoch"] == 0.0
+
+
+@pytest.mark.parametrize("accuracies, fires", [([0.40, 0.41, 0.41], True), ([0.40, 0.55, 0.70], False)])
+def test_a_flat_validation_accuracy_stalls_while_the_loss_still_falls(accuracies, fires):
+    # MNIST at Adam 1e-5: the loss falls about 5% per epoch, accuracy stays at 0.41.
+    detector = LossTrendDetector()
+    feed(detector, [2.30] * 10)
+    found = []
+    for epoch, (loss, accuracy) in enumerate(zip([2.10, 2.00, 1.90], accuracies)):
+        found += detector.update_epoch(epoch, {"val_loss": loss, "val_accuracy": accuracy})
+    assert [f.kind for f in found] == (["stalled_metric"] if fires else [])
+    if fires:
+        assert found[0].evidence["decrease_per_epoch"] == pytest.approx((2.10 - 1.90) / (2.10 * 2))
 
 
 @pytest.mark.parametrize(
