@@ -8,6 +8,7 @@ Subpackages load on first use, so `import keras_lossopt` stays cheap:
 * `keras_lossopt.adversarial` - attacks, adversarial training, robustness evaluation.
 * `keras_lossopt.tuning` - keras-tuner integration: search over the loss.
 * `keras_lossopt.datasets` - offline, seeded built-in datasets.
+* `keras_lossopt.shaping` - composite losses, reward/penalty terms, scheduled and adaptive term weights.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# `shaping` (composite losses with scheduled/adaptive weights) joins this list when it lands.
 _SUBPACKAGES = ("losses", "metrics", "callbacks", "adversarial", "tuning", "datasets", "shaping")
 
 __all__ = ["__version__", *_SUBPACKAGES]

@@ -230,6 +230,11 @@ class CompositeLoss(LossFunctionBase):
     Returns:
         A scalar, or one value per sample for `reduction="none"`.
 
+    Note:
+        The per-term logs (`loss_<term>`, `val_loss_<term>`) and, on JAX, weight changes
+        inside `fit` need the model to track the composite's state: every shaping callback
+        does it; without one call `track_loss_terms(model)` after `compile`.
+
     Raises:
         ValueError: for no terms, a term that is not a loss or function, unknown or
             duplicate names, a negative or non-finite weight, or a nested composite.
