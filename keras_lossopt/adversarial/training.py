@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
 from keras_lossopt.adversarial.attacks import FastGradientMethod
-from keras_lossopt.adversarial.base import Attack, check_single_input_output
+from keras_lossopt.adversarial.base import Attack, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.evaluation import as_attack
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, kl_divergence_from_scores
 from keras_lossopt.losses.base import reduce_loss_values
@@ -58,9 +59,10 @@ class AdversarialModel(keras.Model):
     `L` is the loss given to `compile` (any Keras loss or a keras-lossopt loss, with
     `sample_weight`). An attack with `loss=None` attacks that compiled loss.
 
-    Inputs must lie in the attack's `clip` range: `train_step` checks it with a TensorFlow
-    assertion (XLA, i.e. `jit_compile=True`, compiles assertions away, so check the data
-    once with the attack, e.g. `robust_accuracy`, or fit once without XLA).
+    Inputs must lie in the attack's `clip` range: `fit` checks array inputs before training,
+    and `train_step` checks every batch with a TensorFlow assertion (XLA, i.e.
+    `jit_compile=True`, compiles assertions away: there only the array check holds, so check
+    a dataset once with the attack, e.g. `robust_accuracy`, or fit once without XLA).
 
     Args:
         model: the Keras model to train (its outputs: logits or probabilities).
@@ -204,6 +206,26 @@ class AdversarialModel(keras.Model):
         return attack.generate(
             self.model, x, y, default_loss=self.loss, seed_generator=self.seed_generator, eps_scale=eps_scale
         )
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, after checking that array inputs lie in the attack's `clip` range.
+
+        The check runs eagerly on the whole array before training, so it also holds under
+        `jit_compile=True`, where XLA drops the assertion inside `train_step`; datasets and
+        generators are checked batch by batch by that assertion.
+
+        Args:
+            x: inputs, as for `keras.Model.fit`.
+            y: targets, as for `keras.Model.fit`.
+            *args: further positional arguments of `keras.Model.fit`.
+            **kwargs: keyword arguments of `keras.Model.fit`.
+
+        Returns:
+            The `History` of `keras.Model.fit`.
+        """
+        if isinstance(x, np.ndarray) or tf.is_tensor(x):
+            check_input_range(x, self._training_attack.clip, self._training_attack)
+        return super().fit(x, y, *args, **kwargs)
 
     def _check_input_range(self, x):
         clip = self._training_attack.clip

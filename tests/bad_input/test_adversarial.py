@@ -328,11 +328,15 @@ def test_bad_input_gets_a_clear_error(env, call, error, match):
 
 def test_adversarial_model_refuses_training_data_outside_clip_in_fit(env):
     model = AdversarialModel(env.model, fgsm())
-    model.compile("sgd", LOGITS_CE, jit_compile=False)
+    model.compile("sgd", LOGITS_CE, jit_compile=True)  # arrays: checked before XLA drops assertions
+    with pytest.raises(ValueError, match=r"`x` has values in \[-2\.\d+, 2\.\d+\], outside .*clip=\(0\.0, 1\.0\)"):
+        model.fit(env.standardized, env.y, epochs=1, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices((env.standardized, env.y)).batch(3)
+    model.compile("sgd", LOGITS_CE, jit_compile=False)  # datasets: the assertion in train_step
     with pytest.raises(
         tf.errors.InvalidArgumentError, match=r"training inputs lie outside clip=\(0\.0, 1\.0\) of the attack"
     ):
-        model.fit(env.standardized, env.y, epochs=1, verbose=0)
+        model.fit(dataset, epochs=1, verbose=0)
 
 
 def test_callback_checks_labels_against_the_model_when_fit_starts(env):
