@@ -23,7 +23,10 @@ TensorBoard).
 
 Arithmetic builds the same object: `FocalLoss() + 0.5 * DiceLoss()` equals
 `CompositeLoss({"focal": FocalLoss(), "dice": DiceLoss()}, weights={"focal": 1.0, "dice": 0.5})`.
-Term names come from the loss names without their `_loss` suffix.
+Term names come from the loss names without their `_loss` suffix. The operators belong to
+keras-lossopt losses: a Keras loss joins with `+` next to one of them (`FocalLoss() +
+keras.losses.MeanSquaredError()`), but `0.5 * keras.losses.MeanSquaredError()` needs
+`CompositeLoss` (Keras' class defines no operators).
 """
 
 from __future__ import annotations
