@@ -34,13 +34,22 @@ from keras import ops
 
 from keras_lossopt.losses.targets import sparse_valid_mask
 
-__all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values"]
+# `merge_masks` and `replicas_in_sync` are public for losses built outside this package
+# (`keras_lossopt.shaping.CompositeLoss` uses both).
+__all__ = ["LossFunctionBase", "SparseTargetLoss", "merge_masks", "reduce_loss_values", "replicas_in_sync"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
 
 def replicas_in_sync():
-    """`(number of tf.distribute replicas, replica context or None)` of the current strategy."""
+    """The number of `tf.distribute` replicas of the current strategy and the replica context.
+
+    A loss whose divisor depends on the data sums it across replicas in the replica context;
+    other backends have one replica.
+
+    Returns:
+        `(replicas, context)`: an int, and the replica context when `replicas > 1`, else None.
+    """
     if keras.backend.backend() != "tensorflow":
         return 1, None
     import tensorflow as tf
@@ -138,6 +147,13 @@ def merge_masks(dtype, *masks):
 
     A lower-rank mask is aligned with a higher-rank one over trailing axes, so a
     per-time-step Keras mask `(N, T)` combines with a per-position mask `(N, T)` or `(N, T, 1)`.
+
+    Args:
+        dtype: the dtype of the merged mask (the loss dtype).
+        *masks: masks (boolean or numeric tensors) or None.
+
+    Returns:
+        The merged mask with the rank of the highest-rank mask, or None.
     """
     present = [ops.cast(m, dtype) for m in masks if m is not None]
     if not present:
