@@ -226,7 +226,8 @@ shared_layer="shared")`. Overhead: after the four fits of a seed, the trained mo
 {args.rounds} rounds, each one pass of `train_on_batch` over the {steps_per_pass} training batches (the compiled step
 with the method's loss formula, GradNorm's wrapped step included); the column gives the median CPU time of a
 pass (all threads of the process) as a ratio to the fixed model's, averaged over seeds, and the limits are
-checked on it. The wall-time column compares the median epoch (after the first) of the separate fits.
+checked on it. The wall-time column compares the median epoch (after the first) of the separate fits; other
+jobs on the shared machine stretch single fits, so it is not a cost measure.
 Whole benchmark: {minutes:.1f} min.
 
 {table}
