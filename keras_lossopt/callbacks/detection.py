@@ -234,13 +234,10 @@ class GradientDetector:
             views = np.lib.stride_tricks.sliding_window_view(past, window)
             previous = views[len(self._recent) : len(self._recent) + k]  # the window before each row
             usable = np.isfinite(previous) & (previous > 0)
-            logs = np.where(usable, np.log10(np.where(usable, previous, 1.0)), np.nan)
+            logs = np.log10(np.where(usable, previous, 1.0))
             has_past = usable.any(axis=1)
-            safe = np.where(has_past[:, None], logs, 0.0)  # rows without a usable past: unused
-            center = np.nanmedian(np.where(usable | ~has_past[:, None], safe, np.nan), axis=1)
-            spread = 1.4826 * np.nanmedian(
-                np.where(usable | ~has_past[:, None], np.abs(safe - center[:, None]), np.nan), axis=1
-            )
+            center = _row_medians(logs, usable)
+            spread = 1.4826 * _row_medians(np.abs(logs - center[:, None]), usable)
             baseline = 10.0**center
             growth = np.where(has_past, global_norm / baseline, 1.0)
             allowed = np.maximum(self.exploding_growth, 10.0 ** (_SPREADS * spread))
@@ -332,6 +329,22 @@ class GradientDetector:
         else:
             self.reported.add(kind)
         return Finding(kind=kind, step=int(step), layers=layers, evidence=evidence, cause="", remedy=REMEDIES[kind])
+
+
+def _row_medians(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The median of each row's entries where `mask` holds (0 for a row without any).
+
+    One sort of the rows (masked entries sorted to the end) instead of `np.nanmedian`,
+    which costs about 4x the rest of a block's detection.
+    """
+    if values.shape[1] == 0:
+        return np.zeros(len(values))
+    counts = mask.sum(axis=1)
+    ordered = np.sort(np.where(mask, values, np.inf), axis=1)
+    rows = np.arange(len(values))
+    low = np.maximum((counts - 1) // 2, 0)
+    high = np.minimum(counts // 2, values.shape[1] - 1)
+    return np.where(counts > 0, 0.5 * (ordered[rows, low] + ordered[rows, high]), 0.0)
 
 
 def _streaks(start: int, condition: np.ndarray) -> np.ndarray:

@@ -68,7 +68,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
       batches for the batch-to-batch noise to be below half the tolerance.
     * stalled_metric: with validation data, after 3 epochs the validation loss is still
-      above half the starting loss and falls by less than 2% per epoch.
+      above half the starting loss and falls by less than 2% per epoch, or a logged
+      validation accuracy gains less than 0.01 per epoch.
     * learning_rate: at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0).
 

@@ -543,3 +543,24 @@ def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_rem
     assert finding.causes[0].key == "non_finite_forward" and "cannot help" in finding.remedy
     assert model.optimizer.global_clipnorm is None  # no remedy applied
     assert len(monitor.findings) == 1
+
+
+def test_the_monitor_names_the_layer_the_checks_before_training_found():
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    huge = keras.initializers.RandomNormal(stddev=1e10)
+    keras.utils.set_random_seed(0)
+    layers = [L.Dense(16, activation="relu", kernel_initializer=huge, name=f"d{i}") for i in range(4)]
+    model = keras.Sequential([keras.Input((8,)), *layers, L.Dense(3, name="out")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSS)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+    monitor = GradientMonitor()
+    diagnostics = TrainingDiagnostics(probe_x=x[:32], probe_y=y[:32], on_problem=lambda finding: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor, diagnostics])
+    setup = next(f for f in diagnostics.findings if f.kind == "non_finite_forward")
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert finding.causes[0].key == "non_finite_forward"
+    assert f"layer {setup.layers[0]!r}" in finding.causes[0].description

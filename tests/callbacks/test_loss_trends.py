@@ -56,11 +56,21 @@ def test_a_flat_loss_stalls_at_stall_steps(rng):
 
 
 def test_noisy_single_sample_losses_wait_for_enough_samples_to_judge_a_stall(rng):
-    losses = per_sample_noise(rng, 1200)
-    detector = LossTrendDetector()
-    assert feed(detector, losses[:50]) == []
-    assert not detector._stall_checked  # 50 single samples cannot show a 1% change
-    assert feed(detector, losses[50:]) == []
+    # A flat loss with the per-sample noise of an untrained model (sd 10% of the loss): 50
+    # single samples cannot show a 1% change; the test waits for n = (2 sd / (1% mean))^2.
+    flat = 2.3 * (1 + 0.1 * rng.normal(size=1500))
+    found = feed(LossTrendDetector(), flat)
+    assert [f.kind for f in found] == ["stalled_loss"]
+    noise = np.std(np.diff(flat[: found[0].step + 1])) / math.sqrt(2)
+    n = math.ceil((2 * noise / (0.01 * flat[:10].mean())) ** 2)
+    assert found[0].evidence["averaged"] == n and found[0].step == 2 * n - 1 > 49
+    # A healthy per-sample run is never called stalled.
+    assert feed(LossTrendDetector(), per_sample_noise(rng, 1200)) == []
+
+
+def test_too_noisy_to_judge_is_not_a_stall(rng):
+    flat = 2.3 * rng.exponential(size=3000)  # sd 100% of the loss: n would be 40,000
+    assert "stalled_loss" not in [f.kind for f in feed(LossTrendDetector(), flat)]
 
 
 def test_a_falling_loss_does_not_stall(rng):
@@ -83,6 +93,20 @@ def test_a_validation_loss_that_stays_near_the_start_stalls():
     evidence = findings[0].evidence
     assert evidence["decrease_per_epoch"] == pytest.approx((2.350 - 2.346) / (2.350 * 2))
     assert evidence["val_accuracy"] == 0.41 and evidence["starting_loss"] == pytest.approx(2.37)
+    assert evidence["val_accuracy_gain_per_epoch"] == 0.0
+
+
+@pytest.mark.parametrize("accuracies, fires", [([0.40, 0.41, 0.41], True), ([0.40, 0.55, 0.70], False)])
+def test_a_flat_validation_accuracy_stalls_while_the_loss_still_falls(accuracies, fires):
+    # MNIST at Adam 1e-5: the loss falls about 5% per epoch, accuracy stays at 0.41.
+    detector = LossTrendDetector()
+    feed(detector, [2.30] * 10)
+    found = []
+    for epoch, (loss, accuracy) in enumerate(zip([2.10, 2.00, 1.90], accuracies)):
+        found += detector.update_epoch(epoch, {"val_loss": loss, "val_accuracy": accuracy})
+    assert [f.kind for f in found] == (["stalled_metric"] if fires else [])
+    if fires:
+        assert found[0].evidence["decrease_per_epoch"] == pytest.approx((2.10 - 1.90) / (2.10 * 2))
 
 
 @pytest.mark.parametrize(
