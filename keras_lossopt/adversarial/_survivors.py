@@ -40,12 +40,7 @@ def as_float_batch(x, y, model=None, attack=None):
     x_work, y_array = x_tensor.numpy(), y_tensor.numpy()  # x_tensor is a copy: the caller's x is never written
     if x_work.ndim < 2:
         raise ValueError(f"`x` must be a batch of shape (N, ...). Received: x.shape={x_work.shape}")
-    if y_array.shape[:1] != x_work.shape[:1]:
-        raise ValueError(
-            f"`x` and `y` must hold the same number of samples. Received: x.shape={x_work.shape}, "
-            f"y.shape={y_array.shape}"
-        )
-    return x_work, y_array, to_output
+    return x_work, y_array, to_output  # prepare_batch has checked that x and y hold as many samples
 
 
 def clean_predictions(model, x, y, from_logits):
