@@ -4,6 +4,10 @@
   parameters as conditional hyperparameters; returns the chosen loss.
 * `LossSearchHyperModel(build_model, task, ...)` and `make_tuner(...)` - any model becomes
   a loss search with RandomSearch, BayesianOptimization, Hyperband or GridSearch.
+* `advise(y, x=x)` - the loss advisor: label profile, ranked losses with parameters from the data.
+* Honest selection: `make_tuner(..., folds=3)` scores trials by stratified k-fold
+  cross-validation (`tuning.validation`), races hopeless trials over folds, stops every
+  model early, and starts from given points (`advice_starting_points`).
 * Objectives that carry their direction (`macro_f1_objective()`, ...); `val_loss` is refused.
 
 Distributed search uses keras-tuner's own chief/worker mode: run the same script in one
@@ -12,6 +16,7 @@ process with `KERASTUNER_TUNER_ID=chief` and in each worker with `KERASTUNER_TUN
 address (see docs/architecture.md).
 """
 
+from keras_lossopt.tuning.advisor import Advice, LabelProfile, LossAdvice, advise, class_balanced_beta, profile_labels
 from keras_lossopt.tuning.hypermodel import (
     TUNERS,
     LossSearchHyperModel,
@@ -40,6 +45,8 @@ from keras_lossopt.tuning.search_space import (
     loss_hyperparameter_name,
     resolve_candidates,
 )
+from keras_lossopt.tuning.tuners import advice_starting_points, search_summary
+from keras_lossopt.tuning.validation import FoldScores, check_labels, cross_validate, stratified_folds
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -47,21 +54,33 @@ __all__ = [
     "MAXIMIZED_METRICS",
     "TASKS",
     "TUNERS",
+    "Advice",
+    "FoldScores",
+    "LabelProfile",
+    "LossAdvice",
     "LossCandidate",
     "LossSearchHyperModel",
     "Param",
+    "advice_starting_points",
+    "advise",
     "build_loss",
+    "check_labels",
     "check_search_objective",
     "choose_loss",
+    "class_balanced_beta",
     "class_recall_objective",
+    "cross_validate",
     "default_metrics",
     "default_objective",
     "loss_hyperparameter_name",
     "macro_f1_objective",
     "make_tuner",
     "objective",
+    "profile_labels",
     "resolve_candidates",
     "robust_accuracy_objective",
+    "search_summary",
     "segmentation_objective",
+    "stratified_folds",
     "worst_class_recall_objective",
 ]

@@ -1,0 +1,41 @@
+"""Labels a loss search cannot read: one line naming the problem and the fix."""
+
+import numpy as np
+import pytest
+
+from keras_lossopt import tuning
+
+CASES = [
+    ("continuous", np.linspace(0.0, 1.0, 30), {}, r"look continuous \(e\.g\. 0\.0344828\).*bin the target"),
+    (
+        "nan",
+        np.array([0.0, 1.0, np.nan, 1.0, 0.0]),
+        {},
+        r"1 NaN or infinite value\(s\) \(first at index \(2,\)\).*drop",
+    ),
+    ("one class", np.zeros(20, "int64"), {}, r"single class \(0\).*at least two classes"),
+    (
+        "fewer than folds",
+        np.repeat([0, 1, 2], [20, 20, 2]),
+        {"folds": 3},
+        r"only 2 samples of class 2, fewer than folds=3: use folds=2 \(or fewer\), or add samples of class 2",
+    ),
+    ("strings", np.array(["a", "b", "a"]), {}, r"dtype <U1, not numbers.*integers"),
+    ("negative", np.array([0, -1, 1, 0]), {}, r"negative values \(e\.g\. -1\).*0\.\.C-1"),
+    ("empty", np.array([], "int64"), {}, r"labels are empty"),
+]
+
+
+@pytest.mark.parametrize("name, labels, kwargs, message", CASES, ids=[c[0] for c in CASES])
+def test_advise_refuses_unreadable_labels_in_one_line(name, labels, kwargs, message):
+    with pytest.raises(ValueError, match=message) as error:
+        tuning.advise(labels, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_folds_check_names_images_for_segmentation():
+    masks = np.zeros((6, 4, 4), "int64")
+    masks[:5, 0, 0] = 1
+    masks[5, 1, 1] = 2
+    with pytest.raises(ValueError, match="only 1 images containing class 2, fewer than folds=2"):
+        tuning.stratified_folds(masks, 2, task="segmentation")
