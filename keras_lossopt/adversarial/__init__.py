@@ -5,13 +5,15 @@
   case per sample over several attacks.
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
 * Evaluation: `robust_accuracy`, `evaluate_robustness`, `generate_adversarial`,
-  `default_evaluation_attacks`; the callback `keras_lossopt.callbacks.RobustnessEvaluation`.
+  `default_evaluation_attacks`; the callback `RobustnessEvaluation` (also re-exported by
+  `keras_lossopt.callbacks`) and its figure `plot_adversarial_grid`.
 
 The attacks and the training step use the TensorFlow backend.
 """
 
 from keras_lossopt.adversarial.attacks import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
 from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
+from keras_lossopt.adversarial.callback import RobustnessEvaluation, plot_adversarial_grid
 from keras_lossopt.adversarial.evaluation import (
     StrongestAttack,
     default_evaluation_attacks,
@@ -29,9 +31,11 @@ __all__ = [
     "MomentumIterativeMethod",
     "NotDifferentiableError",
     "ProjectedGradientDescent",
+    "RobustnessEvaluation",
     "StrongestAttack",
     "default_evaluation_attacks",
     "evaluate_robustness",
     "generate_adversarial",
+    "plot_adversarial_grid",
     "robust_accuracy",
 ]

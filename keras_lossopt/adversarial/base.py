@@ -31,7 +31,7 @@ from keras import ops
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_positive
 from keras_lossopt.adversarial.objectives import BUILTIN_LOSSES, detect_from_logits, make_objective
 
-__all__ = ["Attack", "NotDifferentiableError", "normalize_norm"]
+__all__ = ["Attack", "NotDifferentiableError"]
 
 _NORMS = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
 
@@ -40,7 +40,7 @@ class NotDifferentiableError(ValueError):
     """The model's output has no usable gradient with respect to its input."""
 
 
-def normalize_norm(norm: Any) -> str:
+def _normalize_norm(norm: Any) -> str:
     """`"linf"` or `"l2"` from `"linf"`, `"inf"`, `np.inf`, `"l2"` or `2`; ValueError otherwise."""
     key = norm
     if isinstance(norm, (int, float, np.integer, np.floating)) and not isinstance(norm, bool):
@@ -94,7 +94,121 @@ def _expand_like(mask, x):
     return ops.reshape(mask, (-1,) + (1,) * (len(x.shape) - 1))
 
 
-class Attack:
+def keep_stronger(best, candidate):
+    """Per sample, the stronger of two adversarial examples; graph code.
+
+    Each argument is `(x, value, success)`: the batch, its per-sample strength (higher is
+    stronger) and whether it fools the model. The candidate wins where it succeeds and the
+    best does not, or where both agree on success and its value is higher. `best=None`
+    takes the candidate. Used across restarts (`Attack`) and across attacks
+    (`StrongestAttack`).
+    """
+    if best is None:
+        return candidate
+    best_x, best_value, best_success = best
+    x, value, success = candidate
+    better = ops.logical_or(
+        ops.logical_and(success, ops.logical_not(best_success)),
+        ops.logical_and(ops.equal(success, best_success), value > best_value),
+    )
+    return (
+        ops.where(_expand_like(better, x), x, best_x),
+        ops.where(better, value, best_value),
+        ops.logical_or(best_success, success),
+    )
+
+
+def prepare_batch(x, y):
+    """`(x_tensor, y_tensor, to_output)`: a float copy of `x` and the labels as tensors.
+
+    `to_output` casts a result back to the dtype of `x`, and to NumPy when `x` was not a
+    tensor. `x` is copied so that nothing downstream can write into the caller's array.
+    """
+    numpy_in = not tf.is_tensor(x)
+    x_array = np.asarray(x) if numpy_in else x
+    in_dtype = keras.backend.standardize_dtype(x_array.dtype)
+    work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
+    x_tensor = tf.identity(tf.cast(tf.convert_to_tensor(x_array), work_dtype))
+    y_tensor = tf.convert_to_tensor(np.asarray(y) if not tf.is_tensor(y) else y)
+
+    def to_output(result):
+        result = tf.cast(result, in_dtype)
+        return result.numpy() if numpy_in else result
+
+    return x_tensor, y_tensor, to_output
+
+
+class CompiledAttack:
+    """What every attack object shares: `attack(model, x, y)` runs `generate` compiled per model.
+
+    Internal to `keras_lossopt.adversarial` (`Attack` and `StrongestAttack` derive from it).
+    A subclass implements `generate(model, x, y, **options)` (graph code) and
+    `_prepare_model(model, x, y)`, the eager checks made once per model on its first batch
+    before tracing. The compiled functions are kept per model in a `WeakKeyDictionary`
+    (the model is referenced weakly inside them too, so the cache never keeps it alive),
+    one per set of options and input dtype, traced with `reduce_retracing=True`.
+    """
+
+    eps: float
+
+    def __init__(self):
+        self._functions = weakref.WeakKeyDictionary()
+
+    def __call__(self, model, x, y):
+        """The adversarial batch for `model` at inputs `x` with labels (or targets) `y`.
+
+        Args:
+            model: a Keras model (logits or probabilities; see `from_logits`).
+            x: input batch (NumPy array or tensor); never modified.
+            y: true labels (untargeted) or target labels (`targeted=True`): sparse class
+                indices, `(N, 1)` indices or one-hot rows.
+
+        Returns:
+            The adversarial batch, same shape and dtype as `x` (NumPy in, NumPy out).
+
+        Raises:
+            NotDifferentiableError: (a ValueError) when the output of `model` has no
+                gradient with respect to its input, naming the layer that blocks it.
+
+        Models with one input tensor and one output are supported.
+        """
+        x_tensor, y_tensor, to_output = prepare_batch(x, y)
+        if self.eps == 0.0:
+            return to_output(x_tensor)
+        return to_output(self._compiled(model, x_tensor, y_tensor)(x_tensor, y_tensor))
+
+    def generate(self, model, x, y, **options):  # pragma: no cover - every subclass implements it
+        raise NotImplementedError
+
+    def _prepare_model(self, model, x, y):  # pragma: no cover - every subclass implements it
+        raise NotImplementedError
+
+    def _compiled(self, model, x, y, **options):
+        functions = self._functions.setdefault(model, {})
+        key = (tuple(sorted(options.items())), x.dtype.name)
+        if key not in functions:
+            self._prepare_model(model, x, y)
+            model_ref = weakref.ref(model)
+
+            def run(x, y):
+                return self.generate(model_ref(), x, y, **options)
+
+            functions[key] = tf.function(run, reduce_retracing=True)
+        return functions[key]
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __deepcopy__(self, memo):
+        # Traced functions and random state are per instance; a copy starts afresh.
+        return self.__class__.from_config(copy.deepcopy(self.get_config(), memo))
+
+    def get_config(self) -> dict[str, Any]:  # pragma: no cover - every subclass implements it
+        raise NotImplementedError
+
+
+class Attack(CompiledAttack):
     """Base class of the attacks; subclasses set the iteration (`steps`, `step_size`, ...).
 
     Subclasses implement nothing numeric: they pass their schedule to `__init__` and their
@@ -119,7 +233,7 @@ class Attack:
         name=None,
     ):
         self.eps = check_non_negative("eps", eps)
-        self.norm = normalize_norm(norm)
+        self.norm = _normalize_norm(norm)
         self.steps = check_int("steps", steps, minimum=1)
         self.step_size = None if step_size is None else check_positive("step_size", step_size)
         self.random_start = bool(random_start)
@@ -133,8 +247,8 @@ class Attack:
         self.from_logits = from_logits
         self.seed = None if seed is None else check_int("seed", seed)
         self.name = name or _snake(type(self).__name__)
-        self._functions = weakref.WeakKeyDictionary()
         self._seed_generator = None
+        super().__init__()
 
     # ----------------------------------------------------------------- configuration
     @property
@@ -160,43 +274,11 @@ class Attack:
             "name": self.name,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __deepcopy__(self, memo):
-        # Traced functions and random state are per instance; a copy starts afresh.
-        return self.__class__.from_config(copy.deepcopy(self.get_config(), memo))
-
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------------- public calls
-    def __call__(self, model, x, y):
-        """The adversarial batch for `model` at inputs `x` with labels (or targets) `y`.
-
-        Args:
-            model: a Keras model (logits or probabilities; see `from_logits`).
-            x: input batch (NumPy array or tensor); never modified.
-            y: true labels (untargeted) or target labels (`targeted=True`): sparse class
-                indices, `(N, 1)` indices or one-hot rows.
-
-        Returns:
-            The adversarial batch, same shape and dtype as `x` (NumPy in, NumPy out).
-
-        Raises:
-            NotDifferentiableError: (a ValueError) when the output of `model` has no
-                gradient with respect to its input, naming the layer that blocks it.
-
-        Models with one input tensor and one output are supported.
-        """
-        x_tensor, y_tensor, to_output = self._prepare(x, y)
-        if self.eps == 0.0:
-            return to_output(x_tensor)
-        function = self._function(model, x_tensor, y_tensor, record=False)
-        return to_output(function(x_tensor, y_tensor))
-
     def trajectory(self, model, x, y):
         """Every iterate of every restart, for checking and plotting the ascent.
 
@@ -205,9 +287,8 @@ class Attack:
             restart is the starting point (after the random start), index `t` the iterate
             after step `t`.
         """
-        x_tensor, y_tensor, _ = self._prepare(x, y)
-        function = self._function(model, x_tensor, y_tensor, record=True)
-        path = ops.convert_to_numpy(function(x_tensor, y_tensor))
+        x_tensor, y_tensor, _ = prepare_batch(x, y)
+        path = ops.convert_to_numpy(self._compiled(model, x_tensor, y_tensor, record=True)(x_tensor, y_tensor))
         return path.reshape((self.restarts, self.steps + 1, *x_tensor.shape))
 
     # ----------------------------------------------------------------- graph code
@@ -243,28 +324,19 @@ class Attack:
             success = None
         seed_generator = seed_generator or self._own_seed_generator()
         ta = tf.TensorArray(x.dtype, size=self.restarts * (self.steps + 1)) if record else None
-        best_x = best_value = best_success = None
+        best = None
         for restart in range(self.restarts):
             x_adv, ta = self._ascend(model, x, y, objective, seed_generator, ta, restart, eps_scale)
             if self.restarts == 1 or record:
-                best_x = x_adv
+                best = (x_adv, None, None)
                 continue
             y_pred = model(x_adv, training=False)
             value = objective(y, y_pred)
             hit = success(y, y_pred) if success is not None else ops.zeros_like(value, dtype="bool")
-            if best_x is None:
-                best_x, best_value, best_success = x_adv, value, hit
-                continue
-            better = ops.logical_or(
-                ops.logical_and(hit, ops.logical_not(best_success)),
-                ops.logical_and(ops.equal(hit, best_success), value > best_value),
-            )
-            best_x = ops.where(_expand_like(better, x), x_adv, best_x)
-            best_value = ops.where(better, value, best_value)
-            best_success = ops.logical_or(best_success, hit)
+            best = keep_stronger(best, (x_adv, value, hit))
         if record:
             return ta.stack()
-        return tf.stop_gradient(best_x)
+        return tf.stop_gradient(best[0])
 
     def objective(self, model, default_loss=None):
         """`(objective, success)` for `model`: see `objectives.make_objective`."""
@@ -360,36 +432,9 @@ class Attack:
         return self._seed_generator
 
     # ----------------------------------------------------------------- eager plumbing
-    def _prepare(self, x, y):
-        numpy_in = not tf.is_tensor(x)
-        x_array = np.asarray(x) if numpy_in else x
-        in_dtype = keras.backend.standardize_dtype(x_array.dtype)
-        work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
-        # A new tensor: nothing below can write into the caller's array.
-        x_tensor = tf.identity(tf.cast(tf.convert_to_tensor(x_array), work_dtype))
-        y_tensor = tf.convert_to_tensor(np.asarray(y) if not tf.is_tensor(y) else y)
-
-        def to_output(result):
-            result = tf.cast(result, in_dtype)
-            return result.numpy() if numpy_in else result
-
-        return x_tensor, y_tensor, to_output
-
-    def _function(self, model, x, y, record):
-        functions = self._functions.setdefault(model, {})
-        key = (record, x.dtype.name)
-        if key not in functions:
-            check_differentiable(model, x, y, self.objective(model)[0])
-            self._own_seed_generator()  # created eagerly, outside the traced function
-
-            # A weak reference: the cache (keyed weakly by the model) must not keep it alive.
-            model_ref = weakref.ref(model)
-
-            def run(x, y):
-                return self.generate(model_ref(), x, y, record=record)
-
-            functions[key] = tf.function(run, reduce_retracing=True)
-        return functions[key]
+    def _prepare_model(self, model, x, y):
+        _check_differentiable(model, x, y, self.objective(model)[0])
+        self._own_seed_generator()  # created eagerly, outside the traced function
 
 
 def _snake(name: str) -> str:
@@ -462,7 +507,7 @@ def _probe_weights(out):
     return ops.reshape(ops.convert_to_tensor(weights), (1, *out.shape[1:])) if size > 1 else weights[0]
 
 
-def check_differentiable(model, x, y, objective):
+def _check_differentiable(model, x, y, objective):
     """Raises `NotDifferentiableError` when the input gradient of the objective is structurally absent.
 
     Runs eagerly on (a slice of) the first batch. A `None` gradient (argmax, rounding,

@@ -10,9 +10,7 @@ cross-entropy and on the Carlini-Wagner margin, both with random starts.
 
 from __future__ import annotations
 
-import copy
 import math
-import weakref
 from typing import Any
 
 import keras
@@ -22,7 +20,7 @@ from keras import ops
 
 from keras_lossopt._validation import check_int
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
-from keras_lossopt.adversarial.base import Attack, check_differentiable
+from keras_lossopt.adversarial.base import Attack, CompiledAttack, keep_stronger
 from keras_lossopt.adversarial.objectives import (
     class_scores,
     detect_from_logits,
@@ -41,7 +39,7 @@ __all__ = [
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class StrongestAttack:
+class StrongestAttack(CompiledAttack):
     """Per sample, the strongest example over several attacks (untargeted).
 
     Use it to evaluate: it keeps an example that fools the model if any attack finds one,
@@ -78,7 +76,7 @@ class StrongestAttack:
         self.from_logits = from_logits
         self.name = name
         self.targeted = False
-        self._functions = weakref.WeakKeyDictionary()
+        super().__init__()
 
     @property
     def eps(self) -> float:
@@ -99,13 +97,6 @@ class StrongestAttack:
             "name": self.name,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __deepcopy__(self, memo):
-        return self.__class__.from_config(copy.deepcopy(self.get_config(), memo))
-
     def __repr__(self):
         return f"StrongestAttack({self.attacks!r})"
 
@@ -113,43 +104,18 @@ class StrongestAttack:
         """Graph-safe: the strongest example per sample over `self.attacks`."""
         from_logits = self.from_logits if self.from_logits is not None else detect_from_logits(model)
         strength, success = make_objective("margin", from_logits, targeted=False)
-        best_x = best_value = best_success = None
+        best = None
         for attack in self.attacks:
             x_adv = attack.generate(
                 model, x, y, default_loss=default_loss, seed_generator=seed_generator, eps_scale=eps_scale
             )
             y_pred = model(x_adv, training=False)
-            value, hit = strength(y, y_pred), success(y, y_pred)
-            if best_x is None:
-                best_x, best_value, best_success = x_adv, value, hit
-                continue
-            better = ops.logical_or(
-                ops.logical_and(hit, ops.logical_not(best_success)),
-                ops.logical_and(ops.equal(hit, best_success), value > best_value),
-            )
-            best_x = ops.where(ops.reshape(better, (-1,) + (1,) * (len(x.shape) - 1)), x_adv, best_x)
-            best_value = ops.where(better, value, best_value)
-            best_success = ops.logical_or(best_success, hit)
-        return best_x
+            best = keep_stronger(best, (x_adv, strength(y, y_pred), success(y, y_pred)))
+        return best[0]
 
-    def __call__(self, model, x, y):
-        """The strongest adversarial batch; same shape and dtype as `x`."""
-        x_tensor, y_tensor, to_output = self.attacks[0]._prepare(x, y)
-        if self.eps == 0.0:
-            return to_output(x_tensor)
-        functions = self._functions.setdefault(model, {})
-        if x_tensor.dtype.name not in functions:
-            for attack in self.attacks:
-                check_differentiable(model, x_tensor, y_tensor, attack.objective(model)[0])
-                attack._own_seed_generator()
-
-            model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-            def run(x, y):
-                return self.generate(model_ref(), x, y)
-
-            functions[x_tensor.dtype.name] = tf.function(run, reduce_retracing=True)
-        return to_output(functions[x_tensor.dtype.name](x_tensor, y_tensor))
+    def _prepare_model(self, model, x, y):
+        for attack in self.attacks:
+            attack._prepare_model(model, x, y)
 
 
 def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(0.0, 1.0), seed=None):

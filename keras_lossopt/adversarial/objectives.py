@@ -24,18 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = [
-    "BUILTIN_LOSSES",
-    "class_scores",
-    "cross_entropy_from_scores",
-    "detect_from_logits",
-    "kl_divergence_from_scores",
-    "make_objective",
-    "margin_from_scores",
-    "per_sample_loss",
-    "predicted_labels",
-    "sparse_labels",
-]
+# Internal to keras_lossopt.adversarial: the attacks, the training step and the callback
+# share these functions; the package exports none of them.
+__all__: list[str] = []
 
 BUILTIN_LOSSES = ("cross_entropy", "margin")
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")

@@ -1,1 +1,47 @@
-"""The `keras-lossopt` command line: `compare` and `search` (see `keras_lossopt.cli.main`)."""
+"""The `keras-lossopt` command line: `compare` and `search` (see `keras_lossopt.cli.main`).
+
+`keras_lossopt.cli.main.main(argv)` runs the command (the `keras-lossopt` script); the
+module `main` is the entry point and is not re-exported here, where its name would clash
+with the function. The names below are the command's steps, for scripts and benchmarks
+that reuse them: `load_data` (the `--data` argument as a `Dataset`), `model_builder`,
+`run_compare`, `run_search`, `train_once`, `targets` and the report helpers. They load
+lazily, so that the command checks its arguments before Keras and TensorFlow start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it (each module's __all__, nothing else).
+_EXPORTS = {
+    "TASKS": "data",
+    "DataError": "data",
+    "load_data": "data",
+    "model_builder": "models",
+    "run_compare": "compare",
+    "targets": "compare",
+    "train_once": "compare",
+    "run_search": "search",
+    "atomic_folder": "report",
+    "markdown_table": "report",
+    "plot_curves": "report",
+    "plot_metrics": "report",
+    "scores": "report",
+    "write_csv": "report",
+    "write_json": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"keras_lossopt.cli.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_lossopt.cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,7 +9,7 @@ worst-class recall (mean IoU first for segmentation).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -20,7 +20,7 @@ from keras_lossopt.cli import report
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import build_loss, default_metrics, resolve_candidates
 
-__all__ = ["run_compare", "targets"]
+__all__ = ["run_compare", "targets", "train_once"]
 
 
 def targets(dataset: Dataset, split: str) -> np.ndarray:
@@ -68,6 +68,90 @@ def train_once(
     return scores, curves
 
 
+def _build_candidate_losses(dataset: Dataset, loss_names: Sequence[str] | None) -> dict[str, keras.losses.Loss]:
+    """Candidate name -> the loss built for `dataset` (logits out, training class counts)."""
+    candidates = resolve_candidates(dataset.task, loss_names)
+    counts = dataset.class_counts("train") if dataset.task != "segmentation" else None
+    return {
+        c.name: build_loss(c, from_logits=True, class_counts=counts if c.needs_class_counts else None)
+        for c in candidates
+    }
+
+
+def _train_every_loss(
+    dataset: Dataset,
+    make_model: Callable[[], keras.Model],
+    built: dict[str, keras.losses.Loss],
+    *,
+    seeds: int,
+    print_fn: Callable[[str], None],
+    **training: Any,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
+    """Trains every (loss, seed) pair; returns one row of test scores per run and each loss'
+    curves averaged over seeds."""
+    runs, curves_by_loss = [], {}
+    total = len(built) * seeds
+    for name, loss in built.items():
+        runs_curves = []
+        for seed in range(seeds):
+            run_start = time.perf_counter()
+            loss_copy = losses.get(losses.serialize(loss))  # a fresh loss per run; no shared state
+            scores, curves = train_once(dataset, make_model, loss_copy, seed=seed, **training)
+            seconds = time.perf_counter() - run_start
+            runs.append({"loss": name, "seed": seed, **scores, "seconds": round(seconds, 2)})
+            runs_curves.append(curves)
+            shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
+            print_fn(f"[{len(runs)}/{total}] {name} seed={seed}: {shown} ({seconds:.1f}s)")
+        curves_by_loss[name] = {key: np.mean([c[key] for c in runs_curves], axis=0).tolist() for key in runs_curves[0]}
+    return runs, curves_by_loss
+
+
+def _summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Loss -> metric -> (mean, standard deviation) over its seeds, losses in run order."""
+    metric_names = [k for k in runs[0] if k not in ("loss", "seed", "seconds")]
+    names = list(dict.fromkeys(r["loss"] for r in runs))
+    return {
+        name: {
+            m: (
+                float(np.mean([r[m] for r in runs if r["loss"] == name])),
+                float(np.std([r[m] for r in runs if r["loss"] == name])),
+            )
+            for m in metric_names
+        }
+        for name in names
+    }
+
+
+def _summary_table(summary: Mapping[str, Mapping[str, tuple[float, float]]]) -> str:
+    """The markdown table of `_summarize`: one row per loss, "mean ± std" per metric."""
+    metric_names = list(next(iter(summary.values())))
+    rows = [[name, *(f"{by[m][0]:.3f} ± {by[m][1]:.3f}" for m in metric_names)] for name, by in summary.items()]
+    return report.markdown_table(["loss", *metric_names], rows)
+
+
+def _write_report(output: str, results: Mapping[str, Any], summary, table: str) -> None:
+    settings, dataset = results["settings"], results["dataset"]
+    with report.atomic_folder(output) as folder:
+        report.write_json(folder / "results.json", results)
+        report.write_csv(folder / "results.csv", results["runs"])
+        plotted = report.plot_metrics(folder / "metrics.png", summary)
+        report.plot_curves(folder / "curves.png", results["curves"])
+        lines = [
+            f"# Loss comparison on {dataset['name']}",
+            "",
+            f"Task: {dataset['task']}, {dataset['num_classes']} classes; training class counts "
+            f"{dataset['train_class_counts']}. Model: {results['model']}. "
+            f"{settings['seeds']} seeds x {settings['epochs']} epochs, batch {settings['batch_size']}, "
+            f"Adam({settings['learning_rate']:g}). Scores on the test split: mean ± standard deviation over seeds.",
+            "",
+            table,
+            "",
+        ]
+        if plotted:
+            lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
+        (folder / "report.md").write_text("\n".join(lines))
+
+
 def run_compare(
     dataset: Dataset,
     make_model: Callable[[], keras.Model],
@@ -82,50 +166,23 @@ def run_compare(
     print_fn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Runs the comparison, prints the table and writes the report folder; returns the results."""
-    candidates = resolve_candidates(dataset.task, loss_names)
-    counts = dataset.class_counts("train") if dataset.task != "segmentation" else None
-    built = {
-        c.name: build_loss(c, from_logits=True, class_counts=counts if c.needs_class_counts else None)
-        for c in candidates
-    }
+    started = time.perf_counter()
+    built = _build_candidate_losses(dataset, loss_names)
     print_fn(dataset.summary())
     print_fn(f"model: {model_description}; losses: {', '.join(built)}; seeds: {seeds}; epochs: {epochs}")
-    runs, curves_by_loss = [], {}
-    total, started = len(built) * seeds, time.perf_counter()
-    for name, loss in built.items():
-        runs_curves = []
-        for seed in range(seeds):
-            run_start = time.perf_counter()
-            loss_copy = losses.get(losses.serialize(loss))  # a fresh loss per run; no shared state
-            scores, curves = train_once(
-                dataset,
-                make_model,
-                loss_copy,
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-            )
-            seconds = time.perf_counter() - run_start
-            runs.append({"loss": name, "seed": seed, **scores, "seconds": round(seconds, 2)})
-            runs_curves.append(curves)
-            shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
-            print_fn(f"[{len(runs)}/{total}] {name} seed={seed}: {shown} ({seconds:.1f}s)")
-        curves_by_loss[name] = {key: np.mean([c[key] for c in runs_curves], axis=0).tolist() for key in runs_curves[0]}
-    metric_names = [k for k in runs[0] if k not in ("loss", "seed", "seconds")]
-    summary = {
-        name: {
-            m: (
-                float(np.mean([r[m] for r in runs if r["loss"] == name])),
-                float(np.std([r[m] for r in runs if r["loss"] == name])),
-            )
-            for m in metric_names
-        }
-        for name in built
-    }
-    header = ["loss", *metric_names]
-    rows = [[name, *(f"{summary[name][m][0]:.3f} ± {summary[name][m][1]:.3f}" for m in metric_names)] for name in built]
-    table = report.markdown_table(header, rows)
+    settings = {"seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    runs, curves = _train_every_loss(
+        dataset,
+        make_model,
+        built,
+        seeds=seeds,
+        print_fn=print_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
+    summary = _summarize(runs)
+    table = _summary_table(summary)
     print_fn("")
     print_fn(table)
     results = {
@@ -137,33 +194,13 @@ def run_compare(
             "train_class_counts": dataset.class_counts("train").tolist(),
         },
         "model": model_description,
-        "settings": {"seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate},
+        "settings": settings,
         "losses": {name: losses.serialize(loss) for name, loss in built.items()},
-        "summary": {
-            name: {m: {"mean": v[0], "std": v[1]} for m, v in by_metric.items()} for name, by_metric in summary.items()
-        },
+        "summary": {name: {m: {"mean": v[0], "std": v[1]} for m, v in by.items()} for name, by in summary.items()},
         "runs": runs,
-        "curves": curves_by_loss,
+        "curves": curves,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    with report.atomic_folder(output) as folder:
-        report.write_json(folder / "results.json", results)
-        report.write_csv(folder / "results.csv", runs)
-        plotted = report.plot_metrics(folder / "metrics.png", summary)
-        report.plot_curves(folder / "curves.png", curves_by_loss)
-        lines = [
-            f"# Loss comparison on {dataset.name}",
-            "",
-            f"Task: {dataset.task}, {dataset.num_classes} classes; training class counts "
-            f"{dataset.class_counts('train').tolist()}. Model: {model_description}. "
-            f"{seeds} seeds x {epochs} epochs, batch {batch_size}, Adam({learning_rate:g}). "
-            "Scores on the test split: mean ± standard deviation over seeds.",
-            "",
-            table,
-            "",
-        ]
-        if plotted:
-            lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
-        (folder / "report.md").write_text("\n".join(lines))
+    _write_report(output, results, summary, table)
     print_fn(f"\nreport written to {output}")
     return results

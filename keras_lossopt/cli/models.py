@@ -15,10 +15,10 @@ import keras
 from keras_lossopt.cli.data import DataError
 from keras_lossopt.datasets import Dataset
 
-__all__ = ["model_builder", "output_units"]
+__all__ = ["model_builder"]
 
 
-def output_units(dataset: Dataset) -> int:
+def _output_units(dataset: Dataset) -> int:
     """1 for binary tasks (a sigmoid logit), else the number of classes."""
     return 1 if dataset.task == "binary" else dataset.num_classes
 
@@ -70,7 +70,7 @@ def model_builder(dataset: Dataset, model_path: str | None = None) -> tuple[Call
         DataError: for a missing or unreadable model file, or one whose input or output
             does not fit the data.
     """
-    units = output_units(dataset)
+    units = _output_units(dataset)
     input_shape = _reshape_inputs(dataset)
     if model_path is None:
         if dataset.task == "segmentation":

@@ -1,4 +1,4 @@
-"""Scores from predictions, and the report folder written all at once.
+"""Test scores of predictions, and the report folder written all at once.
 
 A report folder appears only when it is complete: files go to a hidden temporary folder
 beside the target, which is renamed into place at the end (an older report of the same
@@ -22,34 +22,43 @@ import numpy as np
 __all__ = ["atomic_folder", "markdown_table", "plot_curves", "plot_metrics", "scores", "write_csv", "write_json"]
 
 
-def _confusion(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(labels.ravel() * num_classes + predicted.ravel(), minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
-
-
 def scores(task: str, labels: np.ndarray, outputs: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Test-split scores from model outputs (logits): accuracy, macro-F1, worst-class recall;
-    mean IoU for segmentation."""
+    """Test-split scores of model outputs (logits), from the same metric objects training logs.
+
+    Accuracy, macro-F1 and worst-class recall (`keras_lossopt.metrics`); mean IoU first
+    for segmentation (`IoUScore`, the mean over classes present in the labels or the
+    predictions). Each metric sees the whole split at once, so the scores are
+    dataset-level, like the validation scores of `fit`.
+
+    Args:
+        task: `"binary"`, `"multiclass"` or `"segmentation"`.
+        labels: integer labels, `(N,)` or `(N, H, W)`.
+        outputs: the model's logits, `(N, 1)` for binary, else `(..., num_classes)`.
+        num_classes: the number of classes (2 for binary).
+
+    Returns:
+        Metric name -> score in [0, 1].
+    """
+    import keras
+
+    from keras_lossopt import metrics
+
     if task == "binary":
-        predicted = (outputs.reshape(len(outputs), -1)[:, 0] > 0).astype(np.int64)
+        accuracy = keras.metrics.BinaryAccuracy(threshold=0.0)
+        labels = labels.reshape(-1, 1)
     else:
-        predicted = outputs.argmax(axis=-1)
-    labels = labels.astype(np.int64).reshape(predicted.shape)
-    confusion = _confusion(labels, predicted, num_classes).astype(np.float64)
-    tp, predicted_count, actual = np.diag(confusion), confusion.sum(0), confusion.sum(1)
-    denominator = predicted_count + actual
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    recall = np.divide(tp, actual, out=np.ones_like(tp), where=actual > 0)
-    result = {
-        "accuracy": float(tp.sum() / confusion.sum()),
-        "macro_f1": float(f1.mean()),
-        "worst_class_recall": float(recall[actual > 0].min()),
+        accuracy = keras.metrics.SparseCategoricalAccuracy()
+    named = {
+        "accuracy": accuracy,
+        "macro_f1": metrics.MacroF1(num_classes, from_logits=True),
+        "worst_class_recall": metrics.WorstClassRecall(num_classes, from_logits=True),
     }
     if task == "segmentation":
-        union = denominator - tp
-        iou = np.divide(tp, union, out=np.zeros_like(tp), where=union > 0)
-        result = {"mean_iou": float(iou[union > 0].mean()), **result}
+        named = {"mean_iou": metrics.IoUScore(num_classes, from_logits=True), **named}
+    result = {}
+    for name, metric in named.items():
+        metric.update_state(labels, outputs)
+        result[name] = float(metric.result())
     return result
 
 

@@ -16,10 +16,11 @@ from keras_lossopt.datasets.builtin import (
     subsample_classes,
     train_val_test_indices,
 )
-from keras_lossopt.datasets.segmentation import load_shapes, make_shapes
+from keras_lossopt.datasets.segmentation import SHAPE_KINDS, load_shapes, make_shapes
 
 __all__ = [
     "LOADERS",
+    "SHAPE_KINDS",
     "Dataset",
     "available_datasets",
     "load_breast_cancer",

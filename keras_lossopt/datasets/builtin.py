@@ -20,6 +20,7 @@ import numpy as np
 from keras_lossopt._validation import check_choice, check_in_range
 
 __all__ = [
+    "LOADERS",
     "Dataset",
     "available_datasets",
     "load_breast_cancer",

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative
-from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.base import LossFunctionBase, merge_masks
 from keras_lossopt.losses.focal import FocalLoss
 from keras_lossopt.losses.overlap import MODES, DiceLoss
 from keras_lossopt.losses.registry import register_alias
@@ -38,6 +38,25 @@ def _with_reduction(loss, reduction, what):
     return type(loss).from_config({**config, "reduction": reduction})
 
 
+def _own_mask(loss, y_true, y_pred):
+    compute_mask = getattr(loss, "compute_mask", None)
+    return None if compute_mask is None else compute_mask(y_true, y_pred)
+
+
+def _child_loss(loss, y_true, y_pred, sample_weight, mask):
+    """A child's reduced loss, with the compound's input mask passed on.
+
+    keras-lossopt children take the mask through `masked_call`; a Keras loss reads it
+    from `y_pred`, so the mask goes back onto the tensor (the attribute Keras reads).
+    """
+    if isinstance(loss, LossFunctionBase):
+        return loss.masked_call(y_true, y_pred, sample_weight, mask)
+    if mask is not None:
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_pred._keras_mask = ops.cast(mask, "bool")
+    return loss(y_true, y_pred, sample_weight=sample_weight)
+
+
 class CompoundLoss(LossFunctionBase):
     """Weighted sum of a Dice loss and a per-pixel loss; see the module docstring."""
 
@@ -50,28 +69,28 @@ class CompoundLoss(LossFunctionBase):
         self.dice = _with_reduction(dice, reduction, "dice")
         self.other = _with_reduction(other, reduction, self.other_key)
 
-    def call(self, y_true, y_pred):  # per image, unweighted; used by reduction="none"
-        return self._per_image(y_true, y_pred, None)
+    def call(self, y_true, y_pred):  # per image, unweighted: the values of reduction="none"
+        return self._per_image(y_true, y_pred, None, None)
 
-    def _per_image(self, y_true, y_pred, sample_weight):
-        dice = self.dice(y_true, y_pred, sample_weight=sample_weight)
-        values = self.other(y_true, y_pred, sample_weight=sample_weight)
-        mask = self.other.compute_mask(ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred))
+    def _per_image(self, y_true, y_pred, sample_weight, mask):
+        dice = _child_loss(self.dice, y_true, y_pred, sample_weight, mask)
+        values = _child_loss(self.other, y_true, y_pred, sample_weight, mask)
         axes = tuple(range(1, len(values.shape)))
         if axes:
-            if mask is None:
+            valid = merge_masks(values.dtype, mask, _own_mask(self.other, y_true, y_pred))
+            if valid is None:
                 values = ops.mean(values, axis=axes)
             else:
-                values = ops.sum(values, axis=axes) / ops.maximum(ops.sum(ops.cast(mask, values.dtype), axis=axes), 1.0)
+                valid = ops.broadcast_to(valid, ops.shape(values))
+                values = ops.sum(values, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
         return self.dice_weight * dice + self.other_weight * values
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        with keras.name_scope(self.name):
-            if self.reduction in (None, "none"):
-                return self._per_image(y_true, y_pred, sample_weight)
-            dice = self.dice(y_true, y_pred, sample_weight=sample_weight)
-            other = self.other(y_true, y_pred, sample_weight=sample_weight)
-            return self.dice_weight * dice + self.other_weight * other
+    def compute_reduced_loss(self, y_true, y_pred, sample_weight, mask):
+        if self.reduction in (None, "none"):
+            return self._per_image(y_true, y_pred, sample_weight, mask)
+        dice = _child_loss(self.dice, y_true, y_pred, sample_weight, mask)
+        other = _child_loss(self.other, y_true, y_pred, sample_weight, mask)
+        return self.dice_weight * dice + self.other_weight * other
 
     def get_config(self):
         return {

@@ -7,9 +7,9 @@ added to the set of mispredictions (`lovasz_gradient`). Sorting uses `keras.ops.
 over a static axis, so the losses compile with XLA; the sort permutation carries no
 gradient, exactly as in the paper's reference implementation.
 
-Ignored pixels get error 0 and target 0: every pixel with a positive error sorts before
-them, and they change neither the weights of those pixels nor the loss, so no mask
-shrinks the arrays (which would give dynamic shapes).
+Ignored pixels (`ignore_index`, or masked by a Keras mask) get error 0 and target 0:
+every pixel with a positive error sorts before them, and they change neither the weights
+of those pixels nor the loss, so no mask shrinks the arrays (which would give dynamic shapes).
 
 Per-sample convention as for the overlap losses (`keras_lossopt.losses.overlap`):
 `per_image=True` gives one value per image and `reduction`/`sample_weight` apply to them;
@@ -66,6 +66,13 @@ def lovasz_extension(errors, targets):
     sorted_targets = ops.take_along_axis(targets, order, axis=-1)
     weights = ops.stop_gradient(lovasz_gradient(sorted_targets))
     return ops.sum(sorted_errors * weights, axis=-1)
+
+
+def _merge_validity(valid, mask):
+    """The ignore_index mask times the 0/1 position mask from the loss contract (Keras mask)."""
+    if mask is None:
+        return valid
+    return mask if valid is None else valid * mask
 
 
 def _flatten(x, per_image):
@@ -139,9 +146,10 @@ class LovaszSoftmaxLoss(RegionLoss):
         targets, probs, valid = overlap_inputs(
             y_true, y_pred, mode="multiclass", from_logits=self.from_logits, ignore_index=self.ignore_index
         )
+        valid = _merge_validity(valid, weight)
         errors = ops.abs(targets - probs)
         if valid is not None:
-            errors = errors * valid  # targets are already 0 on ignored pixels
+            errors, targets = errors * valid, targets * valid
         errors = ops.transpose(_flatten(errors, self.per_image), (0, 2, 1))
         targets = ops.transpose(_flatten(targets, self.per_image), (0, 2, 1))
         per_class = lovasz_extension(errors, targets)
@@ -217,9 +225,10 @@ class LovaszHingeLoss(RegionLoss):
         targets, scores, valid = overlap_inputs(
             y_true, y_pred, mode="binary", from_logits=False, ignore_index=self.ignore_index
         )
+        valid = _merge_validity(valid, weight)
         errors = ops.relu(1.0 - scores * (2.0 * targets - 1.0))
         if valid is not None:
-            errors = errors * valid
+            errors, targets = errors * valid, targets * valid
         rows = ops.shape(errors)[0] if self.per_image else 1
         values = lovasz_extension(ops.reshape(errors, (rows, -1)), ops.reshape(targets, (rows, -1)))
         return values if self.per_image else values[0]

@@ -13,10 +13,15 @@ Per-sample convention (these are not per-position losses):
   other loss (`"none"` returns the `(N,)` values).
 * `per_image=False` (batch Dice): the counts are summed over the whole batch and the loss
   is ONE value for the batch, whatever the `reduction` (`"sum"`, the means and `"none"`
-  all give that scalar). `sample_weight` (per image `(N,)` or per pixel `(N, H, W)`) then
+  all give that 0-d value: the loss has no per-sample values, and Keras returns such a
+  value unreduced too, e.g. `keras.losses.Dice(axis=None, reduction="none")`; use
+  `per_image=True` for one value per image). `sample_weight` (per image `(N,)` or per pixel `(N, H, W)`) then
   weights each pixel's contribution *inside* the counts, which is the weighted soft Dice;
   a weight of 0 removes an image. Under `tf.distribute` the counts are summed across
   replicas, so a replicated run gives the loss of the whole global batch.
+
+A Keras mask on `y_pred` (see `keras_lossopt.losses.base`) removes the masked positions
+from the counts, exactly like `ignore_index`.
 """
 
 from __future__ import annotations
@@ -96,14 +101,14 @@ def overlap_inputs(y_true, y_pred, *, mode="multiclass", from_logits=False, igno
     return targets, probs, weight
 
 
-def pixel_weight(sample_weight, y_pred):
+def pixel_weight(sample_weight, y_pred, what="sample_weight"):
     """A per-image `(N,)` or per-position `(N, ...)` weight aligned with `y_pred` for the counts."""
     weight = ops.cast(ops.convert_to_tensor(sample_weight), y_pred.dtype)
     rank, pred_rank = len(weight.shape), len(y_pred.shape)
     if rank > pred_rank or (rank == pred_rank and weight.shape[-1] not in (1, y_pred.shape[-1])):
         raise ValueError(
-            "`sample_weight` must be per image (N,) or per position (N, ...) of y_pred.shape[:-1]. "
-            f"Received: sample_weight.shape={tuple(weight.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+            f"`{what}` must be per image (N,) or per position (N, ...) of y_pred.shape[:-1]. "
+            f"Received: {what}.shape={tuple(weight.shape)}, y_pred.shape={tuple(y_pred.shape)}"
         )
     while len(weight.shape) < pred_rank:
         weight = ops.expand_dims(weight, -1)
@@ -185,23 +190,26 @@ class RegionLoss(LossFunctionBase):
     def call(self, y_true, y_pred):
         return self.region_loss(y_true, y_pred, None)
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        with keras.name_scope(self.name):
-            y_true, y_pred = self.standardize_inputs(y_true, y_pred)
-            if self.per_image:
-                return reduce_loss_values(self.region_loss(y_true, y_pred, None), sample_weight, None, self.reduction)
-            weight = None
-            if sample_weight is not None:
-                if not self.supports_batch_weights:
-                    raise ValueError(
-                        f"{type(self).__name__} with per_image=False computes one value for the whole batch "
-                        "and takes no `sample_weight`; use per_image=True to weight images."
-                    )
-                weight = pixel_weight(sample_weight, y_pred)
-            value = self.region_loss(y_true, y_pred, weight)
-            replicas, _ = replicas_in_sync()
-            # Keras sums the replicas' losses; each replica holds the global batch value.
-            return value * (1.0 / replicas) if replicas > 1 else value
+    def compute_reduced_loss(self, y_true, y_pred, sample_weight, mask):
+        # The mask (Keras mask, merged by LossFunctionBase) removes positions inside the
+        # counts, like ignore_index: a region loss has no per-position values to mask.
+        weight = None if mask is None else pixel_weight(mask, y_pred, what="mask")
+        if self.per_image:
+            return reduce_loss_values(self.region_loss(y_true, y_pred, weight), sample_weight, None, self.reduction)
+        if sample_weight is not None:
+            if not self.supports_batch_weights:
+                raise ValueError(
+                    f"{type(self).__name__} with per_image=False computes one value for the whole batch "
+                    "and takes no `sample_weight`; use per_image=True to weight images."
+                )
+            sample_weight = pixel_weight(sample_weight, y_pred)
+            weight = sample_weight if weight is None else weight * sample_weight
+        # One value for the batch whatever the reduction, "none" included: the loss has no
+        # per-sample values, and Keras returns such a value unreduced (keras.losses.Dice(axis=None)).
+        value = self.region_loss(y_true, y_pred, weight)
+        replicas, _ = replicas_in_sync()
+        # Keras sums the replicas' losses; each replica holds the global batch value.
+        return value * (1.0 / replicas) if replicas > 1 else value
 
     def get_config(self):
         return {**super().get_config(), "per_image": self.per_image}

@@ -18,7 +18,14 @@ import keras_tuner
 
 from keras_lossopt._validation import check_choice, check_int
 from keras_lossopt.tuning.objectives import check_search_objective, macro_f1_objective, segmentation_objective
-from keras_lossopt.tuning.search_space import LossCandidate, build_loss, choose_loss, resolve_candidates
+from keras_lossopt.tuning.search_space import (
+    TASKS,
+    LossCandidate,
+    build_loss,
+    choose_loss,
+    loss_hyperparameter_name,
+    resolve_candidates,
+)
 
 __all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
 
@@ -138,8 +145,11 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         if not callable(build_model):
             raise ValueError(f"`build_model` must be callable. Received: {build_model!r}")
         self.build_model = build_model
-        self.task = check_choice("task", task, ("binary", "multiclass", "multilabel", "segmentation"))
-        self.candidates = resolve_candidates(self.task, candidates)
+        self.task = check_choice("task", task, TASKS)
+        self.from_logits = bool(from_logits)
+        self.candidates = resolve_candidates(
+            self.task, candidates, from_logits=self.from_logits, class_counts=class_counts
+        )
         if any(c.needs_class_counts for c in self.candidates) and class_counts is None:
             needing = [c.name for c in self.candidates if c.needs_class_counts]
             raise ValueError(
@@ -147,7 +157,6 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
                 "(e.g. numpy.bincount(y_train)) or leave them out of `candidates`."
             )
         self.class_counts = None if class_counts is None else [float(c) for c in class_counts]
-        self.from_logits = bool(from_logits)
         self.tune_learning_rate = bool(tune_learning_rate)
         low, high = (float(v) for v in learning_rate_range)
         if not 0 < low < high:
@@ -198,8 +207,6 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         """The loss a trial's hyperparameters describe (e.g. the best trial's), ready to compile."""
         chosen = hp.get("loss")
         candidate = next(c for c in self.candidates if c.name == chosen)
-        from keras_lossopt.tuning.search_space import loss_hyperparameter_name
-
         values = {
             p.argument: hp.get(loss_hyperparameter_name(chosen, p.argument))
             for p in candidate.params

@@ -224,32 +224,34 @@ DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _loss_is_available(identifier: str) -> bool:
-    import keras
+def resolve_candidates(
+    task: str,
+    candidates: Sequence[str | LossCandidate] | None = None,
+    *,
+    from_logits: bool = True,
+    class_counts: Sequence[float] | None = None,
+) -> list[LossCandidate]:
+    """The `LossCandidate`s of a search, each checked to build.
 
-    from keras_lossopt import losses
-
-    if identifier.strip().lower().replace("-", "_") in losses.registry.available_aliases():
-        return True
-    if keras.saving.get_registered_object(f"keras_lossopt>{identifier}") is not None:
-        return True
-    return hasattr(keras.losses, identifier)
-
-
-def resolve_candidates(task: str, candidates: Sequence[str | LossCandidate] | None = None) -> list[LossCandidate]:
-    """The `LossCandidate`s of a search, checked to exist.
+    Every candidate is built once through `build_loss` (that is, `keras_lossopt.losses.get`),
+    so an identifier the registry does not know, or fixed arguments its loss refuses, fail
+    here with the registry's own message rather than in a later trial. A candidate that
+    needs class counts is built only when `class_counts` is given.
 
     Args:
         task: `"binary"`, `"multiclass"`, `"multilabel"` or `"segmentation"`.
         candidates: names from `LOSS_CANDIDATES[task]` and/or `LossCandidate`s. Default:
             `DEFAULT_CANDIDATES[task]`.
+        from_logits: whether the model outputs logits (as in `build_loss`). Default True.
+        class_counts: training samples per class, for the candidates that need them.
+            Default None.
 
     Returns:
         The candidates, in the given order.
 
     Raises:
         ValueError: for an unknown task, an unknown or repeated name, or a candidate
-            whose loss is not installed (naming the loss and what is available).
+            whose loss cannot be built (naming the candidate, its loss and the reason).
     """
     task = check_choice("task", task, TASKS)
     table = LOSS_CANDIDATES[task]
@@ -274,16 +276,15 @@ def resolve_candidates(task: str, candidates: Sequence[str | LossCandidate] | No
     seen = [c.name for c in resolved]
     if len(set(seen)) != len(seen):
         raise ValueError(f"`candidates` names a loss twice. Received: {seen}")
-    missing = [c for c in resolved if not _loss_is_available(c.loss)]
-    if missing:
-        from keras_lossopt import losses
-
-        raise ValueError(
-            "Loss candidate(s) "
-            + ", ".join(f"{c.name!r} (loss {c.loss!r})" for c in missing)
-            + f" are not available in this installation of keras_lossopt. Registered short names: "
-            f"{losses.registry.available_aliases()}."
-        )
+    for candidate in resolved:
+        if candidate.needs_class_counts and class_counts is None:
+            continue
+        try:
+            build_loss(candidate, from_logits=from_logits, class_counts=class_counts)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"Loss candidate {candidate.name!r} (loss {candidate.loss!r}) cannot be built: {error}"
+            ) from error
     return resolved
 
 
@@ -317,8 +318,6 @@ def build_loss(
     Raises:
         ValueError: when the candidate needs `class_counts` and none are given.
     """
-    import keras
-
     from keras_lossopt import losses
 
     kwargs: dict[str, Any] = {
@@ -348,10 +347,6 @@ def build_loss(
                 "`class_counts=` (e.g. numpy.bincount(y_train)) or leave it out of `candidates`."
             )
         kwargs["class_counts"] = [float(c) for c in np.asarray(class_counts).ravel()]
-    keras_class = getattr(keras.losses, candidate.loss, None)
-    if isinstance(keras_class, type) and issubclass(keras_class, keras.losses.Loss):
-        # Keras' own loss classes: `losses.get` would return a default-built instance.
-        return keras_class(**kwargs)
     return losses.get(candidate.loss, **kwargs)
 
 
@@ -398,7 +393,7 @@ def choose_loss(
         >>> type(loss).__name__, hp.get("focal/gamma"), hp.is_active("focal/gamma")
         ('FocalLoss', 2.0, True)
     """
-    resolved = resolve_candidates(task, candidates)
+    resolved = resolve_candidates(task, candidates, from_logits=from_logits, class_counts=class_counts)
     names = [c.name for c in resolved]
     chosen = hp.Choice(LOSS_HP, names, default=check_choice("default", default, names) if default else None)
     values: dict[str, Any] = {}

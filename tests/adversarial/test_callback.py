@@ -1,4 +1,7 @@
 import copy
+import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -9,11 +12,12 @@ from keras_lossopt.adversarial import (
     AdversarialModel,
     FastGradientMethod,
     ProjectedGradientDescent,
+    RobustnessEvaluation,
     StrongestAttack,
     default_evaluation_attacks,
     evaluate_robustness,
+    plot_adversarial_grid,
 )
-from keras_lossopt.callbacks import RobustnessEvaluation
 from keras_lossopt.datasets import load_digits
 
 LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -183,3 +187,43 @@ def test_keras_tuner_can_optimize_robust_accuracy(digits, tmp_path):
     trials = tuner.oracle.get_best_trials(2)
     assert len(trials) == 2 and all(0.0 < t.score <= 1.0 for t in trials)
     assert trials[0].score >= trials[1].score
+
+
+# A config written when the callback lived in keras_lossopt.callbacks.robustness.
+OLD_CONFIG = {
+    "module": "keras_lossopt.callbacks.robustness",
+    "class_name": "RobustnessEvaluation",
+    "config": {
+        "attack": {
+            "module": "keras_lossopt.adversarial.attacks",
+            "class_name": "FastGradientMethod",
+            "config": {"eps": 0.1, "norm": "linf", "targeted": False, "clip": [0.0, 1.0], "loss": None},
+            "registered_name": "keras_lossopt>FastGradientMethod",
+        },
+        "validation_data": None,
+        "every_n_epochs": 2,
+        "collapse_fraction": 0.5,
+    },
+    "registered_name": "keras_lossopt>RobustnessEvaluation",
+}
+
+
+def test_callbacks_package_re_exports_the_same_class_under_the_same_registered_name():
+    import keras_lossopt.callbacks as callbacks
+
+    assert callbacks.RobustnessEvaluation is RobustnessEvaluation
+    assert callbacks.plot_adversarial_grid is plot_adversarial_grid
+    assert keras.saving.get_registered_name(RobustnessEvaluation) == "keras_lossopt>RobustnessEvaluation"
+    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(OLD_CONFIG)))
+    assert isinstance(restored, RobustnessEvaluation)
+    assert restored.every_n_epochs == 2 and restored.collapse_fraction == 0.5 and restored.attack.eps == 0.1
+
+
+def test_importing_the_callbacks_does_not_load_the_attacks():
+    code = (
+        "import sys, keras_lossopt.callbacks as c; "
+        "assert 'keras_lossopt.adversarial' not in sys.modules; "
+        "assert 'RobustnessEvaluation' in dir(c); "
+        "c.RobustnessEvaluation; assert 'keras_lossopt.adversarial.callback' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

@@ -5,6 +5,10 @@
 `CSVLogger`, `EarlyStopping`, `ModelCheckpoint`, TensorBoard and keras-tuner objectives
 read them (list it *before* those callbacks: callbacks run in list order and share the
 logs dict). The progress bar prints before callbacks run, so it does not show these keys.
+
+`keras_lossopt.callbacks` re-exports both names (loaded on first use, so that importing
+the callbacks does not load the attacks); the registered name
+`keras_lossopt>RobustnessEvaluation` is the same under both paths.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tensorflow as tf
 from keras_lossopt._validation import check_in_range, check_int
 from keras_lossopt.adversarial.evaluation import StrongestAttack, evaluate_robustness
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
+from keras_lossopt.adversarial.training import AdversarialModel
 
 __all__ = ["RobustnessEvaluation", "plot_adversarial_grid"]
 
@@ -201,8 +206,6 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         return epoch == 0 or (epoch + 1) % self.every_n_epochs == 0 or (last is not None and epoch + 1 == last)
 
     def _target_model(self):
-        from keras_lossopt.adversarial.training import AdversarialModel
-
         return self.model.model if isinstance(self.model, AdversarialModel) else self.model
 
     def _data(self):

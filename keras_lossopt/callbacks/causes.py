@@ -1,0 +1,554 @@
+"""Causes of a training problem, ranked by the evidence for each.
+
+A symptom (exploding gradients, a dead layer, a stalled loss) has several possible causes;
+the remedy depends on which one it is. `rank_causes` weighs the candidates for a finding's
+kind against the evidence the callbacks hold:
+
+* the checks made before training (`pretraining.check_training_setup`): data with
+  NaN/inf, the first layer whose forward pass overflows at the starting weights, input and
+  target scale, a loss that does not fit the output activation;
+* the model as it was when training began (`TrainingStart`, captured in
+  `on_train_begin`): the initial weight scale against Glorot's, initial biases; never the
+  weights after a divergence, which describe the wreck, not its cause;
+* the learning rate measured against the weights: the relative size of the updates
+  (`||w_after - w_before|| / ||w_before||` per step from `GradientMonitor`, or how far the
+  weights moved since the start), not the learning rate's value alone;
+* the current weights where the cause is their state now (biases pushed negative).
+
+Each `Cause` carries its numbers and a remedy that fits it; causes without evidence are
+not listed. The strength is a prior for the pair (finding kind, cause), scaled by how far
+the evidence lies past its threshold; it orders the list and is not a probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, activation_name, flat_layers, learning_rate_of
+from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS
+
+__all__ = ["CAUSE_KEYS", "Cause", "TrainingStart", "describe_causes", "rank_causes", "training_start"]
+
+CAUSE_KEYS = (
+    "non_finite_data",
+    "non_finite_forward",
+    "input_scale",
+    "target_scale",
+    "loss_mismatch",
+    "initial_weight_scale",
+    "learning_rate_high",
+    "learning_rate_low",
+    "negative_bias",
+    "saturating_activations",
+    "dead_relu",
+    "missing_normalization",
+    "batch_noise",
+)
+
+# Prior strength of each cause per finding kind (absent: not a cause of that kind).
+_PRIORS: Mapping[str, Mapping[str, float]] = {
+    "non_finite": {
+        "non_finite_data": 1.0,
+        "non_finite_forward": 1.0,
+        "target_scale": 0.9,
+        "input_scale": 0.85,
+        "initial_weight_scale": 0.8,
+        "learning_rate_high": 0.75,
+        "missing_normalization": 0.2,
+    },
+    "vanishing": {
+        "loss_mismatch": 0.95,
+        "saturating_activations": 0.8,
+        "dead_relu": 0.7,
+        "input_scale": 0.6,
+        "initial_weight_scale": 0.6,
+        "missing_normalization": 0.2,
+    },
+    "dying_relu": {
+        "negative_bias": 0.9,
+        "learning_rate_high": 0.7,
+        "input_scale": 0.5,
+        "initial_weight_scale": 0.4,
+        "missing_normalization": 0.2,
+    },
+    "saturation": {
+        "input_scale": 0.9,
+        "initial_weight_scale": 0.85,
+        "learning_rate_high": 0.5,
+        "missing_normalization": 0.3,
+    },
+    "oscillating_loss": {
+        "learning_rate_high": 0.9,
+        "target_scale": 0.7,
+        "input_scale": 0.6,
+        "loss_mismatch": 0.3,
+        "batch_noise": 0.3,
+    },
+    "stalled_loss": {
+        "loss_mismatch": 0.95,
+        "learning_rate_low": 0.85,
+        "dead_relu": 0.5,
+        "saturating_activations": 0.5,
+        "target_scale": 0.4,
+        "input_scale": 0.3,
+    },
+    "learning_rate": {"learning_rate_high": 1.0, "learning_rate_low": 1.0},
+}
+_PRIORS = {**_PRIORS, "exploding": _PRIORS["non_finite"], "stalled_metric": _PRIORS["stalled_loss"]}
+
+# Thresholds of the evidence (each with its reason).
+#: Kernel std above this multiple of Glorot's (or below its inverse) is an initial-scale cause.
+WEIGHT_SCALE_FACTOR = 10.0
+#: Per-step relative update ||dw|| / ||w|| above which the learning rate is too high; the
+#: usual healthy range is about 1e-4..1e-2 (1e-3 is the common rule of thumb).
+HIGH_UPDATE_RATIO = 0.05
+#: Per-step relative update below which the learning rate is too small to make progress.
+LOW_UPDATE_RATIO = 1e-5
+#: Total relative weight change since the start below which a stalled run has barely moved.
+LOW_TOTAL_MOVEMENT = 0.02
+#: A mean bias below -this x the typical pre-activation (kernel std x sqrt(fan_in) x input rms)
+#: switches most units off: "materially negative". Small negative biases are normal.
+NEGATIVE_BIAS_FACTOR = 0.5
+#: Batches at or below this size make the loss and gradients noisy per step.
+SMALL_BATCH = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Cause:
+    """One candidate cause of a finding, with its evidence.
+
+    Attributes:
+        key: one of `CAUSE_KEYS`.
+        strength: orders the causes (prior for the finding kind x severity of the evidence).
+        description: what was measured, with the numbers.
+        remedy: what to change for this cause.
+        evidence: the numbers behind it.
+    """
+
+    key: str
+    strength: float
+    description: str
+    remedy: str
+    evidence: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.key})"
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerScale:
+    kernel_std: float
+    glorot_std: float
+    fan_in: int
+    bias_mean: float | None
+
+
+class TrainingStart:
+    """The model as it was when training began, and the checks made then.
+
+    Captured once per `fit` by the first callback that asks (`training_start`), so that a
+    cause names the *initial* weights, not the weights after a divergence.
+
+    Attributes:
+        step: `optimizer.iterations` when captured.
+        layer_scales: per layer with a kernel: kernel std, Glorot std, fan-in, mean bias.
+        setup_findings: findings of `check_training_setup` made for this fit (filled in by
+            the callback that ran the checks).
+        first_loss: the loss of the first batch of the fit (None until seen).
+        batch_size: the training batch size when known.
+    """
+
+    def __init__(self, model: keras.Model, token: Any = None):
+        self.token = token
+        optimizer = getattr(model, "optimizer", None)
+        self.step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+        self.layer_scales: dict[str, _LayerScale] = {}
+        self._weights: dict[int, np.ndarray] = {}
+        for layer in flat_layers(model):
+            scale = _layer_scale(layer)
+            if scale is not None:
+                self.layer_scales[layer.name] = scale
+        for variable in model.trainable_variables:
+            self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
+        self.setup_findings: list[Finding] = []
+        self.first_loss: float | None = None
+        self.batch_size: int | None = None
+
+    def moved(self, model: keras.Model) -> float | None:
+        """||w_now - w_start|| / ||w_start|| over all trainable weights (None if unknown)."""
+        change = norm = 0.0
+        for variable in model.trainable_variables:
+            start = self._weights.get(id(variable))
+            if start is None:
+                continue
+            now = np.asarray(keras.ops.convert_to_numpy(variable), dtype="float64")
+            change += float(np.sum(np.square(now - start)))
+            norm += float(np.sum(np.square(start.astype("float64"))))
+        if norm <= 0 or not math.isfinite(change):
+            return None
+        return math.sqrt(change / norm)
+
+
+_STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def training_start(model: keras.Model, token: Any = None) -> TrainingStart:
+    """The `TrainingStart` of the current fit of `model`, captured on the first call.
+
+    Callbacks of one `fit` share `self.params` (one dict), so passing
+    `token=id(self.params)` makes the second callback reuse the first one's capture and a
+    later fit take a new one.
+
+    Args:
+        model: the model being trained.
+        token: identifies the fit; a different token (or optimizer step) captures anew.
+
+    Returns:
+        The shared `TrainingStart`.
+    """
+    start = _STARTS.get(model)
+    optimizer = getattr(model, "optimizer", None)
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+    if start is None or start.token != token or start.step != step:
+        start = TrainingStart(model, token)
+        _STARTS[model] = start
+    return start
+
+
+def _layer_scale(layer: Any) -> _LayerScale | None:
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or len(kernel.shape) < 2:
+        return None
+    w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
+    receptive = int(np.prod(w.shape[:-2])) if w.ndim > 2 else 1
+    fan_in, fan_out = w.shape[-2] * receptive, w.shape[-1] * receptive
+    bias = getattr(layer, "bias", None)
+    bias_mean = None
+    if bias is not None:
+        b = np.asarray(keras.ops.convert_to_numpy(bias), dtype="float64")
+        bias_mean = float(b.mean()) if b.size else None
+    return _LayerScale(
+        kernel_std=float(w.std()),
+        glorot_std=math.sqrt(2.0 / (fan_in + fan_out)),
+        fan_in=int(fan_in),
+        bias_mean=bias_mean,
+    )
+
+
+def _severity(ratio: float) -> float:
+    """Maps how far evidence lies past its threshold (ratio >= 1) to [0.5, 1] on a log scale."""
+    if not math.isfinite(ratio):
+        return 1.0
+    return min(1.0, 0.5 + 0.25 * math.log10(max(ratio, 1.0)))
+
+
+def rank_causes(
+    kind: str,
+    model: keras.Model,
+    layers: Sequence[str] = (),
+    *,
+    start: TrainingStart | None = None,
+    update_ratio: float | None = None,
+    steps: int | None = None,
+) -> list[Cause]:
+    """The likely causes of a finding, strongest first.
+
+    Args:
+        kind: the finding's kind (`Finding.kind`).
+        model: the model being trained.
+        layers: the layers the finding names.
+        start: the fit's `TrainingStart` (from `training_start(model)`); without it only
+            the model's current state is used.
+        update_ratio: the typical per-step relative update ||dw|| / ||w|| before the
+            finding (from `GradientMonitor`'s records), if measured.
+        steps: optimizer steps since the start of the fit, to judge how far the weights
+            moved.
+
+    Returns:
+        A list of `Cause`, strongest first (empty when no candidate has evidence, and for
+        the kinds of the checks before training, which are their own cause).
+
+    Raises:
+        ValueError: for an unknown `kind`.
+    """
+    check_choice("kind", kind, (*FINDING_KINDS, *_PRIORS, *SETUP_FINDING_KINDS))
+    priors = _PRIORS.get(kind)
+    if priors is None:
+        return []  # a check before training: the finding is its own cause
+    found: dict[str, Cause] = {}
+
+    def add(key: str, severity: float, description: str, remedy: str, evidence: Mapping[str, float]) -> None:
+        if key in priors:
+            strength = priors[key] * severity
+            if key not in found or found[key].strength < strength:
+                found[key] = Cause(key, strength, description, remedy, dict(evidence))
+
+    all_layers = flat_layers(model)
+    setup = start.setup_findings if start is not None else []
+    for finding in setup:
+        _from_setup(finding, add)
+    if start is not None:
+        _initial_weight_scale(start, add)
+        if start.first_loss is not None and not math.isfinite(start.first_loss):
+            add(
+                "non_finite_forward",
+                1.0,
+                f"the loss of the very first batch, at the starting weights, was {start.first_loss}: no update "
+                "caused it",
+                "lowering the learning rate or clipping cannot help: check the initializers, the input scale and "
+                "the data for NaN/inf (pass a batch to TrainingDiagnostics(probe_x=, probe_y=) to find the layer)",
+                {"first_loss": start.first_loss},
+            )
+    _learning_rate(kind, model, start, update_ratio, steps, add)
+    if kind in ("vanishing", "stalled_loss", "stalled_metric"):
+        _saturating(all_layers, add)
+        relu_layers = [layer.name for layer in all_layers if activation_name(layer) == "relu" and layer.name in layers]
+        if relu_layers:
+            add(
+                "dead_relu",
+                0.8,
+                f"ReLU units that output zero in {', '.join(relu_layers)}",
+                "use LeakyReLU/ELU/GELU or He initialization, and check the biases and learning rate",
+                {"relu_layers": len(relu_layers)},
+            )
+    if kind == "dying_relu":
+        _negative_biases(all_layers, layers, start, add)
+    hidden = [layer for layer in all_layers if layer.trainable_weights]
+    normalized = any("Normalization" in type(layer).__name__ for layer in all_layers)
+    if not normalized and len(hidden) >= 4:
+        add(
+            "missing_normalization",
+            0.5 + 0.05 * min(len(hidden), 10),
+            f"no normalization layer in {len(hidden)} trainable layers",
+            "add BatchNormalization or LayerNormalization between layers",
+            {"trainable_layers": len(hidden)},
+        )
+    if start is not None and start.batch_size is not None and start.batch_size <= SMALL_BATCH:
+        add(
+            "batch_noise",
+            1.0,
+            f"batch size {start.batch_size}: per-step losses and gradients are the noise of a few samples",
+            "judge the trend over many steps, raise the batch size, or lower the learning rate",
+            {"batch_size": start.batch_size},
+        )
+    return sorted(found.values(), key=lambda c: -c.strength)
+
+
+def _from_setup(finding: Finding, add) -> None:
+    evidence = {k: v for k, v in finding.evidence.items() if isinstance(v, (int, float))}
+    where = f" (layer {', '.join(finding.layers)})" if finding.layers else ""
+    description = f"before training: {finding.cause}{where}"
+    if finding.kind in ("non_finite_data", "non_finite_forward", "loss_mismatch"):
+        add(finding.kind, 1.0, description, finding.remedy, evidence)
+    elif finding.kind == "input_scale":
+        add(
+            "input_scale",
+            _severity(finding.evidence.get("input_rms", 10.0) / 10.0),
+            description,
+            finding.remedy,
+            evidence,
+        )
+    elif finding.kind == "target_scale":
+        ratio = finding.evidence.get("target_rms", 10.0) / 10.0
+        add("target_scale", _severity(ratio), description, finding.remedy, evidence)
+
+
+def _initial_weight_scale(start: TrainingStart, add) -> None:
+    big, small, evidence = [], [], {}
+    worst = 1.0
+    for name, scale in start.layer_scales.items():
+        if not math.isfinite(scale.kernel_std) or scale.glorot_std <= 0:
+            continue
+        ratio = scale.kernel_std / scale.glorot_std
+        if ratio > WEIGHT_SCALE_FACTOR:
+            big.append(f"{name} (std {scale.kernel_std:.3g} vs Glorot {scale.glorot_std:.3g})")
+            worst = max(worst, ratio / WEIGHT_SCALE_FACTOR)
+            evidence[f"{name}.initial_std_over_glorot"] = ratio
+        elif 0 < ratio < 1 / WEIGHT_SCALE_FACTOR:
+            small.append(f"{name} (std {scale.kernel_std:.3g} vs Glorot {scale.glorot_std:.3g})")
+            worst = max(worst, 1 / (ratio * WEIGHT_SCALE_FACTOR))
+            evidence[f"{name}.initial_std_over_glorot"] = ratio
+    if big or small:
+        parts = []
+        if big:
+            parts.append("far above the Glorot/He scale in " + ", ".join(big))
+        if small:
+            parts.append("far below the Glorot/He scale in " + ", ".join(small))
+        add(
+            "initial_weight_scale",
+            _severity(worst),
+            "initial weights (at the start of training) " + "; ".join(parts),
+            "use the default glorot_uniform or he_normal kernel_initializer in those layers",
+            evidence,
+        )
+
+
+def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
+    lr = learning_rate_of(getattr(model, "optimizer", None))
+    lr_text = f"learning rate {lr:.3g}" if lr is not None else "the learning-rate schedule"
+    evidence: dict[str, float] = {} if lr is None else {"learning_rate": lr}
+    moved = (
+        start.moved(model)
+        if start is not None and kind in ("stalled_loss", "stalled_metric", "learning_rate")
+        else None
+    )
+    if update_ratio is not None and math.isfinite(update_ratio):
+        evidence["update_ratio"] = update_ratio
+        if update_ratio > HIGH_UPDATE_RATIO:
+            grown = _weight_growth(model, start) if start is not None else None
+            growth_text = ""
+            if grown is not None:
+                name, before, now = grown
+                evidence[f"{name}.kernel_std_start"] = before
+                evidence[f"{name}.kernel_std_now"] = now
+                growth_text = f"; the weights of {name} grew from std {before:.3g} at the start to {now:.3g} now"
+            add(
+                "learning_rate_high",
+                _severity(update_ratio / HIGH_UPDATE_RATIO),
+                f"{lr_text} makes each step change the weights by {update_ratio:.2g} of their norm (healthy: "
+                f"about 1e-4..1e-2){growth_text}",
+                "lower the learning rate (e.g. 10x) or clip gradients (global_clipnorm=1.0)",
+                evidence,
+            )
+        elif update_ratio < LOW_UPDATE_RATIO:
+            add(
+                "learning_rate_low",
+                _severity(LOW_UPDATE_RATIO / max(update_ratio, 1e-30)),
+                f"{lr_text} changes the weights by only {update_ratio:.2g} of their norm per step (healthy: "
+                "about 1e-4..1e-2)",
+                "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
+                evidence,
+            )
+    if moved is not None and steps:
+        evidence["relative_weight_change"] = moved
+        evidence["steps"] = steps
+        if moved < LOW_TOTAL_MOVEMENT and steps >= 20:
+            add(
+                "learning_rate_low",
+                _severity(LOW_TOTAL_MOVEMENT / max(moved, 1e-12)),
+                f"{lr_text} is too small for the weights' scale: in {steps} steps they moved {moved:.2g} of "
+                "their norm in all",
+                "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
+                evidence,
+            )
+    if lr is not None and "update_ratio" not in evidence and "relative_weight_change" not in evidence:
+        # Without measured updates only the value itself: a weaker signal.
+        adaptive = not isinstance(getattr(model, "optimizer", None), keras.optimizers.SGD)
+        high, low = (1e-2, 1e-5) if adaptive else (0.5, 1e-4)
+        if lr > high:
+            add("learning_rate_high", 0.6, f"a large {lr_text}", "lower the learning rate (e.g. 10x)", evidence)
+        elif lr < low * (1 - 1e-6):  # float32 learning rates: 1e-5 reads back as 9.99999975e-06
+            add("learning_rate_low", 0.6, f"a very small {lr_text}", "raise the learning rate (e.g. 10-100x)", evidence)
+
+
+def _weight_growth(model: keras.Model, start: TrainingStart) -> tuple[str, float, float] | None:
+    worst = None
+    for layer in flat_layers(model):
+        scale = start.layer_scales.get(layer.name)
+        current = _layer_scale(layer)
+        if scale is None or current is None or scale.kernel_std <= 0:
+            continue
+        growth = current.kernel_std / scale.kernel_std if math.isfinite(current.kernel_std) else math.inf
+        if worst is None or growth > worst[0]:
+            worst = (growth, layer.name, scale.kernel_std, current.kernel_std)
+    if worst is None or worst[0] < 2:
+        return None
+    return worst[1], worst[2], worst[3]
+
+
+_SATURATING = ("sigmoid", "tanh", "softsign", "hard_sigmoid")
+
+
+def _saturating(all_layers: Sequence[Any], add) -> None:
+    saturating = [layer.name for layer in all_layers if activation_name(layer) in _SATURATING]
+    if len(saturating) >= 3:
+        add(
+            "saturating_activations",
+            1.0,
+            f"{len(saturating)} saturating (sigmoid/tanh) activations stacked: each multiplies the gradient by "
+            "at most 0.25 (sigmoid) or 1 (tanh)",
+            "use ReLU/GELU-family activations in hidden layers with He initialization, add normalization or "
+            "residual connections, or make the network shallower",
+            {"saturating_layers": len(saturating)},
+        )
+    elif saturating:
+        add(
+            "saturating_activations",
+            0.6,
+            f"saturating activations in {', '.join(saturating)}",
+            "use ReLU/GELU-family activations in hidden layers, or add normalization before them",
+            {"saturating_layers": len(saturating)},
+        )
+
+
+def _negative_biases(all_layers: Sequence[Any], names: Sequence[str], start: TrainingStart | None, add) -> None:
+    input_rms = 1.0
+    if start is not None:
+        for finding in start.setup_findings:
+            if finding.kind == "input_scale":
+                input_rms = float(finding.evidence.get("input_rms", 1.0))
+    parts, evidence, worst = [], {}, 0.0
+    for layer in all_layers:
+        if layer.name not in names:
+            continue
+        scale = _layer_scale(layer)
+        if scale is None or scale.bias_mean is None:
+            continue
+        typical = scale.kernel_std * math.sqrt(scale.fan_in) * input_rms
+        if not typical > 0 or scale.bias_mean >= -NEGATIVE_BIAS_FACTOR * typical:
+            continue
+        worst = max(worst, -scale.bias_mean / (NEGATIVE_BIAS_FACTOR * typical))
+        initial = start.layer_scales.get(layer.name) if start is not None else None
+        origin = ""
+        if initial is not None and initial.bias_mean is not None:
+            origin = (
+                " (so from the start: check bias_initializer)"
+                if initial.bias_mean < -NEGATIVE_BIAS_FACTOR * typical
+                else f" (they started at {initial.bias_mean:.3g}: the updates pushed them down)"
+            )
+            evidence[f"{layer.name}.initial_mean_bias"] = initial.bias_mean
+        parts.append(f"{layer.name} (mean bias {scale.bias_mean:.3g} vs typical pre-activation {typical:.3g}){origin}")
+        evidence[f"{layer.name}.mean_bias"] = scale.bias_mean
+        evidence[f"{layer.name}.typical_preactivation"] = typical
+    if parts:
+        add(
+            "negative_bias",
+            _severity(worst),
+            "biases negative enough to switch the units off in " + "; ".join(parts),
+            "initialize biases at zero (bias_initializer='zeros') or slightly positive, use LeakyReLU/ELU, "
+            "and lower the learning rate if the updates pushed them down",
+            evidence,
+        )
+
+
+def describe_causes(causes: Sequence[Cause], limit: int = 3) -> tuple[str, str]:
+    """The text of a finding's cause and remedy from its ranked causes.
+
+    Args:
+        causes: ranked causes (`rank_causes`).
+        limit: at most this many causes are named.
+
+    Returns:
+        `(cause, remedy)` strings; the cause lists the causes strongest first.
+
+    Raises:
+        ValueError: when `limit` is below 1.
+    """
+    limit = check_int("limit", limit, minimum=1)
+    if not causes:
+        return "no single cause visible in the model, the data checks or the updates", ""
+    shown = list(causes[:limit])
+    cause = "; ".join(f"{i + 1}. {c.description}" for i, c in enumerate(shown))
+    remedies = []
+    for c in shown:
+        if c.remedy not in remedies:
+            remedies.append(c.remedy)
+    return cause, "; ".join(remedies)

@@ -1,0 +1,672 @@
+"""Checks before training: faults visible in the model, its loss and one batch of data.
+
+Many training failures are decided before the first step: raw 0-255 pixels or unscaled
+regression targets, a loss that does not fit the output layer (mean squared error after a
+softmax, a softmax applied twice or over one unit, `from_logits` set the wrong way,
+cross-entropy on a ReLU output), or starting weights whose forward pass already overflows.
+`check_training_setup(model, x, y)` finds them with one forward pass over one batch and
+returns `Finding` records that name the layer or the data and the fix.
+
+A Keras 3 callback sees no training data (`fit` keeps its data iterator to itself), so the
+checks take the batch explicitly: call the function before `fit`, or pass a batch of the
+training data to `TrainingDiagnostics(probe_x=..., probe_y=...)`, which runs them in
+`on_train_begin`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_lossopt._validation import check_int, check_positive
+from keras_lossopt.callbacks.findings import Finding, activation_name
+
+__all__ = ["SETUP_FINDING_KINDS", "check_training_setup", "loss_family", "output_activations"]
+
+SETUP_FINDING_KINDS = ("non_finite_data", "input_scale", "target_scale", "loss_mismatch", "non_finite_forward")
+
+#: Step of a finding made before the first training step.
+BEFORE_TRAINING = -1
+
+# Layers that pass values through unchanged (or only reshape them): the output chain
+# is followed through them.
+_PASS_THROUGH = (
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianDropout",
+    "AlphaDropout",
+    "Flatten",
+    "Reshape",
+    "Identity",
+    "ActivityRegularization",
+)
+_NORMALIZING = (
+    "BatchNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "UnitNormalization",
+    "RMSNormalization",
+)
+_PROBABILITY = ("softmax", "sigmoid", "hard_sigmoid", "log_softmax")
+
+
+def check_training_setup(
+    model: keras.Model,
+    x: Any,
+    y: Any = None,
+    *,
+    max_samples: int = 256,
+    input_scale_limit: float = 10.0,
+    target_scale_limit: float = 10.0,
+) -> list[Finding]:
+    """Checks the data, the loss and the starting weights on one batch, before training.
+
+    Use it once before `fit` (or through `TrainingDiagnostics(probe_x=, probe_y=)`, which
+    calls it in `on_train_begin`) with a batch of the *training* data as the model will
+    see it. It costs one forward pass over at most `max_samples` samples.
+
+    Checks (findings are made at step -1, "before training"):
+
+    * non_finite_data: NaN or inf entries in `x` or `y`.
+    * non_finite_forward: the forward pass at the starting weights turns non-finite; the
+      finding names the first layer (in topological order) whose output has a NaN/inf
+      while its input is finite, with the largest input and weight magnitudes. Lowering
+      the learning rate or clipping gradients cannot help then: the starting point is
+      already broken. Also a non-finite loss from finite outputs (the loss named).
+    * input_scale: the input of the first layer with trainable weights (after any
+      `Rescaling`/`Normalization` preprocessing layers in the model) has a root mean
+      square above `input_scale_limit` (10). Initializers (Glorot, He) assume inputs of
+      order 1; at 10x the pre-activations and the first layer's gradients are 10x
+      larger, and sigmoid/tanh units saturate. Integer values in 0..255 are named as
+      raw pixels. Skipped when the first weighted layer is an `Embedding` or a
+      normalization layer.
+    * target_scale: with a regression loss (squared, absolute, Huber, log-cosh error),
+      the targets have a root mean square above `target_scale_limit` (10). The output
+      layer starts near 0 with weights of order 1, so the first losses and gradients
+      scale with the targets (MSE: their square) and a learning rate that suits
+      standardized targets makes the run diverge or crawl.
+    * loss_mismatch: the loss does not fit the output activations: a softmax (or
+      sigmoid) applied twice; a softmax over one unit (always 1, zero gradient);
+      `from_logits=True` after a softmax/sigmoid output; `from_logits=False` on an
+      output that is not a probability; cross-entropy on a ReLU output; a regression loss
+      after a softmax (or after a sigmoid with 0/1 targets); binary cross-entropy after
+      a multi-unit softmax; categorical cross-entropy after a multi-unit sigmoid.
+      Read from the layers between the output and the last layer with weights (activation
+      arguments, `Activation`/`Softmax`/`ReLU` layers) of a single-output model, and
+      from the values of the outputs for models whose layers are not visible.
+
+    Args:
+        model: a built Keras model. The loss checks need it compiled (`model.loss`);
+            without a loss they are skipped.
+        x: one batch of inputs, as `model(x)` accepts it (an array or a structure of
+            arrays).
+        y: the matching targets (an array), or `None` to skip the target and loss checks.
+        max_samples: at most this many samples of the batch are used. Default 256.
+        input_scale_limit: root mean square of the first weighted layer's input above
+            which `input_scale` is reported. Default 10.0.
+        target_scale_limit: root mean square of regression targets above which
+            `target_scale` is reported. Default 10.0.
+
+    Returns:
+        A list of `Finding` records (empty when nothing is wrong), data first, then the
+        forward pass, scales and loss.
+
+    Raises:
+        ValueError: for an invalid argument, a `model` that is not a Keras model, or
+            `x` and `y` with different numbers of samples.
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
+        >>> model.compile(optimizer="adam", loss="mse")
+        >>> x, y = np.ones((8, 4), "float32"), np.eye(3, dtype="float32")[[0, 1] * 4]
+        >>> [(f.kind, f.layers) for f in check_training_setup(model, x, y)]
+        [('loss_mismatch', ('out',))]
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: model of type {type(model).__name__}")
+    max_samples = check_int("max_samples", max_samples, minimum=1)
+    input_scale_limit = check_positive("input_scale_limit", input_scale_limit)
+    target_scale_limit = check_positive("target_scale_limit", target_scale_limit)
+    if x is None:
+        raise ValueError("`x` must be a batch of inputs (an array or a structure of arrays). Received: x=None")
+    x = keras.tree.map_structure(lambda a: _as_array(a)[:max_samples], x)
+    n = len(keras.tree.flatten(x)[0])
+    if y is not None:
+        y = _as_array(y)[:max_samples]
+        if len(y) != n:
+            raise ValueError(
+                f"`x` and `y` must have the same number of samples. Received: {n} inputs and {len(y)} targets "
+                f"(y.shape={y.shape})"
+            )
+    findings: list[Finding] = []
+    data_finite = _check_data(x, y, findings)
+    forward = _Forward.run(model, x)
+    if data_finite:
+        _check_forward(model, forward, findings)
+        _check_input_scale(model, forward, input_scale_limit, findings)
+    loss = getattr(model, "loss", None)
+    if y is None or loss is None or len(model.outputs or [None]) != 1:
+        return findings
+    family, from_logits, loss_name = loss_family(loss)
+    if family == "regression" and data_finite:
+        _check_target_scale(y, loss_name, target_scale_limit, findings)
+    if data_finite and forward.prediction is not None:
+        _check_loss_fit(model, family, from_logits, loss_name, forward.prediction, y, findings)
+        if forward.finite and not any(f.kind in ("non_finite_forward", "loss_mismatch") for f in findings):
+            _check_loss_value(model, y, forward.prediction, loss_name, findings)
+    return findings
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _check_data(x: Any, y: np.ndarray | None, findings: list[Finding]) -> bool:
+    finite = True
+    for name, array in [*_named_inputs(x), ("y", y)]:
+        if array is None or not np.issubdtype(array.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(array)
+        if not bad.any():
+            continue
+        finite = False
+        columns = np.flatnonzero(bad.reshape(len(array), -1).any(axis=0))
+        findings.append(
+            Finding(
+                kind="non_finite_data",
+                step=BEFORE_TRAINING,
+                layers=(),
+                evidence={
+                    f"{name}.nan_count": int(np.isnan(array).sum()),
+                    f"{name}.inf_count": int(np.isinf(array).sum()),
+                    f"{name}.size": int(array.size),
+                    f"{name}.columns_affected": int(columns.size),
+                },
+                cause=(
+                    f"the batch's {name} contains NaN/inf values (flattened columns "
+                    f"{_preview(columns)}); every loss and gradient computed from them is NaN"
+                ),
+                remedy=(
+                    "clean the data before fit: find where the values come from (a division by a zero "
+                    "standard deviation, log of 0, missing values read as NaN), impute or drop those "
+                    "rows/columns (np.nan_to_num, sklearn SimpleImputer)"
+                ),
+            )
+        )
+    return finite
+
+
+def _named_inputs(x: Any) -> list[tuple[str, np.ndarray]]:
+    flat = keras.tree.flatten(x)
+    if len(flat) == 1:
+        return [("x", flat[0])]
+    return [(f"x[{i}]", a) for i, a in enumerate(flat)]
+
+
+def _preview(indices: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    return shown + (f", ... ({indices.size} in all)" if indices.size > limit else "")
+
+
+def _rms(array: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(array.astype("float64"))))) if array.size else 0.0
+
+
+# -- the forward pass, layer by layer -------------------------------------------------------
+
+
+class _Forward:
+    """The outputs of every layer (and the inputs of each) on one batch."""
+
+    def __init__(self) -> None:
+        self.layers: list[Any] = []
+        self.inputs: list[list[np.ndarray] | None] = []
+        self.outputs: list[list[np.ndarray] | None] = []
+        self.prediction: np.ndarray | None = None
+        self.visible = False  # whether the per-layer values exist (Sequential / functional)
+
+    @property
+    def finite(self) -> bool:
+        return self.prediction is not None and bool(np.isfinite(self.prediction).all())
+
+    @classmethod
+    def run(cls, model: keras.Model, x: Any) -> _Forward:
+        forward = cls()
+        layers, tensors, sizes = [], [], []
+        try:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.InputLayer):
+                    continue
+                layer_inputs = keras.tree.flatten(layer.input)
+                layer_outputs = keras.tree.flatten(layer.output)
+                layers.append(layer)
+                sizes.append((len(layer_inputs), len(layer_outputs)))
+                tensors.extend([*layer_inputs, *layer_outputs])
+            inputs = model.inputs
+            probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs, tensors)
+        except (AttributeError, ValueError, TypeError):
+            probe = None  # a subclassed model: its layers' tensors do not exist
+        if probe is not None and layers:
+            values = [_as_array(v) for v in keras.tree.flatten(probe(x, training=False))]
+            forward.visible = True
+            forward.layers = layers
+            at = 0
+            for n_in, n_out in sizes:
+                forward.inputs.append(values[at : at + n_in])
+                forward.outputs.append(values[at + n_in : at + n_in + n_out])
+                at += n_in + n_out
+            prediction = model(x, training=False) if len(model.outputs) != 1 else forward.outputs[-1][0]
+        else:
+            prediction = model(x, training=False)
+        flat = keras.tree.flatten(prediction)
+        forward.prediction = _as_array(flat[0]).astype("float64") if len(flat) == 1 else None
+        return forward
+
+
+def _check_forward(model: keras.Model, forward: _Forward, findings: list[Finding]) -> None:
+    if forward.finite or (forward.prediction is None and not forward.visible):
+        return
+    for layer, inputs, outputs in zip(forward.layers, forward.inputs, forward.outputs):
+        if all(np.isfinite(o).all() for o in outputs if np.issubdtype(o.dtype, np.floating)):
+            continue
+        if not all(np.isfinite(i).all() for i in inputs if np.issubdtype(i.dtype, np.floating)):
+            continue  # inherited from an earlier layer (reported there)
+        if isinstance(layer, keras.Model):
+            inner = check_training_setup(layer, inputs[0] if len(inputs) == 1 else inputs)
+            nested = [f for f in inner if f.kind == "non_finite_forward"]
+            if nested:
+                findings.append(
+                    Finding(**{**nested[0].__dict__, "layers": tuple(f"{layer.name}/{n}" for n in nested[0].layers)})
+                )
+                return
+        weights = [_as_array(w) for w in layer.weights]
+        max_weight = max((float(np.max(np.abs(w))) for w in weights if w.size), default=0.0)
+        max_input = max((float(np.max(np.abs(i))) for i in inputs if i.size), default=0.0)
+        share = float(np.mean([np.mean(~np.isfinite(o)) for o in outputs]))
+        findings.append(
+            Finding(
+                kind="non_finite_forward",
+                step=BEFORE_TRAINING,
+                layers=(layer.name,),
+                evidence={
+                    "max_abs_input": max_input,
+                    "max_abs_weight": max_weight,
+                    "nonfinite_output_share": share,
+                },
+                cause=(
+                    f"the forward pass at the starting weights overflows in layer {layer.name!r}: its input is "
+                    f"finite (largest |value| {max_input:.3g}) but its output has NaN/inf "
+                    f"({share:.0%} of the values), with weights up to {max_weight:.3g}"
+                ),
+                remedy=(
+                    "the loss is non-finite before any update, so a lower learning rate, gradient clipping or "
+                    "restoring earlier weights cannot help: fix the starting point instead - use the default "
+                    f"glorot/he initializers in {layer.name!r} and the layers before it (check "
+                    "kernel_initializer), scale the inputs to order 1, or add normalization layers"
+                ),
+            )
+        )
+        return
+    if forward.prediction is not None and not forward.finite:
+        findings.append(
+            Finding(
+                kind="non_finite_forward",
+                step=BEFORE_TRAINING,
+                layers=(model.name,),
+                evidence={"nonfinite_output_share": float(np.mean(~np.isfinite(forward.prediction)))},
+                cause=(
+                    f"the output of {model.name!r} at the starting weights has NaN/inf values; its layers are not "
+                    "visible (a subclassed model), so the first one cannot be named"
+                ),
+                remedy=(
+                    "lowering the learning rate or clipping cannot help: check the initializers and the "
+                    "operations in call() (exp, log, division), and scale the inputs to order 1"
+                ),
+            )
+        )
+
+
+def _check_input_scale(model: keras.Model, forward: _Forward, limit: float, findings: list[Finding]) -> None:
+    if not forward.visible:
+        return
+    for layer, inputs in zip(forward.layers, forward.inputs):
+        if not layer.trainable_weights:
+            continue
+        if isinstance(layer, keras.layers.Embedding) or type(layer).__name__ in _NORMALIZING:
+            return
+        floats = [i for i in inputs if np.issubdtype(i.dtype, np.floating)]
+        if not floats:
+            return
+        values = np.concatenate([i.reshape(-1) for i in floats]).astype("float64")
+        rms = _rms(values)
+        if rms <= limit:
+            return
+        raw_pixels = values.min() >= 0 and 16 < values.max() <= 255 and np.all(values == np.round(values))
+        per_column = np.sqrt(np.mean(np.square(floats[0].reshape(len(floats[0]), -1).astype("float64")), axis=0))
+        what = "raw 0-255 pixel values" if raw_pixels else f"values of root mean square {rms:.3g}"
+        remedy = (
+            "divide the pixels by 255 (x / 255.0, or keras.layers.Rescaling(1 / 255) as the first layer)"
+            if raw_pixels
+            else "standardize each feature ((x - mean) / std from the training data; sklearn StandardScaler, or "
+            "a keras.layers.Normalization layer adapted on the training data)"
+        )
+        findings.append(
+            Finding(
+                kind="input_scale",
+                step=BEFORE_TRAINING,
+                layers=(layer.name,),
+                evidence={
+                    "input_rms": rms,
+                    "input_min": float(values.min()),
+                    "input_max": float(values.max()),
+                    "largest_feature_rms": float(per_column.max()),
+                    "limit": limit,
+                },
+                cause=(
+                    f"the input of {layer.name!r}, the first layer with weights, has {what} (limit {limit:g}); "
+                    "initializers expect inputs of order 1, so pre-activations and gradients start "
+                    f"{rms:.3g}x too large"
+                ),
+                remedy=remedy,
+            )
+        )
+        return
+
+
+# -- targets and the loss ------------------------------------------------------------------
+
+_REGRESSION_WORDS = ("squared", "absolute", "huber", "cosh", "mse", "mae", "msle", "mape")
+
+
+def loss_family(loss: Any) -> tuple[str, bool | None, str]:
+    """What kind of loss `model.loss` is: `(family, from_logits, name)`.
+
+    Args:
+        loss: a loss as given to `compile` (a name, a `keras.losses.Loss`, a function).
+
+    Returns:
+        `family` is `"softmax_ce"` (categorical/sparse cross-entropy and their focal
+        variants), `"sigmoid_ce"` (binary cross-entropy, focal), `"regression"`
+        (squared/absolute/Huber/log-cosh errors) or `"other"`; `from_logits` is the loss'
+        setting (`False` for names, `None` when unknown); `name` is a readable name.
+    """
+    from_logits: bool | None = None
+    mode = None
+    if isinstance(loss, str):
+        name, from_logits = loss.lower(), False
+    elif isinstance(loss, keras.losses.Loss):
+        config = _safe_config(loss)
+        name = type(loss).__name__
+        if name == "LossFunctionWrapper":
+            fn = getattr(loss, "fn", None)
+            name = getattr(fn, "__name__", config.get("name", name))
+        from_logits = config.get("from_logits", getattr(loss, "from_logits", None))
+        mode = config.get("mode", getattr(loss, "mode", None))
+    elif callable(loss):
+        name = getattr(loss, "__name__", type(loss).__name__)
+        from_logits = False
+    else:
+        return "other", None, type(loss).__name__
+    key = name.lower().replace("_", "")
+    if "crossentropy" in key or "focal" in key or (from_logits is not None and mode is not None):
+        if "binary" in key or mode in ("binary", "multilabel"):
+            family = "sigmoid_ce"
+        else:
+            family = "softmax_ce"
+    elif any(word in key for word in _REGRESSION_WORDS):
+        family = "regression"
+    elif from_logits is not None and any(
+        w in key for w in ("poly", "ldam", "logitadjusted", "generalizedcross", "symmetriccross")
+    ):
+        family = "softmax_ce"
+    else:
+        family = "other"
+    return family, (None if from_logits is None else bool(from_logits)), name
+
+
+def _safe_config(loss: keras.losses.Loss) -> Mapping[str, Any]:
+    try:
+        return loss.get_config() or {}
+    except (NotImplementedError, TypeError):
+        return {}
+
+
+def output_activations(model: keras.Model) -> list[tuple[str, str]]:
+    """The activations applied between the last layer with weights and the output.
+
+    Args:
+        model: a single-output Sequential or functional model (nested models are
+            followed into).
+
+    Returns:
+        `(layer name, activation)` pairs, input side first, e.g.
+        `[("out", "softmax"), ("softmax", "softmax")]` for a softmax applied twice;
+        `"linear"` for a layer without activation; empty when the layers are not visible.
+    """
+    chain: list[tuple[str, str]] = []
+    try:
+        tensor = model.outputs[0]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return chain
+    layers = _all_layers(model)
+    for _ in range(len(layers)):
+        producer = next((layer for layer in layers if _output_of(layer) is tensor), None)
+        if producer is None:
+            break
+        name = _activation(producer)
+        if name is not None:
+            chain.append((producer.name, name))
+        if producer.trainable_weights or (name is None and type(producer).__name__ not in _PASS_THROUGH):
+            break
+        try:
+            tensor = producer.input
+        except (AttributeError, ValueError):
+            break
+    return chain[::-1]
+
+
+def _all_layers(model: keras.Model) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(_all_layers(layer))
+        out.append(layer)
+    return out
+
+
+def _output_of(layer: Any) -> Any:
+    try:
+        return layer.output
+    except (AttributeError, ValueError):
+        return None
+
+
+def _activation(layer: Any) -> str | None:
+    if isinstance(layer, keras.Model):
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = activation_name(layer)
+    if name is None and isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
+        return "linear"
+    return name
+
+
+def _check_target_scale(y: np.ndarray, loss_name: str, limit: float, findings: list[Finding]) -> None:
+    if not np.issubdtype(y.dtype, np.number):
+        return
+    values = y.astype("float64")
+    rms = _rms(values)
+    if rms <= limit:
+        return
+    mean, std = float(values.mean()), float(values.std())
+    findings.append(
+        Finding(
+            kind="target_scale",
+            step=BEFORE_TRAINING,
+            layers=(),
+            evidence={"target_rms": rms, "target_mean": mean, "target_std": std, "limit": limit},
+            cause=(
+                f"the regression targets are unscaled (mean {mean:.3g}, std {std:.3g}, root mean square "
+                f"{rms:.3g}) while the output starts near 0: the first {loss_name} losses and gradients are "
+                f"about {rms:.3g}x (squared errors: {rms**2:.3g}x) those of standardized targets"
+            ),
+            remedy=(
+                f"standardize the targets: train on (y - {mean:.3g}) / {std:.3g} and map predictions back with "
+                f"y_pred * {std:.3g} + {mean:.3g}; or keep the targets and add a final "
+                "keras.layers.Rescaling, with a learning rate that suits that scale"
+            ),
+        )
+    )
+
+
+def _check_loss_fit(
+    model: keras.Model,
+    family: str,
+    from_logits: bool | None,
+    loss_name: str,
+    prediction: np.ndarray,
+    y: np.ndarray,
+    findings: list[Finding],
+) -> None:
+    chain = output_activations(model)
+    activations = [a for _, a in chain if a != "linear"]
+    units = int(prediction.shape[-1]) if prediction.ndim > 1 else 1
+    final = activations[-1] if activations else ("linear" if chain else None)
+    names = tuple(n for n, a in chain if a != "linear") or tuple(n for n, _ in chain[-1:])
+    finite = np.isfinite(prediction).all()
+    evidence: dict[str, float] = {"units": units}
+    if finite and prediction.size:
+        evidence["output_min"] = float(prediction.min())
+        evidence["output_max"] = float(prediction.max())
+    problems: list[tuple[str, str]] = []
+    squashing = [a for a in activations if a in _PROBABILITY]
+    if len(squashing) >= 2:
+        top = math.e / (math.e + units - 1) if squashing[-1] == "softmax" and units > 1 else None
+        limit_text = f" (with {units} classes no probability can exceed {top:.3g})" if top else ""
+        problems.append(
+            (
+                f"{' then '.join(squashing)} are applied one after the other in {', '.join(names)}: the second "
+                f"squashes the first's probabilities towards a constant{limit_text}, so the loss cannot fall "
+                "and its gradient is small",
+                "keep one: remove the activation from the last layer or the extra Softmax/Activation layer "
+                "(best: a linear output and the loss with from_logits=True)",
+            )
+        )
+    if final == "softmax" and units == 1:
+        problems.append(
+            (
+                f"a softmax over one unit in {names[-1]!r} outputs 1.0 for every sample, so its gradient is "
+                "exactly zero and nothing trains",
+                "for a binary task use Dense(1) with from_logits=True in binary_crossentropy (or "
+                "activation='sigmoid'), or Dense(2) with softmax and (sparse_)categorical_crossentropy",
+            )
+        )
+    if family in ("softmax_ce", "sigmoid_ce"):
+        if final in _PROBABILITY and from_logits:
+            problems.append(
+                (
+                    f"{loss_name} has from_logits=True but {names[-1]!r} already applies {final}: the loss "
+                    f"applies its own {'softmax' if family == 'softmax_ce' else 'sigmoid'} on top of "
+                    "probabilities",
+                    "remove the output activation (a linear output, preferred for numerical stability) or "
+                    "set from_logits=False",
+                )
+            )
+        if final == "relu":
+            problems.append(
+                (
+                    f"{loss_name} on the ReLU output of {names[-1]!r}: ReLU outputs are neither logits (they "
+                    "cannot go negative, and a unit at 0 gets no gradient) nor probabilities",
+                    "use a linear output layer (no activation) with from_logits=True",
+                )
+            )
+        elif final == "linear" and from_logits is False and finite:
+            outside = float(np.mean((prediction < 0) | (prediction > 1)))
+            if outside > 0:
+                evidence["share_outside_0_1"] = outside
+                problems.append(
+                    (
+                        f"{loss_name} expects probabilities (from_logits=False) but {names[-1]!r} has no "
+                        f"activation: {outside:.0%} of the outputs lie outside [0, 1] and are clipped",
+                        "set from_logits=True in the loss (keep the linear output)",
+                    )
+                )
+        if family == "sigmoid_ce" and final == "softmax" and units > 1:
+            problems.append(
+                (
+                    f"{loss_name} treats each of the {units} outputs as an independent yes/no, but the softmax "
+                    f"in {names[-1]!r} makes them compete",
+                    "for one label per sample use (sparse_)categorical_crossentropy; for several labels per "
+                    "sample use a sigmoid (or linear output with from_logits=True)",
+                )
+            )
+        if family == "softmax_ce" and final == "sigmoid" and units > 1:
+            problems.append(
+                (
+                    f"{loss_name} expects one distribution over the {units} classes, but the sigmoid in "
+                    f"{names[-1]!r} gives independent probabilities that do not sum to 1",
+                    "use activation='softmax' (or a linear output with from_logits=True); for multi-label "
+                    "targets use binary_crossentropy",
+                )
+            )
+    elif family == "regression" and final in ("softmax", "sigmoid"):
+        binary_targets = np.issubdtype(y.dtype, np.number) and np.isin(y, (0, 1)).all()
+        if final == "softmax" or binary_targets:
+            problems.append(
+                (
+                    f"{loss_name} after the {final} of {names[-1]!r}: the squared error of probabilities "
+                    "has a vanishing gradient where the output saturates, even when it is wrong",
+                    "use categorical_crossentropy (softmax) or binary_crossentropy (sigmoid), best on a "
+                    "linear output with from_logits=True",
+                )
+            )
+    if not problems:
+        return
+    findings.append(
+        Finding(
+            kind="loss_mismatch",
+            step=BEFORE_TRAINING,
+            layers=names,
+            evidence=evidence,
+            cause="; ".join(p for p, _ in problems),
+            remedy="; ".join(r for _, r in problems),
+        )
+    )
+
+
+def _check_loss_value(
+    model: keras.Model, y: np.ndarray, prediction: np.ndarray, loss_name: str, findings: list[Finding]
+) -> None:
+    try:
+        value = float(keras.ops.convert_to_numpy(model.compute_loss(None, y, prediction.astype("float32"))))
+    except Exception:  # a loss that needs more than (y, y_pred): not checked here
+        return
+    if math.isfinite(value):
+        return
+    findings.append(
+        Finding(
+            kind="non_finite_forward",
+            step=BEFORE_TRAINING,
+            layers=(),
+            evidence={"loss": value},
+            cause=f"the outputs are finite but {loss_name} at the starting weights is {value}",
+            remedy=(
+                "lowering the learning rate or clipping cannot help: compute the loss from logits "
+                "(from_logits=True on a linear output) instead of log(probabilities), and check the "
+                "targets' range for the loss (e.g. negative values in a log loss)"
+            ),
+        )
+    )
