@@ -61,16 +61,13 @@ def load_data(data: str, *, target: str | None = None, task: str = "auto", seed:
 
 
 def _labels(values: np.ndarray, where: str) -> np.ndarray:
-    values = np.asarray(values)
-    if values.dtype.kind in "fc":
-        if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
-            raise DataError(f"labels in {where} must be integer class indices; found a value like {values.ravel()[0]}")
-        values = values.astype(np.int64)
-    if values.dtype.kind not in "iub":
-        raise DataError(f"labels in {where} must be integer class indices; found dtype {values.dtype}")
-    if values.size and values.min() < 0:
-        raise DataError(f"labels in {where} must be >= 0; found {int(values.min())}")
-    return values.astype(np.int64)
+    # One rule for class labels, shared with the loss search (tuning.validation).
+    from keras_lossopt.tuning.validation import check_class_labels
+
+    try:
+        return check_class_labels(values, where=f"labels in {where}")
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def _from_npz(path: pathlib.Path, seed: int) -> Dataset:

@@ -4,6 +4,7 @@
     keras-lossopt compare --data mnist-imbalanced --losses crossentropy,focal,poly1
     keras-lossopt compare --data my.csv --target label
     keras-lossopt search --tuner bayesian --max-trials 20 --directory my-search
+    keras-lossopt advise --data my.csv --target label   # ranked losses with parameters, nothing trained
 
 Bad input ends with one line `keras-lossopt: error: ...` and exit status 2 (set
 KERAS_LOSSOPT_DEBUG=1 for the full traceback).
@@ -54,8 +55,7 @@ def _loss_list(text: str) -> list[str]:
     return names
 
 
-def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
-    data = parser.add_argument_group("data and model")
+def _data_arguments(data) -> None:
     data.add_argument(
         "--data",
         default="digits-imbalanced",
@@ -69,12 +69,22 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         choices=("auto", "binary", "multiclass", "segmentation"),
         help="default: inferred from the labels",
     )
+
+
+def _folds(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
+    parser.add_argument("--folds", type=_positive_int, default=default, help=help_text)
+
+
+def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    data = parser.add_argument_group("data and model")
+    _data_arguments(data)
     data.add_argument("--model", help="a .keras model file outputting logits (default: chosen to fit the data)")
     data.add_argument(
         "--losses",
         type=_loss_list,
         help="comma-separated loss candidates (default per task: "
-        "crossentropy,focal,poly1,class_balanced_focal; crossentropy,dice,dice_ce,tversky,focal_tversky "
+        "crossentropy,focal,poly1,class_balanced_focal,logit_adjusted,ldam for multiclass; "
+        "crossentropy,focal,poly1,class_balanced_focal for binary; crossentropy,dice_ce,log_dice,lovasz "
         "for segmentation)",
     )
     training = parser.add_argument_group("training")
@@ -84,9 +94,11 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `keras-lossopt` with its two subcommands."""
+    """The argument parser of `keras-lossopt` with its subcommands."""
     parser = _Parser(prog="keras-lossopt", description="Compare losses, or search for the best loss, on your data.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{compare,search}", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{compare,search,advise}", parser_class=_Parser
+    )
 
     compare = commands.add_parser("compare", help="train the same model with several losses over several seeds")
     _common(compare, epochs=30)
@@ -94,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="Adam. Default: 3e-3")
     compare.add_argument(
         "--output", default="keras-lossopt-report", help="report folder. Default: keras-lossopt-report"
+    )
+    _folds(
+        compare,
+        3,
+        "folds of the cross-validation (train+val) that chooses the recommended loss; 1: the validation "
+        "split. Default: 3",
     )
 
     search = commands.add_parser(
@@ -115,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: val_macro_f1 (val_iou_score for segmentation)",
     )
     search.add_argument("--output", help="report folder. Default: <directory>/<project-name>-report")
+    _folds(
+        search,
+        None,
+        "rank trials by stratified k-fold cross-validation on train+val (1: the validation split). "
+        "Default: 3 (1 with --tuner hyperband)",
+    )
+
+    advise_parser = commands.add_parser(
+        "advise", help="rank the losses for your labels, with parameters from the data (nothing is trained)"
+    )
+    _data_arguments(advise_parser.add_argument_group("data"))
+    advise_parser.add_argument("--seed", type=int, default=0, help="seed of the data split. Default: 0")
+    _folds(advise_parser, 3, "check that every class has this many samples for a search's folds. Default: 3")
+    advise_parser.add_argument(
+        "--output", default="keras-lossopt-advice", help="report folder. Default: keras-lossopt-advice"
+    )
     return parser
 
 
@@ -136,6 +170,11 @@ def _run(args: argparse.Namespace) -> None:
 
     _quiet_tensorflow()
     dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
+    if args.command == "advise":
+        from keras_lossopt.cli.advise import run_advise
+
+        run_advise(dataset, folds=args.folds, output=args.output)
+        return
     make_model, description = model_builder(dataset, args.model)
     if args.command == "compare":
         run_compare(
@@ -148,8 +187,10 @@ def _run(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             output=args.output,
+            folds=args.folds,
         )
         return
+    folds = args.folds if args.folds is not None else (1 if args.tuner == "hyperband" else 3)
     project = args.project_name or dataset.name.replace(os.sep, "_")
     run_search(
         dataset,
@@ -166,6 +207,7 @@ def _run(args: argparse.Namespace) -> None:
         seed=args.seed,
         objective=args.objective,
         output=args.output or os.path.join(args.directory, f"{project}-report"),
+        folds=folds,
     )
 
 

@@ -226,6 +226,8 @@ def _classification_advice(profile: LabelProfile) -> list[LossAdvice]:
     beta = class_balanced_beta(counts[counts > 0])
     long_tail = ratio >= LONG_TAIL_RATIO
     rare = f"imbalance {ratio:.0f}:1"
+    conflicts = profile.conflicting_inputs
+    noisy = f"{conflicts} samples share an input with another label: " if conflicts else ""
     items = {
         "logit_adjusted": LossAdvice(
             "logit_adjusted",
@@ -258,14 +260,12 @@ def _classification_advice(profile: LabelProfile) -> list[LossAdvice]:
         "generalized_ce": LossAdvice(
             "generalized_ce",
             {"q": 0.7},
-            f"{profile.conflicting_inputs} samples share an input with another label: robust to label noise, "
-            "q=0.7 (Zhang & Sabuncu 2018, Generalized Cross Entropy)",
+            f"{noisy}robust to label noise, q=0.7 (Zhang & Sabuncu 2018, Generalized Cross Entropy)",
         ),
         "symmetric_ce": LossAdvice(
             "symmetric_ce",
             {"alpha": 0.1, "beta": 1.0},
-            f"{profile.conflicting_inputs} samples share an input with another label: adds reverse CE, "
-            "alpha=0.1, beta=1 (Wang et al. 2019, Symmetric Cross Entropy)",
+            f"{noisy}adds reverse CE for label noise, alpha=0.1, beta=1 (Wang et al. 2019, Symmetric Cross Entropy)",
         ),
         "asymmetric": LossAdvice(
             "asymmetric",

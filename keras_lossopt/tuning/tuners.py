@@ -32,7 +32,7 @@ import numpy as np
 
 from keras_lossopt._validation import check_int, check_non_negative
 from keras_lossopt.tuning.search_space import LOSS_HP, loss_hyperparameter_name
-from keras_lossopt.tuning.validation import best_epoch_score, cross_validate, stratified_folds
+from keras_lossopt.tuning.validation import best_epoch_score, cross_validate, early_stopping, stratified_folds
 
 __all__ = [
     "LossSearchBayesian",
@@ -101,6 +101,8 @@ class _LossSearch:
         self.prune_margin = check_non_negative("prune_margin", prune_margin)
         self.patience = None if patience is None else check_int("patience", patience, minimum=1)
         self._splits_cache: tuple[Any, list] | None = None
+        #: Called as `on_trial_result(trial, metrics)` after each trial (e.g. a progress line).
+        self.on_trial_result = None
 
     def _objective(self) -> keras_tuner.Objective:
         objective = self.oracle.objective
@@ -110,8 +112,7 @@ class _LossSearch:
 
     def _early_stopping(self, epochs: int) -> keras.callbacks.EarlyStopping:
         objective = self._objective()
-        patience = self.patience if self.patience is not None else max(3, epochs // 4)
-        return keras.callbacks.EarlyStopping(monitor=objective.name, mode=objective.direction, patience=patience)
+        return early_stopping(objective.name, objective.direction, epochs=epochs, patience=self.patience)
 
     def run_trial(self, trial, *args, **kwargs):
         started = time.perf_counter()
@@ -119,8 +120,12 @@ class _LossSearch:
         stopper = self._early_stopping(int(kwargs.get("epochs", 1)))
         if self.folds == 1:
             histories = super().run_trial(trial, *args, callbacks=[*callbacks, stopper], **kwargs)
-            return {**self._best_epoch_metrics(histories), "seconds": time.perf_counter() - started}
-        return self._run_folds(trial, args, kwargs, [*callbacks, stopper], started)
+            metrics = {**self._best_epoch_metrics(histories), "seconds": time.perf_counter() - started}
+        else:
+            metrics = self._run_folds(trial, args, kwargs, [*callbacks, stopper], started)
+        if self.on_trial_result is not None:
+            self.on_trial_result(trial, metrics)
+        return metrics
 
     def _best_epoch_metrics(self, histories) -> dict[str, float]:
         """Each logged metric at the objective's best epoch, averaged over executions (as keras-tuner does)."""

@@ -23,13 +23,62 @@ from keras_lossopt._validation import check_choice, check_int
 __all__ = [
     "FoldScores",
     "best_epoch_score",
+    "check_class_labels",
     "check_labels",
     "cross_validate",
+    "cross_validate_loss",
+    "early_stopping",
     "stratification_key",
     "stratified_folds",
 ]
 
 _TASKS = ("binary", "multiclass", "multilabel", "segmentation")
+
+
+def check_class_labels(y, where: str = "the labels") -> np.ndarray:
+    """Checks that `y` holds class indices (not text, NaN, continuous or negative values).
+
+    Args:
+        y: the labels, any shape.
+        where: how the message names them. Default `"the labels"`.
+
+    Returns:
+        The labels as int64.
+
+    Raises:
+        ValueError: one line naming the problem and the fix.
+
+    Example:
+        >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
+        [0, 1, 2]
+    """
+    labels = np.asarray(y)
+    if labels.size == 0:
+        raise ValueError(f"{where} are empty: pass at least two samples of each class.")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where} have dtype {labels.dtype}, not numbers: encode the classes as integers 0..C-1 "
+            "(e.g. with numpy.unique(y, return_inverse=True))."
+        )
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{where} hold {int(bad.sum())} NaN or infinite value(s) (first at index {first}): "
+                "drop those samples or fill in their class."
+            )
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            example = float(labels[fractional].ravel()[0])
+            raise ValueError(
+                f"{where} look continuous (e.g. {example:g}): a loss search needs class labels; "
+                "bin the target into classes (e.g. numpy.digitize) or use a regression loss instead."
+            )
+    labels = labels.astype("int64")
+    if labels.min() < 0:
+        raise ValueError(f"{where} hold negative values (e.g. {int(labels.min())}): encode the classes as 0..C-1.")
+    return labels
 
 
 def check_labels(y, task: str | None = None, *, folds: int = 1) -> np.ndarray:
@@ -50,32 +99,7 @@ def check_labels(y, task: str | None = None, *, folds: int = 1) -> np.ndarray:
             hold NaN or infinity, look continuous, hold negative values, have a single
             class, or have a class with fewer samples than `folds`.
     """
-    labels = np.asarray(y)
-    if labels.size == 0:
-        raise ValueError("the labels are empty: pass at least two samples of each class.")
-    if labels.dtype.kind not in "biuf":
-        raise ValueError(
-            f"the labels have dtype {labels.dtype}, not numbers: encode the classes as integers 0..C-1 "
-            "(e.g. with numpy.unique(y, return_inverse=True))."
-        )
-    if labels.dtype.kind == "f":
-        bad = ~np.isfinite(labels)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"the labels hold {int(bad.sum())} NaN or infinite value(s) (first at index {where}): "
-                "drop those samples or fill in their class."
-            )
-        fractional = labels != np.round(labels)
-        if fractional.any():
-            example = float(labels[fractional].ravel()[0])
-            raise ValueError(
-                f"the labels look continuous (e.g. {example:g}): a loss search needs class labels; "
-                "bin the target into classes (e.g. numpy.digitize) or use a regression loss instead."
-            )
-    labels = labels.astype("int64")
-    if labels.min() < 0:
-        raise ValueError(f"the labels hold negative values (e.g. {int(labels.min())}): encode the classes as 0..C-1.")
+    labels = check_class_labels(y)
     task = _infer_task(labels) if task is None else check_choice("task", task, _TASKS)
     key = stratification_key(labels, task)
     present = np.unique(labels if task != "multilabel" else key)
@@ -273,3 +297,96 @@ def cross_validate(
                 estimate = float(np.mean(incumbent)) - sign * behind
                 return FoldScores(tuple(scores), len(splits), pruned=True, estimate=estimate)
     return FoldScores(tuple(scores), len(splits))
+
+
+def early_stopping(monitor: str, direction: str = "max", *, epochs: int, patience: int | None = None):
+    """The early stopping of every model a search (or `cross_validate_loss`) trains.
+
+    Args:
+        monitor: the objective, e.g. `"val_macro_f1"`.
+        direction: `"max"` (default) or `"min"`.
+        epochs: the training budget.
+        patience: epochs without improvement before stopping. Default: max(3, epochs // 4).
+
+    Returns:
+        A `keras.callbacks.EarlyStopping`.
+    """
+    import keras
+
+    patience = max(3, epochs // 4) if patience is None else check_int("patience", patience, minimum=1)
+    mode = check_choice("direction", direction, ("max", "min"))
+    return keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+
+
+def cross_validate_loss(
+    make_model: Callable,
+    loss,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    num_classes: int,
+    folds: int = 3,
+    epochs: int = 30,
+    batch_size: int = 64,
+    learning_rate: float = 3e-3,
+    objective: str | None = None,
+    seed: int = 0,
+) -> FoldScores:
+    """The cross-validated score of one fixed loss: the estimate a search ranks trials by.
+
+    Same folds (`stratified_folds(y, folds, seed=seed)`), same early stopping and the same
+    best-epoch score as a search with `folds`, so `keras-lossopt compare` recommends a loss
+    by the estimate the search uses, never by the test split.
+
+    Args:
+        make_model: returns a fresh, uncompiled model with logits out.
+        loss: a `keras.losses.Loss` (serialized and rebuilt for every fold).
+        x: inputs (training and validation data together).
+        y: targets in the form the loss takes (`(N, 1)` floats for binary).
+        task: `"binary"`, `"multiclass"`, `"multilabel"` or `"segmentation"`.
+        num_classes: classes of the task (2 for binary).
+        folds: number of folds, at least 2. Default 3.
+        epochs: the most epochs per fold. Default 30.
+        batch_size: Default 64.
+        learning_rate: Adam's rate. Default 3e-3.
+        objective: the metric, e.g. `"val_macro_f1"`. Default: the task's search objective.
+        seed: seed of the folds and of the weights. Default 0.
+
+    Returns:
+        A `FoldScores`.
+    """
+    import keras
+
+    from keras_lossopt import losses
+    from keras_lossopt.tuning.hypermodel import default_metrics, default_objective
+
+    target = default_objective(task) if objective is None else None
+    name = objective or target.name
+    direction = "max" if target is None else target.direction
+    labels = np.asarray(y)
+    strata = labels.reshape(len(labels), -1)[:, 0] if task == "binary" else labels
+    splits = stratified_folds(strata, folds, task=task, seed=seed)
+    config = losses.serialize(loss)
+
+    def score_fold(train, validation, number):
+        keras.utils.set_random_seed(seed + number)
+        model = make_model()
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=losses.get(config),
+            metrics=default_metrics(task, num_classes),
+        )
+        history = model.fit(
+            x[train],
+            y[train],
+            validation_data=(x[validation], y[validation]),
+            epochs=epochs,
+            batch_size=batch_size,
+            callbacks=[early_stopping(name, direction, epochs=epochs)],
+            verbose=0,
+        )
+        keras.backend.clear_session()
+        return best_epoch_score(history, name, direction)
+
+    return cross_validate(score_fold, splits, direction=direction)

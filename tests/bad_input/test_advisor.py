@@ -39,3 +39,34 @@ def test_folds_check_names_images_for_segmentation():
     masks[5, 1, 1] = 2
     with pytest.raises(ValueError, match="only 1 images containing class 2, fewer than folds=2"):
         tuning.stratified_folds(masks, 2, task="segmentation")
+
+
+def _npz(path, y):
+    np.savez(path, x=np.random.default_rng(0).normal(size=(len(y), 3)), y=y)
+    return str(path)
+
+
+CLI_CASES = [
+    ("continuous", np.linspace(0.0, 1.0, 40), [], "look continuous (e.g. 0.025641): a loss search needs class labels"),
+    ("nan", np.r_[np.zeros(20), np.ones(19), np.nan], [], "1 NaN or infinite value(s) (first at index (39,)): drop"),
+    ("one class", np.zeros(40, "int64"), [], "single class (0)"),
+    ("fewer than folds", np.repeat([0, 1, 2], [20, 20, 6]), ["--folds", "5"], "fewer than folds=5: use folds="),
+]
+
+
+@pytest.mark.parametrize("command", ["advise", "search"])
+@pytest.mark.parametrize("name, labels, extra, message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_command_refuses_unreadable_labels_with_exit_status_2(tmp_path, capsys, command, name, labels, extra, message):
+    from keras_lossopt.cli.main import main
+
+    data = _npz(tmp_path / "data.npz", labels)
+    out = tmp_path / "out"
+    arguments = [command, "--data", data, *extra, "--output", str(out)]
+    if command == "search":
+        arguments += ["--directory", str(tmp_path / "trials"), "--epochs", "1"]
+    status = main(arguments)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("keras-lossopt: error: ")
+    assert message in err
+    assert not out.exists()
