@@ -50,7 +50,12 @@ CLI_CASES = [
     ("continuous", np.linspace(0.0, 1.0, 40), [], "look continuous (e.g. 0.025641): a loss search needs class labels"),
     ("nan", np.r_[np.zeros(20), np.ones(19), np.nan], [], "1 NaN or infinite value(s) (first at index (39,)): drop"),
     ("one class", np.zeros(40, "int64"), [], "single class (0)"),
-    ("fewer than folds", np.repeat([0, 1, 2], [20, 20, 6]), ["--folds", "5"], "fewer than folds=5: use folds="),
+    (
+        "fewer than folds",
+        np.repeat([0, 1, 2], [20, 20, 6]),
+        ["--folds", "6"],
+        "only 5 samples of class 2, fewer than folds=6",
+    ),
 ]
 
 
