@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 # `shaping` (composite losses with scheduled/adaptive weights) joins this list when it lands.
-_SUBPACKAGES = ("losses", "metrics", "callbacks", "adversarial", "tuning", "datasets")
+_SUBPACKAGES = ("losses", "metrics", "callbacks", "adversarial", "tuning", "datasets", "shaping")
 
 __all__ = ["__version__", *_SUBPACKAGES]
 

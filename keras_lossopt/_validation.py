@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import keras
 import numpy as np
 
 __all__ = [
@@ -163,6 +162,8 @@ def is_concrete(x: Any) -> bool:
     """
     if isinstance(x, np.ndarray):
         return True
+    import keras  # here, not at the top: the command checks its arguments with this module before Keras starts
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf

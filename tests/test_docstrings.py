@@ -7,7 +7,7 @@ import pytest
 import keras_lossopt
 
 SECTIONS = {"Args:", "Returns:", "Raises:", "Example:", "Examples:", "References:", "Formula:", "Attributes:", "Note:"}
-SUBPACKAGES = ["losses", "metrics", "callbacks", "adversarial", "tuning", "datasets"]
+SUBPACKAGES = ["losses", "metrics", "callbacks", "adversarial", "tuning", "datasets", "shaping"]
 
 
 def public_objects():

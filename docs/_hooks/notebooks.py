@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 _EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+# Before the plugins' on_files, so that mkdocs-jupyter sees the notebooks and turns them into pages.
+@event_priority(100)
 def on_files(files, config):
     for notebook in sorted(_EXAMPLES.glob("*.ipynb")):
         files.append(

@@ -1,41 +1,61 @@
 """Adversarial examples: attacks, adversarial training inside `fit`, robustness evaluation.
 
 * Attacks (`attack(model, x, y)` returns the adversarial batch): `FastGradientMethod`,
-  `ProjectedGradientDescent`, `MomentumIterativeMethod`; `StrongestAttack` takes the worst
-  case per sample over several attacks.
+  `ProjectedGradientDescent`, `MomentumIterativeMethod`, `AutoProjectedGradientDescent` (APGD
+  on cross-entropy, DLR or targeted DLR); `StrongestAttack` takes the worst case per sample over
+  several attacks; `SquareAttack` is the gradient-free (black-box) check.
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
-* Evaluation: `robust_accuracy`, `evaluate_robustness`, `generate_adversarial`,
-  `default_evaluation_attacks`; the callback `RobustnessEvaluation` (also re-exported by
-  `keras_lossopt.callbacks`) and its figure `plot_adversarial_grid`.
+* Evaluation: `robust_accuracy(..., strength="pgd" | "fast" | "standard")`,
+  `evaluate_robustness(..., version="standard" | "fast")` (AutoAttack: `AutoAttack`,
+  `autoattack_attacks`; sanity checks in `keras_lossopt.adversarial.sanity`),
+  `generate_adversarial`, `default_evaluation_attacks`, `evaluation_attack`; the callback
+  `RobustnessEvaluation` (also re-exported by `keras_lossopt.callbacks`) and its figure
+  `plot_adversarial_grid`.
 
 The attacks and the training step use the TensorFlow backend.
 """
 
+from keras_lossopt.adversarial.apgd import AutoProjectedGradientDescent, apgd_checkpoints
 from keras_lossopt.adversarial.attacks import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
+from keras_lossopt.adversarial.autoattack import AutoAttack, autoattack_attacks
 from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
 from keras_lossopt.adversarial.callback import RobustnessEvaluation, plot_adversarial_grid
+from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.evaluation import (
+    STRENGTHS,
     StrongestAttack,
     default_evaluation_attacks,
     evaluate_robustness,
+    evaluation_attack,
     generate_adversarial,
     robust_accuracy,
 )
+from keras_lossopt.adversarial.square import SquareAttack, square_p_schedule
 from keras_lossopt.adversarial.training import METHODS, AdversarialModel
 
 __all__ = [
     "METHODS",
+    "STRENGTHS",
     "AdversarialModel",
     "Attack",
+    "AutoAttack",
+    "AutoProjectedGradientDescent",
     "FastGradientMethod",
     "MomentumIterativeMethod",
     "NotDifferentiableError",
     "ProjectedGradientDescent",
     "RobustnessEvaluation",
+    "SquareAttack",
     "StrongestAttack",
+    "apgd_checkpoints",
+    "autoattack_attacks",
     "default_evaluation_attacks",
+    "dlr_loss",
     "evaluate_robustness",
+    "evaluation_attack",
     "generate_adversarial",
     "plot_adversarial_grid",
     "robust_accuracy",
+    "square_p_schedule",
+    "targeted_dlr_loss",
 ]

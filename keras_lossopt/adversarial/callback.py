@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_lossopt._validation import check_in_range, check_int
-from keras_lossopt.adversarial.evaluation import StrongestAttack, evaluate_robustness
+from keras_lossopt._validation import check_choice, check_in_range, check_int
+from keras_lossopt.adversarial.evaluation import STRENGTHS, StrongestAttack, evaluate_robustness, evaluation_attack
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
 from keras_lossopt.adversarial.training import AdversarialModel
 
@@ -49,7 +49,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
 
     Args:
         attack: an untargeted attack, or a list of attacks (worst case per sample), e.g.
-            `ProjectedGradientDescent(eps=0.3, steps=20)`.
+            `ProjectedGradientDescent(eps=0.3, steps=20)`; None to use `eps` and `strength`.
         validation_data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`.
         every_n_epochs: evaluate every this many epochs (and at the last). Default 1.
         batch_size: attack batch size. Default 256.
@@ -66,6 +66,11 @@ class RobustnessEvaluation(keras.callbacks.Callback):
             `"robust_{epoch:02d}.png"`. Needs matplotlib (`[plot]` extra). Default None.
         plot_samples: number of examples in the grid. Default 8.
         verbose: 1 prints one line per evaluation. Default 0.
+        eps: budget of the attacks chosen by `strength` (when `attack` is None).
+        strength: `"pgd"` (default: PGD-20 on cross-entropy and margin; cheap enough for
+            every epoch), `"fast"` or `"standard"` (AutoAttack; `"standard"` matches published
+            AutoAttack numbers, at about 50 times the cost). See `evaluation_attack`. The
+            sanity checks of `evaluate_robustness` are not run per epoch.
 
     Attributes:
         results: one dict per evaluation (`epoch`, `robust_accuracy`, ...).
@@ -73,8 +78,9 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         collapsed_epoch: the epoch at which the guard stopped training, else None.
 
     Raises:
-        ValueError: for `every_n_epochs < 1`, `collapse_fraction` outside (0, 1) or a
-            targeted attack.
+        ValueError: for `every_n_epochs < 1`, `collapse_fraction` outside (0, 1), a
+            targeted attack, an unknown `strength`, or neither `attack`
+            nor `eps` (or both `attack` and a non-default `strength`).
 
     Example:
         >>> import keras, numpy as np
@@ -94,8 +100,8 @@ class RobustnessEvaluation(keras.callbacks.Callback):
 
     def __init__(
         self,
-        attack,
-        validation_data,
+        attack=None,
+        validation_data=None,
         every_n_epochs=1,
         batch_size=256,
         max_samples=None,
@@ -106,10 +112,24 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         plot_path=None,
         plot_samples=8,
         verbose=0,
+        eps=None,
+        strength="pgd",
     ):
         super().__init__()
+        self.strength = check_choice("strength", strength, STRENGTHS)
+        self.eps = eps
         if isinstance(attack, dict):
             attack = keras.saving.deserialize_keras_object(attack)
+        # An attack built from eps and strength is stored as those two, so that a config round trip keeps them.
+        self._attack_from_strength = attack is None
+        if attack is None:
+            if eps is None:
+                raise ValueError("Give `attack`, or `eps` for the attacks of `strength`. Received neither.")
+            attack = evaluation_attack(eps, self.strength)
+        elif self.strength != "pgd":
+            raise ValueError(
+                f"Give either `attack` or `strength`, not both. Received: attack={attack!r}, strength={strength!r}"
+            )
         if isinstance(attack, (list, tuple)):
             attack = attack[0] if len(attack) == 1 else StrongestAttack(list(attack))
         if getattr(attack, "targeted", False):
@@ -142,7 +162,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
     def get_config(self) -> dict[str, Any]:
         """Every constructor argument; `validation_data` is kept as given (not JSON)."""
         return {
-            "attack": keras.saving.serialize_keras_object(self.attack),
+            "attack": None if self._attack_from_strength else keras.saving.serialize_keras_object(self.attack),
             "validation_data": self.validation_data,
             "every_n_epochs": self.every_n_epochs,
             "batch_size": self.batch_size,
@@ -154,6 +174,8 @@ class RobustnessEvaluation(keras.callbacks.Callback):
             "plot_path": self.plot_path,
             "plot_samples": self.plot_samples,
             "verbose": self.verbose,
+            "eps": self.eps,
+            "strength": self.strength,
         }
 
     @classmethod
@@ -184,6 +206,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
             self.attack,
             batch_size=self.batch_size,
             return_adversarial=self.plot_path is not None,
+            sanity_checks=False,  # they attack again at several budgets: for a final evaluation, not every epoch
         )
         logs[f"{self.prefix}robust_accuracy"] = result["robust_accuracy"]
         logs[f"{self.prefix}attack_success_rate"] = result["attack_success_rate"]

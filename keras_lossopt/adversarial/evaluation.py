@@ -11,6 +11,7 @@ cross-entropy and on the Carlini-Wagner margin, both with random starts.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import keras
@@ -18,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_lossopt._validation import check_int
+from keras_lossopt._validation import check_choice, check_int
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
+from keras_lossopt.adversarial.autoattack import VERSIONS, AutoAttack
 from keras_lossopt.adversarial.base import Attack, CompiledAttack, keep_stronger
 from keras_lossopt.adversarial.objectives import (
     class_scores,
@@ -30,9 +32,11 @@ from keras_lossopt.adversarial.objectives import (
 )
 
 __all__ = [
+    "STRENGTHS",
     "StrongestAttack",
     "default_evaluation_attacks",
     "evaluate_robustness",
+    "evaluation_attack",
     "generate_adversarial",
     "robust_accuracy",
 ]
@@ -139,6 +143,38 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
     ]
 
 
+STRENGTHS = ("pgd", "fast", "standard")
+
+
+def evaluation_attack(eps, strength="pgd", *, norm="linf", seed=None):
+    """The attack behind a robust-accuracy `strength`.
+
+    * `"pgd"`: PGD-20 on the cross-entropy and on the margin loss, worst case per sample
+      (`default_evaluation_attacks`); cheap enough to run every epoch, but it overstates
+      robustness by about a point on adversarially trained models.
+    * `"fast"`: `AutoAttack(version="fast")`: APGD-CE, APGD-T on 3 targets, Square 1,000 queries.
+    * `"standard"`: `AutoAttack(version="standard")`: the budgets of published AutoAttack
+      numbers (APGD-CE, APGD-T on 9 targets, Square 5,000 queries; no FAB-T).
+
+    Args:
+        eps: perturbation budget.
+        strength: `"pgd"` (default), `"fast"` or `"standard"`.
+        norm: `"linf"` (default) or `"l2"`.
+        seed: seed of the attacks. Default None.
+
+    Returns:
+        An attack object (`attack(model, x, y)`).
+
+    Example:
+        >>> evaluation_attack(0.3, "standard")
+        AutoAttack(eps=0.3, norm='linf', version='standard')
+    """
+    strength = check_choice("strength", strength, STRENGTHS)
+    if strength == "pgd":
+        return StrongestAttack(default_evaluation_attacks(eps, norm=norm, seed=seed))
+    return AutoAttack(eps, norm=norm, version=strength, seed=seed)
+
+
 # --------------------------------------------------------------------- data plumbing
 def _input_rank(model):
     inputs = getattr(model, "inputs", None)
@@ -212,11 +248,19 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
     return np.concatenate(out, axis=0) if out else np.zeros((0,))
 
 
-def _as_attack(attacks, eps):
+def _as_attack(attacks, eps, strength="pgd", norm="linf"):
     if attacks is None:
         if eps is None:
-            raise ValueError("Give `attacks` or `eps` (for the default PGD cross-entropy + margin attacks).")
-        attacks = default_evaluation_attacks(eps)
+            raise ValueError(
+                "Give `attacks` or `eps` (for the attacks of the chosen strength: PGD-20 cross-entropy + margin by "
+                "default, AutoAttack for 'fast' and 'standard')."
+            )
+        return evaluation_attack(eps, strength, norm=norm)
+    if strength != "pgd":
+        raise ValueError(
+            f"Give either `attacks` or a `strength`/`version`, not both. Received: attacks={attacks!r}, "
+            f"strength={strength!r}"
+        )
     if isinstance(attacks, (list, tuple)):
         attacks = attacks[0] if len(attacks) == 1 else StrongestAttack(list(attacks))
     if getattr(attacks, "targeted", False):
@@ -224,15 +268,40 @@ def _as_attack(attacks, eps):
     return attacks
 
 
-def evaluate_robustness(model, data, attacks=None, *, eps=None, batch_size=256, verbose=0, return_adversarial=False):
+def evaluate_robustness(
+    model,
+    data,
+    attacks=None,
+    *,
+    eps=None,
+    version=None,
+    norm="linf",
+    sanity_checks=None,
+    sanity_samples=100,
+    batch_size=256,
+    verbose=0,
+    return_adversarial=False,
+):
     """Clean accuracy, robust accuracy (worst case per sample) and attack success rate.
+
+    With `version="standard"` this is an AutoAttack evaluation (APGD-CE, APGD-T, Square, in
+    sequence on the survivors; see `AutoAttack`), the setting that matches published
+    AutoAttack numbers; `version="fast"` is a cheaper one. Such runs also report each attack's
+    robust accuracy and time, and run the sanity checks of `keras_lossopt.adversarial.sanity`
+    on the first `sanity_samples` samples: each failed check is a message in `"warnings"` (and
+    a Python `UserWarning`).
 
     Args:
         model: the Keras model.
         data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`; `y` sparse or one-hot.
-        attacks: an attack, a list of attacks (worst case per sample), or None for
-            `default_evaluation_attacks(eps)`.
+        attacks: an attack, a list of attacks (worst case per sample), an `AutoAttack`, or
+            None for the attacks of `version` (None: `default_evaluation_attacks(eps)`).
         eps: budget of the default attacks (when `attacks` is None).
+        version: None (default: PGD-20 cross-entropy + margin), `"standard"` or `"fast"`.
+        norm: norm of the default attacks, `"linf"` (default) or `"l2"`.
+        sanity_checks: run the sanity checks; None (default) runs them for AutoAttack
+            evaluations only.
+        sanity_samples: how many of the first samples the checks attack again. Default 100.
         batch_size: batch size. Default 256.
         verbose: 1 shows a progress bar. Default 0.
         return_adversarial: also return the adversarial inputs under `"x_adv"`.
@@ -240,22 +309,47 @@ def evaluate_robustness(model, data, attacks=None, *, eps=None, batch_size=256, 
     Returns:
         A dict with `clean_accuracy`, `robust_accuracy` (correct clean and under attack),
         `attack_success_rate` (share of the correctly classified samples the attack
-        fools; NaN when none is correct) and `num_samples`.
+        fools; NaN when none is correct) and `num_samples`. AutoAttack evaluations add
+        `per_attack_accuracy` (attack name -> robust accuracy after it and every attack
+        before it) and `attack_seconds`; sanity checks add `warnings` (a list of messages)
+        and `sanity` (their measurements).
+
+    Raises:
+        ValueError: for an unknown `version` or `norm`, `attacks` together with `version`,
+            neither `attacks` nor `eps`, or a targeted attack.
     """
-    attack = _as_attack(attacks, eps)
+    if version is not None:
+        version = check_choice("version", version, VERSIONS)
+    attack = _as_attack(attacks, eps, version or "pgd", norm)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    sanity_samples = check_int("sanity_samples", sanity_samples, minimum=1)
+    ensemble = isinstance(attack, AutoAttack)
+    sanity_checks = ensemble if sanity_checks is None else bool(sanity_checks)
     from_logits = detect_from_logits(model)
     batches, total, num_batches = _batches(model, data, batch_size)
     progbar = _progbar(total, num_batches, verbose)
     clean_correct = robust_correct = count = 0
-    adversarial = []
+    per_attack, seconds = {}, {}
+    adversarial, checked = [], {"x": [], "y": [], "standing": []}
     for x, y in batches:
-        x_adv = np.asarray(attack(model, x, y))
+        if ensemble:
+            run = attack.run(model, x, y)
+            x_adv = np.asarray(run["x_adv"])
+            for name, standing in run["standing"].items():
+                per_attack[name] = per_attack.get(name, 0) + int(standing.sum())
+                seconds[name] = seconds.get(name, 0.0) + run["seconds"][name]
+        else:
+            x_adv = np.asarray(attack(model, x, y))
         clean = _correct(model, x, y, from_logits)
         robust = clean & _correct(model, x_adv, y, from_logits)
         clean_correct += int(clean.sum())
         robust_correct += int(robust.sum())
         count += len(x)
+        if sanity_checks and sum(len(v) for v in checked["x"]) < sanity_samples:
+            take = sanity_samples - sum(len(v) for v in checked["x"])
+            checked["x"].append(np.asarray(x)[:take])
+            checked["y"].append(np.asarray(y)[:take])
+            checked["standing"].append(robust[:take])
         if return_adversarial:
             adversarial.append(x_adv)
         progbar.add(len(x) if total is not None else 1)
@@ -265,20 +359,60 @@ def evaluate_robustness(model, data, attacks=None, *, eps=None, batch_size=256, 
         "attack_success_rate": (clean_correct - robust_correct) / clean_correct if clean_correct else math.nan,
         "num_samples": count,
     }
+    if ensemble:
+        result["per_attack_accuracy"] = {name: n / count if count else math.nan for name, n in per_attack.items()}
+        result["attack_seconds"] = seconds
+    if sanity_checks and count:
+        result["warnings"], result["sanity"] = _sanity(model, attack, checked, result, from_logits)
+        for message in result["warnings"]:
+            warnings.warn(message, stacklevel=2)
     if return_adversarial:
         result["x_adv"] = np.concatenate(adversarial, axis=0) if adversarial else np.zeros((0,))
     return result
 
 
-def robust_accuracy(model, x, y, attacks=None, *, eps=None, batch_size=256, verbose=0):
+def _sanity(model, attack, checked, result, from_logits):
+    from keras_lossopt.adversarial.sanity import run_sanity_checks
+    from keras_lossopt.adversarial.square import SquareAttack
+
+    x = np.concatenate(checked["x"])
+    scores = class_scores(model(ops.convert_to_tensor(x), training=False), from_logits)
+    labels = np.asarray(ops.convert_to_numpy(sparse_labels(ops.convert_to_tensor(np.concatenate(checked["y"])),
+                                                           scores.shape[-1])))  # fmt: skip
+    before = after = None
+    attacks = getattr(attack, "attacks", [attack])
+    names = [getattr(a, "name", None) for a in attacks]
+    accuracies = result.get("per_attack_accuracy", {})
+    for position, member in enumerate(attacks):
+        if isinstance(member, SquareAttack) and position > 0 and names[position] in accuracies:
+            before, after = accuracies[names[position - 1]], accuracies[names[position]]
+            break
+    return run_sanity_checks(
+        model,
+        x,
+        labels,
+        np.concatenate(checked["standing"]),
+        before,
+        after,
+        attack.eps,
+        norm=getattr(attack, "norm", "linf"),
+        clip=getattr(attack, "clip", (0.0, 1.0)),
+        seed=0,
+    )
+
+
+def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batch_size=256, verbose=0):
     """Share of samples classified correctly both clean and under the strongest of `attacks`.
 
     Args:
         model: the Keras model.
         x, y: inputs and labels (sparse or one-hot).
-        attacks: an attack, a list of attacks, or None for `default_evaluation_attacks(eps)`
-            (PGD-20 on cross-entropy and margin, random starts).
+        attacks: an attack, a list of attacks, or None for the attacks of `strength`.
         eps: budget of the default attacks.
+        strength: the attacks used when `attacks` is None (see `evaluation_attack`):
+            `"pgd"` (default: PGD-20 on cross-entropy and margin, random starts; cheap,
+            about a point optimistic on robust models), `"fast"` or `"standard"` (AutoAttack's
+            budgets: use it for numbers you publish).
         batch_size: batch size. Default 256.
         verbose: 1 shows a progress bar. Default 0.
 
@@ -293,7 +427,9 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, batch_size=256, verb
         >>> robust_accuracy(model, x, y, eps=0.0)
         1.0
     """
-    return evaluate_robustness(model, (x, y), attacks, eps=eps, batch_size=batch_size, verbose=verbose)[
+    strength = check_choice("strength", strength, STRENGTHS)
+    attack = _as_attack(attacks, eps, strength)
+    return evaluate_robustness(model, (x, y), attack, batch_size=batch_size, verbose=verbose, sanity_checks=False)[
         "robust_accuracy"
     ]
 

@@ -15,19 +15,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_choice, check_int, check_positive, check_probability
+from keras_lossopt._validation import check_int, check_positive, check_probability
 from keras_lossopt.callbacks.findings import (
-    ON_PROBLEM_CHOICES,
     REMEDIES,
     Finding,
-    TrainingProblemError,
     activation_name,
-    dispatch,
     flat_layers,
     format_report,
     learning_rate_of,
     likely_cause,
 )
+from keras_lossopt.callbacks.policy import ProblemPolicy
 
 __all__ = ["TrainingDiagnostics"]
 
@@ -126,8 +124,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.probe_every_n_steps = (
             None if probe_every_n_steps is None else check_int("probe_every_n_steps", probe_every_n_steps, minimum=1)
         )
-        if not callable(on_problem):
-            check_choice("on_problem", on_problem, ON_PROBLEM_CHOICES)
+        # Validates `on_problem`; the remedies need GradientMonitor's hold on the optimizer.
+        self._policy = ProblemPolicy(on_problem, allow_remedies=False)
         self.on_problem = on_problem
         self.dead_relu_share = check_probability("dead_relu_share", dead_relu_share)
         self.saturation_share = check_probability("saturation_share", saturation_share)
@@ -170,6 +168,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         return clone
 
     def _reset_state(self) -> None:
+        self._policy = ProblemPolicy(self.on_problem, allow_remedies=False)
         self.findings: list[Finding] = []
         self.batch_losses: list[float] = []
         self._step = 0
@@ -326,11 +325,6 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if key in self._seen:
             return
         self._seen.add(key)
-        action = {"stop": "stopped training", "raise": "raised TrainingProblemError"}.get(
-            self.on_problem if isinstance(self.on_problem, str) else "", "warned"
-        )
-        if callable(self.on_problem):
-            action = f"called {getattr(self.on_problem, '__name__', 'on_problem')}"
         finding = Finding(
             kind=kind,
             # 0-based index of the last finished step, like GradientMonitor's findings.
@@ -339,12 +333,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             evidence=evidence,
             cause=likely_cause(kind, self.model, layers),
             remedy=REMEDIES[kind],
-            action=action,
         )
-        self.findings.append(finding)
-        if self.on_problem == "raise":
-            raise TrainingProblemError(finding)
-        dispatch(finding, self.on_problem, self.model)
+        self._policy.handle(finding, self.model, self.findings.append)
 
     def report(self) -> str:
         """A readable summary of the findings."""

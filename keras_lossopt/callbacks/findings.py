@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -49,7 +48,7 @@ REMEDIES: Mapping[str, str] = {
     "non_finite": (
         "lower the learning rate, clip gradients, compute losses from logits (from_logits=True) "
         "instead of log(probabilities), guard divisions/log/sqrt with an epsilon, and keep loss "
-        "scaling on under mixed precision; the last good weights were restored"
+        "scaling on under mixed precision"
     ),
     "dying_relu": (
         "lower the learning rate, use LeakyReLU/ELU/GELU, initialize biases at zero or slightly "
@@ -230,24 +229,6 @@ def _negative_bias_layers(layers: Sequence[Any], names: Sequence[str]) -> list[s
         if b.size and np.mean(b) < 0:
             out.append(f"{layer.name} (mean bias {b.mean():.3g})")
     return out
-
-
-# -- acting ------------------------------------------------------------------------------
-
-ON_PROBLEM_CHOICES = ("warn", "stop", "raise")
-
-
-def dispatch(finding: Finding, on_problem: str | Callable[[Finding], Any], model: Any) -> None:
-    """Carries out the common actions: warn, stop, raise, or call the user's function."""
-    if callable(on_problem):
-        on_problem(finding)
-    elif on_problem == "stop":
-        model.stop_training = True
-        warnings.warn(str(finding), TrainingProblemWarning, stacklevel=3)
-    elif on_problem == "raise":
-        raise TrainingProblemError(finding)
-    else:
-        warnings.warn(str(finding), TrainingProblemWarning, stacklevel=3)
 
 
 def format_report(title: str, findings: Sequence[Finding], extra_lines: Sequence[str] = ()) -> str:

@@ -1,16 +1,23 @@
 """GradientMonitor: per-layer statistics of the gradients the optimizer really applies.
 
-The monitor wraps the optimizer's `apply` (see `_optimizer_hook`): no second forward or
-backward pass, works inside `tf.function`, under `jit_compile=True`, `MirroredStrategy`
-(statistics of the reduced gradients) and mixed precision (the unscaled gradients).
-It records every `every_n_steps` steps, detects vanishing, exploding and non-finite
-gradients, and acts on them.
+The callback wires three parts together and writes what they produce (history, logs,
+TensorBoard, report, plot):
+
+* `_optimizer_hook.OptimizerHook` wraps the optimizer's `apply` (no second forward or
+  backward pass; works inside `tf.function`, under `jit_compile=True`, `MirroredStrategy`
+  and mixed precision) and switches between the recording and the plain train function;
+  `_recorder.GradientRecorder` computes the statistics in the train step and keeps the
+  last good weights;
+* `detection.GradientDetector` finds vanishing, exploding and non-finite gradients in the
+  records, in NumPy;
+* `policy.ProblemPolicy` acts on what is found (warn, stop, raise, a callable, restore,
+  clip, reduce the learning rate).
 """
 
 from __future__ import annotations
 
-import collections
 import copy
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -19,26 +26,22 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_choice, check_int, check_positive
-from keras_lossopt.callbacks import _optimizer_hook as hook_lib
-from keras_lossopt.callbacks.findings import (
-    REMEDIES,
-    Finding,
-    TrainingProblemError,
-    TrainingProblemWarning,
-    dispatch,
-    format_report,
-    learning_rate_of,
-    likely_cause,
-)
+from keras_lossopt._validation import check_int, check_positive
+from keras_lossopt.callbacks import _recorder
+from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
+from keras_lossopt.callbacks._recorder import GradientRecorder
+from keras_lossopt.callbacks.detection import GradientDetector
+from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report, likely_cause
+from keras_lossopt.callbacks.policy import ProblemPolicy
 
 __all__ = ["GradientHistory", "GradientMonitor"]
-
-ON_PROBLEM = ("warn", "stop", "raise", "clip", "reduce_lr")
 
 
 class GradientHistory:
     """Recorded statistics, by step and layer (built by `GradientMonitor`).
+
+    Args:
+        layers: layer names, input side first.
 
     Attributes:
         layers: layer names, input side first (a nested model's layers as
@@ -51,34 +54,44 @@ class GradientHistory:
         nonfinite_share: `(T, L)` share of NaN/inf gradient entries.
         update_ratio: `(T, L)` ||weights after - weights before|| / ||weights before||,
             measured from the real update (NaN when the step's gradients were not finite).
+        weight_norm: `(T, L)` L2 norm of each layer's weights before the step (NaN or inf
+            when a weight is).
         global_grad_norm, global_grad_norm_clipped, global_max_abs,
-        global_nonfinite_share, global_update_ratio: `(T,)` the same over the whole model.
+        global_nonfinite_share, global_update_ratio, global_weight_norm: `(T,)` the same
+            over the whole model.
     """
 
-    _FIELDS = ("grad_norm", "grad_norm_clipped", "max_abs", "nonfinite_share", "update_ratio")
+    FIELDS = ("grad_norm", "grad_norm_clipped", "max_abs", "nonfinite_share", "update_ratio", "weight_norm")
 
     def __init__(self, layers: tuple[str, ...] = ()):
         self.layers = tuple(layers)
         self._steps: list[np.ndarray] = []
-        self._blocks: dict[str, list[np.ndarray]] = {f: [] for f in self._FIELDS}
+        self._blocks: dict[str, list[np.ndarray]] = {f: [] for f in self.FIELDS}
 
     def extend(self, steps: np.ndarray, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
         """Adds recorded steps `(k,)` from the raw `(k, L + 1, 5)` and `(k, L + 1, 2)` tables.
+
+        Args:
+            steps: `(k,)` the recorded steps.
+            grad_stats: `(k, L + 1, 5)` gradient statistics (columns of `_recorder`).
+            update_stats: `(k, L + 1, 2)` sums of squares of the update and the weights.
 
         Returns:
             The new rows by field, each `(k, L + 1)` (last column: the whole model).
         """
         g = np.asarray(grad_stats, dtype="float64")
         u = np.asarray(update_stats, dtype="float64")
-        size = np.maximum(g[..., hook_lib.SIZE], 1.0)
+        size = np.maximum(g[..., _recorder.SIZE], 1.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            weight_norm = np.sqrt(u[..., hook_lib.WEIGHT_SUMSQ])
+            weight_norm = np.sqrt(u[..., _recorder.WEIGHT_SUMSQ])
             block = {
-                "grad_norm": np.sqrt(g[..., hook_lib.SUMSQ]),
-                "grad_norm_clipped": np.sqrt(g[..., hook_lib.SUMSQ_CLIPPED]),
-                "max_abs": g[..., hook_lib.MAXABS],
-                "nonfinite_share": g[..., hook_lib.NONFINITE] / size,
-                "update_ratio": np.sqrt(u[..., hook_lib.UPDATE_SUMSQ]) / np.where(weight_norm > 0, weight_norm, np.nan),
+                "grad_norm": np.sqrt(g[..., _recorder.SUMSQ]),
+                "grad_norm_clipped": np.sqrt(g[..., _recorder.SUMSQ_CLIPPED]),
+                "max_abs": g[..., _recorder.MAXABS],
+                "nonfinite_share": g[..., _recorder.NONFINITE] / size,
+                "update_ratio": np.sqrt(u[..., _recorder.UPDATE_SUMSQ])
+                / np.where(weight_norm > 0, weight_norm, np.nan),
+                "weight_norm": weight_norm,
             }
         self._steps.append(np.asarray(steps, dtype="int64").reshape(-1))
         for key, value in block.items():
@@ -98,26 +111,62 @@ class GradientHistory:
             return np.zeros((0, len(self.layers) + 1))
         return np.concatenate(blocks)
 
-    def __getattr__(self, name: str) -> np.ndarray:
-        if name.startswith("global_") and name[7:] in self._FIELDS:
-            return self._table(name[7:])[:, -1]
-        if name in self._FIELDS:
-            return self._table(name)[:, :-1]
-        raise AttributeError(name)
+    @property
+    def grad_norm(self) -> np.ndarray:
+        return self._table("grad_norm")[:, :-1]
+
+    @property
+    def grad_norm_clipped(self) -> np.ndarray:
+        return self._table("grad_norm_clipped")[:, :-1]
+
+    @property
+    def max_abs(self) -> np.ndarray:
+        return self._table("max_abs")[:, :-1]
+
+    @property
+    def nonfinite_share(self) -> np.ndarray:
+        return self._table("nonfinite_share")[:, :-1]
+
+    @property
+    def update_ratio(self) -> np.ndarray:
+        return self._table("update_ratio")[:, :-1]
+
+    @property
+    def weight_norm(self) -> np.ndarray:
+        return self._table("weight_norm")[:, :-1]
+
+    @property
+    def global_grad_norm(self) -> np.ndarray:
+        return self._table("grad_norm")[:, -1]
+
+    @property
+    def global_grad_norm_clipped(self) -> np.ndarray:
+        return self._table("grad_norm_clipped")[:, -1]
+
+    @property
+    def global_max_abs(self) -> np.ndarray:
+        return self._table("max_abs")[:, -1]
+
+    @property
+    def global_nonfinite_share(self) -> np.ndarray:
+        return self._table("nonfinite_share")[:, -1]
+
+    @property
+    def global_update_ratio(self) -> np.ndarray:
+        return self._table("update_ratio")[:, -1]
+
+    @property
+    def global_weight_norm(self) -> np.ndarray:
+        return self._table("weight_norm")[:, -1]
 
     def as_dict(self) -> dict[str, Any]:
         """All arrays by name (e.g. to save with `np.savez`)."""
         out: dict[str, Any] = {"layers": np.asarray(self.layers), "steps": self.steps}
-        for field in self._FIELDS:
-            out[field] = getattr(self, field)
-            out[f"global_{field}"] = getattr(self, f"global_{field}")
+        for field in self.FIELDS:
+            table = self._table(field)
+            out[field] = table[:, :-1]
+            out[f"global_{field}"] = table[:, -1]
         return out
-
-    def __getstate__(self):
-        return self.__dict__
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -146,33 +195,42 @@ class GradientMonitor(keras.callbacks.Callback):
     `grad_norm_max`), into the epoch `logs`, where `History`, `CSVLogger` and
     keras-tuner see them.
 
-    Detection (a problem must persist for `patience` consecutive recorded steps, except
-    non-finite values, which act at the next read; each kind is reported once per run,
-    except that `"clip"` and `"reduce_lr"` act again when the problem persists):
+    Detection (`detection.GradientDetector`; a problem must persist for `patience`
+    consecutive recorded steps, except non-finite values, which act at the next read;
+    each kind is reported once per run, except what a remedy acts on: `"clip"` and
+    `"reduce_lr"` act again when any problem is found anew, `"restore"` when non-finite
+    values come back):
 
     * vanishing: a layer's gradient norm is below `vanishing_ratio` times the norm of the
       last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
       below `vanishing_floor`;
     * exploding: the global norm exceeds `exploding_norm`, or grows by more than
       `exploding_growth` times its minimum over the previous `growth_window` records;
-    * non_finite: any NaN/inf gradient entry, or a NaN/inf loss in the batch logs.
+    * non_finite: a NaN/inf gradient entry, NaN/inf weights, or a NaN/inf loss in the
+      batch logs. The loss is checked at every step; a NaN gradient on a step that is
+      not recorded is found through the weights it spoils (their norm is part of every
+      record, and they are checked once more at the end of training). A NaN that leaves
+      neither the loss nor the weights non-finite is only seen on recorded steps.
 
-    Actions (`on_problem`): `"warn"` issues a `TrainingProblemWarning`; `"stop"` sets
-    `model.stop_training`; `"raise"` raises `TrainingProblemError`; a callable receives
-    the `Finding`; `"clip"` turns on `global_clipnorm=clip_norm` in the optimizer (the
-    train function is re-traced once); `"reduce_lr"` multiplies the learning rate by
-    `lr_factor`, not below `min_lr`. On non-finite values the monitor first restores the
-    last good weights (those before the last recorded step whose gradients were all
-    finite with a global norm at most `exploding_norm`, among the steps that are
-    multiples of the smallest multiple of `every_n_steps` not below 10; else the
-    starting weights); with
-    `"clip"`/`"reduce_lr"` it also resets non-finite optimizer slots and the epoch's
-    loss mean, applies the remedy and trains on, otherwise it stops training.
+    Actions (`on_problem`, `policy.ProblemPolicy`): `"warn"` issues a
+    `TrainingProblemWarning`; `"stop"` sets `model.stop_training`; `"raise"` raises
+    `TrainingProblemError`; a callable receives the `Finding`; `"restore"` only acts on
+    non-finite values (below) and warns on the rest; `"clip"` turns on
+    `global_clipnorm=clip_norm` in the optimizer (the train function is re-traced once);
+    `"reduce_lr"` multiplies the learning rate by `lr_factor`, not below `min_lr`. On
+    non-finite values the monitor first restores the last good weights: those before
+    the last recorded step whose weights and gradients were all finite, with a global
+    gradient norm at most `exploding_norm`, among the steps that are multiples of the
+    smallest multiple of `every_n_steps` not below 10; else the starting weights, if they
+    are finite. When no finite weights were kept it restores nothing and says so in the
+    finding's action. With `"restore"`, `"clip"` or `"reduce_lr"` it also resets
+    non-finite optimizer slots and the epoch's loss mean, applies the remedy and trains
+    on; otherwise it stops training.
 
     Args:
         every_n_steps: record every n-th optimizer step. Default 1.
-        on_problem: `"warn"` (default), `"stop"`, `"raise"`, `"clip"`, `"reduce_lr"` or a
-            callable taking a `Finding`.
+        on_problem: `"warn"` (default), `"stop"`, `"raise"`, `"restore"`, `"clip"`,
+            `"reduce_lr"` or a callable taking a `Finding`.
         patience: recorded steps a vanishing/exploding condition must last. Default 2.
         vanishing_ratio: layer-to-last-layer norm ratio below which a layer's gradient
             vanishes. Default 1e-3 (AUTOTRAINER).
@@ -196,7 +254,8 @@ class GradientMonitor(keras.callbacks.Callback):
         history: a `GradientHistory`.
         findings: list of `Finding` records.
         restored_step: after a non-finite finding, the step whose pre-update weights
-            were restored (-1: the starting weights); None when nothing was restored.
+            were restored (-1: the starting weights); None when nothing was restored
+            (no finite weights were kept).
 
     Raises:
         ValueError: for an invalid argument (at construction), or when the model has no
@@ -237,8 +296,7 @@ class GradientMonitor(keras.callbacks.Callback):
     ):
         super().__init__()
         self.every_n_steps = check_int("every_n_steps", every_n_steps, minimum=1)
-        if not callable(on_problem):
-            check_choice("on_problem", on_problem, ON_PROBLEM)
+        policy = ProblemPolicy(on_problem, clip_norm=clip_norm, lr_factor=lr_factor, min_lr=min_lr)
         self.on_problem = on_problem
         self.patience = check_int("patience", patience, minimum=1)
         self.vanishing_ratio = check_positive("vanishing_ratio", vanishing_ratio)
@@ -246,11 +304,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.exploding_norm = check_positive("exploding_norm", exploding_norm)
         self.exploding_growth = check_positive("exploding_growth", exploding_growth)
         self.growth_window = check_int("growth_window", growth_window, minimum=1)
-        self.clip_norm = check_positive("clip_norm", clip_norm)
-        self.lr_factor = check_positive("lr_factor", lr_factor)
-        if self.lr_factor >= 1:
-            raise ValueError(f"`lr_factor` must be in (0, 1). Received: lr_factor={lr_factor}")
-        self.min_lr = check_positive("min_lr", min_lr)
+        self.clip_norm, self.lr_factor, self.min_lr = policy.clip_norm, policy.lr_factor, policy.min_lr
         self.log_dir = None if log_dir is None else str(log_dir)
         self.detect_every_n_steps = check_int("detect_every_n_steps", detect_every_n_steps, minimum=1)
         self._reset_state()
@@ -291,18 +345,16 @@ class GradientMonitor(keras.callbacks.Callback):
     def _reset_state(self) -> None:
         self.history = GradientHistory()
         self.findings: list[Finding] = []
-        self._hook: hook_lib.ApplyHook | None = None
+        self._hook: OptimizerHook | None = None
+        self._recorder: GradientRecorder | None = None
+        self._detector: GradientDetector | None = None
+        self._policy: ProblemPolicy | None = None
         self._writer = None
         self._steps_done = 0
         self._epoch_start = 0
         self._epoch_blocks: list[dict[str, np.ndarray]] = []
-        self._streak = {"vanishing": 0, "exploding": 0}
-        self._active: set[str] = set()
-        self._recent_norms: collections.deque[float] = collections.deque(maxlen=self.growth_window)
         self._stopped_reason: str | None = None
         self.restored_step: int | None = None
-        self._starting_weights: dict[int, np.ndarray] = {}
-        self._record_function = self._plain_function = None
         self._last_read_step = -1
         self._read_at = 0
 
@@ -318,55 +370,42 @@ class GradientMonitor(keras.callbacks.Callback):
         # train function runs several steps.
         steps_per_call = int(getattr(model, "steps_per_execution", 1) or 1)
         interval = max(self.detect_every_n_steps, steps_per_call) + steps_per_call
-        self._hook = hook_lib.ApplyHook(
+        self._policy = ProblemPolicy(
+            self.on_problem, clip_norm=self.clip_norm, lr_factor=self.lr_factor, min_lr=self.min_lr
+        )
+        hook = OptimizerHook(model, strategy)
+        recorder = GradientRecorder(
             model,
+            hook.add_variable,
             self.every_n_steps,
-            strategy,
             good_norm=self.exploding_norm,
             records=-(-interval // self.every_n_steps) + 1,
+            clipping=hook.clipping,
         )
+        hook.install(recorder)
+        self._hook, self._recorder = hook, recorder
         if model.trainable_variables:
             # Models built before fit get their variables now; unbuilt subclassed models
             # get them in the first trace of the train step.
-            self._hook.ensure_variables()
-            self._starting_weights = {id(v): keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
-        self._hook.install()
-        self._steps_done = int(keras.ops.convert_to_numpy(self._hook.optimizer.iterations))
+            hook.ensure_variables()
+            recorder.keep_starting_weights()
+        self._detector = GradientDetector(
+            [name for name, _ in recorder.groups],
+            patience=self.patience,
+            vanishing_ratio=self.vanishing_ratio,
+            vanishing_floor=self.vanishing_floor,
+            exploding_norm=self.exploding_norm,
+            exploding_growth=self.exploding_growth,
+            growth_window=self.growth_window,
+            repeat=[kind for kind in ("non_finite", "vanishing", "exploding") if self._policy.repeats(kind)],
+        )
+        self._steps_done = int(keras.ops.convert_to_numpy(hook.optimizer.iterations))
         self._epoch_start = self._read_at = self._steps_done
-        self._build_train_functions()
-
-    def _build_train_functions(self) -> None:
-        """Traces (lazily) the train function(s) that contain the hook.
-
-        With one step per call, two functions: one that records at every call and the
-        plain Keras step, chosen per step in `on_train_batch_begin`; non-recorded steps
-        then run no monitoring op at all. With `steps_per_execution > 1`, one function in
-        which a `cond` on `optimizer.iterations` decides.
-        """
-        model = self.model
-        self._record_function = self._plain_function = None
-        if getattr(model, "steps_per_execution", 1) == 1:
-            self._hook.mode = "always"
-            model.make_train_function(force=True)
-            self._record_function = model.train_function
-            if self.every_n_steps > 1:
-                self._hook.mode = "off"
-                model.make_train_function(force=True)
-                self._plain_function = model.train_function
-        else:
-            self._hook.mode = "cond"
-            model.make_train_function(force=True)
+        hook.build_train_functions()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self._record_function is None or self._hook is None:
-            return
-        record = (self._epoch_start + int(batch)) % self.every_n_steps == 0
-        if record or self._plain_function is None:
-            self._hook.mode = "always"
-            self.model.train_function = self._record_function
-        else:
-            self._hook.mode = "off"
-            self.model.train_function = self._plain_function
+        if self._hook is not None:
+            self._hook.use_train_function((self._epoch_start + int(batch)) % self.every_n_steps == 0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps_done
@@ -377,7 +416,6 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         logs = logs if logs is not None else {}
         self._steps_done = self._epoch_start + int(batch) + 1
-        last = self._steps_done - 1
         loss = logs.get("loss")
         loss_finite = loss is None or math.isfinite(float(loss))
         findings_before = len(self.findings)
@@ -386,22 +424,10 @@ class GradientMonitor(keras.callbacks.Callback):
             if block is not None:
                 logs["grad_norm"] = float(block["grad_norm"][-1, -1])
                 logs["update_ratio"] = float(block["update_ratio"][-1, -1])
-        if (
-            not loss_finite
-            and "non_finite" not in self._active
-            and not any(f.kind == "non_finite" for f in self.findings[findings_before:])
-        ):
-            layers = self._nonfinite_layers()
-            self._act(
-                Finding(
-                    kind="non_finite",
-                    step=last,
-                    layers=layers,
-                    evidence={"loss": float(loss)},
-                    cause=likely_cause("non_finite", self.model, layers),
-                    remedy=REMEDIES["non_finite"],
-                )
-            )
+        if not loss_finite and not any(f.kind == "non_finite" for f in self.findings[findings_before:]):
+            finding = self._detector.report_non_finite(self._steps_done - 1, {"loss": float(loss)})
+            if finding is not None:
+                self._handle(finding)
 
     def _read_records(self) -> dict[str, np.ndarray] | None:
         """Reads the records made since the last read, adds them to the history, detects.
@@ -413,20 +439,23 @@ class GradientMonitor(keras.callbacks.Callback):
         self._read_at = self._steps_done
         n = self.every_n_steps
         last_recorded = (self._steps_done - 1) // n * n
-        if last_recorded <= self._last_read_step or not self._hook.ready:
+        if last_recorded <= self._last_read_step or not self._recorder.ready:
             return None
-        steps, grad_stats, update_stats = self._hook.read(after=self._last_read_step)
+        steps, grad_stats, update_stats = self._recorder.read(after=self._last_read_step)
         if len(steps) == 0:
             return None
-        names = tuple(name for name, _ in self._hook.groups)
+        names = tuple(name for name, _ in self._recorder.groups)
         if self.history.layers != names and len(self.history) == 0:
+            # An unbuilt model's layers are known from the first trace on.
             self.history = GradientHistory(names)
+            self._detector.layers = names
         self._last_read_step = int(steps[-1])
         block = self.history.extend(steps, grad_stats, update_stats)
         self._epoch_blocks.append(block)
         for i, step in enumerate(steps):
             self._write_tensorboard(int(step), {key: value[i] for key, value in block.items()})
-        self._detect_block(steps, block)
+        for finding in self._detector.update(steps, block):
+            self._handle(finding)
         return block
 
     def on_epoch_end(self, epoch, logs=None):
@@ -449,210 +478,41 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._hook is not None:
             self._read_records()
+            self._check_final_weights()
         self._detach()
+
+    def _check_final_weights(self) -> None:
+        """Finds a NaN that arrived after the last recorded step (read once, on the host)."""
+        if not self._recorder.ready:
+            return
+        layers = self._recorder.nonfinite_groups()
+        if layers:
+            finding = self._detector.report_non_finite(
+                self._steps_done - 1, {"layers_with_nonfinite_weights": len(layers)}, layers
+            )
+            if finding is not None:
+                self._handle(finding)
 
     def _detach(self) -> None:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-            self._record_function = self._plain_function = None
-            if self.model is not None:
-                # Later fits must not run a function traced with the (removed) hook.
-                self.model.make_train_function(force=True)
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()
             self._writer = None
 
-    # -- detection -----------------------------------------------------------------------
+    # -- acting --------------------------------------------------------------------------
 
-    def _detect_block(self, steps: np.ndarray, block: dict[str, np.ndarray]) -> None:
-        """Runs `_detect` on each record, or, when no record can trigger, only its bookkeeping."""
-        norms = block["grad_norm"]
-        global_norms = norms[:, -1]
-        past = np.asarray(self._recent_norms, dtype="float64")
-        reference = np.concatenate([past, global_norms])
-        reference = reference[np.isfinite(reference) & (reference > 0)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            last = norms[:, -2:-1] if norms.shape[1] > 2 else np.full((len(steps), 1), np.nan)
-            vanishing = (global_norms < self.vanishing_floor).any() or (
-                norms.shape[1] > 2 and (norms[:, :-2] < self.vanishing_ratio * last).any()
-            )
-            exploding = (global_norms > self.exploding_norm).any() or (
-                reference.size > 0 and np.nanmax(global_norms) > self.exploding_growth * reference.min()
-            )
-        if (block["nonfinite_share"] > 0).any() or vanishing or exploding or not np.isfinite(norms).all():
-            for i, step in enumerate(steps):
-                self._detect(int(step), {key: value[i] for key, value in block.items()})
-            return
-        # A quiet block: what `_detect` would have done for each record.
-        self._streak["vanishing"] = self._streak["exploding"] = 0
-        self._recent_norms.extend(float(v) for v in global_norms)
-
-    def _detect(self, step: int, row: dict[str, np.ndarray]) -> None:
-        names = self.history.layers
-        norms = row["grad_norm"][:-1]
-        global_norm = float(row["grad_norm"][-1])
-        nonfinite = row["nonfinite_share"]
-        # An infinite norm with finite entries is a float32 overflow of the sum of
-        # squares (entries above ~1e19): that is exploding, not non-finite.
-        if (nonfinite > 0).any():
-            if "non_finite" not in self._active:
-                layers = tuple(n for n, s in zip(names, nonfinite[:-1]) if s > 0)
-                self._act(
-                    Finding(
-                        kind="non_finite",
-                        step=step,
-                        layers=layers,
-                        evidence={"global_grad_norm": global_norm, "nonfinite_share": float(nonfinite[-1])},
-                        cause=likely_cause("non_finite", self.model, layers),
-                        remedy=REMEDIES["non_finite"],
-                    )
-                )
-            return
-
-        vanishing, evidence = self._vanishing_layers(names, norms, global_norm)
-        self._update("vanishing", step, vanishing, evidence)
-        exploding, evidence = self._exploding_layers(names, norms, global_norm)
-        self._update("exploding", step, exploding, evidence)
-
-    def _vanishing_layers(self, names, norms, global_norm):
-        if global_norm < self.vanishing_floor:
-            return tuple(names), {"global_grad_norm": global_norm, "floor": self.vanishing_floor}
-        last = float(norms[-1])
-        if len(norms) < 2 or last <= 0 or not np.isfinite(norms).all():
-            return (), {}
-        ratios = norms[:-1] / last
-        low = [i for i, r in enumerate(ratios) if r < self.vanishing_ratio]
-        if not low:
-            return (), {}
-        evidence = {
-            "last_layer_norm": last,
-            "min_norm": float(norms[low].min()),
-            "min_ratio_to_last": float(ratios[low].min()),
-            "threshold": self.vanishing_ratio,
-        }
-        return tuple(names[i] for i in low), evidence
-
-    def _exploding_layers(self, names, norms, global_norm):
-        past = np.asarray(self._recent_norms, dtype="float64")
-        self._recent_norms.append(global_norm)
-        past = past[np.isfinite(past) & (past > 0)]
-        growth = global_norm / float(past.min()) if past.size else 1.0
-        if global_norm <= self.exploding_norm and growth <= self.exploding_growth:
-            return (), {}
-        top = float(np.max(norms))
-        layers = tuple(n for n, v in zip(names, norms) if v >= 0.1 * top)
-        evidence = {
-            "global_grad_norm": global_norm,
-            "ceiling": self.exploding_norm,
-            "growth": growth,
-            "max_layer_norm": top,
-        }
-        return layers, evidence
-
-    def _update(self, kind: str, step: int, layers: tuple[str, ...], evidence: dict[str, float]) -> None:
-        if not layers:
-            self._streak[kind] = 0
-            return
-        self._streak[kind] += 1
-        if self._streak[kind] >= self.patience and kind not in self._active:
-            self._act(
-                Finding(
-                    kind=kind,
-                    step=step,
-                    layers=layers,
-                    evidence={**evidence, "records": self._streak[kind]},
-                    cause=likely_cause(kind, self.model, layers),
-                    remedy=REMEDIES[kind],
-                )
-            )
-
-    def _nonfinite_layers(self) -> tuple[str, ...]:
-        if len(self.history) == 0:
-            return ()
-        share = self.history.nonfinite_share[-1]
-        return tuple(n for n, s in zip(self.history.layers, share) if s > 0)
-
-    # -- actions -------------------------------------------------------------------------
-
-    def _act(self, finding: Finding) -> None:
-        on_problem = self.on_problem
-        actions = []
-        if finding.kind == "non_finite":
-            restored = self._hook.restore_last_good_weights(self._starting_weights) if self._hook is not None else None
-            self.restored_step = restored
-            if restored is not None:
-                actions.append(
-                    f"restored the weights from before step {restored}"
-                    if restored >= 0
-                    else "restored the starting weights"
-                )
-            if on_problem in ("clip", "reduce_lr"):
-                self._reset_nonfinite_optimizer_state()
-                self.model.reset_metrics()
-            else:
-                self.model.stop_training = True
-                self._stopped_reason = "non_finite"
-                actions.append("stopped training")
-        if on_problem == "clip":
-            actions.append(self._turn_on_clipping())
-        elif on_problem == "reduce_lr":
-            actions.append(self._reduce_learning_rate())
-        elif on_problem == "stop":
-            self.model.stop_training = True
-            self._stopped_reason = finding.kind
-            if "stopped training" not in actions:
-                actions.append("stopped training")
-        elif on_problem == "raise":
-            actions.append("raised TrainingProblemError")
-        elif callable(on_problem):
-            actions.append(f"called {getattr(on_problem, '__name__', 'on_problem')}")
-        else:
-            actions.append("warned")
-        finding = Finding(**{**finding.__dict__, "action": "; ".join(a for a in actions if a)})
-        self.findings.append(finding)
-        if on_problem in ("clip", "reduce_lr"):
-            # The remedy changed the run; watch afresh for the problem coming back.
-            if finding.kind in self._streak:
-                self._streak[finding.kind] = 0
-            self._recent_norms.clear()
-            warnings.warn(str(finding), TrainingProblemWarning, stacklevel=2)
-            return
-        self._active.add(finding.kind)
-        if on_problem == "raise":
+    def _handle(self, finding: Finding) -> None:
+        finding = dataclasses.replace(finding, cause=likely_cause(finding.kind, self.model, finding.layers))
+        try:
+            done = self._policy.handle(finding, self.model, self.findings.append, _Remedies(self))
+        except TrainingProblemError:
             self._detach()
-            raise TrainingProblemError(finding)
-        dispatch(finding, "warn" if on_problem == "stop" else on_problem, self.model)
-
-    def _turn_on_clipping(self) -> str:
-        optimizer = self._hook.optimizer if self._hook is not None else self.model.optimizer
-        current = getattr(optimizer, "global_clipnorm", None)
-        if current is not None and current <= self.clip_norm:
-            return self._reduce_learning_rate() + " (clipping was already on)"
-        optimizer.clipnorm = None
-        optimizer.clipvalue = None
-        optimizer.global_clipnorm = self.clip_norm
-        self._build_train_functions()
-        return f"turned on global_clipnorm={self.clip_norm:g}"
-
-    def _reduce_learning_rate(self) -> str:
-        optimizer = self.model.optimizer
-        lr = learning_rate_of(optimizer)
-        if lr is None:
-            return "could not reduce a scheduled learning rate"
-        new = max(lr * self.lr_factor, self.min_lr)
-        optimizer.learning_rate = new
-        return f"reduced the learning rate from {lr:.3g} to {new:.3g}"
-
-    def _reset_nonfinite_optimizer_state(self) -> None:
-        ours = {id(v) for v in (self._hook._created if self._hook is not None else [])}
-        for variable in self.model.optimizer.variables:
-            if id(variable) in ours or not variable.dtype.startswith("float"):
-                continue
-            value = keras.ops.convert_to_numpy(variable)
-            if not np.isfinite(value).all():
-                variable.assign(np.zeros_like(value))
+            raise
+        if "stopped training" in done.action:
+            self._stopped_reason = done.kind
 
     # -- output --------------------------------------------------------------------------
 
@@ -741,6 +601,27 @@ class GradientMonitor(keras.callbacks.Callback):
                 ax.axvline(finding.step, color="red", alpha=0.5, linestyle="--")
         fig.tight_layout()
         return fig
+
+
+class _Remedies:
+    """What the problem policy may do to the run of a `GradientMonitor`."""
+
+    def __init__(self, monitor: GradientMonitor):
+        self._monitor = monitor
+
+    def restore_weights(self) -> str:
+        monitor = self._monitor
+        step = monitor._recorder.restore_last_good_weights()
+        monitor.restored_step = step
+        if step is None:
+            return "no finite weights to restore (none were kept before the problem)"
+        return f"restored the weights from before step {step}" if step >= 0 else "restored the starting weights"
+
+    def reset_optimizer_state(self) -> None:
+        self._monitor._hook.reset_nonfinite_optimizer_state()
+
+    def turn_on_clipping(self, clip_norm: float) -> bool:
+        return self._monitor._hook.turn_on_global_clipnorm(clip_norm)
 
 
 # TensorBoard's summary ops live in the tensorboard package, which TensorFlow no longer

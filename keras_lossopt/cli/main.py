@@ -7,15 +7,22 @@
     keras-lossopt advise --data my.csv --target label   # ranked losses with parameters, nothing trained
 
 Bad input ends with one line `keras-lossopt: error: ...` and exit status 2 (set
-KERAS_LOSSOPT_DEBUG=1 for the full traceback).
+KERAS_LOSSOPT_DEBUG=1 for the full traceback). Every argument, path and the data itself
+are checked before TensorFlow starts, so a mistake costs a fraction of a second, not the
+10 s of TensorFlow's start-up or a whole run. TensorFlow's C++ start-up messages are kept
+off the terminal unless TF_CPP_MIN_LOG_LEVEL is set to 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import pathlib
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
@@ -43,9 +50,25 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**32 - 1 (NumPy's seed range), got {text!r}")
+    return value
+
+
+def _folder_name(text: str) -> str:
+    if not text.strip() or text in (".", "..") or any(sep in text for sep in ("/", "\\", os.sep)):
+        raise argparse.ArgumentTypeError(f"expected a plain folder name (no path), got {text!r}")
+    return text
 
 
 def _loss_list(text: str) -> list[str]:
@@ -90,7 +113,9 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default: {epochs}")
     training.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
-    training.add_argument("--seed", type=int, default=0, help="seed of the data split (and of the search). Default: 0")
+    training.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the data split (and of the search). Default: 0"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="keras-lossopt-search",
         help="where trials are kept; rerun to resume. Default: keras-lossopt-search",
     )
-    search.add_argument("--project-name", help="sub-folder of --directory. Default: the dataset name")
+    search.add_argument(
+        "--project-name", type=_folder_name, help="sub-folder of --directory. Default: the dataset name"
+    )
     search.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     search.add_argument(
         "--objective",
@@ -144,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "advise", help="rank the losses for your labels, with parameters from the data (nothing is trained)"
     )
     _data_arguments(advise_parser.add_argument_group("data"))
-    advise_parser.add_argument("--seed", type=int, default=0, help="seed of the data split. Default: 0")
+    advise_parser.add_argument("--seed", type=_seed, default=0, help="seed of the data split. Default: 0")
     _folds(advise_parser, 3, "check that every class has this many samples for a search's folds. Default: 3")
     advise_parser.add_argument(
         "--output", default="keras-lossopt-advice", help="report folder. Default: keras-lossopt-advice"
@@ -152,24 +179,126 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow() -> None:
-    # Each run builds a new model, so TensorFlow warns about retracing; expected here, not news.
-    import keras
+_MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """The file and folder arguments, before anything is read or trained."""
+    from keras_lossopt.cli.data import DataError, check_data_argument
+    from keras_lossopt.cli.report import check_output_folder
+
+    check_data_argument(args.data, args.target)
+    if getattr(args, "model", None) is not None:
+        model = pathlib.Path(args.model)
+        if not model.is_file():
+            raise DataError(
+                f"model file not found: {args.model}" if not model.exists() else f"--model {args.model} is not a file"
+            )
+        if model.suffix.lower() not in _MODEL_SUFFIXES:
+            raise DataError(f"--model {args.model}: expected a Keras model file ({', '.join(_MODEL_SUFFIXES)})")
+    if args.command == "search":
+        directory = pathlib.Path(args.directory).expanduser()
+        if directory.exists() and not directory.is_dir():
+            raise DataError(f"--directory {args.directory} is a file; name a folder for the trials")
+    if args.output is not None:
+        check_output_folder(args.output)
+
+
+def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> None:
+    """The objective and the report folder of a search, once the task is known."""
+    from keras_lossopt.cli.data import DataError
+    from keras_lossopt.cli.report import check_output_folder
+    from keras_lossopt.tuning.objectives import DEFAULT_METRIC_NAMES, check_logged_objective
+
+    if args.objective is not None:
+        metrics = DEFAULT_METRIC_NAMES[task]
+        check_logged_objective(args.objective, [*(f"val_{m}" for m in metrics), "val_loss", "loss", *metrics])
+    report = check_output_folder(output)
+    trials = pathlib.Path(args.directory).expanduser().resolve()
+    if report == trials or report in trials.parents:
+        raise DataError(f"--output {output} would replace the search --directory {args.directory}; name another folder")
+
+
+def _check_inputs(args: argparse.Namespace):
+    """Every argument, path and the data, without TensorFlow; returns the dataset and the search project."""
+    import numpy as np
+
+    from keras_lossopt.cli.data import DataError, load_data
+    from keras_lossopt.cli.models import model_builder
+    from keras_lossopt.tuning.search_space import select_candidates
+    from keras_lossopt.tuning.validation import check_labels
+
+    _check_paths(args)
+    dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
+    if args.command == "search" and args.folds is None:
+        args.folds = 1 if args.tuner == "hyperband" else 3
+    if args.command == "search" and args.tuner == "hyperband" and args.folds > 1:
+        raise DataError(
+            f"--tuner hyperband continues each model from its checkpoint and takes a fixed validation split: "
+            f"use --folds 1 with it, or --tuner bayesian with --folds {args.folds}"
+        )
+    if args.folds > 1:  # every class needs `folds` samples in train + val
+        check_labels(np.concatenate([dataset.y_train, dataset.y_val]), dataset.task, folds=args.folds)
+    if args.command == "advise":
+        return dataset, None
+    select_candidates(dataset.task, args.losses)
+    if args.model is None:
+        model_builder(dataset)  # the default model's own limits (the U-Net's even image sides)
+    if args.command != "search":
+        return dataset, None
+    project = args.project_name or dataset.name.replace(os.sep, "_")
+    args.output = args.output or os.path.join(args.directory, f"{project}-report")
+    _check_search_settings(args, dataset.task, args.output)
+    return dataset, project
+
+
+@contextlib.contextmanager
+def _stderr_held_back() -> Iterator[None]:
+    """Sends what C++ libraries write to stderr (file descriptor 2) to a buffer; replays it on an error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            buffer.seek(0)
+            sys.stderr.write(buffer.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _start_tensorflow_quietly() -> None:
+    """Imports Keras (and TensorFlow) without their C++ start-up lines, unless the user asked for them.
+
+    TensorFlow 2.21 prints oneDNN, CUDA and CPU-feature lines through absl before logging is
+    configured, whatever TF_CPP_MIN_LOG_LEVEL says, so they are held back at the file
+    descriptor. TF_CPP_MIN_LOG_LEVEL=0 set by the user shows everything.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet = level.strip() not in ("", "0") and "keras" not in sys.modules
+    with _stderr_held_back() if quiet else contextlib.nullcontext():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()  # device discovery (CUDA) logs here, not in the first trial
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
+        # Each run builds a new model, so TensorFlow warns about retracing; expected here, not news.
         tf.get_logger().setLevel("ERROR")
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
     from keras_lossopt.cli.compare import run_compare
-    from keras_lossopt.cli.data import load_data
     from keras_lossopt.cli.models import model_builder
     from keras_lossopt.cli.search import run_search
 
-    _quiet_tensorflow()
-    dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
     if args.command == "advise":
         from keras_lossopt.cli.advise import run_advise
 
@@ -190,8 +319,6 @@ def _run(args: argparse.Namespace) -> None:
             folds=args.folds,
         )
         return
-    folds = args.folds if args.folds is not None else (1 if args.tuner == "hyperband" else 3)
-    project = args.project_name or dataset.name.replace(os.sep, "_")
     run_search(
         dataset,
         make_model,
@@ -206,8 +333,8 @@ def _run(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         seed=args.seed,
         objective=args.objective,
-        output=args.output or os.path.join(args.directory, f"{project}-report"),
-        folds=folds,
+        output=args.output,
+        folds=args.folds,
     )
 
 
@@ -217,13 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error already printed in one line
         return int(exit_request.code or 0)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        _run(args)
-    except (ValueError, FileNotFoundError) as error:
+        dataset, project = _check_inputs(args)
+        _start_tensorflow_quietly()
+        _run(args, dataset, project)
+    except (ValueError, FileNotFoundError, PermissionError) as error:
         if os.environ.get("KERAS_LOSSOPT_DEBUG"):
             raise
-        # Our checks (DataError is a ValueError) and the losses' argument checks say what is wrong in one line.
+        # Our checks (DataError is a ValueError), the losses' and the tuner's argument checks say it in one line.
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"keras-lossopt: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable
-
-import keras
+from typing import TYPE_CHECKING
 
 from keras_lossopt.cli.data import DataError
 from keras_lossopt.datasets import Dataset
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["model_builder"]
 
@@ -24,6 +26,8 @@ def _output_units(dataset: Dataset) -> int:
 
 
 def _mlp(input_shape, units):
+    import keras
+
     return keras.Sequential(
         [
             keras.Input(input_shape),
@@ -36,6 +40,8 @@ def _mlp(input_shape, units):
 
 
 def _cnn(input_shape, units):
+    import keras
+
     if len(input_shape) == 2:
         input_shape = (*input_shape, 1)
     small = min(input_shape[:2]) < 16
@@ -47,8 +53,8 @@ def _cnn(input_shape, units):
 
 
 def _unet(input_shape, units):
-    if input_shape[0] % 2 or input_shape[1] % 2:
-        raise DataError(f"the U-Net needs even image height and width; images have shape {input_shape}")
+    import keras
+
     inputs = keras.Input(input_shape)
     down = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
     bottom = keras.layers.MaxPooling2D()(down)
@@ -66,6 +72,16 @@ def _reshape_inputs(dataset: Dataset) -> tuple[int, ...]:
 def model_builder(dataset: Dataset, model_path: str | None = None) -> tuple[Callable[[], keras.Model], str]:
     """A function that builds a fresh, uncompiled model for `dataset`, and its description.
 
+    The default models are checked against the data here, without Keras (it is imported
+    when the function is called); a user model is loaded (with Keras) and checked.
+
+    Args:
+        dataset: the data the model is for.
+        model_path: a `.keras` file, or None for the default model of the data.
+
+    Returns:
+        `(make_model, description)`.
+
     Raises:
         DataError: for a missing or unreadable model file, or one whose input or output
             does not fit the data.
@@ -74,10 +90,17 @@ def model_builder(dataset: Dataset, model_path: str | None = None) -> tuple[Call
     input_shape = _reshape_inputs(dataset)
     if model_path is None:
         if dataset.task == "segmentation":
+            if input_shape[0] % 2 or input_shape[1] % 2:
+                raise DataError(
+                    f"the default U-Net needs even image height and width; images have shape {input_shape} "
+                    "(pad or crop them, or pass --model)"
+                )
             return (lambda: _unet(input_shape, units)), "small U-Net"
         if len(input_shape) >= 2:
             return (lambda: _cnn(input_shape, units)), "small CNN"
         return (lambda: _mlp(input_shape, units)), "MLP (64 hidden units)"
+    import keras
+
     path = pathlib.Path(model_path)
     if not path.is_file():
         raise DataError(f"model file not found: {model_path}")

@@ -12,12 +12,12 @@ data), so per-class metrics such as macro-F1 measure what imbalance did to the m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from keras_lossopt._validation import check_choice, check_in_range
+from keras_lossopt._validation import check_choice, check_in_range, check_int
 
 __all__ = [
     "LOADERS",
@@ -134,23 +134,34 @@ def subsample_classes(labels: np.ndarray, keep: Mapping[int, float], rng: np.ran
     return rng.permutation(np.concatenate(chosen))
 
 
+def _class_index(name: str, value: Any, num_classes: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must hold integer class indices. Received: {value!r}")
+    if not 0 <= int(value) < num_classes:
+        raise ValueError(f"`{name}` names class {value}, but the dataset has classes 0..{num_classes - 1}.")
+    return int(value)
+
+
 def _imbalance_map(imbalance, minority_classes, num_classes) -> dict[int, float]:
     if imbalance is None:
         return {}
     if isinstance(imbalance, Mapping):
-        result = {}
-        for cls, ratio in imbalance.items():
-            if not 0 <= int(cls) < num_classes:
-                raise ValueError(f"`imbalance` names class {cls}, but the dataset has classes 0..{num_classes - 1}.")
-            result[int(cls)] = check_in_range(f"imbalance[{cls}]", ratio, 0.0, 1.0, low_inclusive=False)
-        return result
+        if not imbalance:
+            raise ValueError("`imbalance` is an empty mapping: name {class: keep_ratio} pairs, or pass None.")
+        return {
+            _class_index("imbalance", cls, num_classes): check_in_range(
+                f"imbalance[{cls}]", ratio, 0.0, 1.0, low_inclusive=False
+            )
+            for cls, ratio in imbalance.items()
+        }
     ratio = check_in_range("imbalance", imbalance, 0.0, 1.0, low_inclusive=False)
     if minority_classes is None:
         minority_classes = range(num_classes // 2, num_classes)
-    classes = [int(c) for c in minority_classes]
-    for cls in classes:
-        if not 0 <= cls < num_classes:
-            raise ValueError(f"`minority_classes` holds {cls}, but the dataset has classes 0..{num_classes - 1}.")
+    if isinstance(minority_classes, (int, np.integer, str)) or not isinstance(minority_classes, Iterable):
+        raise TypeError(f"`minority_classes` must be a sequence of class indices. Received: {minority_classes!r}")
+    classes = [_class_index("minority_classes", c, num_classes) for c in minority_classes]
+    if not classes:
+        raise ValueError("`minority_classes` is empty: a scalar `imbalance` would cut no class.")
     return {cls: ratio for cls in classes}
 
 
@@ -167,8 +178,14 @@ def _split(
     imbalance: float | Mapping[int, float] | None,
     minority_classes: Sequence[int] | None,
 ) -> Dataset:
+    check_int("seed", seed, minimum=0)
     check_in_range("test_split", test_split, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     check_in_range("validation_split", validation_split, 0.0, 1.0, high_inclusive=False)
+    if validation_split + test_split >= 1.0:
+        raise ValueError(
+            "`validation_split` + `test_split` must leave samples to train on (sum below 1). "
+            f"Received: validation_split={validation_split}, test_split={test_split}"
+        )
     num_classes = len(class_names)
     keep = _imbalance_map(imbalance, minority_classes, num_classes)
     rng = np.random.default_rng(seed)

@@ -1,26 +1,42 @@
 """Loss functions: `keras.losses.Loss` subclasses and their per-sample functions.
 
-Every loss keeps the contract in `keras_lossopt.losses.base` (Keras reductions,
+Every loss keeps the contract in `keras_lossopt.losses.base` (Keras masks and reductions,
 `sample_weight`, ignore masks) and is registered for `.keras` saving under the package
-name "keras_lossopt". `get(name_or_config)` resolves short names such as "focal".
+name "keras_lossopt". Each class `XLoss` has its per-sample function `x_loss`, as in Keras
+(`FocalLoss` / `focal_loss`). `get(name_or_config)` resolves short names such as "focal".
 """
 
+import warnings
+
+from keras_lossopt.losses import noise_robust as _noise_robust
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
-from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values
+from keras_lossopt.losses.base import LossFunctionBase, SparseTargetLoss, reduce_loss_values
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
-from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss
+from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss, lovasz_hinge_loss, lovasz_softmax_loss
 from keras_lossopt.losses.noise_robust import (
-    GeneralizedCrossEntropy,
-    SymmetricCrossEntropy,
-    generalized_cross_entropy,
-    symmetric_cross_entropy,
+    GeneralizedCrossEntropyLoss,
+    SymmetricCrossEntropyLoss,
+    generalized_cross_entropy_loss,
+    symmetric_cross_entropy_loss,
 )
-from keras_lossopt.losses.overlap import DiceLoss, FocalTverskyLoss, GeneralizedDiceLoss, JaccardLoss, TverskyLoss
-from keras_lossopt.losses.poly import PolyLoss, poly_loss
-from keras_lossopt.losses.registry import deserialize, get, serialize
+from keras_lossopt.losses.overlap import (
+    DiceLoss,
+    FocalTverskyLoss,
+    GeneralizedDiceLoss,
+    JaccardLoss,
+    TverskyLoss,
+    dice_loss,
+    focal_tversky_loss,
+    generalized_dice_loss,
+    jaccard_loss,
+    tversky_loss,
+)
+from keras_lossopt.losses.poly import PolyLoss, poly1_term, poly_loss
+from keras_lossopt.losses.registry import available_aliases, deserialize, get, register_alias, serialize
+from keras_lossopt.losses.targets import overlap_inputs
 
 __all__ = [
     "AsymmetricLoss",
@@ -30,7 +46,7 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "FocalTverskyLoss",
-    "GeneralizedCrossEntropy",
+    "GeneralizedCrossEntropyLoss",
     "GeneralizedDiceLoss",
     "JaccardLoss",
     "LDAMLoss",
@@ -39,19 +55,43 @@ __all__ = [
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "PolyLoss",
-    "SymmetricCrossEntropy",
+    "SparseTargetLoss",
+    "SymmetricCrossEntropyLoss",
     "TverskyLoss",
     "asymmetric_loss",
+    "available_aliases",
     "class_balanced_weights",
     "deserialize",
+    "dice_loss",
     "focal_loss",
-    "generalized_cross_entropy",
+    "focal_tversky_loss",
+    "generalized_cross_entropy_loss",
+    "generalized_dice_loss",
     "get",
+    "jaccard_loss",
     "ldam_loss",
     "ldam_margins",
     "logit_adjusted_loss",
+    "lovasz_hinge_loss",
+    "lovasz_softmax_loss",
+    "overlap_inputs",
+    "poly1_term",
     "poly_loss",
     "reduce_loss_values",
+    "register_alias",
     "serialize",
-    "symmetric_cross_entropy",
+    "symmetric_cross_entropy_loss",
+    "tversky_loss",
 ]
+
+
+def __getattr__(name):
+    if name in _noise_robust.DEPRECATED_NAMES:
+        new_name = _noise_robust.DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"`keras_lossopt.losses.{name}` is deprecated and will be removed; use `{new_name}` (same arguments).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new_name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

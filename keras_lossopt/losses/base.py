@@ -34,14 +34,7 @@ from keras import ops
 
 from keras_lossopt.losses.targets import sparse_valid_mask
 
-__all__ = [
-    "LossFunctionBase",
-    "SparseTargetLoss",
-    "keras_mask_of",
-    "merge_masks",
-    "reduce_loss_values",
-    "replicas_in_sync",
-]
+__all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
@@ -227,6 +220,25 @@ class LossFunctionBase(keras.losses.Loss):
     def compute_mask(self, y_true, y_pred):
         """Validity mask of the per-sample values, or `None` when every position counts."""
         return None
+
+    # Arithmetic builds a `keras_lossopt.shaping.CompositeLoss` (`FocalLoss() + 0.5 * DiceLoss()`).
+    # `shaping` is built on `losses`, so it is imported when the operator is used.
+    def __add__(self, other):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.from_operands(self, other)
+
+    def __radd__(self, other):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.from_operands(other, self)
+
+    def __mul__(self, factor):
+        from keras_lossopt.shaping.composite import CompositeLoss
+
+        return CompositeLoss.scaled(self, factor)
+
+    __rmul__ = __mul__
 
 
 def _is_integer_dtype(dtype) -> bool:

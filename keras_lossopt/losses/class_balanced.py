@@ -14,7 +14,7 @@ from keras_lossopt.losses.registry import get as get_loss
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import is_sparse_target
 
-__all__ = ["ClassBalancedLoss", "check_class_counts", "class_balanced_weights"]
+__all__ = ["ClassBalancedLoss", "class_balanced_weights"]
 
 
 def check_class_counts(name: str, counts: Any) -> tuple[float, ...]:
@@ -201,3 +201,4 @@ class ClassBalancedLoss(LossFunctionBase):
 
 
 register_alias("class_balanced", ClassBalancedLoss)
+register_alias("class_balanced_focal", ClassBalancedLoss, loss="focal")  # the loss search's candidate name

@@ -1,105 +1,90 @@
 """Dice plus a per-pixel loss: `DiceCELoss` and `DiceFocalLoss`, the combinations used in practice.
 
-A compound loss holds two child losses and returns
-`dice_weight * dice(y, p, w) + other_weight * other(y, p, w)`, each child reduced by the
-compound's `reduction` with the same `sample_weight`. Both children keep their own
-contracts (the Dice part is per image or per batch, the cross-entropy part per pixel),
-so the sum is exact under every reduction and under `tf.distribute`. With
-`reduction="none"` the result has one value per image: the per-pixel part is averaged
-over each image's valid pixels and added to the per-image Dice (a batch Dice, a single
-value, is added to every image).
+Both are `keras_lossopt.shaping.CompositeLoss`es with two terms, `"dice"` and `"ce"` (or
+`"focal"`): `dice_weight * dice(y, p, w) + other_weight * other(y, p, w)`, each child
+reduced by the compound's `reduction` with the same `sample_weight` and input mask. Both
+children keep their own contracts (the Dice part is per image or per batch, the
+cross-entropy part per pixel), so the sum is exact under every reduction and under
+`tf.distribute`. With `reduction="none"` the result has one value per image: the
+per-pixel part is averaged over each image's valid pixels and added to the per-image Dice
+(a batch Dice, a single value, is added to every image).
 
-The children are ordinary losses; they serialize with `keras.saving.serialize_keras_object`
-inside the compound's config.
+Being composites, their weights can be scheduled or balanced during training
+(`LossWeightScheduler({"dice": ...})`) and each part is logged (`loss_dice`, `loss_ce`)
+once the model tracks the terms. The constructor arguments and the saved configs are
+those of the earlier stand-alone classes, so older `.keras` files load unchanged.
 """
 
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative
-from keras_lossopt.losses.base import LossFunctionBase, merge_masks
 from keras_lossopt.losses.focal import FocalLoss
 from keras_lossopt.losses.overlap import MODES, DiceLoss
 from keras_lossopt.losses.registry import register_alias
+from keras_lossopt.shaping.composite import CompositeLoss
 
 __all__ = ["DiceCELoss", "DiceFocalLoss"]
 
 
-def _with_reduction(loss, reduction, what):
+def _child(loss, what):
     if isinstance(loss, dict):
         loss = keras.saving.deserialize_keras_object(loss)
     if not isinstance(loss, keras.losses.Loss):
         raise ValueError(f"`{what}` must be a keras.losses.Loss or its config. Received: {what}={loss!r}")
-    config = loss.get_config()
-    if config.get("reduction") == reduction:
-        return loss
-    return type(loss).from_config({**config, "reduction": reduction})
+    return loss
 
 
-def _own_mask(loss, y_true, y_pred):
-    compute_mask = getattr(loss, "compute_mask", None)
-    return None if compute_mask is None else compute_mask(y_true, y_pred)
-
-
-def _child_loss(loss, y_true, y_pred, sample_weight, mask):
-    """A child's reduced loss, with the compound's input mask passed on.
-
-    keras-lossopt children take the mask through `masked_call`; a Keras loss reads it
-    from `y_pred`, so the mask goes back onto the tensor (the attribute Keras reads).
-    """
-    if isinstance(loss, LossFunctionBase):
-        return loss.masked_call(y_true, y_pred, sample_weight, mask)
-    if mask is not None:
-        y_pred = ops.convert_to_tensor(y_pred)
-        y_pred._keras_mask = ops.cast(mask, "bool")
-    return loss(y_true, y_pred, sample_weight=sample_weight)
-
-
-class CompoundLoss(LossFunctionBase):
-    """Weighted sum of a Dice loss and a per-pixel loss; see the module docstring."""
+class CompoundLoss(CompositeLoss):
+    """A two-term composite, Dice plus a per-pixel loss, with the earlier classes' arguments and configs."""
 
     other_key = "other"
 
     def __init__(self, dice, other, dice_weight, other_weight, reduction, name, dtype):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.dice_weight = check_non_negative("dice_weight", dice_weight)
-        self.other_weight = check_non_negative(f"{self.other_key}_weight", other_weight)
-        self.dice = _with_reduction(dice, reduction, "dice")
-        self.other = _with_reduction(other, reduction, self.other_key)
+        weights = {
+            "dice": check_non_negative("dice_weight", dice_weight),
+            self.other_key: check_non_negative(f"{self.other_key}_weight", other_weight),
+        }
+        terms = {"dice": _child(dice, "dice"), self.other_key: _child(other, self.other_key)}
+        super().__init__(terms, weights, reduction=reduction, name=name, dtype=dtype)
 
-    def call(self, y_true, y_pred):  # per image, unweighted: the values of reduction="none"
-        return self._per_image(y_true, y_pred, None, None)
+    @property
+    def dice(self) -> keras.losses.Loss:
+        """The Dice term."""
+        return self.terms["dice"]
 
-    def _per_image(self, y_true, y_pred, sample_weight, mask):
-        dice = _child_loss(self.dice, y_true, y_pred, sample_weight, mask)
-        values = _child_loss(self.other, y_true, y_pred, sample_weight, mask)
-        axes = tuple(range(1, len(values.shape)))
-        if axes:
-            valid = merge_masks(values.dtype, mask, _own_mask(self.other, y_true, y_pred))
-            if valid is None:
-                values = ops.mean(values, axis=axes)
-            else:
-                valid = ops.broadcast_to(valid, ops.shape(values))
-                values = ops.sum(values, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
-        return self.dice_weight * dice + self.other_weight * values
+    @property
+    def other(self) -> keras.losses.Loss:
+        """The per-pixel term (cross-entropy or focal)."""
+        return self.terms[self.other_key]
 
-    def compute_reduced_loss(self, y_true, y_pred, sample_weight, mask):
-        if self.reduction in (None, "none"):
-            return self._per_image(y_true, y_pred, sample_weight, mask)
-        dice = _child_loss(self.dice, y_true, y_pred, sample_weight, mask)
-        other = _child_loss(self.other, y_true, y_pred, sample_weight, mask)
-        return self.dice_weight * dice + self.other_weight * other
+    @property
+    def dice_weight(self) -> float:
+        """The current weight of the Dice term."""
+        return self.weights_dict()["dice"]
+
+    @property
+    def other_weight(self) -> float:
+        """The current weight of the per-pixel term."""
+        return self.weights_dict()[self.other_key]
 
     def get_config(self):
+        # The earlier classes' config (no "terms"/"weights"), so that older files still load.
+        weights = self.weights_dict()
         return {
-            **super().get_config(),
+            "name": self.name,
+            "reduction": self.reduction,
+            "dtype": self.dtype,
             "dice": keras.saving.serialize_keras_object(self.dice),
             self.other_key: keras.saving.serialize_keras_object(self.other),
-            "dice_weight": self.dice_weight,
-            f"{self.other_key}_weight": self.other_weight,
+            "dice_weight": weights["dice"],
+            f"{self.other_key}_weight": weights[self.other_key],
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 def _default_children(mode, from_logits, ignore_index, dtype, gamma):

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
-from keras_lossopt.losses._probabilities import focal_modulator, power, sigmoid_parts
+from keras_lossopt.losses._probabilities import cross_entropy, power, sigmoid_parts, softmax_parts
 from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import (
@@ -17,7 +17,7 @@ from keras_lossopt.losses.targets import (
     softmax_log_probs,
 )
 
-__all__ = ["FocalLoss", "focal_loss", "focal_modulator"]
+__all__ = ["FocalLoss", "focal_loss"]
 
 MODES = ("binary", "multilabel", "multiclass")
 
@@ -41,9 +41,15 @@ def focal_loss(
     """
     if mode == "multiclass":
         targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
+        if gamma == 0 and not isinstance(alpha, tuple):
+            # Cross-entropy (the base of Poly-1 CE): no log p tensor (see cross_entropy).
+            logits, logsumexp, _ = softmax_parts(y_pred, from_logits)
+            return cross_entropy(targets, logits, logsumexp) * (1.0 if alpha is None else alpha)
         log_p = softmax_log_probs(y_pred, from_logits)
         gamma_t = per_class_vector("gamma", gamma, y_pred) if isinstance(gamma, tuple) else gamma
-        modulator = focal_modulator(-ops.expm1(log_p), gamma_t)
+        # Integer gammas (0 for cross-entropy, 1, 2, 4) are multiplications, others pow
+        # with the floor of focal_modulator.
+        modulator = power(-ops.expm1(log_p), gamma_t)
         per_class = -targets * modulator * log_p
         if alpha is not None:
             per_class = per_class * (per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha)
@@ -53,10 +59,10 @@ def focal_loss(
     # One exp per element (sigmoid_parts) and multiplications for integer gamma (power):
     # two log_sigmoids, two exps and a pow per element made this 1.7x slower than Keras.
     p, one_minus_p, log_p, log_1mp = sigmoid_parts(y_pred, from_logits)
-    cross_entropy = -(targets * log_p + (1.0 - targets) * log_1mp)
+    bce = -(targets * log_p + (1.0 - targets) * log_1mp)
     one_minus_pt = targets * one_minus_p + (1.0 - targets) * p
     gamma_t = per_class_vector("gamma", gamma, y_pred) if isinstance(gamma, tuple) else gamma
-    loss = power(one_minus_pt, gamma_t) * cross_entropy
+    loss = power(one_minus_pt, gamma_t) * bce
     if alpha is not None:
         alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
         loss = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * loss

@@ -25,10 +25,11 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int
-from keras_lossopt.losses.overlap import RegionLoss, overlap_inputs
+from keras_lossopt.losses.overlap import RegionLoss
 from keras_lossopt.losses.registry import register_alias
+from keras_lossopt.losses.targets import overlap_inputs
 
-__all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_extension", "lovasz_gradient"]
+__all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge_loss", "lovasz_softmax_loss"]
 
 CLASS_SETS = ("present", "all")
 
@@ -81,6 +82,66 @@ def _flatten(x, per_image):
     if per_image:
         return ops.reshape(x, (ops.shape(x)[0], -1, channels))
     return ops.reshape(x, (1, -1, channels))
+
+
+def lovasz_softmax_loss(
+    y_true, y_pred, *, from_logits=False, per_image=False, classes="present", ignore_index=None, mask=None
+):
+    """Per-image (or batch) Lovasz-softmax loss. See `LovaszSoftmaxLoss` for the formula.
+
+    Args:
+        y_true: sparse class indices `(N, ...)` or one-hot targets of the shape of `y_pred`.
+        y_pred: probabilities, or logits with `from_logits=True`; class axis last.
+        from_logits: whether `y_pred` holds logits.
+        per_image: `(N,)` values (True) or one value for the batch (False; default).
+        classes: `"present"` or `"all"`.
+        ignore_index: sparse label whose pixels count nowhere, or None.
+        mask: optional 0/1 mask of the positions (`(N, ...)` or `(N, ..., 1)`), e.g. a Keras mask.
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    targets, probs, valid = overlap_inputs(
+        y_true, y_pred, mode="multiclass", from_logits=from_logits, ignore_index=ignore_index
+    )
+    valid = _merge_validity(valid, mask)
+    errors = ops.abs(targets - probs)
+    if valid is not None:
+        errors, targets = errors * valid, targets * valid
+    errors = ops.transpose(_flatten(errors, per_image), (0, 2, 1))
+    targets = ops.transpose(_flatten(targets, per_image), (0, 2, 1))
+    per_class = lovasz_extension(errors, targets)
+    if classes == "all":
+        values = ops.mean(per_class, axis=-1)
+    else:
+        present = ops.cast(ops.sum(targets, axis=-1) > 0, per_class.dtype)
+        values = ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
+    return values if per_image else values[0]
+
+
+def lovasz_hinge_loss(y_true, y_pred, *, per_image=True, ignore_index=None, mask=None):
+    """Per-image (or batch) Lovasz hinge loss. See `LovaszHingeLoss` for the formula.
+
+    Args:
+        y_true: 0/1 targets of the shape of `y_pred` (or without its trailing 1).
+        y_pred: real-valued scores (logits).
+        per_image: `(N,)` values (True; default) or one value for the batch (False).
+        ignore_index: a target value whose pixels count nowhere, or None.
+        mask: optional 0/1 mask of the positions, e.g. a Keras mask.
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    targets, scores, valid = overlap_inputs(y_true, y_pred, mode="binary", from_logits=False, ignore_index=ignore_index)
+    valid = _merge_validity(valid, mask)
+    errors = ops.relu(1.0 - scores * (2.0 * targets - 1.0))
+    if valid is not None:
+        errors, targets = errors * valid, targets * valid
+    rows = ops.shape(errors)[0] if per_image else 1
+    values = lovasz_extension(ops.reshape(errors, (rows, -1)), ops.reshape(targets, (rows, -1)))
+    return values if per_image else values[0]
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -143,22 +204,15 @@ class LovaszSoftmaxLoss(RegionLoss):
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
     def region_loss(self, y_true, y_pred, weight):
-        targets, probs, valid = overlap_inputs(
-            y_true, y_pred, mode="multiclass", from_logits=self.from_logits, ignore_index=self.ignore_index
+        return lovasz_softmax_loss(
+            y_true,
+            y_pred,
+            from_logits=self.from_logits,
+            per_image=self.per_image,
+            classes=self.classes,
+            ignore_index=self.ignore_index,
+            mask=weight,
         )
-        valid = _merge_validity(valid, weight)
-        errors = ops.abs(targets - probs)
-        if valid is not None:
-            errors, targets = errors * valid, targets * valid
-        errors = ops.transpose(_flatten(errors, self.per_image), (0, 2, 1))
-        targets = ops.transpose(_flatten(targets, self.per_image), (0, 2, 1))
-        per_class = lovasz_extension(errors, targets)
-        if self.classes == "all":
-            values = ops.mean(per_class, axis=-1)
-        else:
-            present = ops.cast(ops.sum(targets, axis=-1) > 0, per_class.dtype)
-            values = ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
-        return values if self.per_image else values[0]
 
     def get_config(self):
         return {
@@ -222,16 +276,7 @@ class LovaszHingeLoss(RegionLoss):
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
     def region_loss(self, y_true, y_pred, weight):
-        targets, scores, valid = overlap_inputs(
-            y_true, y_pred, mode="binary", from_logits=False, ignore_index=self.ignore_index
-        )
-        valid = _merge_validity(valid, weight)
-        errors = ops.relu(1.0 - scores * (2.0 * targets - 1.0))
-        if valid is not None:
-            errors, targets = errors * valid, targets * valid
-        rows = ops.shape(errors)[0] if self.per_image else 1
-        values = lovasz_extension(ops.reshape(errors, (rows, -1)), ops.reshape(targets, (rows, -1)))
-        return values if self.per_image else values[0]
+        return lovasz_hinge_loss(y_true, y_pred, per_image=self.per_image, ignore_index=self.ignore_index, mask=weight)
 
     def get_config(self):
         return {**super().get_config(), "ignore_index": self.ignore_index}

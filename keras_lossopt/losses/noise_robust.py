@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -13,15 +15,35 @@ from keras_lossopt.losses.registry import register_alias
 from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = [
-    "GeneralizedCrossEntropy",
-    "SymmetricCrossEntropy",
-    "generalized_cross_entropy",
-    "symmetric_cross_entropy",
+    "GeneralizedCrossEntropyLoss",
+    "SymmetricCrossEntropyLoss",
+    "generalized_cross_entropy_loss",
+    "symmetric_cross_entropy_loss",
 ]
 
+# Names before the FocalLoss / focal_loss naming pattern; they still work, with a warning.
+DEPRECATED_NAMES = {
+    "GeneralizedCrossEntropy": "GeneralizedCrossEntropyLoss",
+    "SymmetricCrossEntropy": "SymmetricCrossEntropyLoss",
+    "generalized_cross_entropy": "generalized_cross_entropy_loss",
+    "symmetric_cross_entropy": "symmetric_cross_entropy_loss",
+}
 
-def generalized_cross_entropy(y_true, y_pred, *, q=0.7, from_logits=False, label_smoothing=0.0, ignore_index=None):
-    """Per-sample generalized cross-entropy. See `GeneralizedCrossEntropy`.
+
+def __getattr__(name):
+    if name in DEPRECATED_NAMES:
+        new_name = DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"`{name}` is deprecated and will be removed; use `{new_name}` (same arguments).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new_name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def generalized_cross_entropy_loss(y_true, y_pred, *, q=0.7, from_logits=False, label_smoothing=0.0, ignore_index=None):
+    """Per-sample generalized cross-entropy. See `GeneralizedCrossEntropyLoss`.
 
     Returns:
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
@@ -38,10 +60,10 @@ def generalized_cross_entropy(y_true, y_pred, *, q=0.7, from_logits=False, label
     return ops.sum(targets * (-ops.expm1(q * log_p) / q), axis=-1)
 
 
-def symmetric_cross_entropy(
+def symmetric_cross_entropy_loss(
     y_true, y_pred, *, alpha=0.1, beta=1.0, log_zero=-4.0, from_logits=False, label_smoothing=0.0, ignore_index=None
 ):
-    """Per-sample symmetric cross-entropy. See `SymmetricCrossEntropy`.
+    """Per-sample symmetric cross-entropy. See `SymmetricCrossEntropyLoss`.
 
     Returns:
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
@@ -67,7 +89,7 @@ def symmetric_cross_entropy(
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class GeneralizedCrossEntropy(SparseTargetLoss):
+class GeneralizedCrossEntropyLoss(SparseTargetLoss):
     """Generalized cross-entropy (L_q loss): between cross-entropy and MAE, robust to label noise.
 
     Use it when a share of the training labels is wrong: `q` trades the fast training of
@@ -97,7 +119,7 @@ class GeneralizedCrossEntropy(SparseTargetLoss):
 
     Example:
         >>> import numpy as np
-        >>> loss = GeneralizedCrossEntropy(q=1.0)
+        >>> loss = GeneralizedCrossEntropyLoss(q=1.0)
         >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)
         0.2
 
@@ -123,7 +145,7 @@ class GeneralizedCrossEntropy(SparseTargetLoss):
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
     def call(self, y_true, y_pred):
-        return generalized_cross_entropy(
+        return generalized_cross_entropy_loss(
             y_true,
             y_pred,
             q=self.q,
@@ -143,7 +165,7 @@ class GeneralizedCrossEntropy(SparseTargetLoss):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class SymmetricCrossEntropy(SparseTargetLoss):
+class SymmetricCrossEntropyLoss(SparseTargetLoss):
     """Symmetric cross-entropy: cross-entropy plus reverse cross-entropy, robust to label noise.
 
     Use it when training labels are noisy: the reverse term `-sum_k p_k log y_k` is
@@ -177,7 +199,7 @@ class SymmetricCrossEntropy(SparseTargetLoss):
 
     Example:
         >>> import numpy as np
-        >>> loss = SymmetricCrossEntropy(alpha=0.0, beta=1.0)
+        >>> loss = SymmetricCrossEntropyLoss(alpha=0.0, beta=1.0)
         >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)
         0.8
 
@@ -209,7 +231,7 @@ class SymmetricCrossEntropy(SparseTargetLoss):
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
     def call(self, y_true, y_pred):
-        return symmetric_cross_entropy(
+        return symmetric_cross_entropy_loss(
             y_true,
             y_pred,
             alpha=self.alpha,
@@ -232,7 +254,11 @@ class SymmetricCrossEntropy(SparseTargetLoss):
         }
 
 
-register_alias("generalized_cross_entropy", GeneralizedCrossEntropy)
-register_alias("gce", GeneralizedCrossEntropy)
-register_alias("symmetric_cross_entropy", SymmetricCrossEntropy)
-register_alias("sce", SymmetricCrossEntropy)
+# `.keras` files saved before the rename name the old classes; they load into the new ones.
+keras.saving.get_custom_objects()["keras_lossopt>GeneralizedCrossEntropy"] = GeneralizedCrossEntropyLoss
+keras.saving.get_custom_objects()["keras_lossopt>SymmetricCrossEntropy"] = SymmetricCrossEntropyLoss
+
+register_alias("generalized_cross_entropy", GeneralizedCrossEntropyLoss)
+register_alias("gce", GeneralizedCrossEntropyLoss)
+register_alias("symmetric_cross_entropy", SymmetricCrossEntropyLoss)
+register_alias("sce", SymmetricCrossEntropyLoss)

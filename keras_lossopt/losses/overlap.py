@@ -26,31 +26,31 @@ from the counts, exactly like `ignore_index`.
 
 from __future__ import annotations
 
-import textwrap
 from typing import NamedTuple
 
 import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_per_class, check_probability
+from keras_lossopt.losses._probabilities import focal_modulator
 from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values, replicas_in_sync
-from keras_lossopt.losses.focal import focal_modulator
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import binary_targets, multiclass_targets, per_class_vector
+from keras_lossopt.losses.targets import OVERLAP_MODES, overlap_inputs, per_class_vector
 
 __all__ = [
     "DiceLoss",
     "FocalTverskyLoss",
     "GeneralizedDiceLoss",
     "JaccardLoss",
-    "OverlapLoss",
-    "RegionLoss",
-    "SoftCounts",
-    "overlap_inputs",
-    "soft_confusion_counts",
+    "TverskyLoss",
+    "dice_loss",
+    "focal_tversky_loss",
+    "generalized_dice_loss",
+    "jaccard_loss",
+    "tversky_loss",
 ]
 
-MODES = ("multiclass", "binary", "multilabel")
+MODES = OVERLAP_MODES
 
 
 class SoftCounts(NamedTuple):
@@ -64,41 +64,6 @@ class SoftCounts(NamedTuple):
     tp: object
     fp: object
     fn: object
-
-
-def overlap_inputs(y_true, y_pred, *, mode="multiclass", from_logits=False, ignore_index=None):
-    """Dense targets, probabilities and a validity weight for an overlap loss or metric.
-
-    Args:
-        y_true: multiclass: class indices of shape `y_pred.shape[:-1]` (or with a trailing
-            1) or one-hot/soft targets of shape `y_pred.shape`; binary/multilabel: 0/1 (or
-            soft) targets of shape `y_pred.shape`, where `ignore_index` may mark void pixels.
-        y_pred: probabilities, or logits with `from_logits=True`; class axis last.
-        mode: `"multiclass"` (softmax), `"binary"` or `"multilabel"` (sigmoid).
-        from_logits: whether `y_pred` holds logits.
-        ignore_index: label of positions that count nowhere, or None.
-
-    Returns:
-        `(targets, probs, weight)`: `targets` and `probs` of the shape of `y_pred` (rank-1
-        inputs lifted to `(N, 1)`); `weight` is None or a 0/1 mask broadcastable to them
-        (`(..., 1)` for multiclass, per channel for sigmoid modes).
-    """
-    if mode == "multiclass":
-        targets, valid = multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
-        probs = ops.softmax(y_pred, axis=-1) if from_logits else y_pred
-        return targets, probs, None if valid is None else ops.expand_dims(valid, -1)
-    if len(y_pred.shape) == 1:
-        y_pred = ops.expand_dims(y_pred, -1)
-    if len(y_true.shape) == len(y_pred.shape) - 1:
-        y_true = ops.expand_dims(y_true, -1)
-    weight = None
-    if ignore_index is not None:
-        keep = ops.not_equal(y_true, ops.cast(ignore_index, y_true.dtype))
-        weight = ops.cast(keep, y_pred.dtype)
-        y_true = ops.where(keep, y_true, ops.zeros_like(y_true))
-    targets, y_pred = binary_targets(y_true, y_pred)
-    probs = ops.sigmoid(y_pred) if from_logits else y_pred
-    return targets, probs, weight
 
 
 def pixel_weight(sample_weight, y_pred, what="sample_weight"):
@@ -171,11 +136,305 @@ def smoothed_ratio(numerator, denominator):
     return ops.where(positive, numerator / ops.where(positive, denominator, ops.ones_like(denominator)), 1.0)
 
 
+def _merge_weights(weight, valid):
+    if valid is None:
+        return weight
+    return valid if weight is None else weight * valid
+
+
+def select_classes(values, y_pred, include_background=True, class_weights=None):
+    """Drops the background channel if asked; returns `(values, class weights or None)`."""
+    weights = None if class_weights is None else per_class_vector("class_weights", tuple(class_weights), y_pred)
+    if not include_background:
+        if values.shape[-1] == 1:
+            raise ValueError(
+                "`include_background=False` needs more than one channel: channel 0 is the background. "
+                f"Received: y_pred.shape={tuple(y_pred.shape)}"
+            )
+        values = values[..., 1:]
+        weights = None if weights is None else weights[1:]
+    return values, weights
+
+
+def _overlap_values(
+    y_true,
+    y_pred,
+    per_class_loss,
+    *,
+    mode,
+    from_logits,
+    per_image,
+    squared,
+    include_background,
+    class_weights,
+    ignore_index,
+    weight,
+):
+    """The shared body of the soft-count losses: counts -> per-class loss -> class mean."""
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    targets, probs, valid = overlap_inputs(
+        y_true, y_pred, mode=mode, from_logits=from_logits, ignore_index=ignore_index
+    )
+    counts = soft_confusion_counts(targets, probs, _merge_weights(weight, valid), per_image=per_image, squared=squared)
+    per_class, weights = select_classes(per_class_loss(counts), y_pred, include_background, class_weights)
+    if weights is None:
+        return ops.mean(per_class, axis=-1)
+    return ops.sum(per_class * weights, axis=-1) / ops.sum(weights)
+
+
+def dice_loss(
+    y_true,
+    y_pred,
+    *,
+    mode="multiclass",
+    from_logits=False,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    squared=False,
+    log_dice=False,
+    per_image=True,
+    include_background=True,
+    class_weights=None,
+    ignore_index=None,
+    weight=None,
+):
+    """Per-image soft Dice loss. See `DiceLoss` for the arguments and the formula.
+
+    Args:
+        y_true: targets (see `overlap_inputs`).
+        y_pred: probabilities, or logits with `from_logits=True`.
+        mode: `"multiclass"`, `"binary"` or `"multilabel"`.
+        from_logits: whether `y_pred` holds logits.
+        smooth_nr: added to the numerator.
+        smooth_dr: added to the denominator.
+        squared: square the volumes in the denominator.
+        log_dice: `-log(dice)` instead of `1 - dice`.
+        per_image: `(N,)` values (True) or one value for the batch (False).
+        include_background: count channel 0.
+        class_weights: one weight per class, or None.
+        ignore_index: label whose positions count nowhere, or None.
+        weight: optional per-image or per-position weight inside the counts (a mask).
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+
+    def per_class(counts):
+        tp, fp, fn = counts
+        dice = smoothed_ratio(2.0 * tp + smooth_nr, 2.0 * tp + fp + fn + smooth_dr)
+        return -ops.log(ops.maximum(dice, 1e-7)) if log_dice else 1.0 - dice
+
+    return _overlap_values(
+        y_true,
+        y_pred,
+        per_class,
+        mode=mode,
+        from_logits=from_logits,
+        per_image=per_image,
+        squared=squared,
+        include_background=include_background,
+        class_weights=class_weights,
+        ignore_index=ignore_index,
+        weight=weight,
+    )
+
+
+def jaccard_loss(
+    y_true,
+    y_pred,
+    *,
+    mode="multiclass",
+    from_logits=False,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    per_image=True,
+    include_background=True,
+    class_weights=None,
+    ignore_index=None,
+    weight=None,
+):
+    """Per-image soft Jaccard (IoU) loss. See `JaccardLoss` for the arguments and the formula.
+
+    Args:
+        y_true: targets (see `overlap_inputs`).
+        y_pred: probabilities, or logits with `from_logits=True`.
+        mode: `"multiclass"`, `"binary"` or `"multilabel"`.
+        from_logits: whether `y_pred` holds logits.
+        smooth_nr: added to the numerator.
+        smooth_dr: added to the denominator.
+        per_image: `(N,)` values (True) or one value for the batch (False).
+        include_background: count channel 0.
+        class_weights: one weight per class, or None.
+        ignore_index: label whose positions count nowhere, or None.
+        weight: optional per-image or per-position weight inside the counts (a mask).
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+
+    def per_class(counts):
+        tp, fp, fn = counts
+        return 1.0 - smoothed_ratio(tp + smooth_nr, tp + fp + fn + smooth_dr)
+
+    return _overlap_values(
+        y_true,
+        y_pred,
+        per_class,
+        mode=mode,
+        from_logits=from_logits,
+        per_image=per_image,
+        squared=False,
+        include_background=include_background,
+        class_weights=class_weights,
+        ignore_index=ignore_index,
+        weight=weight,
+    )
+
+
+def tversky_loss(
+    y_true,
+    y_pred,
+    *,
+    alpha=0.3,
+    beta=0.7,
+    gamma=1.0,
+    mode="multiclass",
+    from_logits=False,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    per_image=True,
+    include_background=True,
+    class_weights=None,
+    ignore_index=None,
+    weight=None,
+):
+    """Per-image Tversky loss, `(1 - TI) ** gamma` per class. See `TverskyLoss`.
+
+    Args:
+        y_true: targets (see `overlap_inputs`).
+        y_pred: probabilities, or logits with `from_logits=True`.
+        alpha: weight of the false positives.
+        beta: weight of the false negatives.
+        gamma: exponent of the per-class loss (1: Tversky; see `focal_tversky_loss`).
+        mode: `"multiclass"`, `"binary"` or `"multilabel"`.
+        from_logits: whether `y_pred` holds logits.
+        smooth_nr: added to the numerator.
+        smooth_dr: added to the denominator.
+        per_image: `(N,)` values (True) or one value for the batch (False).
+        include_background: count channel 0.
+        class_weights: one weight per class, or None.
+        ignore_index: label whose positions count nowhere, or None.
+        weight: optional per-image or per-position weight inside the counts (a mask).
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+
+    def per_class(counts):
+        tp, fp, fn = counts
+        loss = 1.0 - smoothed_ratio(tp + smooth_nr, tp + alpha * fp + beta * fn + smooth_dr)
+        # The floor in focal_modulator keeps the gradient finite at a perfect score for gamma < 1.
+        return loss if gamma == 1.0 else focal_modulator(loss, gamma)
+
+    return _overlap_values(
+        y_true,
+        y_pred,
+        per_class,
+        mode=mode,
+        from_logits=from_logits,
+        per_image=per_image,
+        squared=False,
+        include_background=include_background,
+        class_weights=class_weights,
+        ignore_index=ignore_index,
+        weight=weight,
+    )
+
+
+def focal_tversky_loss(y_true, y_pred, *, alpha=0.3, beta=0.7, gamma=0.75, **kwargs):
+    """Per-image focal Tversky loss. See `FocalTverskyLoss` for the arguments and the formula.
+
+    Args:
+        y_true: targets (see `overlap_inputs`).
+        y_pred: probabilities, or logits with `from_logits=True`.
+        alpha: weight of the false positives.
+        beta: weight of the false negatives.
+        gamma: exponent > 0 of the per-class Tversky loss.
+        **kwargs: the other arguments of `tversky_loss`.
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+    return tversky_loss(y_true, y_pred, alpha=alpha, beta=beta, gamma=gamma, **kwargs)
+
+
+def _volume_weights(volume, weight_type):
+    if weight_type == "uniform":
+        return ops.ones_like(volume)
+    present = volume > 0
+    safe = ops.where(present, volume, ops.ones_like(volume))
+    weights = ops.where(present, 1.0 / (safe * safe if weight_type == "square" else safe), 0.0)
+    largest = ops.max(weights, axis=-1, keepdims=True)
+    return ops.stop_gradient(ops.where(present, weights, largest))
+
+
+def generalized_dice_loss(
+    y_true,
+    y_pred,
+    *,
+    weight_type="square",
+    mode="multiclass",
+    from_logits=False,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    per_image=True,
+    include_background=True,
+    ignore_index=None,
+    weight=None,
+):
+    """Per-image generalized Dice loss. See `GeneralizedDiceLoss` for the arguments and the formula.
+
+    Args:
+        y_true: targets (see `overlap_inputs`).
+        y_pred: probabilities, or logits with `from_logits=True`.
+        weight_type: `"square"`, `"simple"` or `"uniform"`.
+        mode: `"multiclass"`, `"binary"` or `"multilabel"`.
+        from_logits: whether `y_pred` holds logits.
+        smooth_nr: added to the numerator.
+        smooth_dr: added to the denominator.
+        per_image: `(N,)` values (True) or one value for the batch (False).
+        include_background: count channel 0.
+        ignore_index: label whose positions count nowhere, or None.
+        weight: optional per-image or per-position weight inside the counts (a mask).
+
+    Returns:
+        `(N,)` per-image values, or a 0-d value for `per_image=False`.
+    """
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    targets, probs, valid = overlap_inputs(
+        y_true, y_pred, mode=mode, from_logits=from_logits, ignore_index=ignore_index
+    )
+    tp, fp, fn = soft_confusion_counts(targets, probs, _merge_weights(weight, valid), per_image=per_image)
+    if not include_background:
+        tp, fp, fn = (select_classes(x, y_pred, include_background=False)[0] for x in (tp, fp, fn))
+    weights = _volume_weights(tp + fn, weight_type)
+    numerator = 2.0 * ops.sum(weights * tp, axis=-1) + smooth_nr
+    denominator = ops.sum(weights * (2.0 * tp + fp + fn), axis=-1) + smooth_dr
+    return 1.0 - smoothed_ratio(numerator, denominator)
+
+
 class RegionLoss(LossFunctionBase):
     """Base of the losses computed over a region (an image or the batch) rather than per position.
 
-    Implements the per-sample convention of the module docstring; subclasses define
-    `region_loss(y_true, y_pred, weight)` returning `(N,)` values (per image) or a scalar.
+    Implements the per-sample convention of the module docstring in the reduction step of
+    the loss contract; subclasses define `region_loss(y_true, y_pred, weight)` returning
+    `(N,)` values (per image) or a scalar.
+
+    Args:
+        per_image: one value per image (True) or one for the batch (False).
+        reduction: Keras reduction.
+        name: loss name.
+        dtype: computation dtype.
     """
 
     supports_batch_weights = True
@@ -216,12 +475,23 @@ class RegionLoss(LossFunctionBase):
 
 
 class OverlapLoss(RegionLoss):
-    """Shared arguments and class handling of the soft-count losses (Dice, Tversky, Jaccard ...).
+    """Shared arguments of the soft-count losses (Dice, Tversky, Jaccard ...).
 
-    Subclasses implement `per_class_loss(counts)` returning a loss per class.
+    Subclasses implement `region_loss` with their per-sample function.
+
+    Args:
+        mode: `"multiclass"`, `"binary"` or `"multilabel"`.
+        from_logits: whether `y_pred` holds logits.
+        smooth_nr: added to the numerator.
+        smooth_dr: added to the denominator.
+        per_image: one value per image (True) or one for the batch (False).
+        include_background: count channel 0.
+        class_weights: one weight per class, or None.
+        ignore_index: label whose positions count nowhere, or None.
+        reduction: Keras reduction.
+        name: loss name.
+        dtype: computation dtype.
     """
-
-    squared = False
 
     def __init__(
         self,
@@ -248,38 +518,18 @@ class OverlapLoss(RegionLoss):
             raise ValueError(f"`class_weights` must not all be 0. Received: class_weights={list(class_weights)}")
         self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
 
-    def counts(self, y_true, y_pred, weight):
-        targets, probs, valid = overlap_inputs(
-            y_true, y_pred, mode=self.mode, from_logits=self.from_logits, ignore_index=self.ignore_index
-        )
-        if valid is not None:
-            weight = valid if weight is None else weight * valid
-        return soft_confusion_counts(targets, probs, weight, per_image=self.per_image, squared=self.squared)
-
-    def select_classes(self, values, y_pred):
-        """Drops the background channel if asked; returns `(values, class_weights or None)`."""
-        weights = None
-        if self.class_weights is not None:
-            weights = per_class_vector("class_weights", self.class_weights, y_pred)
-        if not self.include_background:
-            if values.shape[-1] == 1:
-                raise ValueError(
-                    "`include_background=False` needs more than one channel: channel 0 is the background. "
-                    f"Received: y_pred.shape={tuple(y_pred.shape)}"
-                )
-            values = values[..., 1:]
-            weights = None if weights is None else weights[1:]
-        return values, weights
-
-    def per_class_loss(self, counts):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def region_loss(self, y_true, y_pred, weight):
-        counts = self.counts(y_true, y_pred, weight)
-        per_class, weights = self.select_classes(self.per_class_loss(counts), y_pred)
-        if weights is None:
-            return ops.mean(per_class, axis=-1)
-        return ops.sum(per_class * weights, axis=-1) / ops.sum(weights)
+    def shared_arguments(self):
+        """The arguments every soft-count per-sample function takes, from this loss."""
+        return {
+            "mode": self.mode,
+            "from_logits": self.from_logits,
+            "smooth_nr": self.smooth_nr,
+            "smooth_dr": self.smooth_dr,
+            "per_image": self.per_image,
+            "include_background": self.include_background,
+            "class_weights": self.class_weights,
+            "ignore_index": self.ignore_index,
+        }
 
     def get_config(self):
         return {
@@ -294,7 +544,26 @@ class OverlapLoss(RegionLoss):
         }
 
 
-_COMMON_ARGS = """
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class DiceLoss(OverlapLoss):
+    """Soft Dice loss (Sorensen-Dice coefficient on probabilities).
+
+    Use it for segmentation with class imbalance: every class counts equally, however few
+    pixels it has. Often combined with cross-entropy (`DiceCELoss`). Alone, from an
+    untrained softmax and with rare classes, plain `1 - dice` can collapse: the false
+    positives on the background push the rare classes' probabilities towards 0 in the
+    first epoch, where the softmax gradient `p (1 - p)` vanishes and they never recover
+    (measured in docs/benchmarks.md: foreground IoU 0 on synthetic shapes, while
+    `log_dice=True` reached 0.68 and `DiceCELoss` 0.57). Prefer `DiceCELoss` or
+    `log_dice=True` when training from scratch.
+
+    Formula:
+        per class `c`: `dice_c = (2 TP_c + smooth_nr) / (2 TP_c + FP_c + FN_c + smooth_dr)`,
+        i.e. `(2 sum(p t) + s_nr) / (sum(p) + sum(t) + s_dr)` (`p**2`, `t**2` with
+        `squared=True`); `loss = mean_c w_c (1 - dice_c)` or, with `log_dice`,
+        `mean_c w_c * -log(dice_c)`.
+
+    Args:
         mode: `"multiclass"` (softmax over the last axis; default), `"binary"` or
             `"multilabel"` (independent sigmoids, one channel per label).
         from_logits: whether `y_pred` holds logits (softmax/sigmoid applied here). Default False.
@@ -302,6 +571,9 @@ _COMMON_ARGS = """
         smooth_dr: added to the denominator; with `smooth_nr == smooth_dr > 0` a class that
             is empty in both target and prediction scores 1 (loss 0). A zero denominator is
             defined as a perfect score. Default 1e-5.
+        squared: square the volumes in the denominator (Milletari et al. 2016). Default False.
+        log_dice: `-log(dice)` instead of `1 - dice` (steeper for poor overlaps); the dice
+            is floored at 1e-7. Default False.
         per_image: one value per image, shape `(N,)` (True; default), or one value for the
             batch from counts summed over the batch (False). See the module docstring for
             how `reduction` and `sample_weight` apply.
@@ -313,64 +585,30 @@ _COMMON_ARGS = """
             the loss nor its gradient): a sparse class index in multiclass mode, a target
             value in sigmoid modes. Default None.
         reduction: Keras reduction. Default `"sum_over_batch_size"`.
-        dtype: computation dtype. Default None (float32 also under mixed precision)."""
+        name: loss name. Default `"dice_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
 
+    Returns:
+        `(N,)` per-image values reduced by `reduction` (per_image=True), or one value for
+        the batch (per_image=False).
 
-def _document(cls):
-    # The class docstrings indent "Args:" by 8 and each argument by 12 spaces.
-    shared = textwrap.indent(_COMMON_ARGS.strip("\n"), "    ")
-    cls.__doc__ = cls.__doc__.replace("    {common_args}", shared)
-    return cls
+    Raises:
+        ValueError: for an unknown `mode`, negative smoothing, bad `class_weights`,
+            mismatched shapes, sparse labels out of range, or `include_background=False`
+            with one channel.
 
-
-@_document
-@keras.saving.register_keras_serializable(package="keras_lossopt")
-class DiceLoss(OverlapLoss):
-    """Soft Dice loss (Sorensen-Dice coefficient on probabilities).
-
-        Use it for segmentation with class imbalance: every class counts equally, however few
-        pixels it has. Often combined with cross-entropy (`DiceCELoss`). Alone, from an
-        untrained softmax and with rare classes, plain `1 - dice` can collapse: the false
-        positives on the background push the rare classes' probabilities towards 0 in the
-        first epoch, where the softmax gradient `p (1 - p)` vanishes and they never recover
-        (measured in docs/benchmarks.md: foreground IoU 0 on synthetic shapes, while
-        `log_dice=True` reached 0.68 and `DiceCELoss` 0.57). Prefer `DiceCELoss` or
-        `log_dice=True` when training from scratch.
-
-        Formula:
-            per class `c`: `dice_c = (2 TP_c + smooth_nr) / (2 TP_c + FP_c + FN_c + smooth_dr)`,
-            i.e. `(2 sum(p t) + s_nr) / (sum(p) + sum(t) + s_dr)` (`p**2`, `t**2` with
-            `squared=True`); `loss = mean_c w_c (1 - dice_c)` or, with `log_dice`,
-            `mean_c w_c * -log(dice_c)`.
-
-        Args:
-    {common_args}
-            squared: square the volumes in the denominator (Milletari et al. 2016). Default False.
-            log_dice: `-log(dice)` instead of `1 - dice` (steeper for poor overlaps); the dice
-                is floored at 1e-7. Default False.
-            name: loss name. Default `"dice_loss"`.
-
-        Returns:
-            `(N,)` per-image values reduced by `reduction` (per_image=True), or one value for
-            the batch (per_image=False).
-
-        Raises:
-            ValueError: for an unknown `mode`, negative smoothing, bad `class_weights`,
-                mismatched shapes, sparse labels out of range, or `include_background=False`
-                with one channel.
-
-        Example:
-            >>> import numpy as np
+    Example:
+        >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
-            >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
-            >>> round(float(DiceLoss()(y_true, probs)), 4)
-            0.142
+        >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
+        >>> round(float(DiceLoss()(y_true, probs)), 4)
+        0.142
 
-        References:
-            Milletari, Navab, Ahmadi (2016). V-Net: Fully Convolutional Neural Networks for
-            Volumetric Medical Image Segmentation. 3DV.
-            Sudre, Li, Vercauteren, Ourselin, Cardoso (2017). Generalised Dice overlap as a deep
-            learning loss function for highly unbalanced segmentations. DLMIA.
+    References:
+        Milletari, Navab, Ahmadi (2016). V-Net: Fully Convolutional Neural Networks for
+        Volumetric Medical Image Segmentation. 3DV.
+        Sudre, Li, Vercauteren, Ourselin, Cardoso (2017). Generalised Dice overlap as a deep
+        learning loss function for highly unbalanced segmentations. DLMIA.
     """
 
     def __init__(
@@ -405,96 +643,109 @@ class DiceLoss(OverlapLoss):
         self.squared = bool(squared)
         self.log_dice = bool(log_dice)
 
-    def per_class_loss(self, counts):
-        tp, fp, fn = counts
-        dice = smoothed_ratio(2.0 * tp + self.smooth_nr, 2.0 * tp + fp + fn + self.smooth_dr)
-        if self.log_dice:
-            return -ops.log(ops.maximum(dice, 1e-7))
-        return 1.0 - dice
+    def region_loss(self, y_true, y_pred, weight):
+        return dice_loss(
+            y_true, y_pred, squared=self.squared, log_dice=self.log_dice, weight=weight, **self.shared_arguments()
+        )
 
     def get_config(self):
         return {**super().get_config(), "squared": self.squared, "log_dice": self.log_dice}
 
 
-@_document
 @keras.saving.register_keras_serializable(package="keras_lossopt")
 class JaccardLoss(OverlapLoss):
     """Soft Jaccard (intersection over union) loss.
 
-        Use it when the evaluation metric is IoU; it penalizes errors a little more than Dice.
+    Use it when the evaluation metric is IoU; it penalizes errors a little more than Dice.
 
-        Formula:
-            `iou_c = (TP_c + smooth_nr) / (TP_c + FP_c + FN_c + smooth_dr)`, `loss = mean_c w_c (1 - iou_c)`.
+    Formula:
+        `iou_c = (TP_c + smooth_nr) / (TP_c + FP_c + FN_c + smooth_dr)`, `loss = mean_c w_c (1 - iou_c)`.
 
-        Args:
-    {common_args}
-            name: loss name. Default `"jaccard_loss"`.
+    Args:
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoids).
+        from_logits: whether `y_pred` holds logits. Default False.
+        smooth_nr: added to the numerator. Default 1e-5.
+        smooth_dr: added to the denominator (a zero denominator is a perfect score). Default 1e-5.
+        per_image: one value per image (True; default) or one for the batch (False).
+        include_background: count channel 0 (the background). Default True.
+        class_weights: one non-negative weight per class. Default None (plain mean).
+        ignore_index: a label whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"jaccard_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
 
-        Returns:
-            As `DiceLoss`.
+    Returns:
+        As `DiceLoss`.
 
-        Raises:
-            ValueError: as `DiceLoss`.
+    Raises:
+        ValueError: as `DiceLoss`.
 
-        Example:
-            >>> import numpy as np
+    Example:
+        >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
-            >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
-            >>> round(float(JaccardLoss()(y_true, probs)), 4)
-            0.2477
+        >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
+        >>> round(float(JaccardLoss()(y_true, probs)), 4)
+        0.2477
 
-        References:
-            Rahman, Wang (2016). Optimizing Intersection-Over-Union in Deep Neural Networks for
-            Image Segmentation. ISVC.
+    References:
+        Rahman, Wang (2016). Optimizing Intersection-Over-Union in Deep Neural Networks for
+        Image Segmentation. ISVC.
     """
 
     def __init__(self, *args, name="jaccard_loss", **kwargs):
         super().__init__(*args, name=name, **kwargs)
 
-    def per_class_loss(self, counts):
-        tp, fp, fn = counts
-        return 1.0 - smoothed_ratio(tp + self.smooth_nr, tp + fp + fn + self.smooth_dr)
+    def region_loss(self, y_true, y_pred, weight):
+        return jaccard_loss(y_true, y_pred, weight=weight, **self.shared_arguments())
 
 
-@_document
 @keras.saving.register_keras_serializable(package="keras_lossopt")
 class TverskyLoss(OverlapLoss):
     """Tversky loss: Dice with separate weights for false positives and false negatives.
 
-        Use it to trade precision for recall on small structures: `beta > alpha` penalizes
-        missed foreground (false negatives) more. `alpha = beta = 0.5` is Dice.
+    Use it to trade precision for recall on small structures: `beta > alpha` penalizes
+    missed foreground (false negatives) more. `alpha = beta = 0.5` is Dice.
 
-        Unlike `keras.losses.Tversky` (Keras 3.15 and older), where `alpha` multiplies the false
-        negatives, `alpha` here weights the FALSE POSITIVES and `beta` the FALSE NEGATIVES, as
-        in Salehi et al. (2017).
+    Unlike `keras.losses.Tversky` (Keras 3.15 and older), where `alpha` multiplies the false
+    negatives, `alpha` here weights the FALSE POSITIVES and `beta` the FALSE NEGATIVES, as
+    in Salehi et al. (2017).
 
-        Formula:
-            `TI_c = (TP_c + smooth_nr) / (TP_c + alpha FP_c + beta FN_c + smooth_dr)`,
-            `loss = mean_c w_c (1 - TI_c)`.
+    Formula:
+        `TI_c = (TP_c + smooth_nr) / (TP_c + alpha FP_c + beta FN_c + smooth_dr)`,
+        `loss = mean_c w_c (1 - TI_c)`.
 
-        Args:
-            alpha: weight of the false positives, in [0, 1]. Default 0.3.
-            beta: weight of the false negatives, in [0, 1]. Default 0.7 (the paper's best).
-    {common_args}
-            name: loss name. Default `"tversky_loss"`.
+    Args:
+        alpha: weight of the false positives, in [0, 1]. Default 0.3.
+        beta: weight of the false negatives, in [0, 1]. Default 0.7 (the paper's best).
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoids).
+        from_logits: whether `y_pred` holds logits. Default False.
+        smooth_nr: added to the numerator. Default 1e-5.
+        smooth_dr: added to the denominator (a zero denominator is a perfect score). Default 1e-5.
+        per_image: one value per image (True; default) or one for the batch (False).
+        include_background: count channel 0 (the background). Default True.
+        class_weights: one non-negative weight per class. Default None (plain mean).
+        ignore_index: a label whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"tversky_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
 
-        Returns:
-            As `DiceLoss`.
+    Returns:
+        As `DiceLoss`.
 
-        Raises:
-            ValueError: as `DiceLoss`, and for `alpha` or `beta` outside [0, 1].
+    Raises:
+        ValueError: as `DiceLoss`, and for `alpha` or `beta` outside [0, 1].
 
-        Example:
-            >>> import numpy as np
-            >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
-            >>> over = np.array([[1.0], [1.0], [1.0], [1.0]])  # two false positives
-            >>> tversky = TverskyLoss(alpha=0.7, beta=0.3, mode="binary", per_image=False)
-            >>> round(float(tversky(y_true, over)), 4)
-            0.4118
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
+        >>> over = np.array([[1.0], [1.0], [1.0], [1.0]])  # two false positives
+        >>> tversky = TverskyLoss(alpha=0.7, beta=0.3, mode="binary", per_image=False)
+        >>> round(float(tversky(y_true, over)), 4)
+        0.4118
 
-        References:
-            Salehi, Erdogmus, Gholipour (2017). Tversky loss function for image segmentation
-            using 3D fully convolutional deep networks. MLMI.
+    References:
+        Salehi, Erdogmus, Gholipour (2017). Tversky loss function for image segmentation
+        using 3D fully convolutional deep networks. MLMI.
     """
 
     def __init__(self, alpha=0.3, beta=0.7, *args, name="tversky_loss", **kwargs):
@@ -502,52 +753,56 @@ class TverskyLoss(OverlapLoss):
         self.alpha = check_probability("alpha", alpha)
         self.beta = check_probability("beta", beta)
 
-    def tversky_index(self, counts):
-        tp, fp, fn = counts
-        return smoothed_ratio(tp + self.smooth_nr, tp + self.alpha * fp + self.beta * fn + self.smooth_dr)
-
-    def per_class_loss(self, counts):
-        return 1.0 - self.tversky_index(counts)
+    def region_loss(self, y_true, y_pred, weight):
+        return tversky_loss(y_true, y_pred, alpha=self.alpha, beta=self.beta, weight=weight, **self.shared_arguments())
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
 
-@_document
 @keras.saving.register_keras_serializable(package="keras_lossopt")
 class FocalTverskyLoss(TverskyLoss):
     """Focal Tversky loss: the Tversky loss of each class raised to a power `gamma`.
 
-        Use it for small lesions: with `gamma < 1` classes whose overlap is already good
-        contribute relatively less and hard, small classes more.
+    Use it for small lesions: with `gamma < 1` classes whose overlap is already good
+    contribute relatively less and hard, small classes more.
 
-        Formula:
-            `loss = mean_c w_c (1 - TI_c) ** gamma`, `TI_c` as in `TverskyLoss`. The paper
-            writes the exponent as `1/gamma` with its `gamma = 4/3`, i.e. our `gamma = 0.75`.
+    Formula:
+        `loss = mean_c w_c (1 - TI_c) ** gamma`, `TI_c` as in `TverskyLoss`. The paper
+        writes the exponent as `1/gamma` with its `gamma = 4/3`, i.e. our `gamma = 0.75`.
 
-        Args:
-            alpha: weight of the false positives. Default 0.3.
-            beta: weight of the false negatives. Default 0.7.
-            gamma: exponent > 0. Default 0.75.
-    {common_args}
-            name: loss name. Default `"focal_tversky_loss"`.
+    Args:
+        alpha: weight of the false positives, in [0, 1]. Default 0.3.
+        beta: weight of the false negatives, in [0, 1]. Default 0.7.
+        gamma: exponent > 0. Default 0.75.
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoids).
+        from_logits: whether `y_pred` holds logits. Default False.
+        smooth_nr: added to the numerator. Default 1e-5.
+        smooth_dr: added to the denominator (a zero denominator is a perfect score). Default 1e-5.
+        per_image: one value per image (True; default) or one for the batch (False).
+        include_background: count channel 0 (the background). Default True.
+        class_weights: one non-negative weight per class. Default None (plain mean).
+        ignore_index: a label whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"focal_tversky_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
 
-        Returns:
-            As `DiceLoss`.
+    Returns:
+        As `DiceLoss`.
 
-        Raises:
-            ValueError: as `TverskyLoss`, and for `gamma <= 0`.
+    Raises:
+        ValueError: as `TverskyLoss`, and for `gamma <= 0`.
 
-        Example:
-            >>> import numpy as np
-            >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
-            >>> probs = np.array([[0.9], [0.4], [0.2], [0.0]])
-            >>> round(float(FocalTverskyLoss(mode="binary", per_image=False)(y_true, probs)), 4)
-            0.4026
+    Example:
+        >>> import numpy as np
+        >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
+        >>> probs = np.array([[0.9], [0.4], [0.2], [0.0]])
+        >>> round(float(FocalTverskyLoss(mode="binary", per_image=False)(y_true, probs)), 4)
+        0.4026
 
-        References:
-            Abraham, Khan (2019). A Novel Focal Tversky loss function with improved Attention
-            U-Net for lesion segmentation. ISBI.
+    References:
+        Abraham, Khan (2019). A Novel Focal Tversky loss function with improved Attention
+        U-Net for lesion segmentation. ISBI.
     """
 
     def __init__(self, alpha=0.3, beta=0.7, gamma=0.75, *args, name="focal_tversky_loss", **kwargs):
@@ -556,9 +811,10 @@ class FocalTverskyLoss(TverskyLoss):
         if self.gamma == 0:
             raise ValueError(f"`gamma` must be > 0. Received: gamma={gamma}")
 
-    def per_class_loss(self, counts):
-        # The floor in focal_modulator keeps the gradient finite at a perfect score for gamma < 1.
-        return focal_modulator(1.0 - self.tversky_index(counts), self.gamma)
+    def region_loss(self, y_true, y_pred, weight):
+        return focal_tversky_loss(
+            y_true, y_pred, alpha=self.alpha, beta=self.beta, gamma=self.gamma, weight=weight, **self.shared_arguments()
+        )
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
@@ -634,23 +890,10 @@ class GeneralizedDiceLoss(OverlapLoss):
         )
         self.weight_type = check_choice("weight_type", weight_type, GENERALIZED_WEIGHTS)
 
-    def class_weights_from_volume(self, volume):
-        if self.weight_type == "uniform":
-            return ops.ones_like(volume)
-        present = volume > 0
-        safe = ops.where(present, volume, ops.ones_like(volume))
-        weights = ops.where(present, 1.0 / (safe * safe if self.weight_type == "square" else safe), 0.0)
-        largest = ops.max(weights, axis=-1, keepdims=True)
-        return ops.stop_gradient(ops.where(present, weights, largest))
-
     def region_loss(self, y_true, y_pred, weight):
-        tp, fp, fn = self.counts(y_true, y_pred, weight)
-        if not self.include_background:
-            tp, fp, fn = (self.select_classes(x, y_pred)[0] for x in (tp, fp, fn))
-        weights = self.class_weights_from_volume(tp + fn)
-        numerator = 2.0 * ops.sum(weights * tp, axis=-1) + self.smooth_nr
-        denominator = ops.sum(weights * (2.0 * tp + fp + fn), axis=-1) + self.smooth_dr
-        return 1.0 - smoothed_ratio(numerator, denominator)
+        arguments = self.shared_arguments()
+        del arguments["class_weights"]
+        return generalized_dice_loss(y_true, y_pred, weight_type=self.weight_type, weight=weight, **arguments)
 
     def get_config(self):
         config = super().get_config()

@@ -17,9 +17,65 @@ from keras_lossopt.losses.targets import (
     softmax_log_probs,
 )
 
-__all__ = ["PolyLoss", "poly_loss"]
+__all__ = ["PolyLoss", "poly1_term", "poly_loss"]
 
 BASES = ("cross_entropy", "focal")
+
+
+def poly1_term(
+    y_true,
+    y_pred,
+    *,
+    exponent=1.0,
+    mode="multiclass",
+    alpha=None,
+    from_logits=False,
+    label_smoothing=0.0,
+    ignore_index=None,
+):
+    """Per-sample Poly-1 term `alpha_t * (1 - p_t) ** exponent` (without `epsilon`).
+
+    Args:
+        y_true: targets, as for `FocalLoss`.
+        y_pred: predictions (probabilities, or logits with `from_logits=True`).
+        exponent: power of `1 - p_t`: 1 on a cross-entropy, `gamma + 1` on a focal loss.
+        mode: `"multiclass"` (softmax), `"binary"` or `"multilabel"` (sigmoid).
+        alpha: class weight as in `FocalLoss`; `alpha_t` is `y alpha + (1 - y)(1 - alpha)`
+            (sigmoid) or `sum_c y_c alpha_c` (multiclass; a scalar alpha scales). None: 1.
+        from_logits: whether `y_pred` holds logits.
+        label_smoothing: smoothing of the targets that define `p_t`.
+        ignore_index: sparse multiclass label whose positions get 0.
+
+    Returns:
+        Tensor of shape `y_pred.shape[:-1]`: sigmoid terms averaged over the last axis,
+        multiclass `1 - p_t = sum_c y_c (1 - p_c)`.
+    """
+    if mode == "multiclass":
+        targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
+        if one_hot_rows(y_true, y_pred, label_smoothing):
+            # 1 - p_y = -expm1(-CE): one expm1 per sample instead of one per class.
+            logits, logsumexp, _ = softmax_parts(y_pred, from_logits)
+            one_minus_pt = -ops.expm1(-cross_entropy(targets, logits, logsumexp))
+        elif exponent == 1.0:
+            # sum_c y_c - sum_c y_c p_c from the softmax' own exps (no p tensor).
+            _, _, expect = softmax_parts(y_pred, from_logits)
+            one_minus_pt = ops.sum(targets, axis=-1) - expect(targets)
+        else:
+            # expm1 keeps 1 - p_c accurate when p_c is close to 1, where the focal term is tiny.
+            one_minus_pt = ops.sum(targets * -ops.expm1(softmax_log_probs(y_pred, from_logits)), axis=-1)
+        term = power(one_minus_pt, exponent)
+        if alpha is None:
+            return term
+        if isinstance(alpha, tuple):
+            return ops.sum(targets * per_class_vector("alpha", alpha, y_pred), axis=-1) * term
+        return alpha * term
+    targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
+    p, one_minus_p, _, _ = sigmoid_parts(y_pred, from_logits)
+    term = power(targets * one_minus_p + (1.0 - targets) * p, exponent)
+    if alpha is not None:
+        alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
+        term = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * term
+    return ops.mean(term, axis=-1)
 
 
 def poly_loss(
@@ -35,63 +91,21 @@ def poly_loss(
     label_smoothing=0.0,
     ignore_index=None,
 ):
-    """Per-sample Poly-1 loss. See `PolyLoss` for the arguments and the formula.
+    """Per-sample Poly-1 loss: the base loss plus `epsilon` times `poly1_term`.
+
+    See `PolyLoss` for the arguments and the formula. The cross-entropy base is the focal
+    loss with `gamma=0`.
 
     Returns:
         Tensor of shape `y_pred.shape[:-1]`: one value per sample (and spatial position).
         Positions whose sparse label equals `ignore_index` are 0.
     """
-    if base == "focal":
-        # The leading term is the focal loss itself, so every target convention and
-        # numerical safeguard of `focal_loss` applies unchanged.
-        leading = focal_loss(
-            y_true,
-            y_pred,
-            mode=mode,
-            gamma=gamma,
-            alpha=alpha,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            ignore_index=ignore_index,
-        )
-        exponent = gamma + 1.0
-    else:
-        leading, exponent = None, 1.0
-    if mode == "multiclass":
-        targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
-        if leading is None:
-            logits, logsumexp, expect = softmax_parts(y_pred, from_logits)
-            alpha_c = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
-            if one_hot_rows(y_true, y_pred, label_smoothing):
-                # 1 - p_y = -expm1(-CE) per sample; alpha_y picks the true class' weight.
-                unweighted = cross_entropy(targets, logits, logsumexp)
-                one_minus_pt = -ops.expm1(-unweighted)
-                alpha_y = 1.0 if alpha is None else alpha_c
-                if isinstance(alpha, tuple):
-                    alpha_y = ops.sum(targets * alpha_c, axis=-1)
-                leading = alpha_y * unweighted
-            else:
-                weighted = targets if alpha is None else targets * alpha_c
-                leading = cross_entropy(weighted, logits, logsumexp)
-                # sum_c y_c (1 - p_c): 1 - p_t for targets that sum to one, 0 for ignored positions.
-                one_minus_pt = ops.sum(targets, axis=-1) - expect(targets)
-        else:
-            # Same log-probabilities as focal_loss (XLA computes them once); expm1 keeps
-            # 1 - p_c accurate when p_c is close to 1, where the focal term is tiny.
-            log_p = softmax_log_probs(y_pred, from_logits)
-            one_minus_pt = ops.sum(targets * -ops.expm1(log_p), axis=-1)
-        return leading + epsilon * power(one_minus_pt, exponent)
-
-    targets, y_pred = binary_targets(y_true, y_pred, label_smoothing=label_smoothing)
-    p, one_minus_p, log_p, log_1mp = sigmoid_parts(y_pred, from_logits)
-    if leading is None:
-        loss = -(targets * log_p + (1.0 - targets) * log_1mp)
-        if alpha is not None:
-            alpha_t = per_class_vector("alpha", alpha, y_pred) if isinstance(alpha, tuple) else alpha
-            loss = (targets * alpha_t + (1.0 - targets) * (1.0 - alpha_t)) * loss
-        leading = ops.mean(loss, axis=-1)
-    one_minus_pt = targets * one_minus_p + (1.0 - targets) * p
-    return leading + epsilon * ops.mean(power(one_minus_pt, exponent), axis=-1)
+    gamma = gamma if base == "focal" else 0.0
+    shared = dict(mode=mode, alpha=alpha, from_logits=from_logits, label_smoothing=label_smoothing)
+    shared["ignore_index"] = ignore_index
+    return focal_loss(y_true, y_pred, gamma=gamma, **shared) + epsilon * poly1_term(
+        y_true, y_pred, exponent=gamma + 1.0, **shared
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -111,11 +125,23 @@ class PolyLoss(SparseTargetLoss):
 
         focal base: `loss = FL_gamma + epsilon * (1 - p_t)**(gamma + 1)`
 
+        With `alpha`, both terms are weighted by `alpha_t` (sigmoid:
+        `alpha_t = y alpha + (1 - y)(1 - alpha)`; multiclass: `alpha_t = sum_c y_c alpha_c`,
+        or the scalar): `loss = FL_alpha + epsilon * alpha_t * (1 - p_t)**(gamma + 1)`. This
+        follows the Poly-1 focal listing of the paper (Leng et al. 2022, appendix code:
+        `Poly1 = FL + epsilon * tf.math.pow(1 - pt, gamma + 1) * weight`) and nnDetection's
+        `poly1_focal_loss_with_logits` / `poly1_bce_with_logits` (MIC-DKFZ/nnDetection,
+        `nndet/losses/classification/functional/poly1.py`), which weight the whole loss by
+        `alpha_t`; the listing defines the sigmoid case, and multiclass uses the same rule.
+
         Multiclass losses sum over the class axis like `CategoricalCrossentropy`; binary
         and multilabel losses average both terms over the last axis like
-        `BinaryCrossentropy`. `alpha` weights the leading CE/focal term only, as in the
-        paper's reference code. For multiclass, `1 - p_t` is computed as
+        `BinaryCrossentropy`. For multiclass, `1 - p_t` is computed as
         `sum_c y_c (1 - p_c)` (identical for targets that sum to one).
+
+        The loss is built by composition: its base is a `FocalLoss` (`gamma=0` for the
+        cross-entropy base) and `poly1_term` is added on top, as optax' `poly_loss_cross_entropy`
+        adds one line to its cross-entropy.
 
     Args:
         epsilon: coefficient of the polynomial term, >= -1 (the loss stays non-negative
@@ -124,7 +150,7 @@ class PolyLoss(SparseTargetLoss):
         mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoid).
         gamma: focusing parameter >= 0 of the focal base; ignored for
             `base="cross_entropy"`. Default 2.0.
-        alpha: class weight of the leading term, as in `FocalLoss`. Default None.
+        alpha: class weight, as in `FocalLoss`; weights both terms (see Formula). Default None.
         from_logits: whether `y_pred` holds logits. Default False.
         label_smoothing: in [0, 1), as in `FocalLoss`; `p_t` uses the smoothed targets
             like the paper's code. Default 0.
@@ -176,30 +202,35 @@ class PolyLoss(SparseTargetLoss):
         self.epsilon = float(epsilon)
         self.base = check_choice("base", base, BASES)
         self.gamma = check_non_negative("gamma", gamma)
-        # FocalLoss validates the arguments the two losses share, so they stay
-        # interchangeable (same allowed values, same messages).
-        checked = FocalLoss(
-            mode=mode, gamma=self.gamma, alpha=alpha, label_smoothing=label_smoothing, ignore_index=ignore_index
+        # The base loss is the leading term; it also validates the arguments the two
+        # losses share, so they report the same allowed values and messages.
+        self.base_loss = FocalLoss(
+            mode=mode,
+            gamma=self.gamma if self.base == "focal" else 0.0,
+            alpha=alpha,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            ignore_index=ignore_index,
+            dtype=dtype,
         )
-        self.mode = checked.mode
-        self.alpha = checked.alpha
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = checked.label_smoothing
-        self.ignore_index = checked.ignore_index
+        self.mode = self.base_loss.mode
+        self.alpha = self.base_loss.alpha
+        self.from_logits = self.base_loss.from_logits
+        self.label_smoothing = self.base_loss.label_smoothing
+        self.ignore_index = self.base_loss.ignore_index
 
     def call(self, y_true, y_pred):
-        return poly_loss(
+        poly1 = poly1_term(
             y_true,
             y_pred,
-            epsilon=self.epsilon,
-            base=self.base,
+            exponent=self.base_loss.gamma + 1.0,
             mode=self.mode,
-            gamma=self.gamma,
             alpha=self.alpha,
             from_logits=self.from_logits,
             label_smoothing=self.label_smoothing,
             ignore_index=self.ignore_index,
         )
+        return self.base_loss.call(y_true, y_pred) + self.epsilon * poly1
 
     def get_config(self):
         return {

@@ -17,15 +17,8 @@ from keras import ops
 
 from keras_lossopt._validation import check_shapes_match, is_concrete
 
-__all__ = [
-    "binary_targets",
-    "is_sparse_target",
-    "multiclass_targets",
-    "per_class_vector",
-    "sigmoid_log_probs",
-    "softmax_log_probs",
-    "sparse_valid_mask",
-]
+# The one convention other packages use (keras_lossopt.metrics); the rest serves the losses.
+__all__ = ["overlap_inputs"]
 
 
 def _epsilon(dtype):
@@ -141,6 +134,44 @@ def sparse_valid_mask(y_true, y_pred, ignore_index):
     if len(y_true.shape) == len(y_pred.shape):
         y_true = ops.squeeze(y_true, axis=-1)
     return ops.cast(ops.not_equal(ops.cast(y_true, "int32"), ignore_index), y_pred.dtype)
+
+
+OVERLAP_MODES = ("multiclass", "binary", "multilabel")
+
+
+def overlap_inputs(y_true, y_pred, *, mode="multiclass", from_logits=False, ignore_index=None):
+    """Dense targets, probabilities and a validity weight for an overlap loss or metric.
+
+    Args:
+        y_true: multiclass: class indices of shape `y_pred.shape[:-1]` (or with a trailing
+            1) or one-hot/soft targets of shape `y_pred.shape`; binary/multilabel: 0/1 (or
+            soft) targets of shape `y_pred.shape`, where `ignore_index` may mark void pixels.
+        y_pred: probabilities, or logits with `from_logits=True`; class axis last.
+        mode: `"multiclass"` (softmax), `"binary"` or `"multilabel"` (sigmoid).
+        from_logits: whether `y_pred` holds logits.
+        ignore_index: label of positions that count nowhere, or None.
+
+    Returns:
+        `(targets, probs, weight)`: `targets` and `probs` of the shape of `y_pred` (rank-1
+        inputs lifted to `(N, 1)`); `weight` is None or a 0/1 mask broadcastable to them
+        (`(..., 1)` for multiclass, per channel for sigmoid modes).
+    """
+    if mode == "multiclass":
+        targets, valid = multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
+        probs = ops.softmax(y_pred, axis=-1) if from_logits else y_pred
+        return targets, probs, None if valid is None else ops.expand_dims(valid, -1)
+    if len(y_pred.shape) == 1:
+        y_pred = ops.expand_dims(y_pred, -1)
+    if len(y_true.shape) == len(y_pred.shape) - 1:
+        y_true = ops.expand_dims(y_true, -1)
+    weight = None
+    if ignore_index is not None:
+        keep = ops.not_equal(y_true, ops.cast(ignore_index, y_true.dtype))
+        weight = ops.cast(keep, y_pred.dtype)
+        y_true = ops.where(keep, y_true, ops.zeros_like(y_true))
+    targets, y_pred = binary_targets(y_true, y_pred)
+    probs = ops.sigmoid(y_pred) if from_logits else y_pred
+    return targets, probs, weight
 
 
 def per_class_vector(name, value, y_pred):

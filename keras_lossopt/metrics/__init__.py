@@ -1,7 +1,7 @@
 """`keras.metrics.Metric` twins of the losses, usable in `compile(metrics=...)` and as tuner objectives."""
 
 from keras_lossopt.metrics.classification import ClassRecall, ConfusionMatrixMetric, MacroF1, WorstClassRecall
-from keras_lossopt.metrics.segmentation import DiceScore, IoUScore
+from keras_lossopt.metrics.segmentation import DiceScore, IoUScore, SegmentationScore
 
 __all__: list[str] = [
     "ClassRecall",
@@ -9,5 +9,6 @@ __all__: list[str] = [
     "DiceScore",
     "IoUScore",
     "MacroF1",
+    "SegmentationScore",
     "WorstClassRecall",
 ]

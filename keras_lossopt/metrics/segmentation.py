@@ -4,7 +4,7 @@ The metrics accumulate hard true positives, false positives and false negatives 
 over every batch (not a mean of per-batch scores), so the result is the dataset-level
 score; under `tf.distribute` Keras sums the count variables across replicas.
 Predictions are made hard (arg-max for softmax outputs, a threshold for sigmoid outputs);
-targets follow the loss conventions (`keras_lossopt.losses.overlap.overlap_inputs`).
+targets follow the loss conventions (`keras_lossopt.losses.overlap_inputs`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import keras
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int, check_probability
-from keras_lossopt.losses.overlap import MODES, overlap_inputs
+from keras_lossopt.losses import overlap_inputs
 
 __all__ = ["DiceScore", "IoUScore", "SegmentationScore"]
 
 AVERAGES = (None, "macro", "micro")
+MODES = ("multiclass", "binary", "multilabel")  # the modes of the overlap losses
 
 
 class SegmentationScore(keras.metrics.Metric):
@@ -128,7 +129,16 @@ def _safe_score(score, tp, fp, fn, empty):
     return ops.where(positive, value, empty)
 
 
-_ARGS = """
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class DiceScore(SegmentationScore):
+    """Dice score (F1 of the pixels) per class, accumulated over every batch.
+
+    Use it to monitor segmentation trained with `DiceLoss` or any other loss:
+    `model.compile(..., metrics=[DiceScore(num_classes=5)])`.
+
+    Formula:
+        `dice_c = 2 TP_c / (2 TP_c + FP_c + FN_c)` with hard predictions.
+
     Args:
         num_classes: number of channels of `y_pred` (1 for a binary sigmoid output).
         mode: `"multiclass"` (arg-max over the last axis; default), `"binary"` or
@@ -141,7 +151,7 @@ _ARGS = """
         average: `"macro"` (mean over classes with any target or predicted pixel; default),
             `"micro"` (from counts summed over classes) or None (one score per class; NaN
             for a class with neither target nor predicted pixels).
-        name: metric name.
+        name: metric name. Default `"dice_score"`.
         dtype: dtype of the result.
 
     Returns:
@@ -151,19 +161,7 @@ _ARGS = """
     Raises:
         ValueError: for an unknown `mode` or `average`, a `threshold` outside [0, 1], or a
             `y_pred` whose class axis does not match `num_classes`.
-"""
 
-
-@keras.saving.register_keras_serializable(package="keras_lossopt")
-class DiceScore(SegmentationScore):
-    """Dice score (F1 of the pixels) per class, accumulated over every batch.
-
-    Use it to monitor segmentation trained with `DiceLoss` or any other loss:
-    `model.compile(..., metrics=[DiceScore(num_classes=5)])`.
-
-    Formula:
-        `dice_c = 2 TP_c / (2 TP_c + FP_c + FN_c)` with hard predictions.
-    {args}
     Example:
         >>> import numpy as np
         >>> metric = DiceScore(num_classes=3)
@@ -190,7 +188,30 @@ class IoUScore(SegmentationScore):
 
     Formula:
         `iou_c = TP_c / (TP_c + FP_c + FN_c)` with hard predictions.
-    {args}
+
+    Args:
+        num_classes: number of channels of `y_pred` (1 for a binary sigmoid output).
+        mode: `"multiclass"` (arg-max over the last axis; default), `"binary"` or
+            `"multilabel"` (each channel thresholded).
+        from_logits: whether sigmoid outputs are logits (the threshold is applied on the
+            logit scale); arg-max needs no activation. Default False.
+        threshold: probability above which a sigmoid output is foreground. Default 0.5.
+        ignore_index: a label whose pixels count nowhere. Default None.
+        include_background: report class 0 too. Default True.
+        average: `"macro"` (mean over classes with any target or predicted pixel; default),
+            `"micro"` (from counts summed over classes) or None (one score per class; NaN
+            for a class with neither target nor predicted pixels).
+        name: metric name. Default `"iou_score"`.
+        dtype: dtype of the result.
+
+    Returns:
+        The score in [0, 1] (a vector of `num_classes` values, minus the background if
+        excluded, for `average=None`).
+
+    Raises:
+        ValueError: for an unknown `mode` or `average`, a `threshold` outside [0, 1], or a
+            `y_pred` whose class axis does not match `num_classes`.
+
     Example:
         >>> import numpy as np
         >>> metric = IoUScore(num_classes=3)
@@ -207,7 +228,3 @@ class IoUScore(SegmentationScore):
 
     def score(self, tp, fp, fn, denominator):
         return tp / denominator
-
-
-for _cls in (DiceScore, IoUScore):
-    _cls.__doc__ = _cls.__doc__.replace("    {args}", _ARGS.rstrip("\n"))

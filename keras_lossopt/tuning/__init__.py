@@ -16,71 +16,67 @@ process with `KERASTUNER_TUNER_ID=chief` and in each worker with `KERASTUNER_TUN
 address (see docs/architecture.md).
 """
 
-from keras_lossopt.tuning.advisor import Advice, LabelProfile, LossAdvice, advise, class_balanced_beta, profile_labels
-from keras_lossopt.tuning.hypermodel import (
-    TUNERS,
-    LossSearchHyperModel,
-    default_metrics,
-    default_objective,
-    make_tuner,
-)
-from keras_lossopt.tuning.objectives import (
-    MAXIMIZED_METRICS,
-    check_search_objective,
-    class_recall_objective,
-    macro_f1_objective,
-    objective,
-    robust_accuracy_objective,
-    segmentation_objective,
-    worst_class_recall_objective,
-)
-from keras_lossopt.tuning.search_space import (
-    DEFAULT_CANDIDATES,
-    LOSS_CANDIDATES,
-    TASKS,
-    LossCandidate,
-    Param,
-    build_loss,
-    choose_loss,
-    loss_hyperparameter_name,
-    resolve_candidates,
-)
-from keras_lossopt.tuning.tuners import advice_starting_points, search_summary
-from keras_lossopt.tuning.validation import FoldScores, check_labels, cross_validate, stratified_folds
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_CANDIDATES",
-    "LOSS_CANDIDATES",
-    "MAXIMIZED_METRICS",
-    "TASKS",
-    "TUNERS",
-    "Advice",
-    "FoldScores",
-    "LabelProfile",
-    "LossAdvice",
-    "LossCandidate",
-    "LossSearchHyperModel",
-    "Param",
-    "advice_starting_points",
-    "advise",
-    "build_loss",
-    "check_labels",
-    "check_search_objective",
-    "choose_loss",
-    "class_balanced_beta",
-    "class_recall_objective",
-    "cross_validate",
-    "default_metrics",
-    "default_objective",
-    "loss_hyperparameter_name",
-    "macro_f1_objective",
-    "make_tuner",
-    "objective",
-    "profile_labels",
-    "resolve_candidates",
-    "robust_accuracy_objective",
-    "search_summary",
-    "segmentation_objective",
-    "stratified_folds",
-    "worst_class_recall_objective",
-]
+import importlib
+from typing import Any
+
+# Public name -> the module that defines it (each module's __all__). The names load on
+# first use: the search space and the objective checks need neither Keras nor
+# keras-tuner, so the command checks its arguments with them before TensorFlow starts.
+_EXPORTS = {
+    "Advice": "advisor",
+    "LabelProfile": "advisor",
+    "LossAdvice": "advisor",
+    "advise": "advisor",
+    "class_balanced_beta": "advisor",
+    "profile_labels": "advisor",
+    "advice_starting_points": "tuners",
+    "search_summary": "tuners",
+    "FoldScores": "validation",
+    "check_class_labels": "validation",
+    "check_labels": "validation",
+    "cross_validate": "validation",
+    "cross_validate_loss": "validation",
+    "stratified_folds": "validation",
+    "TUNERS": "hypermodel",
+    "LossSearchHyperModel": "hypermodel",
+    "default_metrics": "hypermodel",
+    "default_objective": "hypermodel",
+    "make_tuner": "hypermodel",
+    "DEFAULT_METRIC_NAMES": "objectives",
+    "MAXIMIZED_METRICS": "objectives",
+    "check_logged_objective": "objectives",
+    "check_search_objective": "objectives",
+    "class_recall_objective": "objectives",
+    "macro_f1_objective": "objectives",
+    "objective": "objectives",
+    "objective_direction": "objectives",
+    "robust_accuracy_objective": "objectives",
+    "segmentation_objective": "objectives",
+    "worst_class_recall_objective": "objectives",
+    "DEFAULT_CANDIDATES": "search_space",
+    "LOSS_CANDIDATES": "search_space",
+    "TASKS": "search_space",
+    "LossCandidate": "search_space",
+    "Param": "search_space",
+    "build_loss": "search_space",
+    "choose_loss": "search_space",
+    "loss_hyperparameter_name": "search_space",
+    "resolve_candidates": "search_space",
+    "select_candidates": "search_space",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"keras_lossopt.tuning.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_lossopt.tuning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

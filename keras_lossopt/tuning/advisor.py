@@ -257,13 +257,13 @@ def _classification_advice(profile: LabelProfile) -> list[LossAdvice]:
         "crossentropy": LossAdvice(
             "crossentropy", {}, "the maximum-likelihood baseline, calibrated on balanced labels (Bishop 2006, ch. 4.3)"
         ),
-        "generalized_ce": LossAdvice(
-            "generalized_ce",
+        "generalized_cross_entropy": LossAdvice(
+            "generalized_cross_entropy",
             {"q": 0.7},
             f"{noisy}robust to label noise, q=0.7 (Zhang & Sabuncu 2018, Generalized Cross Entropy)",
         ),
-        "symmetric_ce": LossAdvice(
-            "symmetric_ce",
+        "symmetric_cross_entropy": LossAdvice(
+            "symmetric_cross_entropy",
             {"alpha": 0.1, "beta": 1.0},
             f"{noisy}adds reverse CE for label noise, alpha=0.1, beta=1 (Wang et al. 2019, Symmetric Cross Entropy)",
         ),
@@ -288,7 +288,7 @@ def _classification_advice(profile: LabelProfile) -> list[LossAdvice]:
     else:
         order = ["crossentropy", "poly1", "focal", "class_balanced_focal", "logit_adjusted", "ldam"]
     if profile.conflict_share >= NOISE_SHARE and profile.task != "multilabel":
-        order = ["symmetric_ce", "generalized_ce", *order]
+        order = ["symmetric_cross_entropy", "generalized_cross_entropy", *order]
     rest = [name for name in items if name not in order]
     return [items[name] for name in [*order, *rest] if name in LOSS_CANDIDATES[profile.task]]
 

@@ -17,7 +17,12 @@ import keras
 import keras_tuner
 
 from keras_lossopt._validation import check_choice, check_int
-from keras_lossopt.tuning.objectives import check_search_objective, macro_f1_objective, segmentation_objective
+from keras_lossopt.tuning.objectives import (
+    check_logged_objective,
+    check_search_objective,
+    macro_f1_objective,
+    segmentation_objective,
+)
 from keras_lossopt.tuning.search_space import (
     TASKS,
     LossCandidate,
@@ -193,6 +198,7 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         return max(2, int(units))
 
     def fit(self, hp, model, *args, **kwargs):
+        names = []
         for callback in kwargs.get("callbacks") or []:
             search_objective = getattr(callback, "objective", None)
             if isinstance(search_objective, keras_tuner.Objective):
@@ -201,7 +207,17 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
                 except ValueError as error:
                     # A FatalError stops the search at once instead of failing trial after trial.
                     raise keras_tuner.errors.FatalValueError(str(error)) from None
-        return model.fit(*args, **kwargs)
+                # keras-tuner's placeholder when a tuner has no objective ranks by the returned history.
+                named = getattr(search_objective, "objectives", [search_objective])
+                names += [o.name for o in named if o.name != "default_objective"]
+        history = model.fit(*args, **kwargs)
+        for name in names:
+            try:
+                check_logged_objective(name, list(history.history))
+            except ValueError as error:
+                # Logged names are known only after training (callbacks add some); stop after this first trial.
+                raise keras_tuner.errors.FatalValueError(str(error)) from None
+        return history
 
     def loss_from_hyperparameters(self, hp):
         """The loss a trial's hyperparameters describe (e.g. the best trial's), ready to compile."""

@@ -14,18 +14,25 @@ Two keras-tuner 1.4 pitfalls live here:
 
 from __future__ import annotations
 
+import difflib
 import re
-
-import keras_tuner
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from keras_lossopt._validation import check_choice, check_int
 
+if TYPE_CHECKING:
+    import keras_tuner
+
 __all__ = [
+    "DEFAULT_METRIC_NAMES",
     "MAXIMIZED_METRICS",
+    "check_logged_objective",
     "check_search_objective",
     "class_recall_objective",
     "macro_f1_objective",
     "objective",
+    "objective_direction",
     "robust_accuracy_objective",
     "segmentation_objective",
     "worst_class_recall_objective",
@@ -51,6 +58,15 @@ MAXIMIZED_METRICS = (
     "dice_score",
     "robust_accuracy",
 )
+#: Task -> the names of the metrics `default_metrics(task, ...)` compiles (logged as
+#: `<name>` and `val_<name>`), in order. Kept here, without Keras, so that the command
+#: can check an objective before TensorFlow starts; a test ties it to `default_metrics`.
+DEFAULT_METRIC_NAMES: Mapping[str, tuple[str, ...]] = {
+    "binary": ("macro_f1", "worst_class_recall", "accuracy"),
+    "multiclass": ("macro_f1", "worst_class_recall", "accuracy"),
+    "multilabel": ("auc",),
+    "segmentation": ("iou_score", "dice_score", "worst_class_recall", "accuracy"),
+}
 _CLASS_RECALL = re.compile(r"recall_class_\d+")
 _LOSS_NAMES = ("loss", "val_loss")
 
@@ -69,6 +85,76 @@ def _refuse_loss(name: str) -> None:
             "model. Rank by a metric instead, e.g. keras_lossopt.tuning.macro_f1_objective() "
             "(val_macro_f1, maximized)."
         )
+
+
+def _closest(name: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def objective_direction(name: str) -> str:
+    """Whether a search maximizes or minimizes the logged metric `name`; no Keras needed.
+
+    Args:
+        name: the logged metric, e.g. `"val_macro_f1"` or `"val_recall_class_3"`.
+
+    Returns:
+        `"max"` for the names in `MAXIMIZED_METRICS` and `recall_class_<k>` (with or
+        without `val_`).
+
+    Raises:
+        ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses,
+            and for a name whose direction is unknown (suggesting the closest known name).
+
+    Example:
+        >>> objective_direction("val_worst_class_recall")
+        'max'
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"An objective must be a non-empty metric name. Received: {name!r}")
+    _refuse_loss(name)
+    metric = _metric_name(name)
+    if metric in MAXIMIZED_METRICS or _CLASS_RECALL.fullmatch(metric):
+        return "max"
+    known = [*MAXIMIZED_METRICS, *(f"val_{m}" for m in MAXIMIZED_METRICS)]
+    raise ValueError(
+        f"Cannot tell whether {name!r} should be maximized or minimized: pass "
+        f"direction='max' or 'min'. Known maximized metrics: {list(MAXIMIZED_METRICS)} "
+        f"and recall_class_<k>.{_closest(name, known)}"
+    )
+
+
+def check_logged_objective(name: str, logged: Sequence[str]) -> str:
+    """Checks that a search objective is among the metric names a model logs.
+
+    A tuner whose objective is never logged fails every trial (keras-tuner reports each
+    one, then stops with `RuntimeError`); this check says so before any training.
+
+    Args:
+        name: the objective, e.g. `"val_macro_f1"`.
+        logged: the names the model logs per epoch, e.g. `["loss", "macro_f1",
+            "val_loss", "val_macro_f1"]`.
+
+    Returns:
+        `name`, when it is logged and its direction is known.
+
+    Raises:
+        ValueError: for a loss (see `objective_direction`), or a name that is not logged,
+            listing the logged names a search can rank by and suggesting the closest.
+
+    Example:
+        >>> check_logged_objective("val_macro_f1", ["loss", "val_loss", "macro_f1", "val_macro_f1"])
+        'val_macro_f1'
+    """
+    rankable = [n for n in logged if not (n in _LOSS_NAMES or n.endswith("_loss"))]
+    if name not in logged:
+        _refuse_loss(name)
+        raise ValueError(
+            f"The objective {name!r} is never logged, so no trial could be ranked by it. "
+            f"Logged metrics: {', '.join(rankable)}.{_closest(name, rankable)}"
+        )
+    objective_direction(name)
+    return name
 
 
 def objective(name: str, direction: str | None = None) -> keras_tuner.Objective:
@@ -92,17 +178,11 @@ def objective(name: str, direction: str | None = None) -> keras_tuner.Objective:
         >>> objective("val_f1_score").direction
         'max'
     """
+    import keras_tuner
+
     _refuse_loss(name)
     if direction is None:
-        metric = _metric_name(name)
-        if metric in MAXIMIZED_METRICS or _CLASS_RECALL.fullmatch(metric):
-            direction = "max"
-        else:
-            raise ValueError(
-                f"Cannot tell whether {name!r} should be maximized or minimized: pass "
-                f"direction='max' or 'min'. Known maximized metrics: {list(MAXIMIZED_METRICS)} "
-                "and recall_class_<k>."
-            )
+        direction = objective_direction(name)
     return keras_tuner.Objective(name, direction=check_choice("direction", direction, ("max", "min")))
 
 
@@ -147,6 +227,8 @@ def check_search_objective(value) -> keras_tuner.Objective | list[keras_tuner.Ob
         ValueError: for `val_loss`/`loss` (see the module docstring), for a name whose
             direction is unknown, or for a value of another type.
     """
+    import keras_tuner
+
     if isinstance(value, (list, tuple)):
         return [check_search_objective(v) for v in value]
     if isinstance(value, keras_tuner.Objective):

@@ -2,7 +2,11 @@
 
 The tables are data, not code: a `LossCandidate` names a loss by its registry identifier
 (`keras_lossopt.losses.get`), the constructor arguments a task fixes (`mode`,
-`from_logits`, class counts) and the `Param`s a search varies. A candidate whose loss is
+`from_logits`, class counts) and the `Param`s a search varies. A candidate's name is a
+name `keras_lossopt.losses.get` knows for the same loss (`"focal"`, `"poly1"`,
+`"class_balanced_focal"`, ...), so the search, the command and the registry share one
+vocabulary; `crossentropy` builds Keras' binary or sparse categorical cross-entropy as
+the task needs. A candidate whose loss is
 not installed fails with a clear error when a search is set up, never silently.
 
 `choose_loss` turns the table into keras-tuner hyperparameters: the loss is an
@@ -33,6 +37,7 @@ __all__ = [
     "choose_loss",
     "loss_hyperparameter_name",
     "resolve_candidates",
+    "select_candidates",
 ]
 
 TASKS = ("binary", "multiclass", "multilabel", "segmentation")
@@ -133,7 +138,7 @@ def _classification_table(mode: str, crossentropy: str) -> dict[str, LossCandida
         ),
         "class_balanced_focal": LossCandidate(
             "class_balanced_focal",
-            "ClassBalancedLoss",
+            "class_balanced_focal",
             {"loss": {"name": "focal", "config": {"mode": mode}}},
             (_CB_BETA, dataclasses.replace(_GAMMA, argument="loss.gamma")),
             needs_class_counts=True,
@@ -164,10 +169,15 @@ def _classification_table(mode: str, crossentropy: str) -> dict[str, LossCandida
                 Param("clip", low=0.0, high=0.1, default=0.05),
             ),
         ),
-        "generalized_ce": LossCandidate("generalized_ce", "gce", {}, (Param("q", low=0.1, high=1.0, default=0.7),)),
-        "symmetric_ce": LossCandidate(
-            "symmetric_ce",
-            "sce",
+        "generalized_cross_entropy": LossCandidate(
+            "generalized_cross_entropy",
+            "generalized_cross_entropy",
+            {},
+            (Param("q", low=0.1, high=1.0, default=0.7),),
+        ),
+        "symmetric_cross_entropy": LossCandidate(
+            "symmetric_cross_entropy",
+            "symmetric_cross_entropy",
             {},
             (Param("alpha", low=0.05, high=1.0, default=0.1), Param("beta", low=0.1, high=2.0, default=1.0)),
         ),
@@ -187,7 +197,7 @@ def _segmentation_table() -> dict[str, LossCandidate]:
         "focal_tversky": LossCandidate(
             "focal_tversky", "focal_tversky", {}, (*tversky, Param("gamma", low=0.5, high=3.0, default=0.75))
         ),
-        "lovasz": LossCandidate("lovasz", "lovasz_softmax"),
+        "lovasz": LossCandidate("lovasz", "lovasz"),
     }
 
 
@@ -224,6 +234,56 @@ DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 
+def select_candidates(task: str, candidates: Sequence[str | LossCandidate] | None = None) -> list[LossCandidate]:
+    """The `LossCandidate`s that names refer to, without building them (no Keras needed).
+
+    Args:
+        task: `"binary"`, `"multiclass"`, `"multilabel"` or `"segmentation"`.
+        candidates: names from `LOSS_CANDIDATES[task]` and/or `LossCandidate`s. Default:
+            `DEFAULT_CANDIDATES[task]`.
+
+    Returns:
+        The candidates, in the given order.
+
+    Raises:
+        ValueError: for an unknown task, an empty list, or an unknown or repeated name
+            (listing the task's candidates and suggesting the closest).
+
+    Example:
+        >>> [c.loss for c in select_candidates("binary", ["focal", "poly1"])]
+        ['focal', 'poly1']
+    """
+    task = check_choice("task", task, TASKS)
+    table = LOSS_CANDIDATES[task]
+    names = DEFAULT_CANDIDATES[task] if candidates is None else candidates
+    if isinstance(names, (str, LossCandidate)):
+        names = [names]
+    if not names:
+        raise ValueError("`candidates` must name at least one loss. Received an empty list.")
+    resolved = []
+    for item in names:
+        if isinstance(item, LossCandidate):
+            resolved.append(item)
+        elif isinstance(item, str) and item in table:
+            resolved.append(table[item])
+        else:
+            raise ValueError(_unknown_candidate_message(item, task))
+    seen = [c.name for c in resolved]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"`candidates` names a loss twice. Received: {seen}")
+    return resolved
+
+
+def _unknown_candidate_message(item: Any, task: str) -> str:
+    table = LOSS_CANDIDATES[task]
+    message = f"Unknown loss candidate {item!r} for task={task!r}. Known candidates: {sorted(table)}."
+    other_tasks = [t for t in TASKS if t != task and item in LOSS_CANDIDATES[t]]
+    if other_tasks:
+        return f"{message} {item!r} is a candidate for task={other_tasks[0]!r}."
+    close = difflib.get_close_matches(str(item), list(table), n=1)
+    return f"{message} Did you mean {close[0]!r}?" if close else message
+
+
 def resolve_candidates(
     task: str,
     candidates: Sequence[str | LossCandidate] | None = None,
@@ -233,10 +293,11 @@ def resolve_candidates(
 ) -> list[LossCandidate]:
     """The `LossCandidate`s of a search, each checked to build.
 
-    Every candidate is built once through `build_loss` (that is, `keras_lossopt.losses.get`),
-    so an identifier the registry does not know, or fixed arguments its loss refuses, fail
-    here with the registry's own message rather than in a later trial. A candidate that
-    needs class counts is built only when `class_counts` is given.
+    `select_candidates`, then every candidate is built once through `build_loss` (that is,
+    `keras_lossopt.losses.get`), so an identifier the registry does not know, or fixed
+    arguments its loss refuses, fail here with the registry's own message rather than in a
+    later trial. A candidate that needs class counts is built only when `class_counts` is
+    given.
 
     Args:
         task: `"binary"`, `"multiclass"`, `"multilabel"` or `"segmentation"`.
@@ -253,29 +314,7 @@ def resolve_candidates(
         ValueError: for an unknown task, an unknown or repeated name, or a candidate
             whose loss cannot be built (naming the candidate, its loss and the reason).
     """
-    task = check_choice("task", task, TASKS)
-    table = LOSS_CANDIDATES[task]
-    names = DEFAULT_CANDIDATES[task] if candidates is None else candidates
-    if isinstance(names, str):
-        names = [names]
-    if not names:
-        raise ValueError("`candidates` must name at least one loss. Received an empty list.")
-    resolved = []
-    for item in names:
-        if isinstance(item, LossCandidate):
-            candidate = item
-        elif item in table:
-            candidate = table[item]
-        else:
-            close = difflib.get_close_matches(str(item), list(table), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"Unknown loss candidate {item!r} for task={task!r}. Known candidates: {sorted(table)}.{hint}"
-            )
-        resolved.append(candidate)
-    seen = [c.name for c in resolved]
-    if len(set(seen)) != len(seen):
-        raise ValueError(f"`candidates` names a loss twice. Received: {seen}")
+    resolved = select_candidates(task, candidates)
     for candidate in resolved:
         if candidate.needs_class_counts and class_counts is None:
             continue

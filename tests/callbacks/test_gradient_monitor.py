@@ -454,3 +454,68 @@ def test_restored_weights_are_the_weights_before_a_good_snapshot_step():
     assert h.global_grad_norm[h.steps == step][0] <= monitor.exploding_norm
     for restored, before in zip(model.get_weights(), weights.weights[step]):
         np.testing.assert_array_equal(restored, before.astype("float32"))
+
+
+def relu_run_with_a_nan_input(nan_step, **monitor_args):
+    """A ReLU network whose input holds one NaN feature in the batch of `nan_step`.
+
+    ReLU maps the NaN pre-activation to 0, so the loss stays finite, but the first
+    layer's kernel gradient (input x upstream gradient) is NaN and spoils its weights.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12 * BATCH, 6)).astype("float32")
+    y = rng.integers(0, 3, size=12 * BATCH)
+    x[nan_step * BATCH + 5, 2] = np.nan
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu", name="hidden"), L.Dense(3, name="head")])
+    monitor, weights = GradientMonitor(**monitor_args), WeightsBeforeEachStep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = fit(model, monitor, extra=[weights], x=x, y=y)
+    return model, monitor, weights, history
+
+
+@pytest.mark.parametrize(
+    "every_n_steps, nan_step, found_at",
+    [
+        (1, 3, 3),  # recorded: the gradient row is non-finite
+        (4, 5, 8),  # not recorded: the weights of the next recorded step are non-finite
+        (4, 10, 11),  # after the last recorded step: the weights at the end of training
+    ],
+    ids=["recorded", "not-recorded", "after-the-last-record"],
+)
+def test_a_nan_with_a_finite_loss_is_found_and_only_finite_weights_are_restored(every_n_steps, nan_step, found_at):
+    model, monitor, weights, history = relu_run_with_a_nan_input(nan_step, every_n_steps=every_n_steps)
+    assert all(math.isfinite(v) for v in history.history["loss"])  # the loss never shows it
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert finding.step == found_at and finding.layers == ("hidden",)
+    # Only step 0 had finite weights and gradients among the snapshot steps (multiples of
+    # 10 or 12) before the NaN; the weights before step 10 were NaN and are never kept.
+    assert monitor.restored_step == 0 and "restored the weights from before step 0" in finding.action
+    for restored, before in zip(model.get_weights(), weights.weights[0]):
+        np.testing.assert_array_equal(restored, before.astype("float32"))
+    assert not any(f.kind == "vanishing" for f in monitor.findings)  # rows of NaN weights are not vanishing
+
+
+def test_restore_option_skips_the_bad_step_and_trains_on():
+    model, monitor, _, _ = relu_run_with_a_nan_input(5, every_n_steps=4, on_problem="restore")
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert finding.action == "restored the weights from before step 0; trained on"
+    assert not model.stop_training and monitor.history.steps.tolist() == [0, 4, 8]
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_no_restore_is_claimed_without_finite_weights():
+    model = sequential()
+    model.build((None, 6))
+    kernel, *rest = model.get_weights()
+    kernel[0, 0] = np.nan
+    model.set_weights([kernel, *rest])
+    monitor = GradientMonitor(on_problem="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model, monitor)
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert monitor.restored_step is None
+    assert finding.action.startswith("no finite weights to restore") and "restored the" not in finding.action
+    assert "restored" not in finding.remedy

@@ -5,7 +5,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["keras_lossopt.cli", "keras_lossopt.tuning", "keras_lossopt.datasets"]
+PACKAGES = ["keras_lossopt.cli", "keras_lossopt.tuning", "keras_lossopt.datasets", "keras_lossopt.shaping"]
 # The command's entry module (`keras_lossopt.cli.main:main`); a package attribute `main` is this module.
 ENTRY_MODULES = {"keras_lossopt.cli.main"}
 

@@ -10,7 +10,7 @@ from keras_lossopt.losses import (
     DiceCELoss,
     DiceLoss,
     FocalLoss,
-    GeneralizedCrossEntropy,
+    GeneralizedCrossEntropyLoss,
     LovaszSoftmaxLoss,
     PolyLoss,
 )
@@ -114,7 +114,7 @@ def test_wrapper_and_compound_losses_pass_the_mask_on(padded_batch):
             ClassBalancedLoss(FocalLoss(), class_counts=[5, 3, 2]),
             ClassBalancedLoss(FocalLoss(ignore_index=255), [5, 3, 2]),
         ),
-        (GeneralizedCrossEntropy(), GeneralizedCrossEntropy(ignore_index=255)),
+        (GeneralizedCrossEntropyLoss(), GeneralizedCrossEntropyLoss(ignore_index=255)),
         (DiceLoss(), DiceLoss(ignore_index=255)),
         (DiceLoss(per_image=False), DiceLoss(per_image=False, ignore_index=255)),
         (LovaszSoftmaxLoss(), LovaszSoftmaxLoss(ignore_index=255)),

@@ -30,10 +30,12 @@ def np_poly_multiclass(
     p = np.exp(log_p)
     g = gamma if base == "focal" else 0.0
     leading = -targets * (1 - p) ** g * log_p
+    alpha_t = 1.0
     if alpha is not None:
         leading = leading * np.asarray(alpha)
-    p_t = (targets * p).sum(-1)
-    return (leading.sum(-1) + epsilon * (1 - p_t) ** (g + 1)) * valid
+        alpha_t = (targets * np.asarray(alpha)).sum(-1) if np.ndim(alpha) else alpha
+    one_minus_pt = (targets * (1 - p)).sum(-1)
+    return (leading.sum(-1) + epsilon * alpha_t * one_minus_pt ** (g + 1)) * valid
 
 
 def np_poly_binary(y_true, y_pred, epsilon=1.0, base="cross_entropy", gamma=2.0, alpha=None, from_logits=True):
@@ -42,10 +44,9 @@ def np_poly_binary(y_true, y_pred, epsilon=1.0, base="cross_entropy", gamma=2.0,
     p = np.exp(log_p)
     g = gamma if base == "focal" else 0.0
     p_t = y * p + (1 - y) * (1 - p)
-    leading = (1 - p_t) ** g * -(y * log_p + (1 - y) * log_1mp)
-    if alpha is not None:
-        leading = (y * alpha + (1 - y) * (1 - alpha)) * leading
-    return (leading + epsilon * (1 - p_t) ** (g + 1)).mean(-1)
+    alpha_t = 1.0 if alpha is None else y * alpha + (1 - y) * (1 - alpha)
+    leading = alpha_t * (1 - p_t) ** g * -(y * log_p + (1 - y) * log_1mp)
+    return (leading + epsilon * alpha_t * (1 - p_t) ** (g + 1)).mean(-1)
 
 
 def sparse_logits(rng, shape=(N,)):
@@ -139,6 +140,42 @@ def test_poly_term_is_epsilon_times_one_minus_pt(rng):
     ce = np.asarray(poly_loss(labels, logits, epsilon=0.0, from_logits=True))
     poly = np.asarray(poly_loss(labels, logits, epsilon=3.0, from_logits=True))
     np.testing.assert_allclose(poly - ce, 3.0 * (1 - p_t), rtol=1e-4, atol=1e-6)
+
+
+def paper_listing_poly1_focal(logits, labels, epsilon, gamma=2.0, alpha=0.25):
+    """The Poly-1 focal listing of Leng et al. (2022), in NumPy float64 (sigmoid outputs)."""
+    p = 1.0 / (1.0 + np.exp(-logits))
+    ce_loss = np.logaddexp(0.0, logits) - labels * logits  # sigmoid_cross_entropy_with_logits
+    pt = labels * p + (1 - labels) * (1 - p)
+    weight = labels * alpha + (1 - labels) * (1 - alpha)
+    focal = weight * ce_loss * (1 - pt) ** gamma
+    return focal + epsilon * (1 - pt) ** (gamma + 1) * weight
+
+
+def nndetection_poly1_focal(logits, labels, epsilon, gamma=2.0, alpha=0.25):
+    """nnDetection's poly1_focal_loss_with_logits (alpha_t on the whole loss), NumPy float64."""
+    p = 1.0 / (1.0 + np.exp(-logits))
+    pt = p * labels + (1 - p) * (1 - labels)
+    ce_term = np.logaddexp(0.0, logits) - labels * logits
+    loss = (1.0 - pt) ** gamma * ce_term + epsilon * (1.0 - pt) ** (gamma + 1)
+    return (alpha * labels + (1 - alpha) * (1 - labels)) * loss
+
+
+@pytest.mark.parametrize("epsilon", [-1.0, 1.0])
+def test_sigmoid_focal_base_with_alpha_follows_the_paper_listing_and_nndetection(rng, epsilon):
+    labels, logits = multilabel_logits(rng)
+    logits = logits.astype(np.float64)
+    listing = paper_listing_poly1_focal(logits, labels, epsilon).mean(-1)
+    np.testing.assert_allclose(listing, nndetection_poly1_focal(logits, labels, epsilon).mean(-1), rtol=1e-12)
+    loss = PolyLoss(epsilon=epsilon, base="focal", mode="multilabel", alpha=0.25, from_logits=True, reduction="none")
+    np.testing.assert_allclose(np.asarray(loss(labels, logits)), listing, rtol=1e-5)
+    z = tf.Variable(logits.astype("float32"))
+    with tf.GradientTape() as tape:
+        total = loss(labels, z)
+    expected = ref.numerical_gradient(
+        lambda q: float(paper_listing_poly1_focal(q, labels, epsilon).mean(-1).sum()), logits
+    )
+    np.testing.assert_allclose(np.asarray(tape.gradient(total, z)), expected, rtol=2e-3, atol=2e-5)
 
 
 def test_positive_epsilon_raises_gradient_of_confident_predictions():

@@ -57,7 +57,7 @@ def test_conflicting_duplicates_put_noise_robust_losses_first():
     assert profile.duplicated_inputs == 8 and profile.conflicting_inputs == 6
     assert profile.conflict_share == pytest.approx(0.06)
     advice = tuning.advise(y, x=x)
-    assert [a.candidate for a in advice.ranked[:2]] == ["symmetric_ce", "generalized_ce"]
+    assert [a.candidate for a in advice.ranked[:2]] == ["symmetric_cross_entropy", "generalized_cross_entropy"]
     assert "Wang" in advice.first.reason
 
 

@@ -94,3 +94,24 @@ def test_a_raw_tuner_ranking_by_val_loss_stops_at_the_first_trial(tmp_path, rng)
     with pytest.raises(keras_tuner.errors.FatalError, match="different scales"):
         tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
     assert np.all([t.status != "COMPLETED" for t in tuner.oracle.trials.values()])
+
+
+@pytest.mark.parametrize("task", sorted(tuning.DEFAULT_METRIC_NAMES))
+def test_default_metric_names_are_the_names_default_metrics_compiles(task):
+    compiled = [m.name for m in tuning.default_metrics(task, 3)]
+    assert compiled == list(tuning.DEFAULT_METRIC_NAMES[task])
+    assert tuning.default_objective(task).name == f"val_{compiled[0]}"
+
+
+def test_an_objective_that_is_never_logged_stops_the_search_after_one_trial(tmp_path, rng):
+    x = rng.normal(size=(32, 2)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    hypermodel = tuning.LossSearchHyperModel(
+        lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), candidates=["crossentropy", "focal"]
+    )
+    tuner = tuning.make_tuner(
+        hypermodel, "random", objective=tuning.class_recall_objective(7), max_trials=3, directory=str(tmp_path)
+    )
+    with pytest.raises(keras_tuner.errors.FatalError, match=r"'val_recall_class_7' is never logged.*val_macro_f1"):
+        tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0)
+    assert len(tuner.oracle.trials) == 1

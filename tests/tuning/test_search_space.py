@@ -69,6 +69,31 @@ def test_every_candidate_builds_with_its_range_ends_and_gives_a_finite_loss(task
     assert float(restored(y_true, logits)) == pytest.approx(value, rel=1e-6)
 
 
+# `crossentropy` is the task's Keras cross-entropy (binary or sparse categorical), so its
+# class depends on the task; every other candidate name is a `losses.get` name of its loss.
+NAMED_LIKE_THE_REGISTRY = [(task, name) for task, name in ALL_CANDIDATES if name != "crossentropy"]
+
+
+@pytest.mark.parametrize(
+    ("task", "name"), NAMED_LIKE_THE_REGISTRY, ids=[f"{t}-{n}" for t, n in NAMED_LIKE_THE_REGISTRY]
+)
+def test_candidate_names_are_the_registry_names_of_their_losses(task, name):
+    candidate = LOSS_CANDIDATES[task][name]
+    counts = {"class_counts": class_counts(task)} if candidate.needs_class_counts else {}
+    assert type(losses.get(name, **counts)) is type(build_loss(candidate, **counts))
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("focl", "focal"), ("poly", "poly1"), ("class_balanced_foca", "class_balanced_focal")]
+)
+def test_the_search_and_the_registry_suggest_the_same_name(typo, meant):
+    with pytest.raises(ValueError, match=f"Did you mean '{meant}'"):
+        resolve_candidates("multiclass", [typo])
+    if typo != "poly":  # "poly" is itself a registry alias of PolyLoss
+        with pytest.raises(ValueError, match=f"Did you mean '{meant}'"):
+            losses.get(typo)
+
+
 @pytest.mark.parametrize("task", sorted(DEFAULT_CANDIDATES))
 def test_default_candidates_exist_for_every_task(task):
     assert [c.name for c in resolve_candidates(task)] == list(DEFAULT_CANDIDATES[task])

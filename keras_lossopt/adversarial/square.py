@@ -1,0 +1,393 @@
+"""Square Attack (Andriushchenko et al. 2020): a score-based black-box attack by random search.
+
+It never looks at a gradient, only at the model's outputs, so it is the check on gradient
+masking: if it breaks samples that the gradient attacks left standing, their gradients were
+misleading and the white-box robust accuracy is too optimistic. It follows the L-inf attack of
+the authors' code as AutoAttack runs it (fra31/auto-attack, `autoattack/square.py`,
+`SquareAttack.attack_single_run` and `p_selection`, with `resc_schedule=False`):
+
+* start: `x + eps * s` with random signs `s` constant along each image column (vertical
+  stripes), clipped to the valid range;
+* each query: pick a square window of side `round(sqrt(p * H * W))` at a random position and
+  a random sign per channel; inside the window move to the vertex `x + eps * sign` of the
+  eps-ball; keep the candidate when it lowers the margin loss `z_y - max_{j != y} z_j` or
+  misclassifies;
+* `p` starts at `p_init = 0.8` and halves after queries 10, 50, 200, 500, 1000, 2000, 4000,
+  6000 and 8000.
+
+Two departures, both towards a stronger attack: every sample draws its own window and signs
+(the reference draws one window position and sign per batch and query; the original Square
+code, max-andr/square-attack, also draws them per sample), and a sample stops when it is
+misclassified rather than at a margin of exactly zero. Inputs of shape `(N, H, W, C)`,
+`(N, H, W)` or `(N, D)` (a feature vector is a 1 x D image whose windows cover `p * D`
+consecutive features).
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_in_range
+from keras_lossopt.adversarial._survivors import as_float_batch, clean_predictions
+from keras_lossopt.adversarial.base import Attack
+from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, margin_from_scores, sparse_labels
+
+__all__ = ["SquareAttack", "square_p_schedule"]
+
+_P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def square_p_schedule(iteration, p_init=0.8, queries=5000, rescale=False):
+    """The share `p` of the image that Square's window covers at a (0-based) query.
+
+    Args:
+        iteration: the query index, >= 0.
+        p_init: the initial share, in (0, 1]. Default 0.8.
+        queries: the query budget (only used when `rescale`). Default 5000.
+        rescale: stretch the schedule, written for 10,000 queries, over `queries`
+            (the reference's `resc_schedule`; AutoAttack sets it False). Default False.
+
+    Returns:
+        `p_init / 2 ** k`, `k` the number of thresholds (10, 50, 200, 500, 1000, 2000, 4000,
+        6000, 8000) below the iteration.
+
+    Example:
+        >>> [square_p_schedule(i) for i in (0, 10, 11, 50, 51, 4500)]
+        [0.8, 0.8, 0.4, 0.4, 0.2, 0.00625]
+    """
+    if rescale:
+        iteration = int(iteration / queries * 10000)
+    return p_init / 2 ** sum(iteration > t for t in _P_THRESHOLDS)
+
+
+def _image_view(shape):
+    """`(H, W, C)` of the image each sample is treated as."""
+    if len(shape) == 4:
+        return tuple(shape[1:])
+    if len(shape) == 3:
+        return (shape[1], shape[2], 1)
+    if len(shape) == 2:
+        return (1, shape[1], 1)
+    raise ValueError(
+        f"SquareAttack takes inputs of shape (N, H, W, C), (N, H, W) or (N, D). Received: x.shape={tuple(shape)}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class SquareAttack(Attack):
+    """Square Attack (L-inf): query-efficient black-box random search (Andriushchenko et al. 2020).
+
+    The gradient-free member of AutoAttack (5,000 queries in its standard version). It needs
+    only the model's outputs, so it also runs on models without input gradients. Robust
+    accuracy under Square well below that under APGD is the classic sign of gradient masking
+    (`robustness_report` warns). See the module docstring for the algorithm.
+
+    Args:
+        eps: L-inf budget, >= 0. Default 0.3.
+        norm: `"linf"` (the only norm implemented). Default `"linf"`.
+        queries: queries per restart, >= 1. Default 5000.
+        p_init: initial share of the image a window covers, in (0, 1]. Default 0.8.
+        restarts: random restarts, each on the samples still standing. Default 1.
+        rescale_schedule: stretch the `p` schedule over `queries` (see `square_p_schedule`).
+            Default False (AutoAttack's setting).
+        clip: `(low, high)` range of valid inputs, or None. Default `(0, 1)`.
+        from_logits: whether the model outputs logits; None (default) detects it. The margin
+            is the same on logits and on log-probabilities.
+        seed: seed of the random search. Default None.
+        name: name. Default `"square_attack"`.
+
+    Returns:
+        Calling the attack returns the adversarial batch, same shape and dtype as `x`.
+
+    Raises:
+        ValueError: for `eps < 0`, `queries < 1`, `restarts < 1`, `p_init` outside (0, 1],
+            a norm other than L-inf, or inputs that are not `(N, H, W, C)`, `(N, H, W)` or
+            `(N, D)`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+        >>> x = np.full((2, 8, 8, 1), 0.5, "float32")
+        >>> x_adv = SquareAttack(eps=0.1, queries=20, seed=0)(model, x, np.array([0, 1]))
+        >>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
+        True
+
+    References:
+        Andriushchenko, Croce, Flammarion, Hein (2020). Square Attack: a query-efficient
+            black-box adversarial attack via random search. ECCV. Code as run by AutoAttack:
+            github.com/fra31/auto-attack.
+    """
+
+    def __init__(
+        self,
+        eps=0.3,
+        norm="linf",
+        queries=5000,
+        p_init=0.8,
+        restarts=1,
+        rescale_schedule=False,
+        clip=(0.0, 1.0),
+        from_logits=None,
+        seed=None,
+        name=None,
+    ):
+        super().__init__(eps, norm=norm, steps=queries, restarts=restarts, clip=clip, from_logits=from_logits,
+                         seed=seed, name=name)  # fmt: skip
+        check_choice("norm", self.norm, ["linf"])
+        self.queries = self.steps
+        self.p_init = check_in_range("p_init", p_init, 0.0, 1.0, low_inclusive=False)
+        self.rescale_schedule = bool(rescale_schedule)
+        self._square_functions = weakref.WeakKeyDictionary()
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "eps": self.eps,
+            "norm": self.norm,
+            "queries": self.queries,
+            "p_init": self.p_init,
+            "restarts": self.restarts,
+            "rescale_schedule": self.rescale_schedule,
+            "clip": None if self.clip is None else list(self.clip),
+            "from_logits": self.from_logits,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    def _from_logits(self, model):
+        return self.from_logits if self.from_logits is not None else detect_from_logits(model)
+
+    def objective(self, model, default_loss=None):
+        """`(objective, success)`: minus the margin `z_y - max_{j != y} z_j`, and misclassification."""
+        from_logits = self._from_logits(model)
+
+        def objective(y_true, y_pred):
+            scores = class_scores(y_pred, from_logits)
+            return margin_from_scores(sparse_labels(y_true, scores.shape[-1]), scores)
+
+        def success(y_true, y_pred):
+            return objective(y_true, y_pred) > 0.0
+
+        return objective, success
+
+    # ----------------------------------------------------------------- graph code
+    def _margin(self, model, x, labels, from_logits, shape):
+        scores = class_scores(model(ops.reshape(x, shape), training=False), from_logits)
+        return -margin_from_scores(labels, scores)  # z_y - max_{j != y} z_j: > 0 while robust
+
+    def start(self, model, x, labels, *, seed_generator=None, eps_scale=None):
+        """Square's starting point (vertical stripes of +-eps) and its margin (graph-safe).
+
+        Args:
+            model: the Keras model.
+            x: clean float batch.
+            labels: true class indices `(N,)`.
+            seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
+            eps_scale: optional scalar tensor multiplying `eps`.
+
+        Returns:
+            `(x_best, margin)`: the start and `z_y - max_{j != y} z_j` there.
+        """
+        x = ops.convert_to_tensor(x)
+        height, width, channels = _image_view(x.shape)
+        seed_generator = seed_generator or self._own_seed_generator()
+        eps = self._eps(x.dtype, eps_scale)
+        images = ops.reshape(x, (-1, height, width, channels))
+        stripes = ops.sign(keras.random.uniform((ops.shape(x)[0], 1, width, channels), -1.0, 1.0, seed=seed_generator))
+        x_best = self._clip(images + eps * ops.cast(stripes, x.dtype))
+        margin = self._margin(model, x_best, labels, self._from_logits(model), ops.shape(x))
+        return ops.reshape(x_best, ops.shape(x)), margin
+
+    def search(self, model, x, labels, x_best, margin, first, last, *, seed_generator=None, eps_scale=None):
+        """Queries `first` to `last - 1` of the random search from `(x_best, margin)` (graph-safe).
+
+        Args:
+            model: the Keras model.
+            x: clean float batch.
+            labels: true class indices `(N,)`.
+            x_best: current points (from `start` or an earlier `search`).
+            margin: their margins `z_y - max_{j != y} z_j`.
+            first: index of the first query (sets `p`); int or scalar tensor.
+            last: index after the last query.
+            seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
+            eps_scale: optional scalar tensor multiplying `eps`.
+
+        Returns:
+            `(x_best, margin)` after the queries; a sample stops once its margin is negative.
+        """
+        x = ops.convert_to_tensor(x)
+        shape = ops.shape(x)
+        height, width, channels = _image_view(x.shape)
+        seed_generator = seed_generator or self._own_seed_generator()
+        eps = self._eps(x.dtype, eps_scale)
+        from_logits = self._from_logits(model)
+        images = ops.reshape(x, (-1, height, width, channels))
+        best = ops.reshape(x_best, (-1, height, width, channels))
+        features = height * width  # per channel: the window's share is of one channel's pixels
+        rows = ops.reshape(ops.arange(height, dtype="int32"), (1, height, 1, 1))
+        columns = ops.reshape(ops.arange(width, dtype="int32"), (1, 1, width, 1))
+        thresholds = ops.convert_to_tensor(np.array(_P_THRESHOLDS, dtype="float32"))
+
+        def window_side(i):
+            it = ops.cast(i, "float32")
+            if self.rescale_schedule:
+                it = ops.floor(it / self.queries * 10000.0)
+            p = self.p_init / ops.power(2.0, ops.sum(ops.cast(it > thresholds, "float32")))
+            if height == 1:  # a feature vector: a run of p * D features
+                return ops.cast(1, "int32"), ops.cast(ops.clip(ops.round(p * width), 1, width), "int32")
+            side = ops.cast(ops.clip(ops.round(ops.sqrt(p * features)), 1, min(height, width)), "int32")
+            return side, side
+
+        def body(i, best, margin):
+            active = margin >= 0.0
+            side_h, side_w = window_side(i)
+            n = ops.shape(images)[0]
+            # Positions uniform in [0, H - s) as the reference draws them (random_int(0, h - s)).
+            top = ops.cast(
+                keras.random.uniform((n,), seed=seed_generator) * ops.cast(height - side_h, "float32"), "int32"
+            )
+            left = ops.cast(
+                keras.random.uniform((n,), seed=seed_generator) * ops.cast(width - side_w, "float32"), "int32"
+            )
+            top, left = ops.reshape(top, (-1, 1, 1, 1)), ops.reshape(left, (-1, 1, 1, 1))
+            window = ops.logical_and(
+                ops.logical_and(rows >= top, rows < top + side_h),
+                ops.logical_and(columns >= left, columns < left + side_w),
+            )
+            signs = ops.sign(keras.random.uniform((n, 1, 1, channels), -1.0, 1.0, seed=seed_generator))
+            candidate = ops.where(window, images + eps * ops.cast(signs, images.dtype), best)
+            candidate = self._clip(ops.minimum(ops.maximum(candidate, images - eps), images + eps))
+            new_margin = self._margin(model, candidate, labels, from_logits, shape)
+            better = ops.logical_and(active, ops.logical_or(new_margin < margin, new_margin < 0.0))
+            best = ops.where(ops.reshape(better, (-1, 1, 1, 1)), candidate, best)
+            margin = ops.where(better, new_margin, margin)
+            return i + 1, best, margin
+
+        def cond(i, best, margin):
+            return ops.logical_and(i < last, ops.any(margin >= 0.0))
+
+        _, best, margin = tf.while_loop(cond, body, (ops.convert_to_tensor(first, "int32"), best, margin))
+        return ops.reshape(best, shape), margin
+
+    def generate(
+        self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, eps_scale=None, record=False
+    ):
+        """Graph-safe attack of a whole batch (every restart and query, all samples).
+
+        Args:
+            model: the Keras model.
+            x: float input tensor.
+            y: true labels (sparse, `(N, 1)` or one-hot).
+            default_loss: unused; accepted for `StrongestAttack`.
+            seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
+            objective: must be None (Square minimizes the margin).
+            eps_scale: optional scalar tensor multiplying `eps`.
+            record: must be False.
+
+        Returns:
+            The adversarial batch (stop-gradient).
+
+        Raises:
+            ValueError: for a custom `objective` or `record=True`.
+        """
+        if objective is not None or record:
+            raise ValueError("SquareAttack minimizes the margin; `objective` and `record` are not supported.")
+        x = ops.convert_to_tensor(x)
+        if self.eps == 0.0:
+            return x
+        scores = class_scores(model(x, training=False), self._from_logits(model))
+        labels = sparse_labels(y, scores.shape[-1])
+        margin = -margin_from_scores(labels, scores)
+        best = x
+        for _ in range(self.restarts):
+            start, start_margin = self.start(model, x, labels, seed_generator=seed_generator, eps_scale=eps_scale)
+            x_run, run_margin = self.search(model, x, labels, start, start_margin, 0, self.queries,
+                                            seed_generator=seed_generator, eps_scale=eps_scale)  # fmt: skip
+            better = ops.logical_and(margin >= 0.0, run_margin < margin)
+            best = ops.where(ops.reshape(better, (-1,) + (1,) * (len(x.shape) - 1)), x_run, best)
+            margin = ops.where(better, run_margin, margin)
+        return tf.stop_gradient(best)
+
+    def _prepare_model(self, model, x, y):
+        self._own_seed_generator()  # no gradient needed: only the seed generator, created eagerly
+
+    def _eps(self, dtype, eps_scale):
+        eps = ops.cast(self.eps, dtype)
+        return eps if eps_scale is None else eps * ops.cast(eps_scale, dtype)
+
+    # ----------------------------------------------------------------- eager entry point
+    def __call__(self, model, x, y):
+        """The adversarial batch; each restart and each stretch of queries runs only on the samples still standing.
+
+        Args:
+            model: a Keras model with one input and one output (logits or probabilities).
+            x: input batch (NumPy array or tensor); never modified.
+            y: true labels: sparse, `(N, 1)` or one-hot.
+
+        Returns:
+            Same shape and dtype as `x` (NumPy in, NumPy out).
+        """
+        x_work, y_array, to_output = as_float_batch(x, y)
+        _image_view(x_work.shape)
+        if self.eps == 0.0 or len(x_work) == 0:
+            return to_output(x_work)
+        labels, standing, _ = clean_predictions(model, x_work, y_array, self._from_logits(model))
+        start, search = self._survivor_functions(model, x_work.dtype, x_work.shape)
+        x_adv = x_work.copy()
+        bounds = self._segments()
+        for _ in range(self.restarts):
+            index = np.flatnonzero(standing)
+            if index.size == 0:
+                break
+            best, margin = (v.numpy() for v in start(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32)))
+            for first, last in itertools.pairwise(bounds):
+                going = margin >= 0.0
+                if not going.any():
+                    break
+                if not going.all():  # compact: later queries cost only the samples still standing
+                    index, best, margin = index[going], best[going], margin[going]
+                best_new, margin_new = search(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32),
+                                              tf.constant(best), tf.constant(margin), tf.constant(first),
+                                              tf.constant(last))  # fmt: skip
+                best, margin = best_new.numpy(), margin_new.numpy()
+                fooled = margin < 0.0
+                x_adv[index[fooled]] = best[fooled]
+                standing[index[fooled]] = False
+            still = margin >= 0.0
+            x_adv[index[still]] = best[still]
+        return to_output(x_adv)
+
+    def _segments(self):
+        """Query indices at which the survivors are compacted: where most samples fall, then every 500."""
+        marks = {0, self.queries} | {m for m in (10, 50, 200, 500) if m < self.queries}
+        marks |= set(range(1000, self.queries, 500))
+        return sorted(marks)
+
+    def _survivor_functions(self, model, dtype, shape):
+        functions = self._square_functions.setdefault(model, {})
+        key = (np.dtype(dtype).name, tuple(shape[1:]))
+        if key not in functions:
+            self._own_seed_generator()  # created eagerly, outside the traced functions
+            model_ref = weakref.ref(model)
+
+            def start(x, labels):
+                return self.start(model_ref(), x, labels)
+
+            def search(x, labels, best, margin, first, last):
+                return self.search(model_ref(), x, labels, best, margin, first, last)
+
+            # The survivors shrink stretch by stretch: one trace for every batch size.
+            x_spec = tf.TensorSpec((None, *shape[1:]), dtype)
+            labels_spec, margin_spec, index_spec = (tf.TensorSpec((None,), "int32"), tf.TensorSpec((None,), "float32"),
+                                                    tf.TensorSpec((), "int32"))  # fmt: skip
+            functions[key] = (
+                tf.function(start, input_signature=(x_spec, labels_spec)),
+                tf.function(search, input_signature=(x_spec, labels_spec, x_spec, margin_spec, index_spec, index_spec)),
+            )
+        return functions[key]

@@ -1,0 +1,282 @@
+"""Detection of gradient problems on recorded statistics: pure NumPy, one copy of each rule.
+
+`GradientDetector.update(steps, block)` takes the records a `GradientMonitor` read since
+its last read (a block of rows, one per recorded step) and returns the `Finding`s they
+raise. Each rule is written once, vectorised over the rows of a block; the detector keeps
+what carries from one block to the next (how long each condition has lasted, the recent
+global norms for the growth test, which kinds were reported). It needs no model and no
+Keras: tests feed it arrays.
+
+A block is a mapping of `(k, L + 1)` float arrays (one row per recorded step, one column
+per layer group, the last column the whole model), as `GradientHistory.extend` returns:
+
+* `grad_norm`: L2 norm of the gradient;
+* `nonfinite_share`: share of NaN/inf gradient entries;
+* `weight_norm` (optional): L2 norm of the weights before the step; NaN or inf when a
+  weight is (a NaN gradient on a step that was not recorded shows here, at the next
+  recorded step).
+
+Rules (defaults of `GradientMonitor`):
+
+* non_finite: a row with a non-finite gradient entry or non-finite weights. At once, one
+  finding per block at most (the rows after it describe steps that a restore undoes).
+  Non-finite rows take no part in the other rules.
+* vanishing: the global norm is below `vanishing_floor` (every layer is named), or, with
+  at least two layers and all layer norms finite, some layer's norm is below
+  `vanishing_ratio` times the last layer's (AUTOTRAINER's test); for `patience`
+  consecutive rows.
+* exploding: the global norm is above `exploding_norm`, or more than `exploding_growth`
+  times the smallest positive finite global norm of the previous `growth_window` rows
+  (also an infinite norm: a float32 overflow of the sum of squares of finite entries);
+  for `patience` consecutive rows. The layers named are those within 10x of the largest
+  layer norm.
+
+A kind is reported once per run, except the kinds in `repeat` (those a remedy acts on):
+after such a finding the detector watches afresh (the condition's count restarts and the
+growth test forgets the norms before it), so a persisting problem is reported again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from keras_lossopt.callbacks.findings import REMEDIES, Finding
+
+__all__ = ["GRADIENT_KINDS", "GradientDetector"]
+
+GRADIENT_KINDS = ("non_finite", "vanishing", "exploding")
+_COUNTED = ("vanishing", "exploding")
+
+
+class GradientDetector:
+    """Finds vanishing, exploding and non-finite gradients in blocks of recorded rows.
+
+    Args:
+        layers: the names of the layer groups, input side first (the columns of a block
+            without the last, whole-model column).
+        patience: consecutive rows a vanishing/exploding condition must last. Default 2.
+        vanishing_ratio: layer-to-last-layer norm ratio below which a layer's gradient
+            vanishes. Default 1e-3.
+        vanishing_floor: global norm below which all gradients vanish. Default 1e-7.
+        exploding_norm: global norm ceiling. Default 1e3.
+        exploding_growth: growth factor within `growth_window` rows. Default 1e3.
+        growth_window: rows the growth is measured over. Default 5.
+        repeat: kinds that are reported again while they persist (those a remedy acts
+            on); the others are reported once per run. Default none.
+
+    Example:
+        >>> import numpy as np
+        >>> detector = GradientDetector(["dense", "out"], patience=1)
+        >>> norms = np.array([[1e-6, 1.0, 1.0]])  # dense, out, whole model
+        >>> block = {"grad_norm": norms, "nonfinite_share": np.zeros_like(norms)}
+        >>> [(f.kind, f.step, f.layers) for f in detector.update(np.array([7]), block)]
+        [('vanishing', 7, ('dense',))]
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[str],
+        *,
+        patience: int = 2,
+        vanishing_ratio: float = 1e-3,
+        vanishing_floor: float = 1e-7,
+        exploding_norm: float = 1e3,
+        exploding_growth: float = 1e3,
+        growth_window: int = 5,
+        repeat: Iterable[str] = (),
+    ):
+        self.layers = tuple(layers)
+        self.patience = int(patience)
+        self.vanishing_ratio = float(vanishing_ratio)
+        self.vanishing_floor = float(vanishing_floor)
+        self.exploding_norm = float(exploding_norm)
+        self.exploding_growth = float(exploding_growth)
+        self.growth_window = int(growth_window)
+        self.repeat = frozenset(repeat)
+        self.reported: set[str] = set()
+        self._streak = dict.fromkeys(_COUNTED, 0)
+        self._recent = np.zeros((0,), dtype="float64")
+        self._last_nonfinite_layers: tuple[str, ...] = ()
+
+    @property
+    def last_nonfinite_layers(self) -> tuple[str, ...]:
+        """The layers with non-finite gradients or weights in the last row seen."""
+        return self._last_nonfinite_layers
+
+    # -- the rules -----------------------------------------------------------------------
+
+    def update(self, steps: np.ndarray, block: Mapping[str, np.ndarray]) -> list[Finding]:
+        """Runs the rules on the rows of one block, in step order.
+
+        Args:
+            steps: `(k,)` the recorded steps of the rows, increasing.
+            block: `grad_norm` and `nonfinite_share` (and optionally `weight_norm`), each
+                `(k, L + 1)`.
+
+        Returns:
+            The findings, in step order (`cause` empty: the monitor reads it off the
+            model).
+
+        Raises:
+            ValueError: when the arrays do not have one row per step and one column per
+                layer plus one.
+        """
+        steps = np.asarray(steps, dtype="int64").reshape(-1)
+        norms = np.asarray(block["grad_norm"], dtype="float64")
+        shape = (len(steps), len(self.layers) + 1)
+        weights = block.get("weight_norm")
+        weights = np.zeros(shape) if weights is None else np.asarray(weights, dtype="float64")
+        share = np.asarray(block["nonfinite_share"], dtype="float64")
+        for name, array in (("grad_norm", norms), ("nonfinite_share", share), ("weight_norm", weights)):
+            if array.shape != shape:
+                raise ValueError(f"`{name}` must have shape {shape} (steps, layers + 1). Received: {array.shape}")
+        if len(steps) == 0:
+            return []
+        bad_layers = (share[:, :-1] > 0) | ~np.isfinite(weights[:, :-1])
+        bad = (share > 0).any(axis=1) | bad_layers.any(axis=1)
+        self._last_nonfinite_layers = self._names(bad_layers[-1])
+        findings: list[Finding] = []
+        start = 0
+        non_finite_done = False
+        while start < len(steps):
+            # One vectorised pass from `start`; state only changes where a repeating
+            # finding fires, so without one, each kind's first finding comes from this pass.
+            good = np.flatnonzero(~bad[start:]) + start
+            conditions = self._conditions(norms[good])
+            streaks = {kind: _streaks(self._streak[kind], conditions[kind][0]) for kind in _COUNTED}
+            events: dict[str, int] = {}  # kind -> row of its first finding from `start`
+            if not non_finite_done and self._armed("non_finite"):
+                rows = np.flatnonzero(bad[start:])
+                if rows.size:
+                    events["non_finite"] = start + int(rows[0])
+            for kind in _COUNTED:
+                if self._armed(kind):
+                    fired = np.flatnonzero(streaks[kind] >= self.patience)
+                    if fired.size:
+                        events[kind] = int(good[fired[0]])
+            end = min(events.values()) if events else len(steps)
+            # Carry the state through the row of the first finding (or the whole block).
+            through = int(np.searchsorted(good, end, side="right" if events else "left"))
+            if through:
+                for kind in _COUNTED:
+                    self._streak[kind] = int(streaks[kind][through - 1])
+                self._recent = np.concatenate([self._recent, norms[good[:through], -1]])[-self.growth_window :]
+            if not events:
+                break
+            for kind in GRADIENT_KINDS:
+                if events.get(kind) != end:
+                    continue
+                if kind == "non_finite":
+                    findings.append(self._non_finite(int(steps[end]), norms[end], share[end], bad_layers[end]))
+                    non_finite_done = True
+                else:
+                    q = through - 1
+                    evidence = conditions[kind][1](q)
+                    layers = evidence.pop("layers")
+                    evidence["records"] = self._streak[kind]
+                    findings.append(self._finding(kind, int(steps[end]), layers, evidence))
+            start = end + 1
+        return findings
+
+    def _conditions(self, norms: np.ndarray):
+        """Per rule: `(k,)` whether each row meets its condition, and `row -> evidence`."""
+        k = len(norms)
+        layer_norms, global_norm = norms[:, :-1], norms[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            # vanishing
+            below_floor = global_norm < self.vanishing_floor
+            if layer_norms.shape[1] >= 2:
+                last = layer_norms[:, -1:]
+                ratios = layer_norms[:, :-1] / last
+                comparable = (last[:, 0] > 0) & np.isfinite(layer_norms).all(axis=1)
+                low = (ratios < self.vanishing_ratio) & comparable[:, None]
+            else:
+                ratios = low = np.zeros((k, 0), dtype=bool)
+            vanishing = below_floor | low.any(axis=1)
+            # exploding: growth against the smallest positive finite norm of the window
+            window = self.growth_window
+            past = np.concatenate([np.full(window, np.nan), self._recent, global_norm])
+            views = np.lib.stride_tricks.sliding_window_view(past, window)
+            previous = views[len(self._recent) : len(self._recent) + k]  # the window before each row
+            smallest = np.where(np.isfinite(previous) & (previous > 0), previous, np.inf).min(axis=1)
+            growth = np.where(np.isfinite(smallest), global_norm / smallest, 1.0)
+            top = layer_norms.max(axis=1)
+            named = layer_norms >= 0.1 * top[:, None]
+            exploding = ~((global_norm <= self.exploding_norm) & (growth <= self.exploding_growth))
+            exploding &= named.any(axis=1)  # a NaN layer norm names no layer
+
+        def vanishing_evidence(q: int) -> dict:
+            if below_floor[q]:
+                return {"layers": self.layers, "global_grad_norm": float(global_norm[q]), "floor": self.vanishing_floor}
+            rows = np.flatnonzero(low[q])
+            return {
+                "layers": tuple(self.layers[i] for i in rows),
+                "last_layer_norm": float(layer_norms[q, -1]),
+                "min_norm": float(layer_norms[q, rows].min()),
+                "min_ratio_to_last": float(ratios[q, rows].min()),
+                "threshold": self.vanishing_ratio,
+            }
+
+        def exploding_evidence(q: int) -> dict:
+            return {
+                "layers": self._names(named[q]),
+                "global_grad_norm": float(global_norm[q]),
+                "ceiling": self.exploding_norm,
+                "growth": float(growth[q]),
+                "max_layer_norm": float(top[q]),
+            }
+
+        return {"vanishing": (vanishing, vanishing_evidence), "exploding": (exploding, exploding_evidence)}
+
+    def report_non_finite(self, step: int, evidence: Mapping[str, float], layers: Sequence[str] | None = None):
+        """A non-finite finding seen outside the records (the loss, the weights at the end).
+
+        Args:
+            step: the step it was seen at.
+            evidence: the numbers behind it (e.g. `{"loss": nan}`).
+            layers: the layers involved; default: those non-finite in the last row seen.
+
+        Returns:
+            The `Finding`, or None when non-finite values were already reported and are
+            not a repeating kind.
+        """
+        if not self._armed("non_finite"):
+            return None
+        layers = self._last_nonfinite_layers if layers is None else tuple(layers)
+        return self._finding("non_finite", step, tuple(layers), dict(evidence))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _armed(self, kind: str) -> bool:
+        return kind in self.repeat or kind not in self.reported
+
+    def _names(self, mask: np.ndarray) -> tuple[str, ...]:
+        return tuple(n for n, m in zip(self.layers, mask) if m)
+
+    def _non_finite(self, step, norms, share, bad_layers) -> Finding:
+        evidence = {"global_grad_norm": float(norms[-1]), "nonfinite_share": float(share[-1])}
+        # Layers whose weights are non-finite although their gradients were not: a NaN
+        # that arrived on a step that was not recorded.
+        weights_only = int((bad_layers & ~(share[:-1] > 0)).sum())
+        if weights_only:
+            evidence["layers_with_nonfinite_weights"] = weights_only
+        return self._finding("non_finite", step, self._names(bad_layers), evidence)
+
+    def _finding(self, kind: str, step: int, layers: tuple[str, ...], evidence: dict) -> Finding:
+        if kind in self.repeat:
+            # A remedy changed the run: watch afresh for the problem coming back.
+            if kind in self._streak:
+                self._streak[kind] = 0
+            self._recent = self._recent[:0]
+        else:
+            self.reported.add(kind)
+        return Finding(kind=kind, step=int(step), layers=layers, evidence=evidence, cause="", remedy=REMEDIES[kind])
+
+
+def _streaks(start: int, condition: np.ndarray) -> np.ndarray:
+    """How many consecutive rows, up to each row, meet `condition` (`start` before the first)."""
+    positions = np.arange(len(condition))
+    last_miss = np.maximum.accumulate(np.where(condition, -1, positions)) if len(condition) else positions
+    return np.where(last_miss >= 0, positions - last_miss, positions + 1 + start)

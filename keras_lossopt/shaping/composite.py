@@ -1,0 +1,532 @@
+"""`CompositeLoss`: a weighted sum of named loss terms, with weights that can change during training.
+
+A composite holds named terms (any `keras.losses.Loss`, a keras-lossopt or Keras loss
+name, a config, or a function `(y_true, y_pred) -> per-sample loss`) and returns
+
+    loss = sum_i sign_i * w_i * L_i(y_true, y_pred, sample_weight)
+
+where each term `L_i` is reduced by its own contract with the composite's `reduction`
+(a per-pixel cross-entropy and a per-image Dice each keep their masks and divisors), and
+`sign_i` is -1 for rewards (`RewardTerm`) and +1 otherwise. With `reduction="none"` the
+result has one value per sample: per-position terms are averaged over each sample's valid
+positions and a batch-level term (one scalar, e.g. a batch Dice) is added to every sample.
+
+The weights `w_i` are non-trainable `keras.Variable`s held, with one `keras.metrics.Mean`
+per term (the unweighted term value), in a small `CompositeLossState` layer. A compiled
+train step reads the variables, so assigning a new weight takes effect at the next step
+without retracing, also with `jit_compile=True`. On backends whose compiled step only sees
+the state that the model tracks (JAX), the state layer must be attached to the model:
+`keras_lossopt.shaping.track_loss_terms(model)` does that, and every shaping callback
+calls it in `set_model`. Attached, the per-term means also appear in the training and
+validation logs as `loss_<term>` / `val_loss_<term>` (and so in `History`, `CSVLogger`,
+TensorBoard).
+
+Arithmetic builds the same object: `FocalLoss() + 0.5 * DiceLoss()` equals
+`CompositeLoss({"focal": FocalLoss(), "dice": DiceLoss()}, weights={"focal": 1.0, "dice": 0.5})`.
+Term names come from the loss names without their `_loss` suffix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lossopt._validation import check_choice
+from keras_lossopt.losses.base import LossFunctionBase, merge_masks, replicas_in_sync
+from keras_lossopt.losses.registry import get as get_loss
+from keras_lossopt.shaping.terms import FunctionTerm
+
+__all__ = ["CompositeLoss", "CompositeLossState", "TermMean", "child_loss", "task_losses", "term_name_of"]
+
+_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+
+
+def term_name_of(loss: Any) -> str:
+    """The default term name of a loss or function: its name without a trailing `_loss`.
+
+    Args:
+        loss: a `keras.losses.Loss` or a function.
+
+    Returns:
+        `"focal"` for `FocalLoss()`, `"dice"` for `DiceLoss()`, the function's `__name__` for a function.
+    """
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    name = str(name)
+    return name[: -len("_loss")] if name.endswith("_loss") and len(name) > len("_loss") else name
+
+
+def _own_mask(loss, y_true, y_pred):
+    compute_mask = getattr(loss, "compute_mask", None)
+    return None if compute_mask is None else compute_mask(y_true, y_pred)
+
+
+def child_loss(loss, y_true, y_pred, sample_weight, mask):
+    """A term's reduced loss, with the composite's input mask passed on.
+
+    keras-lossopt terms take the mask through `masked_call`; a Keras loss reads it from
+    `y_pred`, so the mask goes back onto the tensor (the attribute Keras reads).
+
+    Args:
+        loss: the term.
+        y_true: targets.
+        y_pred: predictions.
+        sample_weight: optional weights.
+        mask: optional input mask (the Keras mask of the composite's `y_pred`).
+
+    Returns:
+        What the term returns with its reduction.
+    """
+    if isinstance(loss, LossFunctionBase):
+        return loss.masked_call(y_true, y_pred, sample_weight, mask)
+    if mask is not None:
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_pred._keras_mask = ops.cast(mask, "bool")
+    return loss(y_true, y_pred, sample_weight=sample_weight)
+
+
+def _check_weight(term: str, weight: Any) -> float:
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"The weight of term {term!r} must be a number. Received: {weight!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"The weight of term {term!r} must be finite and >= 0 (subtract a quantity with RewardTerm). "
+            f"Received: {weight!r}"
+        )
+    return value
+
+
+def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
+    """A loss object for `term`, reduced with `reduction`."""
+    if isinstance(term, CompositeLoss):
+        raise ValueError(
+            f"Term {name!r} is itself a CompositeLoss; combine composites with `+` (which merges their terms) "
+            "or list their terms in one CompositeLoss."
+        )
+    if isinstance(term, (str, dict)):
+        term = get_loss(term)
+    if not isinstance(term, keras.losses.Loss):
+        if callable(term) and not isinstance(term, type):
+            return FunctionTerm(term, reduction=reduction, name=name)
+        raise ValueError(
+            f"Term {name!r} must be a keras.losses.Loss, a loss name or config, or a function "
+            f"(y_true, y_pred) -> per-sample loss. Received: {term!r} of type {type(term).__name__}"
+        )
+    config = term.get_config()
+    if config.get("reduction", reduction) == reduction:
+        return term
+    return type(term).from_config({**config, "reduction": reduction})
+
+
+class TermMean(keras.metrics.Mean):
+    """Running mean of one term's unweighted value; restarts every epoch, so it is not saved."""
+
+    def save_own_variables(self, store):
+        pass
+
+    def load_own_variables(self, store):
+        pass
+
+
+class CompositeLossState(keras.layers.Layer):
+    """The state of one `CompositeLoss`: term weights, optional log-variances, per-term means.
+
+    A layer so that a model can track it (`track_loss_terms`): its variables then belong to
+    the model's state and its metrics to the model's metrics. It has no `call`.
+
+    Args:
+        weights: `{term name: initial weight}`.
+        name: layer name.
+    """
+
+    def __init__(self, weights: Mapping[str, float], name: str = "composite_loss_state"):
+        super().__init__(name=name)
+        self.term_names = tuple(weights)
+        self.term_weights = {
+            term: self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                dtype="float32",
+                name=f"weight_{term}",
+            )
+            for term, value in weights.items()
+        }
+        self.term_trackers = {term: TermMean(name=f"loss_{term}") for term in self.term_names}
+        self.log_variances: dict[str, Any] = {}
+        # A layer without inputs: built once its variables exist (Keras rebuilds unbuilt layers).
+        self.built = True
+
+    def add_log_variances(self, initial: float = 0.0) -> dict[str, Any]:
+        """Creates (once) one trainable log-variance per term for uncertainty weighting."""
+        if not self.log_variances:
+            self.log_variances = {
+                term: self.add_weight(
+                    shape=(),
+                    initializer=keras.initializers.Constant(initial),
+                    trainable=True,
+                    dtype="float32",
+                    name=f"log_variance_{term}",
+                )
+                for term in self.term_names
+            }
+        return self.log_variances
+
+    def load_own_variables(self, store):
+        """Loads the weights (and log-variances) saved with a model; keeps the config's when none were saved.
+
+        Files written before a loss became a composite (`DiceCELoss`, `DiceFocalLoss`) hold
+        no state for it: the weights then come from the loss config alone.
+        """
+        saved = len(store.keys())
+        if saved == 0:
+            return
+        if saved > len(self.term_names) and not self.log_variances:
+            self.add_log_variances()
+        own = list(self.term_weights.values()) + list(self.log_variances.values())
+        if saved != len(own):
+            raise ValueError(
+                f"{self.name} expected {len(own)} saved variables (weights of {list(self.term_names)}"
+                f"{' and log-variances' if self.log_variances else ''}), found {saved}."
+            )
+        for index, variable in enumerate(own):
+            variable.assign(store[str(index)])
+
+    def call(self, *args, **kwargs):  # pragma: no cover - state only
+        raise NotImplementedError("CompositeLossState holds state and is not called.")
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class CompositeLoss(LossFunctionBase):
+    """Weighted sum of named loss terms; weights can be scheduled or balanced during training.
+
+    Use it to add secondary terms to a primary loss (a Dice term beside cross-entropy, a
+    confidence penalty, an application cost, a reward) and to change their weights during
+    training with `LossWeightScheduler` or the adaptive callbacks (`UncertaintyWeighting`,
+    `DynamicWeightAveraging`, `GradNorm`).
+
+    Formula:
+        `loss = sum_i sign_i * w_i * L_i(y_true, y_pred, sample_weight)`, each `L_i`
+        reduced with `reduction`; `sign_i = -1` for reward terms. With uncertainty
+        weighting (Kendall et al. 2018) `loss = sum_i exp(-s_i) * L_i + s_i`.
+
+    Args:
+        terms: `{name: term}` or a list of terms (named after the losses). A term is a
+            `keras.losses.Loss`, a loss name or config (`keras_lossopt.losses.get`), or a
+            function `(y_true, y_pred) -> per-sample loss` (wrapped in `FunctionTerm`).
+        weights: `{name: weight}` (or a list in the order of `terms`), each finite and >= 0.
+            Missing names take the term's own `weight` attribute (e.g. `RewardTerm(fn, weight)`),
+            else 1.0. Default None.
+        reduction: Keras reduction, applied to every term. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"composite_loss"`.
+        dtype: computation dtype. Default None.
+
+    Returns:
+        A scalar, or one value per sample for `reduction="none"`.
+
+    Raises:
+        ValueError: for no terms, a term that is not a loss or function, unknown or
+            duplicate names, a negative or non-finite weight, or a nested composite.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_lossopt.losses import DiceLoss, FocalLoss
+        >>> loss = FocalLoss() + 0.5 * DiceLoss()
+        >>> loss.term_names, loss.weights_dict()
+        (('focal', 'dice'), {'focal': 1.0, 'dice': 0.5})
+        >>> y_true = np.array([[0, 1, 1, 2]])
+        >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
+        >>> parts = float(FocalLoss()(y_true, probs)) + 0.5 * float(DiceLoss()(y_true, probs))
+        >>> bool(np.isclose(float(loss(y_true, probs)), parts))
+        True
+
+    References:
+        Kendall, Gal, Cipolla (2018). Multi-task learning using uncertainty to weigh losses
+        for scene geometry and semantics. CVPR.
+    """
+
+    def __init__(
+        self,
+        terms: Mapping[str, Any] | list[Any] | tuple[Any, ...],
+        weights: Mapping[str, float] | list[float] | tuple[float, ...] | None = None,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "composite_loss",
+        dtype: Any = None,
+    ):
+        check_choice("reduction", reduction, _REDUCTIONS)
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        named = self._named_terms(terms)
+        self.terms = {term: _as_term(term, loss, reduction) for term, loss in named.items()}
+        initial = self._initial_weights(weights, named)
+        self.state = CompositeLossState(initial, name=f"{name}_state")
+        self._assigned_weights: dict[str, float] = dict(initial)
+        self._latest_values: dict[str, Any] = {}
+
+    @staticmethod
+    def _named_terms(terms: Any) -> dict[str, Any]:
+        if isinstance(terms, Mapping):
+            named = dict(terms)
+            for term in named:
+                if not isinstance(term, str) or not term.isidentifier():
+                    raise ValueError(
+                        f"Term names must be identifiers (they become log names such as loss_<term>). "
+                        f"Received: {term!r}"
+                    )
+        elif isinstance(terms, (list, tuple)):
+            named = {}
+            for loss in terms:
+                base = term_name_of(loss if not isinstance(loss, str) else get_loss(loss))
+                term, index = base, 2
+                while term in named:
+                    term, index = f"{base}_{index}", index + 1
+                named[term] = loss
+        else:
+            raise ValueError(
+                f"`terms` must be a dict {{name: loss}} or a list of losses. Received: {terms!r} "
+                f"of type {type(terms).__name__}"
+            )
+        if not named:
+            raise ValueError("`terms` must name at least one loss term. Received: an empty collection")
+        return named
+
+    @staticmethod
+    def _initial_weights(weights: Any, named: Mapping[str, Any]) -> dict[str, float]:
+        if weights is None:
+            weights = {}
+        elif isinstance(weights, (list, tuple)):
+            if len(weights) != len(named):
+                raise ValueError(
+                    f"`weights` has {len(weights)} values for {len(named)} terms {list(named)}. Received: {weights!r}"
+                )
+            weights = dict(zip(named, weights))
+        elif not isinstance(weights, Mapping):
+            raise ValueError(f"`weights` must be a dict {{term: weight}} or a list. Received: {weights!r}")
+        unknown = [term for term in weights if term not in named]
+        if unknown:
+            check_choice("weights key", unknown[0], list(named))
+        return {
+            term: _check_weight(term, weights[term] if term in weights else getattr(loss, "weight", 1.0))
+            for term, loss in named.items()
+        }
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """The term names, in order."""
+        return tuple(self.terms)
+
+    def weights_dict(self) -> dict[str, float]:
+        """Current term weights as Python floats (reads the variables)."""
+        weights = {}
+        for term, variable in self.state.term_weights.items():
+            value = ops.convert_to_numpy(variable)
+            # The variable is float32; report the float that was assigned when it still holds it,
+            # so configs keep 0.7 rather than 0.699999988 (in-graph updates report the variable).
+            given = self._assigned_weights.get(term)
+            weights[term] = given if given is not None and np.float32(given) == value else float(value)
+        return weights
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Assigns new term weights; a compiled step uses them from its next call.
+
+        Args:
+            weights: `{term: weight}` for some or all terms, each finite and >= 0.
+        """
+        for term, value in weights.items():
+            check_choice("term", term, self.term_names)
+            value = _check_weight(term, value)
+            self.state.term_weights[term].assign(value)
+            self._assigned_weights[term] = value
+
+    def sign(self, term: str) -> float:
+        """-1.0 for a reward term (subtracted), else 1.0."""
+        return float(getattr(self.terms[term], "sign", 1.0))
+
+    @property
+    def uncertainty_weighting(self) -> bool:
+        """Whether the terms are weighted by learned log-variances (see `UncertaintyWeighting`)."""
+        return bool(self.state.log_variances)
+
+    # -- the loss: the reduction step of the loss contract -----------------------------------
+
+    def term_values(self, y_true, y_pred, sample_weight=None, mask=None) -> dict[str, Any]:
+        """Each term's unweighted value, reduced by the term with the composite's reduction.
+
+        Args:
+            y_true: targets.
+            y_pred: predictions.
+            sample_weight: optional weights, passed to every term.
+            mask: optional input mask (the Keras mask of `y_pred`), passed to every term.
+
+        Returns:
+            `{term: value}`: scalars, or one value per sample for `reduction="none"`.
+        """
+        values = {}
+        for term, loss in self.terms.items():
+            value = ops.cast(child_loss(loss, y_true, y_pred, sample_weight, mask), self.dtype)
+            if self.reduction in (None, "none"):
+                value = self._per_sample(term, loss, value, y_true, y_pred, mask)
+            values[term] = value
+        return values
+
+    def _per_sample(self, term, loss, value, y_true, y_pred, mask):
+        """One value per sample from a term's unreduced values (see the module docstring)."""
+        if len(value.shape) == 0:
+            return ops.broadcast_to(value, ops.shape(y_pred)[:1])
+        if value.shape[0] is not None and y_pred.shape[0] is not None and value.shape[0] != y_pred.shape[0]:
+            raise ValueError(
+                f"Term {term!r} returned values of shape {tuple(value.shape)}, which cannot be reduced to one "
+                f"value per sample of y_pred with shape {tuple(y_pred.shape)}."
+            )
+        axes = tuple(range(1, len(value.shape)))
+        if not axes:
+            return value
+        valid = merge_masks(value.dtype, mask, _own_mask(loss, y_true, y_pred))
+        if valid is None:
+            return ops.mean(value, axis=axes)
+        valid = ops.broadcast_to(valid, ops.shape(value))
+        return ops.sum(value, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
+
+    def combine(self, values: Mapping[str, Any]):
+        """The weighted sum of term values (as in the formula of the class docstring).
+
+        Args:
+            values: `{term: value}` as returned by `term_values`.
+
+        Returns:
+            The composite loss.
+        """
+        total = None
+        for term, value in values.items():
+            if self.uncertainty_weighting:
+                log_variance = ops.cast(self.state.log_variances[term], value.dtype)
+                part = ops.exp(-log_variance) * value + log_variance
+            else:
+                part = ops.cast(self.state.term_weights[term], value.dtype) * value
+                if self.sign(term) < 0:
+                    part = -part
+            total = part if total is None else total + part
+        return total
+
+    def _record(self, values: Mapping[str, Any], y_pred) -> None:
+        """Updates the per-term means (unweighted; undoing Keras' per-replica loss scaling)."""
+        replicas, _ = replicas_in_sync()
+        batch = ops.cast(ops.shape(y_pred)[0], "float32")
+        latest = {}
+        for term, value in values.items():
+            scalar = ops.mean(value) if len(value.shape) else value
+            latest[term] = scalar
+            self.state.term_trackers[term].update_state(scalar * float(replicas), sample_weight=batch)
+        # Read by GradNorm inside the same traced step.
+        self._latest_values = latest
+
+    def standardize_inputs(self, y_true, y_pred):
+        # Each term standardizes for itself; y_true may be None when every term reads y_pred only.
+        y_pred = ops.convert_to_tensor(y_pred)
+        return (y_true if y_true is None else ops.convert_to_tensor(y_true)), y_pred
+
+    def compute_reduced_loss(self, y_true, y_pred, sample_weight, mask):
+        values = self.term_values(y_true, y_pred, sample_weight, mask)
+        self._record(values, y_pred)
+        return self.combine(values)
+
+    def call(self, y_true, y_pred):
+        """Per-sample weighted sum without `sample_weight` or masks (the `reduction="none"` values)."""
+        values = {}
+        for term, loss in self.terms.items():
+            value = ops.cast(child_loss(loss, y_true, y_pred, None, None), self.dtype)
+            values[term] = self._per_sample(term, loss, value, y_true, y_pred, None)
+        return self.combine(values)
+
+    # -- arithmetic: FocalLoss() + 0.5 * DiceLoss() --------------------------------------
+
+    @classmethod
+    def from_operands(cls, left: Any, right: Any) -> Any:
+        """`left + right` for losses and composites (0 is the identity, so `sum(losses)` works)."""
+        if isinstance(left, (int, float)) and left == 0:
+            return right
+        if isinstance(right, (int, float)) and right == 0:
+            return left
+        for operand in (left, right):
+            if not isinstance(operand, keras.losses.Loss):
+                raise TypeError(
+                    f"Only losses can be added to a loss; multiply by a number to weight one. "
+                    f"Received: {operand!r} of type {type(operand).__name__}"
+                )
+        terms: dict[str, Any] = {}
+        weights: dict[str, float] = {}
+        for operand in (left, right):
+            parts = (
+                [(t, operand.terms[t], w) for t, w in operand.weights_dict().items()]
+                if isinstance(operand, CompositeLoss)
+                else [(term_name_of(operand), operand, float(getattr(operand, "weight", 1.0)))]
+            )
+            for base, loss, weight in parts:
+                term, index = base, 2
+                while term in terms:
+                    term, index = f"{base}_{index}", index + 1
+                terms[term], weights[term] = loss, weight
+        reduction = left.reduction if isinstance(left, CompositeLoss) else "sum_over_batch_size"
+        return cls(terms, weights, reduction=reduction)
+
+    @classmethod
+    def scaled(cls, loss: Any, factor: Any) -> CompositeLoss:
+        """`factor * loss`: a composite whose weights are multiplied by `factor` (>= 0)."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            return NotImplemented
+        factor = _check_weight("<scale factor>", factor)
+        if isinstance(loss, CompositeLoss):
+            weights = {t: w * factor for t, w in loss.weights_dict().items()}
+            return cls(dict(loss.terms), weights, reduction=loss.reduction, name=loss.name)
+        term = term_name_of(loss)
+        return cls({term: loss}, {term: float(getattr(loss, "weight", 1.0)) * factor})
+
+    # -- serialization ---------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "terms": {term: keras.saving.serialize_keras_object(loss) for term, loss in self.terms.items()},
+            "weights": self.weights_dict(),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["terms"] = {
+            term: keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss
+            for term, loss in config["terms"].items()
+        }
+        return cls(**config)
+
+
+def task_losses(losses: Mapping[str, Any]) -> dict[str, CompositeLoss]:
+    """One single-term `CompositeLoss` per output of a multi-output model, named after the output.
+
+    Compile a multi-output model with it (`model.compile(loss=task_losses({"digit": ce, "size": "mse"}))`)
+    so that schedules and adaptive weighting address each output's loss by the output's name.
+
+    Args:
+        losses: `{output name: loss}`; a loss is anything `CompositeLoss` accepts as a term.
+
+    Returns:
+        `{output name: CompositeLoss({output name: loss})}`.
+
+    Raises:
+        ValueError: as `CompositeLoss`.
+
+    Example:
+        >>> losses = task_losses({"digit": "sparse_categorical_crossentropy", "size": "mse"})
+        >>> [loss.term_names for loss in losses.values()]
+        [('digit',), ('size',)]
+    """
+    if not isinstance(losses, Mapping) or not losses:
+        raise ValueError(f"`losses` must be a non-empty dict {{output name: loss}}. Received: {losses!r}")
+    return {output: CompositeLoss({output: loss}, name=f"{output}_loss") for output, loss in losses.items()}

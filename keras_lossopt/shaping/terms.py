@@ -1,0 +1,354 @@
+"""Loss terms for composites: functions, rewards (subtracted), confidence and output penalties.
+
+Each term is a `keras.losses.Loss` returning one value per sample (`call`), reduced by the
+loss contract, so it also works alone. Terms that take a user function check its output
+at the first call: it must keep the batch axis, since a value already reduced over the
+batch cannot be weighted per sample, masked or averaged correctly.
+
+A term's `weight` attribute is the weight a `CompositeLoss` gives it when none is set
+there (`FocalLoss() + ConfidencePenalty(beta=0.1)` weights the penalty by 0.1), and
+`sign = -1` marks a quantity to maximize: the composite subtracts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lossopt._validation import check_choice, check_int, check_non_negative
+from keras_lossopt.losses.base import LossFunctionBase
+
+__all__ = ["ConfidencePenalty", "FunctionTerm", "OutputPenalty", "RewardTerm", "check_per_sample"]
+
+
+def check_per_sample(term: str, values: Any, y_pred: Any):
+    """`values` as a tensor, after checking that it keeps the batch axis of `y_pred`.
+
+    Args:
+        term: the term's name, for the error message.
+        values: what the term's function returned.
+        y_pred: the predictions it was computed from.
+
+    Returns:
+        `values` as a tensor of shape `(N, ...)`.
+
+    Raises:
+        ValueError: when `values` is a scalar or its first axis is not the batch axis.
+    """
+    values = ops.convert_to_tensor(values)
+    if len(values.shape) == 0:
+        raise ValueError(
+            f"Term {term!r} returned a single value for the batch; a term must return one value per sample, "
+            f"shape (N, ...), so that it can be weighted, masked and reduced. Received: a scalar for "
+            f"y_pred of shape {tuple(y_pred.shape)}"
+        )
+    leading, batch = values.shape[0], y_pred.shape[0]
+    # A per-sample value computed from a batch of unknown size has an unknown first axis too.
+    if (batch is not None and leading is not None and leading != batch) or (batch is None and leading is not None):
+        raise ValueError(
+            f"Term {term!r} returned values of shape {tuple(values.shape)}, which cannot be reduced to one value "
+            f"per sample of y_pred with shape {tuple(y_pred.shape)}; return one value per sample, shape (N, ...)."
+        )
+    return values
+
+
+def _callable(name: str, fn: Any) -> Any:
+    if isinstance(fn, dict):
+        fn = keras.saving.deserialize_keras_object(fn)
+    if not callable(fn) or isinstance(fn, type):
+        raise ValueError(f"`{name}` must be a function. Received: {name}={fn!r}")
+    return fn
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class FunctionTerm(LossFunctionBase):
+    """A loss term from a function `(y_true, y_pred) -> per-sample loss`.
+
+    `CompositeLoss` wraps plain functions in it. The function's output is checked at the
+    first call (one value per sample).
+
+    Args:
+        fn: the function; saved by name, so register it with
+            `keras.saving.register_keras_serializable` to reload without `custom_objects`.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default: the function's name.
+        dtype: computation dtype. Default None.
+
+    Raises:
+        ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> def abs_error(y_true, y_pred):
+        ...     return ops.mean(ops.abs(y_true - y_pred), axis=-1)
+        >>> float(FunctionTerm(abs_error)(np.zeros((2, 3)), np.ones((2, 3))))
+        1.0
+    """
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None):
+        fn = _callable("fn", fn)
+        super().__init__(name=name or getattr(fn, "__name__", "function_term"), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return check_per_sample(self.name, self.fn(y_true, y_pred), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class OutputPenalty(LossFunctionBase):
+    """A cost on the prediction alone, e.g. the energy of a controller's predicted actions.
+
+    Formula:
+        `penalty_i = fn(y_pred)_i`, one value per sample; `y_true` is ignored.
+
+    Args:
+        fn: function `y_pred -> per-sample cost` (register it to reload without `custom_objects`).
+        weight: default weight in a `CompositeLoss`, >= 0. Default 1.0.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"output_penalty"`.
+        dtype: computation dtype. Default None.
+
+    Raises:
+        ValueError: when `fn` is not a function, `weight` < 0, or `fn` does not return one value per sample.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> energy = OutputPenalty(lambda u: ops.sum(ops.square(u), axis=-1))
+        >>> float(energy(None, np.array([[1.0, 2.0], [0.0, 1.0]])))
+        3.0
+    """
+
+    def __init__(self, fn, weight=1.0, reduction="sum_over_batch_size", name="output_penalty", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = _callable("fn", fn)
+        self.weight = check_non_negative("weight", weight)
+
+    def standardize_inputs(self, y_true, y_pred):
+        # `y_true` plays no part (it may be None or a dummy target).
+        y_pred = ops.convert_to_tensor(y_pred)
+        return y_true, ops.cast(y_pred, self.dtype) if y_pred.dtype != self.dtype else y_pred
+
+    def call(self, y_true, y_pred):
+        return check_per_sample(self.name, self.fn(y_pred), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn), "weight": self.weight}
+
+
+_PENALTY_MODES = ("multiclass", "multilabel")
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class ConfidencePenalty(LossFunctionBase):
+    """Negative entropy of the predicted distribution: penalizes over-confident predictions.
+
+    Added to cross-entropy with weight `beta`, it is the confidence penalty of Pereyra et
+    al. (2017): `CE - beta * H(p)`, which keeps the output distribution from collapsing to
+    one class (a regularizer close to label smoothing, but on the prediction).
+
+    Formula:
+        multiclass: `-H(p) = sum_c p_c log p_c` (softmax over the last axis);
+        multilabel: the Bernoulli negative entropy averaged over the last axis.
+
+    Args:
+        beta: the penalty's default weight in a `CompositeLoss`, >= 0. Default 0.1.
+        from_logits: whether `y_pred` holds logits. Default False.
+        mode: `"multiclass"` (softmax) or `"multilabel"` (sigmoid). Default `"multiclass"`.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"confidence_penalty"`.
+        dtype: computation dtype. Default None.
+
+    Raises:
+        ValueError: for `beta` < 0 or an unknown `mode`.
+
+    Example:
+        >>> import numpy as np
+        >>> uniform = np.full((1, 4), 0.25)
+        >>> round(float(ConfidencePenalty()(None, uniform)), 4)  # -log(4)
+        -1.3863
+
+    References:
+        Pereyra, Tucker, Chorowski, Kaiser, Hinton (2017). Regularizing neural networks by
+        penalizing confident output distributions. ICLR workshop.
+    """
+
+    def __init__(
+        self,
+        beta=0.1,
+        from_logits=False,
+        mode="multiclass",
+        reduction="sum_over_batch_size",
+        name="confidence_penalty",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.beta = check_non_negative("beta", beta)
+        self.from_logits = bool(from_logits)
+        self.mode = check_choice("mode", mode, _PENALTY_MODES)
+
+    @property
+    def weight(self) -> float:
+        """The default weight in a composite: `beta`."""
+        return self.beta
+
+    def standardize_inputs(self, y_true, y_pred):
+        y_pred = ops.convert_to_tensor(y_pred)
+        return y_true, ops.cast(y_pred, self.dtype) if y_pred.dtype != self.dtype else y_pred
+
+    def call(self, y_true, y_pred):
+        if self.mode == "multiclass":
+            if self.from_logits:
+                log_p = ops.log_softmax(y_pred, axis=-1)
+            else:
+                log_p = ops.log(ops.clip(y_pred, keras.config.epsilon(), 1.0))
+            return ops.sum(ops.exp(log_p) * log_p, axis=-1)
+        if self.from_logits:
+            log_p, log_q = ops.log_sigmoid(y_pred), ops.log_sigmoid(-y_pred)
+        else:
+            eps = keras.config.epsilon()
+            log_p, log_q = ops.log(ops.clip(y_pred, eps, 1.0)), ops.log(ops.clip(1.0 - y_pred, eps, 1.0))
+        return ops.mean(ops.exp(log_p) * log_p + ops.exp(log_q) * log_q, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "from_logits": self.from_logits, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class RewardTerm(LossFunctionBase):
+    """A quantity to maximize; a `CompositeLoss` subtracts `weight * reward`.
+
+    With `differentiable=True` (default) `fn(y_true, y_pred)` is a per-sample reward written
+    in `keras.ops`. With `differentiable=False`, `fn(y_true, classes)` may be any NumPy
+    function of the true labels and the predicted class indices (a business metric, a
+    simulator): the term then draws `num_samples` classes per sample from the model's
+    predicted distribution `p(.|x)` (softmax of the last axis) and uses the score-function
+    (REINFORCE) estimator with a leave-one-out baseline over those samples,
+
+        grad E_p[r] ~ 1/K sum_k (r_k - b_k) grad log p(a_k|x),  b_k = mean of the other K-1 rewards,
+
+    an unbiased estimate with lower variance than a plain REINFORCE (Kool et al. 2019). The
+    term's value is the mean sampled reward (what is logged); only its gradient is the
+    estimator. The NumPy call runs through `tf.numpy_function`: TensorFlow backend and
+    `jit_compile=False` (XLA cannot call Python).
+
+    Args:
+        fn: the reward function (register it to reload without `custom_objects`).
+        weight: default weight in a `CompositeLoss`, >= 0. Default 1.0.
+        differentiable: whether `fn` is differentiable `keras.ops` code on `y_pred`. Default True.
+        num_samples: classes drawn per sample for the estimator, >= 2. Default 4.
+        from_logits: whether `y_pred` holds logits (estimator only). Default False.
+        seed: seed of the class sampling (estimator only). Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default `"reward"`.
+        dtype: computation dtype. Default None.
+
+    Raises:
+        ValueError: for a bad argument, or `fn` not returning one reward per sample.
+
+    Example:
+        >>> import numpy as np
+        >>> def hit_rate(y_true, classes):  # NumPy, not differentiable
+        ...     return (classes == y_true.reshape(-1)).astype("float32")
+        >>> reward = RewardTerm(hit_rate, differentiable=False, num_samples=64, seed=0)
+        >>> certain = np.array([[0.0, 1.0], [1.0, 0.0]])
+        >>> float(reward(np.array([1, 0]), certain))  # every sampled class is right
+        1.0
+
+    References:
+        Williams (1992). Simple statistical gradient-following algorithms for connectionist
+        reinforcement learning. Machine Learning.
+        Kool, van Hoof, Welling (2019). Buy 4 REINFORCE samples, get a baseline for free! ICLR workshop.
+    """
+
+    sign = -1.0
+
+    def __init__(
+        self,
+        fn,
+        weight=1.0,
+        differentiable=True,
+        num_samples=4,
+        from_logits=False,
+        seed=None,
+        reduction="sum_over_batch_size",
+        name="reward",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = _callable("fn", fn)
+        self.weight = check_non_negative("weight", weight)
+        self.differentiable = bool(differentiable)
+        self.num_samples = check_int("num_samples", num_samples, minimum=2)
+        self.from_logits = bool(from_logits)
+        self.seed = seed
+        if not self.differentiable:
+            if keras.backend.backend() != "tensorflow":
+                raise ValueError(
+                    "RewardTerm(differentiable=False) calls NumPy through tf.numpy_function and needs the "
+                    f"TensorFlow backend. Received: backend {keras.backend.backend()!r}"
+                )
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def standardize_inputs(self, y_true, y_pred):
+        if not self.differentiable:
+            y_pred = ops.convert_to_tensor(y_pred)
+            return ops.convert_to_tensor(y_true), ops.cast(y_pred, self.dtype)
+        return super().standardize_inputs(y_true, y_pred)
+
+    def call(self, y_true, y_pred):
+        if self.differentiable:
+            return check_per_sample(self.name, self.fn(y_true, y_pred), y_pred)
+        return self._score_function_reward(y_true, y_pred)
+
+    def _score_function_reward(self, y_true, y_pred):
+        if self.from_logits:
+            log_probs = ops.log_softmax(y_pred, axis=-1)
+        else:
+            log_probs = ops.log(ops.clip(y_pred, keras.config.epsilon(), 1.0))
+        classes = keras.random.categorical(
+            ops.stop_gradient(log_probs), self.num_samples, seed=self.seed_generator, dtype="int32"
+        )
+        rewards = ops.stop_gradient(self._numpy_rewards(y_true, classes))
+        others = (ops.sum(rewards, axis=-1, keepdims=True) - rewards) / (self.num_samples - 1)
+        log_p_sampled = ops.take_along_axis(log_probs, classes, axis=-1)
+        surrogate = ops.mean(ops.stop_gradient(rewards - others) * log_p_sampled, axis=-1)
+        # Forward value: the mean sampled reward; gradient: the score-function estimate.
+        return ops.mean(rewards, axis=-1) + surrogate - ops.stop_gradient(surrogate)
+
+    def _numpy_rewards(self, y_true, classes):
+        import tensorflow as tf  # the NumPy adapter (see the class docstring)
+
+        fn, name, samples = self.fn, self.name, self.num_samples
+
+        def rewards(labels, drawn):
+            count = drawn.shape[0]
+            value = np.asarray(fn(np.repeat(labels, samples, axis=0), drawn.reshape(-1)), dtype=np.float32)
+            if value.shape != (count * samples,):
+                raise ValueError(
+                    f"Reward {name!r} must return one reward per sample, shape ({count * samples},) for "
+                    f"{count * samples} sampled classes. Received: shape {value.shape}"
+                )
+            return value.reshape(count, samples)
+
+        values = tf.numpy_function(rewards, [y_true, classes], tf.float32, stateful=False)
+        values.set_shape(classes.shape)
+        return ops.cast(values, self.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "fn": keras.saving.serialize_keras_object(self.fn),
+            "weight": self.weight,
+            "differentiable": self.differentiable,
+            "num_samples": self.num_samples,
+            "from_logits": self.from_logits,
+            "seed": self.seed,
+        }

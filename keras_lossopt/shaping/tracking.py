@@ -1,0 +1,168 @@
+"""How a model sees the state of its composite losses: `track_loss_terms` and the callback base.
+
+`model.compile(loss=...)` does not tell a loss which model uses it, and a compiled step
+only updates the state that the model tracks (on JAX a variable the model does not track
+is a constant of the compiled step). `track_loss_terms(model)` finds every `CompositeLoss`
+the model was compiled with (one loss, or one per output in a list or dict) and attaches
+their `CompositeLossState` layers to the model in one container layer,
+`model.loss_term_states` (functional and Sequential models allow attaching layers outside
+the graph of layers; a subclassed model must do it before it is built). From then on:
+
+* the term weights are non-trainable variables of the model (in `model.non_trainable_variables`),
+  and uncertainty weighting's log-variances trainable ones;
+* the per-term means are model metrics: `loss_<term>` in the training logs, `val_loss_<term>`
+  in the validation logs, reset at each epoch like Keras' own trackers.
+
+Every shaping callback calls it in `set_model`, so passing the callback to `fit` is enough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_lossopt._validation import check_choice
+from keras_lossopt.shaping.composite import CompositeLoss
+
+__all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
+
+CONTAINER_ATTRIBUTE = "loss_term_states"
+
+
+class _LossTermStates(keras.layers.Layer):
+    """Container layer for the `CompositeLossState`s attached to a model."""
+
+    def __init__(self, name: str = "loss_term_states"):
+        super().__init__(name=name)
+        self.states = []
+        self.built = True
+
+    def call(self, *args, **kwargs):  # pragma: no cover - state only
+        raise NotImplementedError("loss_term_states holds state and is not called.")
+
+
+def composite_losses(model: keras.Model) -> list[CompositeLoss]:
+    """The `CompositeLoss` objects a compiled model uses (single loss, list or dict of losses).
+
+    Args:
+        model: a compiled Keras model.
+
+    Returns:
+        The composites, in output order.
+
+    Raises:
+        ValueError: when the model is not compiled.
+    """
+    if not getattr(model, "compiled", False):
+        raise ValueError("The model must be compiled (with a CompositeLoss) before loss terms can be tracked.")
+    losses = model.loss
+    if isinstance(losses, dict):
+        losses = list(losses.values())
+    elif not isinstance(losses, (list, tuple)):
+        losses = [losses]
+    found, seen = [], set()
+    for loss in losses:
+        if isinstance(loss, CompositeLoss) and id(loss) not in seen:
+            found.append(loss)
+            seen.add(id(loss))
+    return found
+
+
+def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
+    """Attaches the state of the model's composite losses to the model (idempotent).
+
+    Args:
+        model: a compiled model.
+
+    Returns:
+        The model's composites.
+
+    Raises:
+        ValueError: when the model is not compiled, two composites share a term name (their
+            logs would collide), or the model cannot take new layers (a built subclassed model).
+    """
+    composites = composite_losses(model)
+    owner: dict[str, str] = {}
+    for composite in composites:
+        for term in composite.term_names:
+            if term in owner:
+                raise ValueError(
+                    f"Term name {term!r} is used by two composite losses ({owner[term]!r} and {composite.name!r}); "
+                    "term names must be unique across a model's losses because they name the logs "
+                    "(loss_<term>) and the weights."
+                )
+            owner[term] = composite.name
+    container = getattr(model, CONTAINER_ATTRIBUTE, None)
+    if container is None:
+        container = _LossTermStates()
+        try:
+            setattr(model, CONTAINER_ATTRIBUTE, container)
+        except ValueError as error:
+            raise ValueError(
+                "Cannot attach the composite losses' state to this model (a built subclassed model does not "
+                "accept new layers). Call keras_lossopt.shaping.track_loss_terms(model) after compile and "
+                f"before the model is built, or assign composite.state in the model's __init__. Keras said: {error}"
+            ) from None
+    attached = {id(state) for state in container.states}
+    for composite in composites:
+        if id(composite.state) not in attached:
+            container.states.append(composite.state)
+    return composites
+
+
+class TermWeightCallback(keras.callbacks.Callback):
+    """Base of the callbacks that change term weights; tracks the terms and logs the weights.
+
+    Subclasses read `self.composites` / `self.term_index` after `set_model` and assign
+    weights through `self.assign(term, value)`. At each epoch end the current weights go
+    into the logs as `weight_<term>` (History, CSVLogger and TensorBoard see them when they
+    come after this callback in the list; Keras' `History` always does).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.composites: list[CompositeLoss] = []
+        self.term_index: dict[str, CompositeLoss] = {}
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self.composites = track_loss_terms(model)
+        if not self.composites:
+            raise ValueError(
+                f"{type(self).__name__} needs a model compiled with CompositeLoss terms (one composite, or one per "
+                "output: keras_lossopt.shaping.task_losses({...})). Received: loss="
+                f"{getattr(model, 'loss', None)!r}"
+            )
+        self.term_index = {term: composite for composite in self.composites for term in composite.term_names}
+
+    @property
+    def term_names(self) -> list[str]:
+        """All term names of the model's composites, in order."""
+        return list(self.term_index)
+
+    def check_terms(self, argument: str, names: Any) -> None:
+        """Raises a ValueError naming the closest known term for each unknown name."""
+        for name in names:
+            check_choice(f"{argument} term", name, self.term_names)
+
+    def current_weights(self) -> dict[str, float]:
+        """`{term: weight}` now (the effective weight `exp(-s)` under uncertainty weighting)."""
+        weights = {}
+        for composite in self.composites:
+            if composite.uncertainty_weighting:
+                for term, log_variance in composite.state.log_variances.items():
+                    weights[term] = float(keras.ops.exp(-keras.ops.convert_to_numpy(log_variance)))
+            else:
+                weights.update(composite.weights_dict())
+        return weights
+
+    def assign(self, term: str, value: float) -> None:
+        """Sets one term's weight (a variable assignment; the compiled step is not retraced)."""
+        self.term_index[term].set_weights({term: value})
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        for term, weight in self.current_weights().items():
+            logs[f"weight_{term}"] = weight

@@ -1,0 +1,183 @@
+"""Bad input to keras_lossopt.shaping: clear errors at construction or at the first call (table-driven)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_lossopt.losses import DiceLoss, FocalLoss
+from keras_lossopt.shaping import (
+    CompositeLoss,
+    ConfidencePenalty,
+    CosineSchedule,
+    DynamicWeightAveraging,
+    FunctionTerm,
+    GradNorm,
+    LinearWarmup,
+    LossWeightScheduler,
+    OutputPenalty,
+    RewardTerm,
+    StepSchedule,
+    UncertaintyWeighting,
+    dwa_weights,
+    task_losses,
+)
+
+
+def _batch_mean(y_true, y_pred):
+    return keras.ops.mean(y_pred)  # already reduced over the batch: not one value per sample
+
+
+def _over_classes(y_true, y_pred):
+    return keras.ops.mean(y_pred, axis=0)  # reduces the batch axis instead of the class axis
+
+
+CONSTRUCTION = [
+    ("no terms", lambda: CompositeLoss({}), "at least one loss term"),
+    ("term not a loss", lambda: CompositeLoss({"a": 3.0}), "Term 'a' must be a keras.losses.Loss"),
+    ("unknown loss name", lambda: CompositeLoss({"a": "focall"}), "focal"),
+    ("term name not an identifier", lambda: CompositeLoss({"my loss": FocalLoss()}), "identifiers"),
+    (
+        "negative weight",
+        lambda: CompositeLoss({"focal": FocalLoss()}, weights={"focal": -1.0}),
+        "must be finite and >= 0",
+    ),
+    ("nan weight", lambda: CompositeLoss([FocalLoss()], weights=[float("nan")]), "must be finite and >= 0"),
+    ("weight for unknown term", lambda: CompositeLoss({"focal": FocalLoss()}, weights={"dise": 1.0}), "focal"),
+    ("weights list length", lambda: CompositeLoss([FocalLoss(), DiceLoss()], weights=[1.0]), "2 terms"),
+    ("negative scale", lambda: -0.5 * DiceLoss(), "must be finite and >= 0"),
+    ("nested composite", lambda: CompositeLoss({"a": FocalLoss() + DiceLoss()}), "itself a CompositeLoss"),
+    ("unknown reduction", lambda: CompositeLoss([FocalLoss()], reduction="avg"), "reduction"),
+    ("penalty beta", lambda: ConfidencePenalty(beta=-0.1), "beta"),
+    ("penalty mode", lambda: ConfidencePenalty(mode="binary_focal"), "mode"),
+    ("output penalty fn", lambda: OutputPenalty(3), "`fn` must be a function"),
+    ("reward weight", lambda: RewardTerm(lambda y, p: p, weight=-1.0), "weight"),
+    ("reward samples", lambda: RewardTerm(lambda y, c: c, differentiable=False, num_samples=1), "num_samples"),
+    ("warm-up steps", lambda: LinearWarmup(1.0, steps=0), "steps"),
+    ("cosine negative", lambda: CosineSchedule(-1.0, 0.0, steps=3), "start"),
+    ("step boundaries", lambda: StepSchedule([3, 2], [1.0, 2.0, 3.0]), "strictly increasing"),
+    ("step values", lambda: StepSchedule([3], [1.0]), "len\\(boundaries\\) \\+ 1"),
+    ("scheduler empty", lambda: LossWeightScheduler({}), "non-empty"),
+    ("scheduler not callable", lambda: LossWeightScheduler({"dice": 0.5}), "must be a WeightSchedule"),
+    ("scheduler by", lambda: LossWeightScheduler({"dice": LinearWarmup(1.0, 2)}, by="batch"), "by"),
+    ("dwa temperature", lambda: DynamicWeightAveraging(temperature=0.0), "temperature"),
+    ("dwa history", lambda: dwa_weights([[1.0, 2.0], [1.0]]), "one loss per term"),
+    ("dwa zero loss", lambda: dwa_weights([[0.0, 1.0], [1.0, 1.0]]), "positive losses"),
+    ("gradnorm alpha", lambda: GradNorm(alpha=-1.0), "alpha"),
+    ("gradnorm learning rate", lambda: GradNorm(learning_rate=-0.1), "learning_rate"),
+    ("gradnorm layer", lambda: GradNorm(shared_layer=3), "shared_layer"),
+    ("uncertainty initial", lambda: UncertaintyWeighting(initial_log_variance=float("inf")), "finite"),
+    ("task losses", lambda: task_losses([FocalLoss()]), "non-empty dict"),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "message"), CONSTRUCTION, ids=[c[0] for c in CONSTRUCTION])
+def test_construction_errors(case, build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+FIRST_CALL = [
+    ("function returns a scalar", lambda: CompositeLoss({"mean": _batch_mean}), "returned a single value"),
+    ("function reduces the batch axis", lambda: CompositeLoss({"cls": _over_classes}), "one value per sample"),
+    ("function term alone", lambda: FunctionTerm(_batch_mean), "returned a single value"),
+    ("output penalty scalar", lambda: OutputPenalty(lambda p: keras.ops.sum(p)), "returned a single value"),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "message"), FIRST_CALL, ids=[c[0] for c in FIRST_CALL])
+def test_first_call_errors_eager_and_in_a_compiled_fit(case, build, message):
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    with pytest.raises(ValueError, match=message):
+        build()(np.zeros((8, 3), "float32"), x)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=build(), jit_compile=True)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, np.zeros((8, 3), "float32"), verbose=0)
+
+
+def _compiled(loss):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=loss)
+    return model
+
+
+def _fit(model, callback):
+    model.fit(np.zeros((4, 3), "float32"), np.zeros((4, 3), "float32"), epochs=1, verbose=0, callbacks=[callback])
+
+
+def _reward(y_true, y_pred):
+    return keras.ops.mean(y_pred, axis=-1)
+
+
+TRAINING = [
+    (
+        "unknown term in a schedule",
+        lambda: (
+            _compiled(CompositeLoss({"mse": "mse", "dice": "mae"})),
+            LossWeightScheduler({"dise": LinearWarmup(1, 2)}),
+        ),
+        "schedules term.*'dice'",
+    ),
+    (
+        "negative schedule value",
+        lambda: (_compiled(CompositeLoss({"mse": "mse"})), LossWeightScheduler({"mse": lambda t: -1.0})),
+        "returned -1.0 at t=0",
+    ),
+    (
+        "schedule by step with steps_per_execution",
+        lambda: (_steps_per_execution_model(), LossWeightScheduler({"mse": LinearWarmup(1, 2)}, by="step")),
+        "steps_per_execution=1",
+    ),
+    (
+        "callback without a composite",
+        lambda: (_compiled("mse"), DynamicWeightAveraging()),
+        "needs a model compiled with",
+    ),
+    (
+        "uncertainty with a reward",
+        lambda: (_compiled(CompositeLoss({"mse": "mse", "gain": RewardTerm(_reward)})), UncertaintyWeighting()),
+        "reward terms",
+    ),
+    (
+        "duplicate term names across outputs",
+        lambda: (
+            _two_outputs({"a": CompositeLoss({"x": "mse"}), "b": CompositeLoss({"x": "mae"})}),
+            LossWeightScheduler({"x": LinearWarmup(1, 2)}),
+        ),
+        "used by two composite losses",
+    ),
+    (
+        "gradnorm on a multi-output model without a shared layer",
+        lambda: (_two_outputs(task_losses({"a": "mse", "b": "mse"})), GradNorm()),
+        "needs `shared_layer`",
+    ),
+]
+
+
+def _steps_per_execution_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=CompositeLoss({"mse": "mse"}), steps_per_execution=2)
+    return model
+
+
+def _two_outputs(loss):
+    inputs = keras.Input((3,))
+    model = keras.Model(
+        inputs, {"a": keras.layers.Dense(3, name="a")(inputs), "b": keras.layers.Dense(3, name="b")(inputs)}
+    )
+    model.compile("sgd", loss=loss)
+    return model
+
+
+@pytest.mark.parametrize(("case", "build", "message"), TRAINING, ids=[c[0] for c in TRAINING])
+def test_errors_when_training_starts(case, build, message):
+    model, callback = build()
+    with pytest.raises(ValueError, match=message):
+        if len(model.outputs) > 1:
+            zeros = np.zeros((4, 3), "float32")
+            model.fit(np.zeros((4, 3), "float32"), {"a": zeros, "b": zeros}, epochs=1, verbose=0, callbacks=[callback])
+        else:
+            _fit(model, callback)

@@ -1,0 +1,111 @@
+"""The public surface of `keras_lossopt.losses`/`metrics`: exports, per-sample functions, old names."""
+
+import importlib
+import pkgutil
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lossopt.losses as losses
+import keras_lossopt.metrics as metrics
+
+
+def _public_modules(package):
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+@pytest.mark.parametrize("package", [losses, metrics], ids=["losses", "metrics"])
+def test_every_module_all_is_exported_by_its_package(package):
+    exported = set(package.__all__)
+    union = set()
+    for module in _public_modules(package):
+        names = set(getattr(module, "__all__", []))
+        assert names <= exported, f"{module.__name__}.__all__ has names the package does not export: {names - exported}"
+        union |= names
+    assert union == exported
+    for name in exported:
+        assert getattr(package, name) is not None
+
+
+def test_metrics_use_only_public_loss_names():
+    import inspect
+
+    source = inspect.getsource(importlib.import_module("keras_lossopt.metrics.segmentation"))
+    assert "from keras_lossopt.losses." not in source and "import keras_lossopt.losses." not in source
+
+
+CLASS_AND_FUNCTION = [
+    (losses.FocalLoss(gamma=1.5), losses.focal_loss, {"gamma": 1.5}, "sparse"),
+    (losses.PolyLoss(epsilon=0.5), losses.poly_loss, {"epsilon": 0.5}, "sparse"),
+    (losses.GeneralizedCrossEntropyLoss(q=0.5), losses.generalized_cross_entropy_loss, {"q": 0.5}, "sparse"),
+    (losses.SymmetricCrossEntropyLoss(), losses.symmetric_cross_entropy_loss, {}, "sparse"),
+    (losses.DiceLoss(log_dice=True), losses.dice_loss, {"log_dice": True}, "image"),
+    (losses.JaccardLoss(), losses.jaccard_loss, {}, "image"),
+    (losses.TverskyLoss(alpha=0.2, beta=0.8), losses.tversky_loss, {"alpha": 0.2, "beta": 0.8}, "image"),
+    (losses.FocalTverskyLoss(gamma=0.5), losses.focal_tversky_loss, {"gamma": 0.5}, "image"),
+    (losses.GeneralizedDiceLoss(), losses.generalized_dice_loss, {}, "image"),
+    (losses.LovaszSoftmaxLoss(per_image=True), losses.lovasz_softmax_loss, {"per_image": True}, "image"),
+    (losses.LovaszHingeLoss(), losses.lovasz_hinge_loss, {}, "binary-image"),
+]
+
+
+@pytest.mark.parametrize("loss, function, kwargs, data", CLASS_AND_FUNCTION, ids=lambda x: getattr(x, "name", ""))
+def test_each_loss_class_has_its_per_sample_function(loss, function, kwargs, data):
+    rng = np.random.default_rng(0)
+    if data == "sparse":
+        y_true, y_pred = rng.integers(0, 3, size=6), rng.dirichlet(np.ones(3), size=6).astype("float32")
+    elif data == "image":
+        y_true, y_pred = rng.integers(0, 3, size=(2, 4, 4)), rng.dirichlet(np.ones(3), size=(2, 4, 4)).astype("float32")
+    else:
+        y_true = rng.integers(0, 2, size=(2, 4, 4, 1)).astype("float32")
+        y_pred = rng.normal(size=(2, 4, 4, 1)).astype("float32")
+    loss = type(loss).from_config({**loss.get_config(), "reduction": "none"})
+    np.testing.assert_allclose(
+        np.asarray(function(y_true, y_pred, **kwargs)), np.asarray(loss(y_true, y_pred)), rtol=1e-6
+    )
+    assert function.__name__.endswith("_loss") and type(loss).__name__.endswith("Loss")
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("GeneralizedCrossEntropy", "GeneralizedCrossEntropyLoss"),
+        ("SymmetricCrossEntropy", "SymmetricCrossEntropyLoss"),
+        ("generalized_cross_entropy", "generalized_cross_entropy_loss"),
+        ("symmetric_cross_entropy", "symmetric_cross_entropy_loss"),
+    ],
+)
+def test_old_names_still_work_with_a_deprecation_warning(old, new):
+    with pytest.warns(DeprecationWarning, match=new):
+        assert getattr(losses, old) is getattr(losses, new)
+    with pytest.warns(DeprecationWarning, match=new):
+        from keras_lossopt.losses import noise_robust
+
+        assert getattr(noise_robust, old) is getattr(losses, new)
+
+
+def test_configs_saved_under_the_old_class_names_still_load():
+    for old, new_class in [
+        ("GeneralizedCrossEntropy", losses.GeneralizedCrossEntropyLoss),
+        ("SymmetricCrossEntropy", losses.SymmetricCrossEntropyLoss),
+    ]:
+        config = keras.saving.serialize_keras_object(new_class(from_logits=True))
+        config["class_name"] = old
+        config["registered_name"] = f"keras_lossopt>{old}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # loading an old file is not deprecated use
+            restored = keras.saving.deserialize_keras_object(config)
+        assert type(restored) is new_class and restored.from_logits
+        assert isinstance(losses.get(old), new_class)
+
+
+def test_segmentation_docstrings_are_written_in_place():
+    for cls in (losses.DiceLoss, losses.JaccardLoss, losses.TverskyLoss, losses.FocalTverskyLoss, metrics.DiceScore):
+        assert "{" not in cls.__doc__.split("Example:")[0]
+        example = cls.__doc__.split("Example:")[1].split("References:")[0]
+        indents = {len(line) - len(line.lstrip()) for line in example.splitlines() if line.strip()}
+        assert indents == {8}, f"{cls.__name__} example lines are misaligned: {sorted(indents)}"
