@@ -57,8 +57,8 @@ FIXED_LEARNING_RATE = 3e-3
 
 # name -> (loader, epochs, search trials, seeds, batch size)
 SETTINGS = {
-    "digits-imbalanced": (lambda: load_dataset("digits-imbalanced", seed=0), 20, 12, 2, 64),
-    "mnist-imbalanced": (lambda: load_dataset("mnist-imbalanced", seed=0), 4, 8, 2, 64),
+    "digits-imbalanced": (lambda: load_dataset("digits-imbalanced", seed=0), 20, 10, 2, 64),
+    "mnist-imbalanced": (lambda: load_dataset("mnist-imbalanced", seed=0), 4, 6, 2, 64),
     "breast-cancer-1:10": (lambda: load_breast_cancer(imbalance=0.17, seed=0), 20, 8, 2, 32),
     "shapes": (
         lambda: load_dataset("shapes", num_images=80, image_size=32, foreground_fraction=0.06, seed=0),

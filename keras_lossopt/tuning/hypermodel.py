@@ -251,6 +251,7 @@ def make_tuner(
     starting_points=(),
     prune_margin: float = 0.05,
     patience: int | None = None,
+    balanced_validation: bool = True,
     **kwargs: Any,
 ) -> keras_tuner.Tuner:
     """A keras-tuner tuner for a loss search, with a directed objective.
@@ -279,6 +280,9 @@ def make_tuner(
             far stops early. Default 0.05.
         patience: early-stopping patience (epochs without a better objective). Default:
             max(3, epochs // 4).
+        balanced_validation: with folds, weigh every class equally in the validation folds'
+            metrics (binary and multiclass), so that validation estimates a balanced test
+            split rather than the imbalance of the training data. Default True.
         **kwargs: other arguments of the keras-tuner tuner.
 
     Returns:
@@ -313,7 +317,7 @@ def make_tuner(
             max_epochs=check_int("max_epochs", max_epochs, minimum=1), starting_points=starting_points, **common
         )
     max_trials = check_int("max_trials", max_trials, minimum=1)
-    cv = dict(folds=folds, split_seed=seed or 0, prune_margin=prune_margin)
+    cv = dict(folds=folds, split_seed=seed or 0, prune_margin=prune_margin, balanced_validation=balanced_validation)
     if tuner == "grid":
         if starting_points:
             raise ValueError("A grid search runs every grid point; it takes no `starting_points`.")

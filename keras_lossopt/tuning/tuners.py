@@ -32,7 +32,13 @@ import numpy as np
 
 from keras_lossopt._validation import check_int, check_non_negative
 from keras_lossopt.tuning.search_space import LOSS_HP, loss_hyperparameter_name
-from keras_lossopt.tuning.validation import best_epoch_score, cross_validate, early_stopping, stratified_folds
+from keras_lossopt.tuning.validation import (
+    best_epoch_score,
+    cross_validate,
+    early_stopping,
+    stratified_folds,
+    validation_weights,
+)
 
 __all__ = [
     "LossSearchBayesian",
@@ -95,8 +101,9 @@ class _HyperbandOracle(_StartingPoints, keras_tuner.oracles.HyperbandOracle):
 class _LossSearch:
     """Tuner mixin: cross-validated trials with racing, early stopping and trial timing."""
 
-    def _configure(self, folds: int, split_seed: int, prune_margin: float, patience: int | None):
+    def _configure(self, folds: int, split_seed: int, prune_margin: float, patience: int | None, balanced: bool = True):
         self.folds = check_int("folds", folds, minimum=1)
+        self.balanced = bool(balanced)
         self.split_seed = int(split_seed)
         self.prune_margin = check_non_negative("prune_margin", prune_margin)
         self.patience = None if patience is None else check_int("patience", patience, minimum=1)
@@ -173,9 +180,14 @@ class _LossSearch:
         objective = self._objective()
         hp = trial.hyperparameters
 
+        task = getattr(self.hypermodel, "task", "multiclass")
+
         def score_fold(train, validation, number):
             model = self._try_build(hp)
-            fold_kwargs = dict(kwargs, validation_data=(x[validation], y[validation]))
+            weights = validation_weights(y[validation], task) if self.balanced else None
+            fold_kwargs = dict(
+                kwargs, validation_data=(x[validation], y[validation]) + (() if weights is None else (weights,))
+            )
             fold_kwargs["callbacks"] = [copy.deepcopy(c) for c in callbacks]
             history = self.hypermodel.fit(hp, model, x[train], y[train], **fold_kwargs)
             return best_epoch_score(history, objective.name, objective.direction)
@@ -199,7 +211,7 @@ class _LossSearch:
 
 
 def _tuner_init(tuner, oracle, hypermodel, folds, split_seed, prune_margin, patience, kwargs):
-    tuner._configure(folds, split_seed, prune_margin, patience)
+    tuner._configure(folds, split_seed, prune_margin, patience, kwargs.pop("balanced_validation", True))
     keras_tuner.Tuner.__init__(tuner, oracle=oracle, hypermodel=hypermodel, **kwargs)
 
 
@@ -219,7 +231,9 @@ class LossSearchBayesian(_LossSearch, keras_tuner.BayesianOptimization):
         prune_margin: racing margin in objective units. Default 0.05.
         patience: early-stopping patience in epochs. Default: max(3, epochs // 4).
         seed: the oracle's seed. Default None.
-        **kwargs: other `keras_tuner.Tuner` arguments (directory, project_name, overwrite, ...).
+        **kwargs: other `keras_tuner.Tuner` arguments (directory, project_name, overwrite, ...),
+            and `balanced_validation` (default True: validation folds weigh every class
+            equally, see `tuning.validation.balanced_weights`).
     """
 
     def __init__(

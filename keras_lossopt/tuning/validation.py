@@ -22,6 +22,7 @@ from keras_lossopt._validation import check_choice, check_int
 
 __all__ = [
     "FoldScores",
+    "balanced_weights",
     "best_epoch_score",
     "check_class_labels",
     "check_labels",
@@ -243,6 +244,40 @@ class FoldScores:
         return self.mean if self.estimate is None else float(self.estimate)
 
 
+def balanced_weights(labels) -> np.ndarray:
+    """Per-sample weights that make every class weigh the same (mean weight 1).
+
+    A validation fold of imbalanced data holds few samples of a rare class, so its macro-F1
+    is dominated by how many common samples are predicted as rare: the precision of the
+    rare classes. A loss built for balanced error (logit adjustment, LDAM) trades exactly
+    that precision for rare-class recall and scores low there, although it scores best on a
+    balanced test split. Weighted by these weights, the fold's confusion counts are those
+    of a balanced fold, so validation estimates what a balanced test measures (the balanced
+    error of Menon et al. 2021).
+
+    Args:
+        labels: `(N,)` class indices.
+
+    Returns:
+        float32 weights of shape `(N,)`: `N / (C * n_c)` for a sample of class `c`, with `C`
+        the classes present.
+
+    Example:
+        >>> balanced_weights([0, 0, 0, 1]).tolist()
+        [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
+    """
+    labels = np.asarray(labels).reshape(-1)
+    classes, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (len(labels) / (len(classes) * counts[index])).astype("float32")
+
+
+def validation_weights(y, task: str) -> np.ndarray | None:
+    """`balanced_weights` for binary and multiclass labels; None (unweighted) for other tasks."""
+    if task not in ("binary", "multiclass"):
+        return None
+    return balanced_weights(stratification_key(y, task))
+
+
 def best_epoch_score(history, metric: str, direction: str = "max") -> float:
     """The best value of `metric` over the epochs of a `keras.callbacks.History` (or its dict).
 
@@ -332,6 +367,7 @@ def cross_validate_loss(
     learning_rate: float = 3e-3,
     objective: str | None = None,
     seed: int = 0,
+    balanced: bool = True,
 ) -> FoldScores:
     """The cross-validated score of one fixed loss: the estimate a search ranks trials by.
 
@@ -352,6 +388,8 @@ def cross_validate_loss(
         learning_rate: Adam's rate. Default 3e-3.
         objective: the metric, e.g. `"val_macro_f1"`. Default: the task's search objective.
         seed: seed of the folds and of the weights. Default 0.
+        balanced: weigh every class equally in the validation folds (`balanced_weights`;
+            binary and multiclass only). Default True.
 
     Returns:
         A `FoldScores`.
@@ -377,10 +415,11 @@ def cross_validate_loss(
             loss=losses.get(config),
             metrics=default_metrics(task, num_classes),
         )
+        weights = validation_weights(y[validation], task) if balanced else None
         history = model.fit(
             x[train],
             y[train],
-            validation_data=(x[validation], y[validation]),
+            validation_data=(x[validation], y[validation]) + (() if weights is None else (weights,)),
             epochs=epochs,
             batch_size=batch_size,
             callbacks=[early_stopping(name, direction, epochs=epochs)],

@@ -46,15 +46,17 @@ def _npz(path, y):
     return str(path)
 
 
+# The command's own data checks (cli/data.py, before TensorFlow) catch the first three; the folds
+# check (tuning.check_labels) the last.
 CLI_CASES = [
-    ("continuous", np.linspace(0.0, 1.0, 40), [], "look continuous (e.g. 0.025641): a loss search needs class labels"),
-    ("nan", np.r_[np.zeros(20), np.ones(19), np.nan], [], "1 NaN or infinite value(s) (first at index (39,)): drop"),
-    ("one class", np.zeros(40, "int64"), [], "single class (0)"),
+    ("continuous", np.linspace(0.0, 1.0, 40), [], "found 0.025641 at index 1 (38 non-integer values): the command"),
+    ("nan", np.r_[np.zeros(20), np.ones(19), np.nan], [], "hold NaN or infinite values at index 39; drop those"),
+    ("one class", np.zeros(40, "int64"), [], "holds a single class ('0'); a classifier needs two or more"),
     (
         "fewer than folds",
         np.repeat([0, 1, 2], [20, 20, 6]),
         ["--folds", "6"],
-        "only 5 samples of class 2, fewer than folds=6",
+        "only 5 samples of class 2, fewer than folds=6: use folds=5 (or fewer), or add samples of class 2",
     ),
 ]
 

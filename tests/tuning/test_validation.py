@@ -79,3 +79,15 @@ def test_best_epoch_score_names_missing_metrics():
     assert validation.best_epoch_score({"val_x": [0.2, np.nan, 0.1]}, "val_x", "min") == 0.1
     with pytest.raises(ValueError, match=r"did not log 'val_auc'.*val_macro_f1"):
         validation.best_epoch_score({"val_macro_f1": [0.1]}, "val_auc")
+
+
+def test_balanced_weights_make_every_class_weigh_the_same():
+    labels = np.repeat([0, 1, 2], [12, 3, 1])
+    weights = validation.balanced_weights(labels)
+    expected = 16 / (3 * np.array([12.0] * 12 + [3.0] * 3 + [1.0]))
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    for cls in range(3):
+        assert weights[labels == cls].sum() == pytest.approx(16 / 3, rel=1e-6)
+    binary = validation.validation_weights(np.array([[0.0], [0.0], [0.0], [1.0]]), "binary")
+    np.testing.assert_allclose(binary, [2 / 3, 2 / 3, 2 / 3, 2.0], rtol=1e-6)
+    assert validation.validation_weights(np.zeros((2, 4, 4), "int64"), "segmentation") is None
