@@ -74,7 +74,7 @@ def _metric(task: str) -> str:
     return "mean_iou" if task == "segmentation" else "macro_f1"
 
 
-def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log):
+def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log, skip_fixed=False):
     loader = SETTINGS[name][0]
     dataset = loader()
     metric = _metric(dataset.task)
@@ -88,7 +88,7 @@ def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log):
     parameters = {a.candidate: a.parameters for a in advice.ranked}
     train_counts = dataset.class_counts("train") if dataset.task != "segmentation" else None
     fixed = {}
-    for candidate in candidates:
+    for candidate in [] if skip_fixed else candidates:
         loss = build_loss(
             candidate,
             parameters.get(candidate.name, {}),
@@ -267,6 +267,9 @@ def main():
     parser.add_argument("--json", help="write the results here instead of docs/benchmarks.md")
     parser.add_argument("--assemble", nargs="+", help="JSON files to write into docs/benchmarks.md")
     parser.add_argument("--command", help="the command line to record with --assemble")
+    parser.add_argument(
+        "--skip-fixed", action="store_true", help="run only the search (the fixed runs come from another JSON)"
+    )
     args = parser.parse_args()
     if args.assemble:
         results = []
@@ -290,6 +293,7 @@ def main():
                 batch_size=batch_size,
                 folds=args.folds,
                 log=lambda text: print(text, flush=True),
+                skip_fixed=args.skip_fixed,
             )
         )
         if args.json:

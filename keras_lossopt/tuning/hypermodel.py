@@ -186,7 +186,11 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=loss,
-            metrics=[keras.metrics.deserialize(keras.metrics.serialize(m)) if _is_metric(m) else m for m in metrics],
+            # Weighted: validation sample weights (a cross-validated search's balanced folds) reach the
+            # metrics; without weights they are the plain metrics.
+            weighted_metrics=[
+                keras.metrics.deserialize(keras.metrics.serialize(m)) if _is_metric(m) else m for m in metrics
+            ],
             jit_compile=self.jit_compile,
         )
         return model

@@ -132,7 +132,7 @@ def test_compare_on_user_csv_and_npz_files_and_a_user_model(tmp_path, capsys, rn
         (["--data", "table.csv", "--target", "label"], "column 'label' not found"),
         (["--data", "table.csv", "--target", "kind"], "column 'b' of table.csv is not numeric"),
         (["--losses", "focl"], "Did you mean 'focal'"),
-        (["--data", "halves.npz"], "labels in halves.npz:y look continuous (e.g. 0.5): a loss search needs class"),
+        (["--data", "halves.npz"], "labels in halves.npz:y must be integer class indices"),
         (["--task", "binary"], "--task binary needs labels 0 and 1; found 10 classes"),
         (["--task", "segmentation"], "--task segmentation needs one label per pixel"),
         (["--model", "absent.keras"], "model file not found: absent.keras"),

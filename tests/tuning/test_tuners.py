@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_lossopt import tuning
+from keras_lossopt.tuning import validation
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,20 @@ def test_hyperband_refuses_folds(data):
     hypermodel = tuning.LossSearchHyperModel(build, candidates=["crossentropy"])
     with pytest.raises(ValueError, match="use folds=1 with tuner='hyperband'"):
         tuning.make_tuner(hypermodel, "hyperband", folds=3, directory="unused")
+
+
+def test_balanced_validation_weights_reach_the_search_metrics(data):
+    """The fold's macro-F1 is that of a class-balanced fold (float64 reference from the predictions)."""
+    import keras_tuner
+
+    x, y = data
+    hypermodel = tuning.LossSearchHyperModel(build, candidates=["crossentropy"], jit_compile=False)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    weights = validation.balanced_weights(y)
+    history = model.fit(x, y, validation_data=(x, y, weights), epochs=1, batch_size=90, verbose=0)
+    predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+    confusion = np.zeros((3, 3))
+    np.add.at(confusion, (y, predicted), weights.astype(np.float64))
+    tp, predicted_totals, actual = np.diag(confusion), confusion.sum(axis=0), confusion.sum(axis=1)
+    f1 = np.divide(2 * tp, predicted_totals + actual, out=np.zeros(3), where=predicted_totals + actual > 0)
+    assert history.history["val_macro_f1"][0] == pytest.approx(f1.mean(), abs=1e-5)
