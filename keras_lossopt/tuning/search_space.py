@@ -192,7 +192,7 @@ def _segmentation_table() -> dict[str, LossCandidate]:
         "focal": LossCandidate("focal", "focal", {"mode": "multiclass"}, (_GAMMA,)),
         "dice": LossCandidate("dice", "dice"),
         "dice_ce": LossCandidate("dice_ce", "dice_ce"),
-        "log_dice": LossCandidate("log_dice", "dice", {"log_dice": True}),
+        "log_dice": LossCandidate("log_dice", "log_dice"),
         "tversky": LossCandidate("tversky", "tversky", {}, tversky),
         "focal_tversky": LossCandidate(
             "focal_tversky", "focal_tversky", {}, (*tversky, Param("gamma", low=0.5, high=3.0, default=0.75))
