@@ -31,6 +31,7 @@ __all__ = [
     "early_stopping",
     "stratification_key",
     "stratified_folds",
+    "validation_weights",
 ]
 
 _TASKS = ("binary", "multiclass", "multilabel", "segmentation")
