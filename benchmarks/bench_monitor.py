@@ -9,11 +9,12 @@ variants in a fresh random order (interleaved, because the machine is shared and
 and fits 2 epochs of which only the second is timed (the first includes tracing).
 Reported: the median over rounds and the overhead relative to no callback.
 
-Detection (`--problems`): runs the problem bench of tests/callbacks/problem_bench.py
-and counts detections and false alarms.
+Detection (`--problems`): runs the problem bench of tests/callbacks/problem_bench.py at
+several seeds and counts detections, false alarms, and detections whose finding ranks the
+planted cause first.
 
     python -m benchmarks.bench_monitor --rounds 7
-    python -m benchmarks.bench_monitor --problems
+    python -m benchmarks.bench_monitor --problems --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -203,48 +204,91 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
     )
 
 
-def problems() -> str:
+def problems(seeds: list[int]) -> str:
     sys.path.insert(0, os.getcwd())
-    from tests.callbacks.problem_bench import CASES, run_case
+    from tests.callbacks.problem_bench import CASES, SETUP_KINDS, run_case, top_cause
 
-    rows, detected, false_alarms, problem_count, healthy_count = [], 0, 0, 0, 0
+    faulty_rows, healthy_rows = [], []
+    detections = runs = right_causes = healthy_runs = false_alarms = 0
     for case in CASES:
-        run = run_case(case)
-        kinds = sorted({f.kind for f in run.findings})
+        per_seed = [run_case(case, seed=seed) for seed in seeds]
         if case.expected:
-            problem_count += 1
-            hits = [f for f in run.findings if f.kind == case.expected and f.step < run.steps_per_epoch]
-            ok = bool(hits) and set(case.layers) <= set(min(hits, key=lambda f: f.step).layers)
-            detected += ok
-            first = min(hits, key=lambda f: f.step) if hits else None
-            rows.append(
+            hits = [run.expected_finding() for run in per_seed]
+            causes = [top_cause(hit) if hit else None for hit in hits]
+            runs += len(per_seed)
+            detections += sum(hit is not None for hit in hits)
+            right_causes += sum(hit is not None and cause == case.cause for hit, cause in zip(hits, causes))
+            first = next((hit for hit in hits if hit), None)
+            symptoms = sorted(
+                {
+                    f"{f.kind}: {top_cause(f) or '-'}"
+                    for run in per_seed
+                    for f in run.findings
+                    if f.kind not in SETUP_KINDS
+                }
+            )
+            faulty_rows.append(
                 [
                     case.id,
                     case.expected,
-                    "yes" if ok else "NO",
-                    first.step if first else "-",
-                    ", ".join(first.layers) if first else "-",
-                    ", ".join(kinds),
+                    case.cause or "-",
+                    "/".join("yes" if hit else "NO" for hit in hits),
+                    "/".join(str(hit.step) if hit else "-" for hit in hits),
+                    "/".join((cause or "-") if hit else "-" for hit, cause in zip(hits, causes)),
+                    ", ".join(first.layers) if first and first.layers else "-",
+                    "; ".join(symptoms) or "-",
                 ]
             )
         else:
-            healthy_count += 1
-            false_alarms += bool(run.findings)
-            rows.append([case.id, "(healthy)", "-", "-", "-", ", ".join(kinds) or "none"])
-    table = markdown_table(
-        ["case", "expected", "detected in epoch 1, right layers", "first step", "layers named", "all findings"], rows
+            healthy_runs += len(per_seed)
+            alarms = [sorted({f.kind for f in run.findings}) for run in per_seed]
+            false_alarms += sum(bool(a) for a in alarms)
+            healthy_rows.append(
+                [
+                    case.id,
+                    str(case.batch_size),
+                    str(case.epochs),
+                    " / ".join(", ".join(a) or "none" for a in alarms),
+                ]
+            )
+    faulty = markdown_table(
+        [
+            "case",
+            "expected",
+            "planted cause",
+            "detected (per seed)",
+            "step",
+            "cause ranked first",
+            "layers named",
+            "symptom findings: cause ranked first (all seeds)",
+        ],
+        faulty_rows,
     )
+    healthy = markdown_table(["healthy case", "batch", "epochs", "findings per seed"], healthy_rows)
+    share = 100 * right_causes / max(detections, 1)
     return (
-        "The problem bench of `tests/callbacks/problem_bench.py` (scikit-learn digits, batch 32, 37 steps "
-        "per epoch; healthy models train 3 epochs), `GradientMonitor()` and "
-        "`TrainingDiagnostics(probe_x=128 validation images)` with default thresholds.\n\n"
-        f"**Detected: {detected}/{problem_count} problems. False alarms: {false_alarms}/{healthy_count} "
-        "healthy models.** (Published detectors flag a third or more of healthy models as faulty.)\n\n"
-        f"{table}\n\n"
-        "Secondary findings are true findings where one fault causes another: the diverging run is "
-        "reported as exploding before it turns non-finite; a dead layer starves the layers before it of "
-        "gradient (vanishing); the tanh net trained at learning rate 5 also has its learning rate out of "
-        "range, saturates, and then loses its first layer's gradient."
+        "The problem bench of `tests/callbacks/problem_bench.py` (scikit-learn digits, 1,169 training images; "
+        "batch 32 unless stated, 37 steps per epoch), `GradientMonitor()` and "
+        "`TrainingDiagnostics(probe_x=, probe_y=128 validation samples)` (so the checks before training run "
+        "in `on_train_begin`) with default thresholds. Seeds "
+        f"{', '.join(str(s) for s in seeds)} (weights and the order of nothing else: `shuffle=False`). A fault is "
+        "detected when its kind is reported within the case's epochs (the first, except the slow run) naming the "
+        "expected layers; its cause is right when the finding ranks the planted cause first (a check before "
+        "training is its own cause).\n\n"
+        f"**Detected: {detections}/{runs} faulty runs. False alarms: {false_alarms}/{healthy_runs} healthy runs. "
+        f"Planted cause ranked first: {right_causes}/{detections} detections ({share:.0f}%).** "
+        "(Published detectors flag a third or more of healthy models as faulty.)\n\n"
+        f"{faulty}\n\n{healthy}\n\n"
+        "Symptom findings are true findings where one fault causes another (the diverging run is reported as "
+        "exploding before it turns non-finite; a dead layer starves the layers before it of gradient); the "
+        "cause each ranks first is listed, so a symptom blamed on the wrong cause shows here.\n\n"
+        "Noise: before the noise guards (issue 15), `healthy_batch1_sgd` raised `oscillating_loss` at step 636 "
+        "(seed 0; swing 0.52 of the starting loss). The batch-size-1 false alarms of exploding (a norm of 20 "
+        "against a near-zero per-sample minimum) and vanishing (one sample with its ReLU layer off) were seen "
+        "on ported AUTOTRAINER cases, not on these digits models; `tests/callbacks/test_detection.py` replays "
+        "them as synthetic per-sample blocks. Cost: the guards add host work only (medians over 20 records at "
+        "each read, one sort per block): 0.22 ms instead of 0.12 ms per 16-record read of a 4-layer model, "
+        "under 0.2% of a 4.5 ms step; the recorded train step is unchanged."
     )
 
 
@@ -256,6 +300,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit (after one untimed)")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--problems", action="store_true", help="run the problem bench instead of the timing")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="problem bench seeds")
     args = parser.parse_args(argv)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -263,8 +308,8 @@ def main(argv=None) -> None:
         write_section(
             "gradient-monitor-detection",
             "GradientMonitor and TrainingDiagnostics: detections and false alarms",
-            problems(),
-            "python -m benchmarks.bench_monitor --problems",
+            problems(args.seeds),
+            f"python -m benchmarks.bench_monitor --problems --seeds {' '.join(str(s) for s in args.seeds)}",
         )
     else:
         write_section(

@@ -28,7 +28,7 @@ import numpy as np
 
 from benchmarks.report import markdown_table, write_section
 from keras_lossopt.datasets import load_dataset
-from keras_lossopt.shaping import DynamicWeightAveraging, GradNorm, UncertaintyWeighting, task_losses
+from keras_lossopt.shaping import DynamicWeightAveraging, GradNorm, UncertaintyWeighting, task_losses, track_loss_terms
 
 METHODS = ("fixed", "uncertainty", "dwa", "gradnorm")
 INK_SCALE = 100.0
@@ -71,12 +71,15 @@ def callback_for(method: str):
     }[method]
 
 
-def run(method: str, seed: int, data, epochs: int, batch_size: int) -> dict[str, float]:
+def run(method: str, seed: int, data, epochs: int, batch_size: int):
     model = two_task_model(seed)
+    callback = callback_for(method)
     loss = task_losses({"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "ink": "mse"})
     model.compile(keras.optimizers.Adam(3e-3), loss=loss)
+    # Every method logs the term losses (the callbacks attach them); so does the fixed baseline.
+    track_loss_terms(model)
     timer = EpochTimer()
-    callbacks = [timer] + ([callback_for(method)] if method != "fixed" else [])
+    callbacks = [timer] + ([callback] if callback is not None else [])
     gc.collect()
     history = model.fit(
         data.x_train,
@@ -98,8 +101,46 @@ def run(method: str, seed: int, data, epochs: int, batch_size: int) -> dict[str,
         "weight_digit": history.get("weight_digit", [1.0])[-1],
         "weight_ink": history.get("weight_ink", [1.0])[-1],
     }
-    keras.backend.clear_session(free_memory=False)
-    return result
+    return result, model, callback
+
+
+def step_costs(trained: dict, data, batch_size: int, rounds: int) -> dict[str, float]:
+    """Median CPU time of one pass of `train_on_batch` over the training batches, per method.
+
+    The methods take turns round after round, each in every position of the order, so a
+    change of load on the shared machine reaches all of them alike (separate fits of ~30 s
+    each differ by about 10% on their own).
+    GradNorm's step wrapper is installed as in `fit` (`on_train_begin`). Epoch-level work
+    (DWA's weights, the weight logs) is a few variable reads per epoch and is left out.
+    """
+    y = targets(data.x_train, data.y_train)
+    batches = [
+        (data.x_train[i : i + batch_size], {k: v[i : i + batch_size] for k, v in y.items()})
+        for i in range(0, len(data.x_train) - batch_size + 1, batch_size)
+    ]
+    for model, callback in trained.values():
+        if isinstance(callback, GradNorm):
+            callback.on_train_begin()
+        model.train_on_batch(*batches[0])  # trace outside the timing
+    costs: dict[str, list[float]] = {method: [] for method in trained}
+    order = list(trained)
+    gc.collect()
+    gc.disable()  # a collection would land on whichever method runs at that moment
+    try:
+        for round_index in range(rounds):
+            shift = round_index % len(order)  # each method takes each position in turn
+            for method in order[shift:] + order[:shift]:
+                model = trained[method][0]
+                start = time.process_time()
+                for x, target in batches:
+                    model.train_on_batch(x, target)
+                costs[method].append(time.process_time() - start)
+    finally:
+        gc.enable()
+    for _model, callback in trained.values():
+        if isinstance(callback, GradNorm):
+            callback.on_train_end()
+    return {method: statistics.median(values) for method, values in costs.items()}
 
 
 def main(argv=None) -> None:
@@ -107,7 +148,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="2 epochs, 1 seed, no docs update")
+    parser.add_argument("--rounds", type=int, default=25, help="interleaved timing rounds per seed")
+    parser.add_argument("--quick", action="store_true", help="3 epochs, 1 seed, no docs update")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs = 1, 3
@@ -116,32 +158,42 @@ def main(argv=None) -> None:
     for seed in range(args.seeds):
         data = load_dataset("digits", seed=seed)
         # Interleave the methods within a seed so that machine load affects them alike.
+        trained = {}
         for method in METHODS:
-            outcome = run(method, seed, data, args.epochs, args.batch_size)
+            outcome, model, callback = run(method, seed, data, args.epochs, args.batch_size)
             results[method].append(outcome)
-            print(method, seed, {k: round(v, 4) for k, v in outcome.items()}, flush=True)
+            trained[method] = (model, callback)
+        for method, cost in step_costs(trained, data, args.batch_size, args.rounds).items():
+            results[method][-1]["step_cpu"] = cost
+        for method in METHODS:
+            print(method, seed, {k: round(v, 4) for k, v in results[method][-1].items()}, flush=True)
+        keras.backend.clear_session(free_memory=False)
     minutes = (time.perf_counter() - start) / 60
+    ink_std = float(np.std(targets(data.x_test, data.y_test)["ink"]))
+    fixed_cpu = [r["cpu"] for r in results["fixed"]]
+    noise = float(np.std(fixed_cpu) / np.mean(fixed_cpu)) if len(fixed_cpu) > 1 else float("nan")
+    steps_per_pass = len(data.x_train) // args.batch_size
 
     def mean_sd(values):
         return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
-    base_cpu = [r["cpu"] for r in results["fixed"]]
+    base_step = [r["step_cpu"] for r in results["fixed"]]
     base_wall = [r["wall"] for r in results["fixed"]]
     limits = {"fixed": None, "uncertainty": 0.05, "dwa": 0.05, "gradnorm": 0.50}
     rows = []
     for method in METHODS:
         runs = results[method]
-        cpu_ratio = np.mean([r["cpu"] / b for r, b in zip(runs, base_cpu)])
+        step_ratio = np.mean([r["step_cpu"] / b for r, b in zip(runs, base_step)])
         wall_ratio = np.mean([r["wall"] / b for r, b in zip(runs, base_wall)])
         limit = limits[method]
-        verdict = "-" if limit is None else ("yes" if cpu_ratio - 1 < limit else "no") + f" (< {limit:.0%})"
+        verdict = "-" if limit is None else ("yes" if step_ratio - 1 < limit else "no") + f" (< {limit:.0%})"
         rows.append(
             [
                 method,
                 mean_sd([100 * r["accuracy"] for r in runs]),
                 mean_sd([r["rmse"] for r in runs]),
                 f"{np.mean([r['weight_digit'] for r in runs]):.3g} / {np.mean([r['weight_ink'] for r in runs]):.3g}",
-                f"{100 * (cpu_ratio - 1):+.1f}%",
+                f"{100 * (step_ratio - 1):+.1f}%",
                 f"{100 * (wall_ratio - 1):+.1f}%",
                 verdict,
             ]
@@ -152,9 +204,9 @@ def main(argv=None) -> None:
             "digit test accuracy (%)",
             "ink test RMSE (x100 scale)",
             "final weights digit / ink",
-            "epoch CPU time vs fixed",
-            "epoch wall time vs fixed",
-            "within the issue's limit (CPU)",
+            "training-step CPU time vs fixed (interleaved)",
+            "epoch wall time vs fixed (separate fits)",
+            "overhead within the issue's limit",
         ],
         rows,
     )
@@ -167,13 +219,29 @@ Dense(64, relu) -> Dense(32, relu) ("shared", the last shared layer for GradNorm
 (10 logits, sparse cross-entropy) and ink (the image's mean intensity x {INK_SCALE:g}, mean squared error). Every
 method compiles `task_losses({{"digit": ..., "ink": "mse"}})` and trains with Adam 3e-3, batch {args.batch_size},
 {args.epochs} epochs; seeds 0..{args.seeds - 1} (split and initialization); mean ± standard deviation over seeds.
-Fixed: both weights 1. Uncertainty: `UncertaintyWeighting()` (learned log-variances). DWA:
+Fixed: both weights 1, with the per-term logs like the other methods (`track_loss_terms`).
+Uncertainty: `UncertaintyWeighting()` (learned log-variances). DWA:
 `DynamicWeightAveraging(temperature=2)`. GradNorm: `GradNorm(alpha=0.5, learning_rate=0.025,
-shared_layer="shared")`. Time: median epoch after the first (tracing), CPU time of the process and wall
-time, averaged over seeds as a ratio to the fixed run of the same seed; the machine is shared, so the limits
-are checked on CPU time. Whole benchmark: {minutes:.1f} min.
+shared_layer="shared")`. Overhead: after the four fits of a seed, the trained models take turns,
+{args.rounds} rounds, each one pass of `train_on_batch` over the {steps_per_pass} training batches (the compiled step
+with the method's loss formula, GradNorm's wrapped step included); the column gives the median CPU time of a
+pass (all threads of the process) as a ratio to the fixed model's, averaged over seeds, and the limits are
+checked on it. The wall-time column compares the median epoch (after the first) of the separate fits; other
+jobs on the shared machine stretch single fits, so it is not a cost measure.
+Whole benchmark: {minutes:.1f} min.
 
 {table}
+
+Reading the table: the ink target has a test standard deviation of {ink_std:.2f} (x100 scale), so every
+method fits it closely; its squared error starts thousands of times larger than the cross-entropy and
+dominates the shared layers early on, which costs the digit head accuracy under fixed equal weights.
+Each method's final weights show how it reacts: GradNorm equalizes the two heads' gradient norms on the
+shared layer and gives the ink loss a small weight; uncertainty weighting sets each weight to about the
+inverse of its loss, and the ink error becomes small late in training, so it does not down-weight ink;
+DWA reacts to the ratio of successive epoch losses, which stays near 1 for both heads, so its weights
+stay near 1. Timing separate fits is not precise enough for a 5% limit on this shared machine: the median
+epoch CPU time of the fixed fits alone varies by {100 * noise:.1f}% between seeds; hence the interleaved
+measurement.
 """
     write_section(
         "shaping", "Adaptive task weighting (two-task digits)", body, "nice -n 10 python -m benchmarks.bench_shaping"

@@ -19,11 +19,13 @@ __all__ = [
     "check_in_range",
     "check_int",
     "check_non_negative",
+    "check_numeric_tensor",
     "check_per_class",
     "check_positive",
     "check_probability",
     "check_shapes_match",
     "is_concrete",
+    "sparse_label_poison",
 ]
 
 
@@ -199,3 +201,92 @@ def check_shapes_match(
             f"y_true.shape={got}, y_pred.shape={_known(y_pred_shape)}; "
             f"expected y_true.shape={want}."
         )
+
+
+def check_numeric_tensor(name: str, value: Any) -> None:
+    """Raises a TypeError naming `name` when `value` holds strings (or other non-numbers).
+
+    Keras would fail later with a raw backend error (`Cast string to float is not supported`).
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            return
+    kind = getattr(dtype, "kind", None)
+    text = str(getattr(dtype, "name", dtype))
+    if kind in ("U", "S", "O") or text in ("string", "object"):
+        raise TypeError(
+            f"`{name}` must hold numbers (class indices or 0/1 / one-hot targets). Received dtype {text}. "
+            "Encode string labels as integers first, e.g. with sklearn.preprocessing.LabelEncoder."
+        )
+
+
+def _bad_label_message(num_classes: int, ignore_index: int | None, what: str) -> str:
+    hint = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+    return f"Sparse labels in `{what}` must be integers in [0, {num_classes}){hint} for {num_classes} classes."
+
+
+def _raise_for_bad_labels(values: np.ndarray, num_classes: int, ignore_index: int | None, what: str) -> None:
+    if values.size == 0:
+        return
+    if not np.issubdtype(values.dtype, np.integer) and not np.issubdtype(values.dtype, np.bool_):
+        fractional = ~np.isfinite(values) | (values != np.round(values))
+        if np.any(fractional):
+            bad = values[fractional].ravel()[0]
+            raise ValueError(f"{_bad_label_message(num_classes, ignore_index, what)} Received a label {bad}.")
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    out_of_range = (values < 0) | (values >= num_classes)
+    if np.any(out_of_range):
+        bad = sorted(set(values[out_of_range].astype(np.int64).tolist()))[:5]
+        raise ValueError(f"{_bad_label_message(num_classes, ignore_index, what)} Received labels {bad}.")
+
+
+def sparse_label_poison(labels: Any, num_classes: int, *, ignore_index: int | None = None, what: str = "y_true"):
+    """Checks class indices everywhere a loss or metric can run; returns what to add to its values.
+
+    * Eagerly (concrete values): raises a ValueError naming the bad labels; returns None.
+    * In a TensorFlow graph (`fit` without XLA): a `tf.debugging.Assert` raises
+      `InvalidArgumentError` with the same message at run time.
+    * Under XLA (`jit_compile=True`) and JAX tracing there is no run-time error: XLA compiles
+      assertions away (measured: `tf.debugging.Assert` and `check_numerics` pass silently).
+      The returned 0-d value is NaN when a label is bad (else 0), so the caller adds it to its
+      targets and the loss of that batch is NaN - exactly what Keras'
+      `SparseCategoricalCrossentropy` gives under XLA - instead of a finite, wrong value.
+
+    Args:
+        labels: sparse class indices (integer or float dtype).
+        num_classes: the number of classes; valid labels are `0 .. num_classes - 1`.
+        ignore_index: a label that is also allowed (masked by the caller), or None.
+        what: the argument named in the message.
+
+    Returns:
+        None (checked eagerly), or a float32 0-d tensor: 0.0 or NaN.
+
+    Raises:
+        ValueError: eagerly, for a fractional, negative or too large label.
+    """
+    import keras  # here, not at the top: see is_concrete
+    from keras import ops
+
+    if is_concrete(labels):
+        _raise_for_bad_labels(np.asarray(ops.convert_to_numpy(labels)), num_classes, ignore_index, what)
+        return None
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    values = ops.cast(labels, "float32")
+    ok = ops.logical_and(values >= 0.0, values < float(num_classes))
+    if not (dtype.startswith("int") or dtype.startswith("uint") or dtype == "bool"):
+        ok = ops.logical_and(ok, ops.equal(ops.floor(values), values))
+    if ignore_index is not None:
+        ok = ops.logical_or(ok, ops.equal(values, float(ignore_index)))
+    all_ok = ops.all(ok)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        first_bad = ops.take(ops.reshape(values, (-1,)), ops.argmin(ops.cast(ops.reshape(ok, (-1,)), "int32")))
+        tf.debugging.Assert(
+            all_ok, [_bad_label_message(num_classes, ignore_index, what), "Received a label", first_bad]
+        )
+    return ops.where(all_ok, 0.0, float("nan"))

@@ -7,7 +7,8 @@
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
 * Evaluation: `robust_accuracy(..., strength="pgd" | "fast" | "standard")`,
   `evaluate_robustness(..., version="standard" | "fast")` (AutoAttack: `AutoAttack`,
-  `autoattack_attacks`; sanity checks in `keras_lossopt.adversarial.sanity`),
+  `autoattack_attacks`, `VERSIONS`; the sanity checks `run_sanity_checks` and its parts
+  `zero_gradient_warning`, `black_box_warning`, `eps_growth_warning`, `more_iterations_warning`),
   `generate_adversarial`, `default_evaluation_attacks`, `evaluation_attack`; the callback
   `RobustnessEvaluation` (also re-exported by `keras_lossopt.callbacks`) and its figure
   `plot_adversarial_grid`.
@@ -15,9 +16,9 @@
 The attacks and the training step use the TensorFlow backend.
 """
 
-from keras_lossopt.adversarial.apgd import AutoProjectedGradientDescent, apgd_checkpoints
+from keras_lossopt.adversarial.apgd import APGD_LOSSES, AutoProjectedGradientDescent, apgd_checkpoints
 from keras_lossopt.adversarial.attacks import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
-from keras_lossopt.adversarial.autoattack import AutoAttack, autoattack_attacks
+from keras_lossopt.adversarial.autoattack import VERSIONS, AutoAttack, autoattack_attacks
 from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
 from keras_lossopt.adversarial.callback import RobustnessEvaluation, plot_adversarial_grid
 from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
@@ -30,12 +31,21 @@ from keras_lossopt.adversarial.evaluation import (
     generate_adversarial,
     robust_accuracy,
 )
+from keras_lossopt.adversarial.sanity import (
+    black_box_warning,
+    eps_growth_warning,
+    more_iterations_warning,
+    run_sanity_checks,
+    zero_gradient_warning,
+)
 from keras_lossopt.adversarial.square import SquareAttack, square_p_schedule
 from keras_lossopt.adversarial.training import METHODS, AdversarialModel
 
 __all__ = [
+    "APGD_LOSSES",
     "METHODS",
     "STRENGTHS",
+    "VERSIONS",
     "AdversarialModel",
     "Attack",
     "AutoAttack",
@@ -49,13 +59,18 @@ __all__ = [
     "StrongestAttack",
     "apgd_checkpoints",
     "autoattack_attacks",
+    "black_box_warning",
     "default_evaluation_attacks",
     "dlr_loss",
+    "eps_growth_warning",
     "evaluate_robustness",
     "evaluation_attack",
     "generate_adversarial",
+    "more_iterations_warning",
     "plot_adversarial_grid",
     "robust_accuracy",
+    "run_sanity_checks",
     "square_p_schedule",
     "targeted_dlr_loss",
+    "zero_gradient_warning",
 ]

@@ -11,17 +11,32 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from keras_lossopt.adversarial.base import prepare_batch
+from keras_lossopt.adversarial.base import (
+    check_class_labels,
+    check_input_range,
+    check_single_input_output,
+    output_classes,
+    prepare_batch,
+)
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
 
 
-def as_float_batch(x, y):
+def as_float_batch(x, y, model=None, attack=None):
     """`(x_work, labels_or_y, to_output)`: a float NumPy copy of `x`, `y` as NumPy, and the cast back.
 
+    With `model` and `attack`, it also makes the input checks of every attack call (see
+    `CompiledAttack`): one input and one output, `x` finite and inside `attack.clip`, class
+    labels inside the model's classes.
+
     Raises:
-        ValueError: when `x` and `y` hold different numbers of samples.
+        ValueError: when `x` and `y` hold different numbers of samples, or a check fails.
     """
+    if model is not None:
+        check_single_input_output(model)
     x_tensor, y_tensor, to_output = prepare_batch(x, y)
+    if attack is not None:
+        check_input_range(x_tensor, attack.clip, attack)
+        check_class_labels(y_tensor, output_classes(model, x_tensor))
     x_work, y_array = x_tensor.numpy(), y_tensor.numpy()  # x_tensor is a copy: the caller's x is never written
     if x_work.ndim < 2:
         raise ValueError(f"`x` must be a batch of shape (N, ...). Received: x.shape={x_work.shape}")

@@ -431,7 +431,7 @@ class AutoProjectedGradientDescent(Attack):
         Raises:
             NotDifferentiableError: (a ValueError) when the output has no input gradient.
         """
-        x_work, y_array, to_output = as_float_batch(x, y)
+        x_work, y_array, to_output = as_float_batch(x, y, model, self)
         if self.eps == 0.0 or len(x_work) == 0:
             return to_output(x_work)
         from_logits = self._from_logits(model)
@@ -462,7 +462,7 @@ class AutoProjectedGradientDescent(Attack):
             A dict of NumPy arrays: `"x"` `(steps + 1, *x.shape)`, `"loss"` and `"step_size"`
             `(steps + 1, N)` (see `single_run`), `"x_adv"` and `"fooled"`.
         """
-        x_work, y_array, _ = as_float_batch(x, y)
+        x_work, y_array, _ = as_float_batch(x, y, model, self)
         labels, _, num_classes = clean_predictions(model, x_work, y_array, self._from_logits(model))
         self._check_classes(num_classes)
         x_tensor = tf.constant(x_work)

@@ -34,7 +34,9 @@ class FastGradientMethod(Attack):
         norm: `"linf"` (default) or `"l2"` (also `np.inf`, `2`).
         targeted: if True, `y` holds target classes and the attack moves towards them.
             Default False.
-        clip: `(low, high)` range of valid inputs, or None. Default `(0, 1)`.
+        clip: `(low, high)` range of valid inputs, or None (unbounded). Default `(0, 1)`.
+            Every iterate is clipped to it; inputs outside it are an error (set `clip` to
+            the range of the data, e.g. `(-3, 3)` for standardized inputs, or None).
         loss: `None` (default: the model's compiled loss, else cross-entropy),
             `"cross_entropy"`, `"margin"` (Carlini-Wagner) or any Keras loss / loss name.
         from_logits: whether the model outputs logits; None (default) detects it (see
@@ -51,6 +53,8 @@ class FastGradientMethod(Attack):
     Raises:
         ValueError: for `eps < 0`, `step_size <= 0`, an unknown `norm` or `loss`, or a
             model whose output has no gradient with respect to its input (at the first call).
+            At each call: `x` outside `clip` or not finite, `len(y) != len(x)`, labels
+            outside the model's classes, a model with several inputs or outputs.
 
     Example:
         >>> import keras, numpy as np

@@ -171,7 +171,7 @@ class AutoAttack:
             `"standing"` (dict attack name -> bool `(N,)`, still robust after that attack and all
             before it), `"seconds"` (dict attack name -> wall time).
         """
-        x_work, y_array, to_output = as_float_batch(x, y)
+        x_work, y_array, to_output = as_float_batch(x, y, model, self)
         labels, standing, _ = clean_predictions(model, x_work, y_array, detect_from_logits(model))
         clean = standing.copy()
         x_adv = x_work.copy()

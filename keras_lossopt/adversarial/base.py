@@ -123,19 +123,118 @@ def prepare_batch(x, y):
 
     `to_output` casts a result back to the dtype of `x`, and to NumPy when `x` was not a
     tensor. `x` is copied so that nothing downstream can write into the caller's array.
+
+    Raises:
+        TypeError: for inputs that are not numbers.
+        ValueError: when `x` and `y` hold different numbers of samples.
     """
     numpy_in = not tf.is_tensor(x)
     x_array = np.asarray(x) if numpy_in else x
+    if numpy_in and x_array.dtype.kind not in "biuf":
+        raise TypeError(f"`x` must be a numeric array. Received: x of dtype {x_array.dtype}")
     in_dtype = keras.backend.standardize_dtype(x_array.dtype)
     work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
     x_tensor = tf.identity(tf.cast(tf.convert_to_tensor(x_array), work_dtype))
-    y_tensor = tf.convert_to_tensor(np.asarray(y) if not tf.is_tensor(y) else y)
+    y_array = y if tf.is_tensor(y) else np.asarray(y)
+    if y_array.ndim == 0 or len(x_tensor.shape) == 0 or y_array.shape[0] != x_tensor.shape[0]:
+        raise ValueError(
+            "`x` and `y` must hold the same number of samples (one label per input). "
+            f"Received: x.shape={tuple(x_tensor.shape)}, y.shape={tuple(y_array.shape)}"
+        )
+    if not tf.is_tensor(y) and y_array.dtype.kind in "OSU":
+        raise TypeError(f"`y` must hold numeric labels. Received: y of dtype {y_array.dtype}")
+    y_tensor = tf.convert_to_tensor(y_array)
 
     def to_output(result):
         result = tf.cast(result, in_dtype)
         return result.numpy() if numpy_in else result
 
     return x_tensor, y_tensor, to_output
+
+
+def check_single_input_output(model, who="Attacks"):
+    """Raises unless `model` is a keras.Model with one input tensor and one output (when known)."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model. Received: model={model!r}")
+    inputs, outputs = getattr(model, "inputs", None), getattr(model, "outputs", None)
+    for kind, tensors in (("input", inputs), ("output", outputs)):
+        if tensors and len(tensors) != 1:
+            names = [getattr(t, "name", "?") for t in tensors]
+            raise ValueError(
+                f"{who} support models with one input tensor and one output; model {model.name!r} has "
+                f"{len(tensors)} {kind}s {names}. Wrap the part to attack in a single-input, single-output "
+                "keras.Model (e.g. fix the other inputs inside it)."
+            )
+
+
+def check_input_range(x, clip, attack):
+    """Raises when `x` holds NaN/inf, or values outside `clip` that the attack would silently move.
+
+    Eager: one min and one max of `x` (on its device), before any compiled code runs.
+    """
+    if math.prod(x.shape) == 0:
+        return
+    low, high = float(ops.convert_to_numpy(ops.min(x))), float(ops.convert_to_numpy(ops.max(x)))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"`x` must be finite; it holds NaN or inf values (min={low}, max={high}).")
+    if clip is None:
+        return
+    tolerance = 1e-6 * (clip[1] - clip[0])
+    if low < clip[0] - tolerance or high > clip[1] + tolerance:
+        name = type(attack).__name__
+        raise ValueError(
+            f"`x` has values in [{low:g}, {high:g}], outside the valid input range clip={tuple(clip)} of "
+            f"{name}, which would clip them into that range (moving them by up to "
+            f"{max(clip[0] - low, high - clip[1], 0.0):g}, beyond eps). Set `clip` to the range of your data, "
+            f"e.g. {name}(..., clip=({low:g}, {high:g})), or clip=None for unbounded inputs; or scale the "
+            f"data into {tuple(clip)}."
+        )
+
+
+def check_class_labels(y, num_classes, name="y"):
+    """Raises unless `y` holds class indices in `[0, num_classes)` or rows of `num_classes` scores.
+
+    Args:
+        y: labels: `(N,)` or `(N, 1)` class indices (integers, or floats with integer
+            values), or one-hot/probability rows `(N, num_classes)`.
+        num_classes: number of classes of the model (2 for a single sigmoid output).
+        name: the argument named in the error.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind in "OSU":
+        raise TypeError(f"`{name}` must hold numeric class labels. Received: {name} of dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[-1] == num_classes:
+        return  # one-hot or probability rows
+    if y.ndim == 2 and y.shape[-1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"`{name}` must hold class indices of shape (N,) or (N, 1), or one-hot rows of shape "
+            f"(N, {num_classes}) for a model with {num_classes} classes. Received: {name}.shape={y.shape}"
+        )
+    if y.size == 0:
+        return
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        bad = y[~(np.isfinite(y) & (y == np.round(y)))][:3]
+        raise ValueError(
+            f"`{name}` must hold integer class indices in [0, {num_classes - 1}]. Received non-integer "
+            f"values such as {bad.tolist()}"
+        )
+    low, high = y.min(), y.max()
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"`{name}` holds labels from {low:g} to {high:g}, outside the {num_classes} classes of the model "
+            f"(indices 0 to {num_classes - 1}): such labels give no gradient and the attack would return "
+            "the input unchanged. Pass class indices of the model's outputs."
+        )
+
+
+def output_classes(model, x):
+    """The number of classes of `model`'s output (2 for a single sigmoid/logit unit)."""
+    outputs = getattr(model, "outputs", None)
+    shape = outputs[0].shape if outputs else model(x[:1], training=False).shape
+    width = shape[-1] if len(shape) > 1 else 1
+    return max(int(width), 2)
 
 
 class CompiledAttack:
@@ -169,18 +268,33 @@ class CompiledAttack:
         Raises:
             NotDifferentiableError: (a ValueError) when the output of `model` has no
                 gradient with respect to its input, naming the layer that blocks it.
+            ValueError: when `x` holds NaN/inf or values outside `clip` (set `clip` to the
+                range of the data, or None), when `len(y) != len(x)`, when class labels
+                lie outside the model's classes, or for a model with several inputs or outputs.
+            TypeError: for non-numeric `x` or `y`.
 
         Models with one input tensor and one output are supported.
         """
-        x_tensor, y_tensor, to_output = prepare_batch(x, y)
-        if self.eps == 0.0:
+        x_tensor, y_tensor, to_output = self._checked_batch(model, x, y)
+        if self.eps == 0.0 or x_tensor.shape[0] == 0:
             return to_output(x_tensor)
         return to_output(self._compiled(model, x_tensor, y_tensor)(x_tensor, y_tensor))
+
+    def _checked_batch(self, model, x, y):
+        # Every input check runs here, eagerly and once per call, so that the compiled
+        # ascent loop carries no checks.
+        check_single_input_output(model)
+        x_tensor, y_tensor, to_output = prepare_batch(x, y)
+        self._check_batch(model, x_tensor, y_tensor)
+        return x_tensor, y_tensor, to_output
 
     def generate(self, model, x, y, **options):  # pragma: no cover - every subclass implements it
         raise NotImplementedError
 
     def _prepare_model(self, model, x, y):  # pragma: no cover - every subclass implements it
+        raise NotImplementedError
+
+    def _check_batch(self, model, x, y):  # pragma: no cover - every subclass implements it
         raise NotImplementedError
 
     def _compiled(self, model, x, y, **options):
@@ -287,7 +401,7 @@ class Attack(CompiledAttack):
             restart is the starting point (after the random start), index `t` the iterate
             after step `t`.
         """
-        x_tensor, y_tensor, _ = prepare_batch(x, y)
+        x_tensor, y_tensor, _ = self._checked_batch(model, x, y)
         path = ops.convert_to_numpy(self._compiled(model, x_tensor, y_tensor, record=True)(x_tensor, y_tensor))
         return path.reshape((self.restarts, self.steps + 1, *x_tensor.shape))
 
@@ -435,6 +549,16 @@ class Attack(CompiledAttack):
     def _prepare_model(self, model, x, y):
         _check_differentiable(model, x, y, self.objective(model)[0])
         self._own_seed_generator()  # created eagerly, outside the traced function
+
+    def _check_batch(self, model, x, y):
+        check_input_range(x, self.clip, self)
+        # Class labels are checked where the objective reads them as classes: the built-in
+        # objectives always, a Keras loss when the labels are sparse and the model has
+        # several outputs (a loss on other targets, e.g. soft binary ones, checks its own).
+        sparse = len(y.shape) == 1 or (len(y.shape) == 2 and y.shape[-1] == 1)
+        classes = output_classes(model, x)
+        if self.loss in BUILTIN_LOSSES or (sparse and classes > 2):
+            check_class_labels(y, classes, name="y (targets)" if self.targeted else "y")
 
 
 def _snake(name: str) -> str:

@@ -24,7 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
-from keras_lossopt.adversarial.evaluation import STRENGTHS, StrongestAttack, evaluate_robustness, evaluation_attack
+from keras_lossopt.adversarial.base import check_class_labels, check_input_range, output_classes
+from keras_lossopt.adversarial.evaluation import (
+    STRENGTHS,
+    StrongestAttack,
+    as_attack,
+    evaluate_robustness,
+    evaluation_attack,
+)
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
 from keras_lossopt.adversarial.training import AdversarialModel
 
@@ -79,8 +86,11 @@ class RobustnessEvaluation(keras.callbacks.Callback):
 
     Raises:
         ValueError: for `every_n_epochs < 1`, `collapse_fraction` outside (0, 1), a
-            targeted attack, an unknown `strength`, or neither `attack`
-            nor `eps` (or both `attack` and a non-default `strength`).
+            targeted attack, an attack given by name (`"pgd"`: build
+            `ProjectedGradientDescent(eps=...)`), an unknown `strength`, neither `attack`
+            nor `eps` (or both `attack` and a non-default `strength`), `validation_data`
+            that is not `(x, y)` with one label per input, or inputs outside the attack's
+            `clip`; at the start of `fit`, labels outside the model's classes.
 
     Example:
         >>> import keras, numpy as np
@@ -118,8 +128,6 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         super().__init__()
         self.strength = check_choice("strength", strength, STRENGTHS)
         self.eps = eps
-        if isinstance(attack, dict):
-            attack = keras.saving.deserialize_keras_object(attack)
         # An attack built from eps and strength is stored as those two, so that a config round trip keeps them.
         self._attack_from_strength = attack is None
         if attack is None:
@@ -130,11 +138,11 @@ class RobustnessEvaluation(keras.callbacks.Callback):
             raise ValueError(
                 f"Give either `attack` or `strength`, not both. Received: attack={attack!r}, strength={strength!r}"
             )
-        if isinstance(attack, (list, tuple)):
-            attack = attack[0] if len(attack) == 1 else StrongestAttack(list(attack))
+        attack = as_attack(attack, allow_callable=True)
         if getattr(attack, "targeted", False):
             raise ValueError(f"RobustnessEvaluation takes an untargeted attack. Received: {attack!r}")
         self.attack = attack
+        _check_validation_data(validation_data, attack)
         self.validation_data = validation_data
         self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -193,6 +201,12 @@ class RobustnessEvaluation(keras.callbacks.Callback):
     # ----------------------------------------------------------------- callback hooks
     def on_train_begin(self, logs=None):
         self._reset()
+        if self.validation_data is None:
+            raise ValueError("RobustnessEvaluation needs `validation_data`: (x, y) arrays or a tf.data.Dataset.")
+        if not isinstance(self.validation_data, tf.data.Dataset):
+            # Labels against the model's classes: known only now that the model is.
+            x, y = (np.asarray(part) for part in self.validation_data[:2])
+            check_class_labels(y, output_classes(self._target_model(), x), name="validation_data labels")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -265,6 +279,34 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         n = min(self.plot_samples, len(x))
         path = pathlib.Path(self.plot_path.format(epoch=epoch + 1))
         plot_adversarial_grid(model, x[:n], x_adv[:n], y[:n], path)
+
+
+def _check_validation_data(data, attack):
+    """Shape and range checks of `validation_data` that need no model (None is allowed for configs)."""
+    if data is None:
+        return
+    if isinstance(data, tf.data.Dataset):
+        spec = data.element_spec
+        if not isinstance(spec, tuple) or len(spec) < 2:
+            raise ValueError(
+                f"`validation_data` must yield (x, y) or (x, y, sample_weight). Received: element_spec={spec}"
+            )
+        return
+    if not isinstance(data, (tuple, list)) or len(data) < 2:
+        raise ValueError(
+            "`validation_data` must be a tuple (x, y) of arrays or a tf.data.Dataset of (x, y). "
+            f"Received: validation_data of type {type(data).__name__}"
+        )
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(
+            f"`validation_data` must hold one label per input. Received: x.shape={x.shape}, y.shape={y.shape}"
+        )
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"`validation_data` inputs must be numeric. Received: x of dtype {x.dtype}")
+    for each in attack.attacks if isinstance(attack, StrongestAttack) else [attack]:
+        if hasattr(each, "clip"):
+            check_input_range(x.astype("float32", copy=False), each.clip, each)
 
 
 def _is_batched(dataset):

@@ -22,7 +22,14 @@ from keras import ops
 from keras_lossopt._validation import check_choice, check_int
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
 from keras_lossopt.adversarial.autoattack import VERSIONS, AutoAttack
-from keras_lossopt.adversarial.base import Attack, CompiledAttack, keep_stronger
+from keras_lossopt.adversarial.base import (
+    Attack,
+    CompiledAttack,
+    check_class_labels,
+    check_input_range,
+    keep_stronger,
+    output_classes,
+)
 from keras_lossopt.adversarial.objectives import (
     class_scores,
     detect_from_logits,
@@ -121,6 +128,62 @@ class StrongestAttack(CompiledAttack):
         for attack in self.attacks:
             attack._prepare_model(model, x, y)
 
+    def _check_batch(self, model, x, y):
+        for attack in self.attacks:
+            check_input_range(x, attack.clip, attack)
+        check_class_labels(y, output_classes(model, x))
+
+
+_ATTACK_CLASS_NAMES = {
+    "fgsm": "FastGradientMethod",
+    "fast_gradient_method": "FastGradientMethod",
+    "pgd": "ProjectedGradientDescent",
+    "projected_gradient_descent": "ProjectedGradientDescent",
+    "mim": "MomentumIterativeMethod",
+    "mifgsm": "MomentumIterativeMethod",
+    "mi_fgsm": "MomentumIterativeMethod",
+    "momentum_iterative_method": "MomentumIterativeMethod",
+}
+
+
+def as_attack(value, name="attack", *, allow_callable=False):
+    """An attack object from an attack, a list of attacks (their worst case) or a serialized attack.
+
+    Args:
+        value: the argument as given.
+        name: the argument named in the error.
+        allow_callable: also accept any other callable `f(model, x, y)` (evaluation only).
+
+    Raises:
+        ValueError: for names such as `"pgd"` (an attack needs its budget `eps`, so the
+            message names the class to build), classes, empty lists and other objects.
+    """
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError(f"`{name}` must hold at least one attack. Received: {name}={value!r}")
+        attacks = [as_attack(item, name) for item in value]
+        value = attacks[0] if len(attacks) == 1 else StrongestAttack(attacks)
+    if isinstance(value, CompiledAttack):
+        return value
+    if allow_callable and callable(value) and not isinstance(value, type):
+        return value
+    hint = ""
+    if isinstance(value, str):
+        known = _ATTACK_CLASS_NAMES.get(value.strip().lower().replace("-", "_"))
+        hint = (
+            f" An attack needs its budget: build it as {known}(eps=...)."
+            if known
+            else " Attacks are objects, e.g. ProjectedGradientDescent(eps=...)."
+        )
+    elif isinstance(value, type):
+        hint = f" Pass an instance, e.g. {value.__name__}(eps=...), not the class."
+    raise ValueError(
+        f"`{name}` must be an attack object such as ProjectedGradientDescent(eps=0.03), a list of attacks "
+        f"(their worst case per sample) or a serialized attack. Received: {name}={value!r}.{hint}"
+    )
+
 
 def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(0.0, 1.0), seed=None):
     """PGD on the cross-entropy and on the margin loss, both from random starts.
@@ -130,7 +193,7 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
         norm: `"linf"` (default) or `"l2"`.
         steps: PGD steps. Default 20.
         restarts: random restarts of each attack. Default 1.
-        clip: valid input range. Default `(0, 1)`.
+        clip: valid input range (inputs outside it are an error), or None. Default `(0, 1)`.
         seed: seed of the random starts. Default None.
 
     Returns:
@@ -239,6 +302,7 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
         (5, 4)
     """
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    attack = as_attack(attack, allow_callable=True)
     batches, total, num_batches = _batches(model, data, batch_size)
     progbar = _progbar(total, num_batches, verbose)
     out = []
@@ -248,7 +312,7 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
     return np.concatenate(out, axis=0) if out else np.zeros((0,))
 
 
-def _as_attack(attacks, eps, strength="pgd", norm="linf"):
+def _evaluation_attack(attacks, eps, strength="pgd", norm="linf"):
     if attacks is None:
         if eps is None:
             raise ValueError(
@@ -256,13 +320,17 @@ def _as_attack(attacks, eps, strength="pgd", norm="linf"):
                 "default, AutoAttack for 'fast' and 'standard')."
             )
         return evaluation_attack(eps, strength, norm=norm)
+    if eps is not None:
+        raise ValueError(
+            f"Give either `attacks` or `eps` (the budget of the default attacks), not both. Received: eps={eps!r} "
+            "and attacks with their own eps."
+        )
     if strength != "pgd":
         raise ValueError(
             f"Give either `attacks` or a `strength`/`version`, not both. Received: attacks={attacks!r}, "
             f"strength={strength!r}"
         )
-    if isinstance(attacks, (list, tuple)):
-        attacks = attacks[0] if len(attacks) == 1 else StrongestAttack(list(attacks))
+    attacks = as_attack(attacks, "attacks", allow_callable=True)
     if getattr(attacks, "targeted", False):
         raise ValueError(f"Robust accuracy takes untargeted attacks. Received a targeted attack: {attacks!r}")
     return attacks
@@ -315,12 +383,15 @@ def evaluate_robustness(
         and `sanity` (their measurements).
 
     Raises:
-        ValueError: for an unknown `version` or `norm`, `attacks` together with `version`,
-            neither `attacks` nor `eps`, or a targeted attack.
+        ValueError: for an unknown `version` or `norm`, `attacks` together with `version`
+            or with `eps`, neither `attacks` nor `eps`, a targeted attack, an attack given
+            by name (`"pgd"`: build `ProjectedGradientDescent(eps=...)`), labels outside
+            the model's classes, `x` outside an attack's `clip` (set `clip` to the data's
+            range), or `len(y) != len(x)`.
     """
     if version is not None:
         version = check_choice("version", version, VERSIONS)
-    attack = _as_attack(attacks, eps, version or "pgd", norm)
+    attack = _evaluation_attack(attacks, eps, version or "pgd", norm)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     sanity_samples = check_int("sanity_samples", sanity_samples, minimum=1)
     ensemble = isinstance(attack, AutoAttack)
@@ -331,7 +402,10 @@ def evaluate_robustness(
     clean_correct = robust_correct = count = 0
     per_attack, seconds = {}, {}
     adversarial, checked = [], {"x": [], "y": [], "standing": []}
+    classes = None
     for x, y in batches:
+        classes = classes or output_classes(model, x)
+        check_class_labels(y, classes)  # robust accuracy reads `y` as classes, whatever the attack does
         if ensemble:
             run = attack.run(model, x, y)
             x_adv = np.asarray(run["x_adv"])
@@ -408,7 +482,7 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
         model: the Keras model.
         x, y: inputs and labels (sparse or one-hot).
         attacks: an attack, a list of attacks, or None for the attacks of `strength`.
-        eps: budget of the default attacks.
+        eps: budget of the default attacks (only when `attacks` is None).
         strength: the attacks used when `attacks` is None (see `evaluation_attack`):
             `"pgd"` (default: PGD-20 on cross-entropy and margin, random starts; cheap,
             about a point optimistic on robust models), `"fast"` or `"standard"` (AutoAttack's
@@ -419,6 +493,10 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
     Returns:
         A float in [0, 1].
 
+    Raises:
+        ValueError: as `evaluate_robustness`; inputs outside the attacks' `clip` (default
+            `(0, 1)`) are an error rather than silently clipped.
+
     Example:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -428,7 +506,7 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
         1.0
     """
     strength = check_choice("strength", strength, STRENGTHS)
-    attack = _as_attack(attacks, eps, strength)
+    attack = _evaluation_attack(attacks, eps, strength)
     return evaluate_robustness(model, (x, y), attack, batch_size=batch_size, verbose=verbose, sanity_checks=False)[
         "robust_accuracy"
     ]

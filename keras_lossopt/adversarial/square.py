@@ -333,7 +333,7 @@ class SquareAttack(Attack):
         Returns:
             Same shape and dtype as `x` (NumPy in, NumPy out).
         """
-        x_work, y_array, to_output = as_float_batch(x, y)
+        x_work, y_array, to_output = as_float_batch(x, y, model, self)
         _image_view(x_work.shape)
         if self.eps == 0.0 or len(x_work) == 0:
             return to_output(x_work)

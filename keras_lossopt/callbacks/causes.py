@@ -50,7 +50,6 @@ CAUSE_KEYS = (
     "saturating_activations",
     "dead_relu",
     "missing_normalization",
-    "batch_noise",
 )
 
 # Prior strength of each cause per finding kind (absent: not a cause of that kind).
@@ -59,7 +58,7 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
         "non_finite_data": 1.0,
         "non_finite_forward": 1.0,
         "target_scale": 0.9,
-        "input_scale": 0.85,
+        "input_scale": 0.9,
         "initial_weight_scale": 0.8,
         "learning_rate_high": 0.75,
         "missing_normalization": 0.2,
@@ -90,7 +89,6 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
         "target_scale": 0.7,
         "input_scale": 0.6,
         "loss_mismatch": 0.3,
-        "batch_noise": 0.3,
     },
     "stalled_loss": {
         "loss_mismatch": 0.95,
@@ -117,8 +115,6 @@ LOW_TOTAL_MOVEMENT = 0.02
 #: A mean bias below -this x the typical pre-activation (kernel std x sqrt(fan_in) x input rms)
 #: switches most units off: "materially negative". Small negative biases are normal.
 NEGATIVE_BIAS_FACTOR = 0.5
-#: Batches at or below this size make the loss and gradients noisy per step.
-SMALL_BATCH = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +159,6 @@ class TrainingStart:
         setup_findings: findings of `check_training_setup` made for this fit (filled in by
             the callback that ran the checks).
         first_loss: the loss of the first batch of the fit (None until seen).
-        batch_size: the training batch size when known.
     """
 
     def __init__(self, model: keras.Model, token: Any = None):
@@ -180,7 +175,39 @@ class TrainingStart:
             self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
         self.setup_findings: list[Finding] = []
         self.first_loss: float | None = None
-        self.batch_size: int | None = None
+        self._update_steps: list[np.ndarray] = []
+        self._update_ratios: list[np.ndarray] = []
+
+    def record_updates(self, steps: np.ndarray, ratios: np.ndarray) -> None:
+        """Keeps the measured per-step relative updates (`GradientMonitor` adds them at each read).
+
+        Args:
+            steps: `(k,)` the recorded steps.
+            ratios: `(k,)` ||w_after - w_before|| / ||w_before|| over the whole model.
+        """
+        self._update_steps.append(np.asarray(steps, dtype="int64").reshape(-1))
+        self._update_ratios.append(np.asarray(ratios, dtype="float64").reshape(-1))
+
+    def update_ratio_before(self, step: int, records: int = 10) -> float | None:
+        """The median finite relative update of the last `records` recorded steps before `step`.
+
+        The update of the step that blew up (and those after it) describes the wreck, not
+        the learning rate that led there, so only earlier steps count.
+
+        Args:
+            step: the step of the finding.
+            records: how many recorded steps before it to take the median of.
+
+        Returns:
+            The median ratio, or None when no finite one was recorded before `step`.
+        """
+        if not self._update_steps:
+            return None
+        steps = np.concatenate(self._update_steps)
+        ratios = np.concatenate(self._update_ratios)
+        keep = (steps < step) & np.isfinite(ratios)
+        recent = ratios[keep][-records:]
+        return float(np.median(recent)) if recent.size else None
 
     def moved(self, model: keras.Model) -> float | None:
         """||w_now - w_start|| / ||w_start|| over all trainable weights (None if unknown)."""
@@ -257,7 +284,7 @@ def rank_causes(
     *,
     start: TrainingStart | None = None,
     update_ratio: float | None = None,
-    steps: int | None = None,
+    step: int | None = None,
 ) -> list[Cause]:
     """The likely causes of a finding, strongest first.
 
@@ -268,9 +295,10 @@ def rank_causes(
         start: the fit's `TrainingStart` (from `training_start(model)`); without it only
             the model's current state is used.
         update_ratio: the typical per-step relative update ||dw|| / ||w|| before the
-            finding (from `GradientMonitor`'s records), if measured.
-        steps: optimizer steps since the start of the fit, to judge how far the weights
-            moved.
+            finding; by default the median of the last records before `step` that
+            `GradientMonitor` left in `start` (None without a monitor).
+        step: the optimizer step of the finding (0-based); with `start` it says how many
+            steps the weights had to move and whether the problem came at the first step.
 
     Returns:
         A list of `Cause`, strongest first (empty when no candidate has evidence, and for
@@ -291,12 +319,26 @@ def rank_causes(
             if key not in found or found[key].strength < strength:
                 found[key] = Cause(key, strength, description, remedy, dict(evidence))
 
+    steps = None
+    if start is not None and step is not None:
+        steps = step - start.step + 1  # steps done, the finding's included
+        if update_ratio is None:
+            update_ratio = start.update_ratio_before(step)
     all_layers = flat_layers(model)
     setup = start.setup_findings if start is not None else []
     for finding in setup:
         _from_setup(finding, add)
     if start is not None:
         _initial_weight_scale(start, add)
+        if kind == "non_finite" and steps == 1 and (start.first_loss is None or math.isfinite(start.first_loss)):
+            add(
+                "non_finite_forward",
+                0.95,
+                "the very first step, from the starting weights, already has non-finite gradients: no update caused it",
+                "lowering the learning rate or clipping cannot help: check the initializers, the input scale and "
+                "the data for NaN/inf",
+                {"steps": 1},
+            )
         if start.first_loss is not None and not math.isfinite(start.first_loss):
             add(
                 "non_finite_forward",
@@ -331,14 +373,6 @@ def rank_causes(
             "add BatchNormalization or LayerNormalization between layers",
             {"trainable_layers": len(hidden)},
         )
-    if start is not None and start.batch_size is not None and start.batch_size <= SMALL_BATCH:
-        add(
-            "batch_noise",
-            1.0,
-            f"batch size {start.batch_size}: per-step losses and gradients are the noise of a few samples",
-            "judge the trend over many steps, raise the batch size, or lower the learning rate",
-            {"batch_size": start.batch_size},
-        )
     return sorted(found.values(), key=lambda c: -c.strength)
 
 
@@ -348,17 +382,13 @@ def _from_setup(finding: Finding, add) -> None:
     description = f"before training: {finding.cause}{where}"
     if finding.kind in ("non_finite_data", "non_finite_forward", "loss_mismatch"):
         add(finding.kind, 1.0, description, finding.remedy, evidence)
-    elif finding.kind == "input_scale":
-        add(
-            "input_scale",
-            _severity(finding.evidence.get("input_rms", 10.0) / 10.0),
-            description,
-            finding.remedy,
-            evidence,
-        )
-    elif finding.kind == "target_scale":
-        ratio = finding.evidence.get("target_rms", 10.0) / 10.0
-        add("target_scale", _severity(ratio), description, finding.remedy, evidence)
+    elif finding.kind in ("input_scale", "target_scale"):
+        # Data scale saturates its severity within one decade past the limit: a gradient
+        # inflated by the data makes every update look too large, so the data, not the
+        # learning rate, comes first.
+        value = finding.evidence.get("input_rms", finding.evidence.get("target_rms", 10.0))
+        ratio = value / finding.evidence.get("limit", 10.0)
+        add(finding.kind, min(1.0, 0.5 + 0.5 * math.log10(max(ratio, 1.0))), description, finding.remedy, evidence)
 
 
 def _initial_weight_scale(start: TrainingStart, add) -> None:
@@ -391,15 +421,18 @@ def _initial_weight_scale(start: TrainingStart, add) -> None:
         )
 
 
+_STALLS = ("stalled_loss", "stalled_metric", "learning_rate")
+
+
 def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
     lr = learning_rate_of(getattr(model, "optimizer", None))
     lr_text = f"learning rate {lr:.3g}" if lr is not None else "the learning-rate schedule"
     evidence: dict[str, float] = {} if lr is None else {"learning_rate": lr}
-    moved = (
-        start.moved(model)
-        if start is not None and kind in ("stalled_loss", "stalled_metric", "learning_rate")
-        else None
-    )
+    measured = update_ratio is not None and math.isfinite(update_ratio)
+    # How far the weights moved since the start: the evidence of a stall, and of large
+    # steps when no update was measured (the net displacement per step understates the
+    # steps, so a high value is conclusive).
+    moved = start.moved(model) if start is not None and steps and (not measured or kind in _STALLS) else None
     if update_ratio is not None and math.isfinite(update_ratio):
         evidence["update_ratio"] = update_ratio
         if update_ratio > HIGH_UPDATE_RATIO:
@@ -430,7 +463,16 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
     if moved is not None and steps:
         evidence["relative_weight_change"] = moved
         evidence["steps"] = steps
-        if moved < LOW_TOTAL_MOVEMENT and steps >= 20:
+        if not measured and moved / steps > HIGH_UPDATE_RATIO and kind not in _STALLS:
+            add(
+                "learning_rate_high",
+                _severity(moved / steps / HIGH_UPDATE_RATIO),
+                f"{lr_text} moved the weights by {moved:.2g} of their norm in {steps} steps (healthy per step: "
+                "about 1e-4..1e-2)",
+                "lower the learning rate (e.g. 10x) or clip gradients (global_clipnorm=1.0)",
+                evidence,
+            )
+        if moved < LOW_TOTAL_MOVEMENT and steps >= 20 and kind in _STALLS:
             add(
                 "learning_rate_low",
                 _severity(LOW_TOTAL_MOVEMENT / max(moved, 1e-12)),
@@ -439,7 +481,8 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
                 "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
                 evidence,
             )
-    if lr is not None and "update_ratio" not in evidence and "relative_weight_change" not in evidence:
+    judged = "update_ratio" in evidence or (moved is not None and steps is not None and steps >= 20)
+    if lr is not None and not judged:
         # Without measured updates only the value itself: a weaker signal.
         adaptive = not isinstance(getattr(model, "optimizer", None), keras.optimizers.SGD)
         high, low = (1e-2, 1e-5) if adaptive else (0.5, 1e-4)

@@ -1,8 +1,10 @@
 """TrainingDiagnostics: training problems beyond the gradients.
 
-Dead ReLUs and saturated sigmoid/tanh units are measured on a probe batch the user
-passes (the callback sees no training data); loss problems are read from the batch
-logs; the learning rate from the optimizer. Thresholds default to the published ones.
+Faults visible before training (`pretraining.check_training_setup`), dead ReLUs and
+saturated sigmoid/tanh units are measured on a probe batch the user passes (the callback
+sees no training data); loss problems are read from the batch and epoch logs
+(`loss_trends.LossTrendDetector`); the learning rate from the optimizer. Causes are
+ranked by `causes.rank_causes`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_lossopt._validation import check_int, check_positive, check_probability
+from keras_lossopt.callbacks.causes import TrainingStart, describe_causes, rank_causes, training_start
 from keras_lossopt.callbacks.findings import (
     REMEDIES,
     Finding,
@@ -23,9 +26,10 @@ from keras_lossopt.callbacks.findings import (
     flat_layers,
     format_report,
     learning_rate_of,
-    likely_cause,
 )
+from keras_lossopt.callbacks.loss_trends import LossTrendDetector
 from keras_lossopt.callbacks.policy import ProblemPolicy
+from keras_lossopt.callbacks.pretraining import check_training_setup
 
 __all__ = ["TrainingDiagnostics"]
 
@@ -43,6 +47,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     Checks and their default thresholds:
 
+    * before training (`on_train_begin`, on `probe_x`/`probe_y`, see
+      `check_training_setup`): NaN/inf in the batch, the first layer whose forward pass
+      at the starting weights is non-finite, input scale, regression target scale, and
+      the loss against the output activations (needs `probe_y`);
     * dying_relu: in a layer with a ReLU activation (or a `ReLU` layer), the share of
       units (last axis; a conv channel counts as one unit) that output zero for every
       sample and position of the probe batch is at least `dead_relu_share` (0.7,
@@ -52,12 +60,16 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       `saturation_share` (0.5, DeepDiagnosis: "over half"). The pre-activation is read
       from the output: |z| > 5 exactly when sigmoid(z) lies outside
       [sigmoid(-5), sigmoid(5)], or |tanh(z)| > tanh(5).
-    * oscillating_loss: over the last `loss_window` (20) batches, the loss has not gone
-      down (the second half's mean is not below the first half's) while the mean
-      absolute batch-to-batch change exceeds `oscillation_threshold` (0.5) times the
-      loss at the start of training (mean of the first 5 batches).
-    * stalled_loss: after `stall_steps` (50) batches the loss (mean of the last 10) is
-      not below `1 - stall_tolerance` (0.99) times the mean of the first 10 batches.
+    * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
+      batch-to-batch change exceeds `oscillation_threshold` (0.5) times the starting loss,
+      the loss has not gone down, and it stays at or above 90% of where it started (the
+      noise guard of `LossTrendDetector`: small-batch noise swings around a falling loss).
+    * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
+      `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
+      batches for the batch-to-batch noise to be below half the tolerance.
+    * stalled_metric: with validation data, after 3 epochs the validation loss is still
+      above half the starting loss and falls by less than 2% per epoch, or a logged
+      validation accuracy gains less than 0.01 per epoch.
     * learning_rate: at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0).
 
@@ -66,9 +78,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     Args:
         probe_x: an input batch (array or a structure of arrays the model accepts) for
-            the activation checks; `None` (default) skips them. Keep it small (64-256
-            samples). Activation checks need a Sequential or functional model (layer
-            outputs); subclassed models skip them.
+            the checks before training and the activation checks; `None` (default) skips
+            them. Take it from the training data as the model sees it and keep it small
+            (64-256 samples). Activation checks need a Sequential or functional model
+            (layer outputs); subclassed models skip them.
+        probe_y: the targets of `probe_x`, for the target-scale and loss checks before
+            training; `None` (default) skips those.
         probe_every_n_steps: also run the activation checks every n steps (besides each
             epoch end); `None` (default) only at epoch ends.
         on_problem: `"warn"` (default), `"stop"`, `"raise"` or a callable taking a
@@ -108,6 +123,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     def __init__(
         self,
         probe_x: Any = None,
+        probe_y: Any = None,
         probe_every_n_steps: int | None = None,
         on_problem: str | Callable[[Finding], Any] = "warn",
         dead_relu_share: float = 0.7,
@@ -121,6 +137,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     ):
         super().__init__()
         self.probe_x = probe_x
+        if probe_y is not None and probe_x is None:
+            raise ValueError(
+                "`probe_y` needs `probe_x`: pass the inputs of the probe batch too. Received: probe_x=None"
+            )
+        self.probe_y = probe_y
         self.probe_every_n_steps = (
             None if probe_every_n_steps is None else check_int("probe_every_n_steps", probe_every_n_steps, minimum=1)
         )
@@ -132,7 +153,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.saturation_input = check_positive("saturation_input", saturation_input)
         self.loss_window = check_int("loss_window", loss_window, minimum=4)
         self.oscillation_threshold = check_positive("oscillation_threshold", oscillation_threshold)
-        self.stall_steps = check_int("stall_steps", stall_steps, minimum=10)
+        self.stall_steps = check_int("stall_steps", stall_steps, minimum=20)
         self.stall_tolerance = check_probability("stall_tolerance", stall_tolerance)
         if len(lr_range) != 2 or not 0 < float(lr_range[0]) < float(lr_range[1]):
             raise ValueError(f"`lr_range` must be (low, high) with 0 < low < high. Received: lr_range={lr_range!r}")
@@ -143,6 +164,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         probe = self.probe_x
         return {
             "probe_x": probe.tolist() if isinstance(probe, np.ndarray) else probe,
+            "probe_y": self.probe_y.tolist() if isinstance(self.probe_y, np.ndarray) else self.probe_y,
             "probe_every_n_steps": self.probe_every_n_steps,
             "on_problem": self.on_problem,
             "dead_relu_share": self.dead_relu_share,
@@ -160,10 +182,18 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         config = dict(config)
         if isinstance(config.get("probe_x"), list):
             config["probe_x"] = np.asarray(config["probe_x"], dtype="float32")
+        if isinstance(config.get("probe_y"), list):
+            config["probe_y"] = np.asarray(config["probe_y"])
         return cls(**config)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TrainingDiagnostics:
-        clone = type(self).from_config({**self.get_config(), "probe_x": copy.deepcopy(self.probe_x, memo)})
+        clone = type(self).from_config(
+            {
+                **self.get_config(),
+                "probe_x": copy.deepcopy(self.probe_x, memo),
+                "probe_y": copy.deepcopy(self.probe_y, memo),
+            }
+        )
         clone.findings = list(self.findings)
         return clone
 
@@ -178,6 +208,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self._seen: set[tuple[str, tuple[str, ...]]] = set()
         self._probe_model = None
         self._probe_layers: list[tuple[Any, str]] = []
+        self._start: TrainingStart | None = None
+        self._trends = LossTrendDetector(
+            window=self.loss_window,
+            oscillation_threshold=self.oscillation_threshold,
+            stall_steps=self.stall_steps,
+            stall_tolerance=self.stall_tolerance,
+        )
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -188,6 +225,12 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             self._step = int(keras.ops.convert_to_numpy(optimizer.iterations))
             self._epoch_start = self._step
         self._start_step = self._step
+        self._start = training_start(self.model, None if self.params is None else id(self.params))
+        if self.probe_x is not None:
+            setup = check_training_setup(self.model, self.probe_x, self.probe_y)
+            self._start.setup_findings.extend(setup)
+            for finding in setup:
+                self._handle(finding)
         lr = learning_rate_of(optimizer)
         low, high = self.lr_range
         if lr is not None and not low <= lr <= high:
@@ -210,49 +253,22 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if mean is not None:
             mean = float(mean)
             previous = self._previous_mean if self._previous_mean is not None else 0.0
-            self.batch_losses.append(k * mean - (k - 1) * previous if k > 1 else mean)
+            loss = k * mean - (k - 1) * previous if k > 1 else mean
+            self.batch_losses.append(loss)
             self._previous_mean = mean
-            self._check_loss()
+            if self._step - 1 == self._start.step and self._start.first_loss is None:
+                self._start.first_loss = loss  # the loss of the starting weights
+            for finding in self._trends.update(self._step - 1, loss):
+                self._report(finding.kind, finding.layers, dict(finding.evidence))
         if self.probe_every_n_steps and self._step % self.probe_every_n_steps == 0:
             self._check_activations()
 
     def on_epoch_end(self, epoch, logs=None):
         self._check_activations()
+        for finding in self._trends.update_epoch(self._step - 1, logs or {}):
+            self._report(finding.kind, finding.layers, dict(finding.evidence))
 
     # -- checks --------------------------------------------------------------------------
-
-    def _check_loss(self) -> None:
-        losses = np.asarray(self.batch_losses, dtype="float64")
-        if not np.isfinite(losses[-1]):
-            return  # non-finite losses are GradientMonitor's finding
-        w = self.loss_window
-        if len(losses) >= w:
-            window = losses[-w:]
-            if np.isfinite(window).all():
-                half = w // 2
-                # Relative to the loss at the start, so that the batch-to-batch noise of
-                # a converged run (small losses, large relative changes) is not flagged.
-                scale = max(float(np.mean(np.abs(losses[:5]))), 1e-12)
-                swing = float(np.mean(np.abs(np.diff(window)))) / scale
-                not_decreasing = window[half:].mean() >= window[:half].mean()
-                if not_decreasing and swing > self.oscillation_threshold:
-                    self._report(
-                        "oscillating_loss",
-                        (),
-                        {
-                            "mean_abs_change_over_mean_loss": swing,
-                            "threshold": self.oscillation_threshold,
-                            "window": w,
-                        },
-                    )
-        if len(losses) == self.stall_steps:
-            start, end = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
-            if np.isfinite([start, end]).all() and end > (1 - self.stall_tolerance) * start:
-                self._report(
-                    "stalled_loss",
-                    (),
-                    {"first_loss": start, "loss_now": end, "steps": self.stall_steps},
-                )
 
     def _build_probe(self) -> None:
         if self.probe_x is None:
@@ -325,22 +341,34 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if key in self._seen:
             return
         self._seen.add(key)
+        # 0-based index of the last finished step, like GradientMonitor's findings.
+        step = max(self._step - 1, self._start_step)
+        causes = rank_causes(kind, self.model, layers, start=self._start, step=step)
+        cause, remedy = describe_causes(causes)
         finding = Finding(
             kind=kind,
-            # 0-based index of the last finished step, like GradientMonitor's findings.
-            step=max(self._step - 1, self._start_step),
+            step=step,
             layers=layers,
             evidence=evidence,
-            cause=likely_cause(kind, self.model, layers),
-            remedy=REMEDIES[kind],
+            cause=cause,
+            remedy=remedy or REMEDIES[kind],
+            causes=tuple(causes),
         )
+        self._handle(finding)
+
+    def _handle(self, finding: Finding) -> None:
         self._policy.handle(finding, self.model, self.findings.append)
 
     def report(self) -> str:
         """A readable summary of the findings."""
         lines = [f"Watched {len(self.batch_losses)} batches."]
         if self.probe_x is None:
-            lines.append("No probe batch given: activation checks (dead ReLU, saturation) were skipped.")
+            lines.append(
+                "No probe batch given: the checks before training and the activation checks (dead ReLU, "
+                "saturation) were skipped."
+            )
+        elif self.probe_y is None:
+            lines.append("No probe targets given: the target-scale and loss checks before training were skipped.")
         elif self._probe_model is None and self.model is not None:
             lines.append("Activation checks skipped (no ReLU/sigmoid/tanh layer, or a subclassed model).")
         return format_report("Training diagnostics report", self.findings, lines)

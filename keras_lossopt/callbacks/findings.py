@@ -1,15 +1,14 @@
 """Findings: what a monitor saw, why it likely happened, and what to do about it.
 
 A `Finding` is a small frozen record shared by `GradientMonitor` and
-`TrainingDiagnostics`, so programs and tests read both the same way. The likely cause is
-read off the model (activations, normalization layers, initial weight scale, learning
-rate), and every kind comes with concrete remedies.
+`TrainingDiagnostics`, so programs and tests read both the same way. Its causes are ranked
+by `causes.rank_causes` from the evidence the callbacks hold; every kind also has generic
+remedies (`REMEDIES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +20,6 @@ __all__ = [
     "Finding",
     "TrainingProblemError",
     "TrainingProblemWarning",
-    "likely_cause",
 ]
 
 FINDING_KINDS = (
@@ -32,7 +30,14 @@ FINDING_KINDS = (
     "saturation",
     "oscillating_loss",
     "stalled_loss",
+    "stalled_metric",
     "learning_rate",
+    # Checks before training (`pretraining.check_training_setup`), made at step -1.
+    "non_finite_data",
+    "non_finite_forward",
+    "input_scale",
+    "target_scale",
+    "loss_mismatch",
 )
 
 REMEDIES: Mapping[str, str] = {
@@ -63,6 +68,10 @@ REMEDIES: Mapping[str, str] = {
         "raise the learning rate (it may be far too small), check that the labels match the "
         "loss (sparse vs one-hot, from_logits), and check for dead or saturated layers"
     ),
+    "stalled_metric": (
+        "raise the learning rate (e.g. 10x), check the loss against the output layer and the data scale, "
+        "and check for dead or saturated layers"
+    ),
     "learning_rate": "use a learning rate in the usual range (Adam ~1e-4..1e-2, SGD ~1e-3..1e-1)",
 }
 
@@ -77,9 +86,12 @@ class Finding:
         layers: names of the layers involved, input side first (empty when the whole
             run is concerned, e.g. the loss).
         evidence: the numbers behind the finding (norms, ratios, shares, losses).
-        cause: a likely cause read off the model and optimizer.
-        remedy: concrete things to try.
+        cause: the likely causes, strongest first, with their numbers.
+        remedy: concrete things to try, for those causes.
         action: what the monitor did (`"warned"`, `"stopped"`, `"clipped"`, ...).
+        causes: the ranked `causes.Cause` records behind `cause` (their `key` says which
+            cause, e.g. `"learning_rate_high"`); empty for the checks before training,
+            which are their own cause.
     """
 
     kind: str
@@ -89,6 +101,7 @@ class Finding:
     cause: str
     remedy: str
     action: str = ""
+    causes: tuple[Any, ...] = ()
 
     def __str__(self) -> str:
         layers = ", ".join(self.layers) if self.layers else "-"
@@ -119,9 +132,6 @@ class TrainingProblemError(RuntimeError):
 
 
 # -- reading the model -------------------------------------------------------------------
-
-_SATURATING = ("sigmoid", "tanh", "softsign", "hard_sigmoid")
-_NORMALIZATION = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization")
 
 
 def activation_name(layer: Any) -> str | None:
@@ -154,81 +164,6 @@ def learning_rate_of(optimizer: Any) -> float | None:
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
     except Exception:  # a schedule or a callable not evaluable here
         return None
-
-
-def likely_cause(kind: str, model: Any, layers: Sequence[str] = ()) -> str:
-    """A short, model-specific explanation of a finding's likely cause."""
-    all_layers = flat_layers(model)
-    activations = [activation_name(layer) for layer in all_layers]
-    saturating = [layer.name for layer, a in zip(all_layers, activations) if a in _SATURATING]
-    hidden = [layer for layer in all_layers if layer.trainable_weights]
-    normalized = any(type(layer).__name__ in _NORMALIZATION for layer in all_layers)
-    lr = learning_rate_of(getattr(model, "optimizer", None))
-    reasons: list[str] = []
-    if kind in ("vanishing", "saturation"):
-        if len(saturating) >= 3:
-            reasons.append(f"{len(saturating)} saturating (sigmoid/tanh) activations stacked in a deep network")
-        elif saturating:
-            reasons.append(f"saturating activations in {', '.join(saturating)}")
-        dead = [layer.name for layer, a in zip(all_layers, activations) if a == "relu" and layer.name in layers]
-        if dead:
-            reasons.append(f"ReLU units that output zero in {', '.join(dead)}")
-        if not normalized and len(hidden) >= 4:
-            reasons.append(f"no normalization layer in {len(hidden)} trainable layers")
-        if lr is not None and lr < 1e-5:
-            reasons.append(f"a very small learning rate ({lr:.3g})")
-    elif kind in ("exploding", "non_finite", "oscillating_loss"):
-        if lr is not None and lr > 0.05:
-            reasons.append(f"a large learning rate ({lr:.3g})")
-        big = _oversized_layers(all_layers)
-        if big:
-            reasons.append("initial weights far above the Glorot/He scale in " + ", ".join(big))
-        if not normalized and len(hidden) >= 4:
-            reasons.append(f"no normalization layer in {len(hidden)} trainable layers")
-    elif kind == "dying_relu":
-        if lr is not None and lr > 0.05:
-            reasons.append(f"a large learning rate ({lr:.3g}) pushing biases negative")
-        negative = _negative_bias_layers(all_layers, layers)
-        if negative:
-            reasons.append("negative biases in " + ", ".join(negative))
-        if not normalized:
-            reasons.append("no normalization before the ReLUs")
-    elif kind == "stalled_loss":
-        if lr is not None and lr < 1e-5:
-            reasons.append(f"a very small learning rate ({lr:.3g})")
-        if saturating:
-            reasons.append("saturating activations")
-    elif kind == "learning_rate":
-        reasons.append(f"learning rate {lr:.3g}" if lr is not None else "the learning-rate schedule")
-    return "; ".join(reasons) if reasons else "no single cause visible in the model's structure"
-
-
-def _oversized_layers(layers: Sequence[Any]) -> list[str]:
-    """Layers whose kernel standard deviation is over 10x the Glorot-uniform one."""
-    names = []
-    for layer in layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None or len(kernel.shape) < 2:
-            continue
-        w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
-        receptive = int(np.prod(w.shape[:-2])) if w.ndim > 2 else 1
-        fan_in, fan_out = w.shape[-2] * receptive, w.shape[-1] * receptive
-        glorot_std = math.sqrt(2.0 / (fan_in + fan_out))
-        if np.isfinite(w).all() and w.std() > 10 * glorot_std:
-            names.append(f"{layer.name} (std {w.std():.3g} vs {glorot_std:.3g})")
-    return names
-
-
-def _negative_bias_layers(layers: Sequence[Any], names: Sequence[str]) -> list[str]:
-    out = []
-    for layer in layers:
-        bias = getattr(layer, "bias", None)
-        if bias is None or layer.name not in names:
-            continue
-        b = np.asarray(keras.ops.convert_to_numpy(bias))
-        if b.size and np.mean(b) < 0:
-            out.append(f"{layer.name} (mean bias {b.mean():.3g})")
-    return out
 
 
 def format_report(title: str, findings: Sequence[Finding], extra_lines: Sequence[str] = ()) -> str:

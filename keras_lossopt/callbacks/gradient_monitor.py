@@ -30,8 +30,9 @@ from keras_lossopt._validation import check_int, check_positive
 from keras_lossopt.callbacks import _recorder
 from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
 from keras_lossopt.callbacks._recorder import GradientRecorder
+from keras_lossopt.callbacks.causes import TrainingStart, describe_causes, rank_causes, training_start
 from keras_lossopt.callbacks.detection import GradientDetector
-from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report, likely_cause
+from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report
 from keras_lossopt.callbacks.policy import ProblemPolicy
 
 __all__ = ["GradientHistory", "GradientMonitor"]
@@ -203,9 +204,11 @@ class GradientMonitor(keras.callbacks.Callback):
 
     * vanishing: a layer's gradient norm is below `vanishing_ratio` times the norm of the
       last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
-      below `vanishing_floor`;
-    * exploding: the global norm exceeds `exploding_norm`, or grows by more than
-      `exploding_growth` times its minimum over the previous `growth_window` records;
+      below `vanishing_floor`, in at least half of the last `growth_window` records (so
+      that one sample whose ReLU units are all off, at batch size 1, is not a finding);
+    * exploding: the global norm exceeds `exploding_norm`, or exceeds the median of the
+      previous `growth_window` records by more than `exploding_growth` and by more than 4
+      robust standard deviations of their log10 (the run's own noise);
     * non_finite: a NaN/inf gradient entry, NaN/inf weights, or a NaN/inf loss in the
       batch logs. The loss is checked at every step; a NaN gradient on a step that is
       not recorded is found through the weights it spoils (their norm is part of every
@@ -225,7 +228,15 @@ class GradientMonitor(keras.callbacks.Callback):
     are finite. When no finite weights were kept it restores nothing and says so in the
     finding's action. With `"restore"`, `"clip"` or `"reduce_lr"` it also resets
     non-finite optimizer slots and the epoch's loss mean, applies the remedy and trains
-    on; otherwise it stops training.
+    on; otherwise it stops training. When the very first step of the run is already
+    non-finite (the loss of the starting weights, or the first gradients), it restores
+    nothing, applies no remedy and stops: a lower learning rate or clipping cannot help,
+    and the finding names the starting point as the cause.
+
+    Causes (`causes.rank_causes`, in each finding's `causes`, strongest first): the checks
+    `TrainingDiagnostics(probe_x=, probe_y=)` made before training, the initial weight
+    scale (captured at the start of the run), the learning rate measured as the median
+    relative update of the records before the finding, and the model's structure.
 
     Args:
         every_n_steps: record every n-th optimizer step. Default 1.
@@ -236,8 +247,10 @@ class GradientMonitor(keras.callbacks.Callback):
             vanishes. Default 1e-3 (AUTOTRAINER).
         vanishing_floor: global norm below which all gradients vanish. Default 1e-7.
         exploding_norm: global norm ceiling. Default 1e3.
-        exploding_growth: growth factor within `growth_window` records. Default 1e3.
-        growth_window: records the growth is measured over. Default 5.
+        exploding_growth: the smallest growth factor over the median norm of the
+            previous `growth_window` records that counts. Default 1e3.
+        growth_window: records the noise guards look back over (growth reference, share
+            of vanishing records). Default 20.
         clip_norm: the global norm `"clip"` sets. Default 1.0.
         lr_factor: factor `"reduce_lr"` applies, in (0, 1). Default 0.1.
         min_lr: floor of `"reduce_lr"`. Default 1e-6.
@@ -287,7 +300,7 @@ class GradientMonitor(keras.callbacks.Callback):
         vanishing_floor: float = 1e-7,
         exploding_norm: float = 1e3,
         exploding_growth: float = 1e3,
-        growth_window: int = 5,
+        growth_window: int = 20,
         clip_norm: float = 1.0,
         lr_factor: float = 0.1,
         min_lr: float = 1e-6,
@@ -357,6 +370,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.restored_step: int | None = None
         self._last_read_step = -1
         self._read_at = 0
+        self._start: TrainingStart | None = None
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -373,6 +387,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._policy = ProblemPolicy(
             self.on_problem, clip_norm=self.clip_norm, lr_factor=self.lr_factor, min_lr=self.min_lr
         )
+        # The model as it is now, shared with TrainingDiagnostics: causes name the initial
+        # weights, never those after a divergence. Callbacks of one fit share `params`.
+        self._start = training_start(model, None if self.params is None else id(self.params))
         hook = OptimizerHook(model, strategy)
         recorder = GradientRecorder(
             model,
@@ -418,6 +435,8 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_done = self._epoch_start + int(batch) + 1
         loss = logs.get("loss")
         loss_finite = loss is None or math.isfinite(float(loss))
+        if loss is not None and self._steps_done - 1 == self._start.step and self._start.first_loss is None:
+            self._start.first_loss = float(loss)  # the loss of the starting weights
         findings_before = len(self.findings)
         if not loss_finite or self._steps_done - self._read_at >= self.detect_every_n_steps:
             block = self._read_records()
@@ -451,6 +470,7 @@ class GradientMonitor(keras.callbacks.Callback):
             self._detector.layers = names
         self._last_read_step = int(steps[-1])
         block = self.history.extend(steps, grad_stats, update_stats)
+        self._start.record_updates(steps, block["update_ratio"][:, -1])
         self._epoch_blocks.append(block)
         for i, step in enumerate(steps):
             self._write_tensorboard(int(step), {key: value[i] for key, value in block.items()})
@@ -483,8 +503,8 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _check_final_weights(self) -> None:
         """Finds a NaN that arrived after the last recorded step (read once, on the host)."""
-        if not self._recorder.ready:
-            return
+        if not self._recorder.ready or self._stopped_reason == "non_finite":
+            return  # training already stopped on non-finite values: the weights say nothing new
         layers = self._recorder.nonfinite_groups()
         if layers:
             finding = self._detector.report_non_finite(
@@ -505,7 +525,9 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- acting --------------------------------------------------------------------------
 
     def _handle(self, finding: Finding) -> None:
-        finding = dataclasses.replace(finding, cause=likely_cause(finding.kind, self.model, finding.layers))
+        causes = rank_causes(finding.kind, self.model, finding.layers, start=self._start, step=finding.step)
+        cause, remedy = describe_causes(causes)
+        finding = dataclasses.replace(finding, cause=cause, remedy=remedy or finding.remedy, causes=tuple(causes))
         try:
             done = self._policy.handle(finding, self.model, self.findings.append, _Remedies(self))
         except TrainingProblemError:
@@ -622,6 +644,13 @@ class _Remedies:
 
     def turn_on_clipping(self, clip_norm: float) -> bool:
         return self._monitor._hook.turn_on_global_clipnorm(clip_norm)
+
+    def fails_from_the_start(self, finding: Finding) -> bool:
+        start = self._monitor._start
+        if start is None:
+            return False
+        first_loss_bad = start.first_loss is not None and not math.isfinite(start.first_loss)
+        return first_loss_bad or finding.step <= start.step
 
 
 # TensorBoard's summary ops live in the tensorboard package, which TensorFlow no longer

@@ -3,7 +3,10 @@
 `ProblemPolicy` turns a user's `on_problem` into actions. Every option is in `ON_PROBLEM`;
 the remedies (`REMEDY_OPTIONS`) change the run and need a callback that can change it
 (`GradientMonitor`); the others only report. On a non-finite finding, a callback that can
-restore weights always restores the last good (finite) weights first, whatever the option.
+restore weights always restores the last good (finite) weights first, whatever the option,
+except when the first step of the run already failed: then the starting weights (or the
+first batch) are the problem, nothing is restored, no remedy is applied (a lower learning
+rate or clipping cannot make a non-finite starting point finite) and training stops.
 
 * `"warn"`: issue a `TrainingProblemWarning` (after a non-finite finding: restore, stop
   training, warn);
@@ -50,6 +53,9 @@ class Remedies(Protocol):
 
     def turn_on_clipping(self, clip_norm: float) -> bool:
         """Sets `global_clipnorm`; False when clipping was already at most `clip_norm`."""
+
+    def fails_from_the_start(self, finding: Finding) -> bool:
+        """Whether a non-finite `finding` came at the first step, from the starting weights."""
 
 
 class ProblemPolicy:
@@ -118,29 +124,39 @@ class ProblemPolicy:
         """
         actions: list[str] = []
         stop = self.on_problem == "stop"
+        remedy = self.remedy
         if finding.kind == "non_finite" and remedies is not None:
-            actions.append(remedies.restore_weights())
-            if self.remedy is not None:
-                remedies.reset_optimizer_state()
-                model.reset_metrics()
+            if remedies.fails_from_the_start(finding):
+                # No earlier weights exist and no smaller step avoids a NaN the starting
+                # point already gives: restoring, clipping or a lower rate would only hide it.
+                actions.append(
+                    "nothing restored: the first step already failed, from the starting weights, so a lower "
+                    "learning rate, clipping or a restore cannot help"
+                )
+                stop, remedy = True, None
             else:
-                stop = True
+                actions.append(remedies.restore_weights())
+                if remedy is not None:
+                    remedies.reset_optimizer_state()
+                    model.reset_metrics()
+                else:
+                    stop = True
         if stop:
             model.stop_training = True
             actions.append("stopped training")
-        if self.remedy == "clip":
+        if remedy == "clip":
             if remedies.turn_on_clipping(self.clip_norm):
                 actions.append(f"turned on global_clipnorm={self.clip_norm:g}")
             else:
                 actions.append(self._reduce_learning_rate(model) + " (clipping was already on)")
-        elif self.remedy == "reduce_lr":
+        elif remedy == "reduce_lr":
             actions.append(self._reduce_learning_rate(model))
         elif self.on_problem == "raise":
             actions.append("raised TrainingProblemError")
         elif callable(self.on_problem):
             actions.append(f"called {getattr(self.on_problem, '__name__', 'on_problem')}")
         elif self.on_problem != "stop":
-            actions.append("warned" if finding.kind != "non_finite" or self.remedy is None else "trained on")
+            actions.append("warned" if finding.kind != "non_finite" or remedy is None else "trained on")
         finding = dataclasses.replace(finding, action="; ".join(a for a in actions if a))
         record(finding)
         if self.on_problem == "raise":

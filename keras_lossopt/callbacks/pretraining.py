@@ -258,8 +258,13 @@ class _Forward:
             probe = keras.Model(inputs[0] if len(inputs) == 1 else inputs, tensors)
         except (AttributeError, ValueError, TypeError):
             probe = None  # a subclassed model: its layers' tensors do not exist
+        values = None
         if probe is not None and layers:
-            values = [_as_array(v) for v in keras.tree.flatten(probe(x, training=False))]
+            try:
+                values = [_as_array(v) for v in keras.tree.flatten(probe(x, training=False))]
+            except Exception:  # a graph the probe cannot replay (masks, shared state): the model alone
+                values = None
+        if values is not None:
             forward.visible = True
             forward.layers = layers
             at = 0
@@ -267,7 +272,10 @@ class _Forward:
                 forward.inputs.append(values[at : at + n_in])
                 forward.outputs.append(values[at + n_in : at + n_in + n_out])
                 at += n_in + n_out
-            prediction = model(x, training=False) if len(model.outputs) != 1 else forward.outputs[-1][0]
+            producers = [
+                i for i, layer in enumerate(layers) if len(model.outputs) == 1 and layer.output is model.outputs[0]
+            ]
+            prediction = forward.outputs[producers[0]][0] if producers else model(x, training=False)
         else:
             prediction = model(x, training=False)
         flat = keras.tree.flatten(prediction)

@@ -16,10 +16,14 @@ from typing import Any
 
 # Public name -> the module that defines it (each module's __all__, nothing else).
 _EXPORTS = {
-    "TASKS": "data",
-    "DataError": "data",
     "load_data": "data",
-    "check_data_argument": "data",
+    "MODEL_SUFFIXES": "paths",
+    "REPORT_FILES": "paths",
+    "DataError": "paths",
+    "check_data_argument": "paths",
+    "check_model_path": "paths",
+    "check_output_folder": "paths",
+    "check_trials_directory": "paths",
     "model_builder": "models",
     "run_compare": "compare",
     "targets": "compare",
@@ -27,9 +31,7 @@ _EXPORTS = {
     "run_search": "search",
     "pooled": "search",
     "run_advise": "advise",
-    "REPORT_FILES": "report",
     "atomic_folder": "report",
-    "check_output_folder": "report",
     "markdown_table": "report",
     "plot_curves": "report",
     "plot_metrics": "report",

@@ -17,20 +17,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_lossopt.cli.paths import DataError, check_data_argument
 from keras_lossopt.datasets import Dataset, available_datasets, load_dataset, train_val_test_indices
 
-__all__ = ["TASKS", "DataError", "check_data_argument", "load_data"]
+__all__ = ["load_data"]
 
-TASKS = ("auto", "binary", "multiclass", "segmentation")
 _SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 # Cells that mean "no value" in CSV files written by pandas, R and spreadsheets.
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none", "#n/a"})
 # A stratified train/validation/test split needs at least one sample of each class per split.
 _MIN_PER_CLASS = 3
-
-
-class DataError(ValueError):
-    """Input data the command cannot use; the message says why in one line."""
 
 
 def load_data(data: str, *, target: str | None = None, task: str = "auto", seed: int = 0) -> Dataset:
@@ -59,39 +55,6 @@ def load_data(data: str, *, target: str | None = None, task: str = "auto", seed:
     else:
         dataset = _from_npz(pathlib.Path(data), seed)
     return _check_task(dataset, task)
-
-
-def check_data_argument(data: str, target: str | None) -> None:
-    """Checks `--data` and `--target` without reading the data (no Keras, no file contents).
-
-    Args:
-        data: the `--data` argument.
-        target: the `--target` argument.
-
-    Raises:
-        DataError: for an unknown dataset name, a missing or unsupported file, or a
-            `--target` that does not fit the kind of data.
-    """
-    path = pathlib.Path(data)
-    if data in available_datasets():
-        if target is not None:
-            raise DataError(f"--target applies to .csv files, not to the built-in dataset {data!r}")
-        return
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".csv"):
-        if path.suffix or path.exists():
-            raise DataError(f"unsupported data file {data!r}: use a .npz or .csv file, or a built-in dataset")
-        close = difflib.get_close_matches(data, available_datasets(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"unknown dataset {data!r}; built-in datasets: {', '.join(available_datasets())}{hint}")
-    if not path.exists():
-        raise DataError(f"data file not found: {data}")
-    if not path.is_file():
-        raise DataError(f"--data {data} is not a file")
-    if suffix == ".csv" and target is None:
-        raise DataError(f"a .csv file needs --target COLUMN naming its label column ({path.name})")
-    if suffix == ".npz" and target is not None:
-        raise DataError("--target applies to .csv files; a .npz file holds its labels under 'y' or 'y_train'")
 
 
 def _rows(positions: Sequence[int], word: str = "line") -> str:

@@ -179,35 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
 def _check_paths(args: argparse.Namespace) -> None:
     """The file and folder arguments, before anything is read or trained."""
-    from keras_lossopt.cli.data import DataError, check_data_argument
-    from keras_lossopt.cli.report import check_output_folder
+    from keras_lossopt.cli import paths
 
-    check_data_argument(args.data, args.target)
-    if getattr(args, "model", None) is not None:
-        model = pathlib.Path(args.model)
-        if not model.is_file():
-            raise DataError(
-                f"model file not found: {args.model}" if not model.exists() else f"--model {args.model} is not a file"
-            )
-        if model.suffix.lower() not in _MODEL_SUFFIXES:
-            raise DataError(f"--model {args.model}: expected a Keras model file ({', '.join(_MODEL_SUFFIXES)})")
+    paths.check_data_argument(args.data, args.target)
+    if getattr(args, "model", None) is not None:  # advise takes no model
+        paths.check_model_path(args.model)
     if args.command == "search":
-        directory = pathlib.Path(args.directory).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise DataError(f"--directory {args.directory} is a file; name a folder for the trials")
+        paths.check_trials_directory(args.directory)
     if args.output is not None:
-        check_output_folder(args.output)
+        paths.check_output_folder(args.output)
 
 
 def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> None:
     """The objective and the report folder of a search, once the task is known."""
-    from keras_lossopt.cli.data import DataError
-    from keras_lossopt.cli.report import check_output_folder
+    from keras_lossopt.cli.paths import DataError, check_output_folder
     from keras_lossopt.tuning.objectives import DEFAULT_METRIC_NAMES, check_logged_objective
 
     if args.objective is not None:
@@ -221,14 +208,16 @@ def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> 
 
 def _check_inputs(args: argparse.Namespace):
     """Every argument, path and the data, without TensorFlow; returns the dataset and the search project."""
+    _check_paths(args)  # first, and before NumPy: a mistyped path costs only Python's start
+
     import numpy as np
 
-    from keras_lossopt.cli.data import DataError, load_data
+    from keras_lossopt.cli.data import load_data
+    from keras_lossopt.cli.paths import DataError
     from keras_lossopt.cli.models import model_builder
     from keras_lossopt.tuning.search_space import select_candidates
     from keras_lossopt.tuning.validation import check_labels
 
-    _check_paths(args)
     dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
     if args.command == "search" and args.folds is None:
         args.folds = 1 if args.tuner == "hyperband" else 3

@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from keras_lossopt.cli.data import DataError
+from keras_lossopt.cli.paths import DataError
 from keras_lossopt.datasets import Dataset
 
 if TYPE_CHECKING:

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "REPORT_FILES",
     "atomic_folder",
-    "check_output_folder",
     "markdown_table",
     "plot_curves",
     "plot_metrics",
@@ -70,47 +68,6 @@ def scores(task: str, labels: np.ndarray, outputs: np.ndarray, num_classes: int)
         metric.update_state(labels, outputs)
         result[name] = float(metric.result())
     return result
-
-
-#: The files a report folder of this command holds; any other file marks a folder as not ours.
-REPORT_FILES = frozenset(
-    {"results.json", "results.csv", "report.md", "metrics.png", "curves.png", "trials.png", "best_loss.json"}
-)
-
-
-def check_output_folder(target: str | os.PathLike, option: str = "--output") -> pathlib.Path:
-    """Checks, before any training, that `atomic_folder(target)` will be able to write there.
-
-    Args:
-        target: the report folder.
-        option: the command-line option that named it, for the message.
-
-    Returns:
-        The resolved path.
-
-    Raises:
-        ValueError: when `target` is a file, an existing folder that is not a report of
-            this command (replacing it would delete the user's files), or lies under a
-            file or a folder that cannot be written.
-    """
-    path = pathlib.Path(target).expanduser().resolve()
-    if path.is_file():
-        raise ValueError(f"{option} {target} is a file; name a folder for the report")
-    if path.is_dir():
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in REPORT_FILES)
-        if foreign:
-            raise ValueError(
-                f"{option} {target} is a folder that holds other files ({foreign[0]!r}, ...); a report replaces "
-                "its whole folder, so name a new folder or an earlier report"
-            )
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{option} {target} lies under {parent}, which is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {target}: cannot write in {parent} (permission denied)")
-    return path
 
 
 @contextlib.contextmanager

@@ -10,7 +10,13 @@ import warnings
 
 from keras_lossopt.losses import noise_robust as _noise_robust
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
-from keras_lossopt.losses.base import LossFunctionBase, SparseTargetLoss, reduce_loss_values
+from keras_lossopt.losses.base import (
+    LossFunctionBase,
+    SparseTargetLoss,
+    merge_masks,
+    reduce_loss_values,
+    replicas_in_sync,
+)
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
@@ -74,11 +80,13 @@ __all__ = [
     "logit_adjusted_loss",
     "lovasz_hinge_loss",
     "lovasz_softmax_loss",
+    "merge_masks",
     "overlap_inputs",
     "poly1_term",
     "poly_loss",
     "reduce_loss_values",
     "register_alias",
+    "replicas_in_sync",
     "serialize",
     "symmetric_cross_entropy_loss",
     "tversky_loss",

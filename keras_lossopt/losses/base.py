@@ -32,15 +32,25 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._validation import check_numeric_tensor
 from keras_lossopt.losses.targets import sparse_valid_mask
 
-__all__ = ["LossFunctionBase", "SparseTargetLoss", "reduce_loss_values"]
+# `merge_masks` and `replicas_in_sync` are public for losses built outside this package
+# (`keras_lossopt.shaping.CompositeLoss` uses both).
+__all__ = ["LossFunctionBase", "SparseTargetLoss", "merge_masks", "reduce_loss_values", "replicas_in_sync"]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
 
 def replicas_in_sync():
-    """`(number of tf.distribute replicas, replica context or None)` of the current strategy."""
+    """The number of `tf.distribute` replicas of the current strategy and the replica context.
+
+    A loss whose divisor depends on the data sums it across replicas in the replica context;
+    other backends have one replica.
+
+    Returns:
+        `(replicas, context)`: an int, and the replica context when `replicas > 1`, else None.
+    """
     if keras.backend.backend() != "tensorflow":
         return 1, None
     import tensorflow as tf
@@ -83,6 +93,12 @@ def _broadcast_weight(weight, values):
             "`sample_weight` has more dimensions than the per-sample loss: "
             f"sample_weight.shape={tuple(weight.shape)}, loss values shape={tuple(values.shape)}."
         )
+    for weight_dim, values_dim in zip(weight.shape, values.shape):
+        if weight_dim is not None and values_dim is not None and weight_dim not in (1, values_dim):
+            raise ValueError(
+                f"`sample_weight` must have one weight per sample ({values.shape[0]} here) or per position: "
+                f"sample_weight.shape={tuple(weight.shape)}, loss values shape={tuple(values.shape)}."
+            )
     return weight
 
 
@@ -138,6 +154,13 @@ def merge_masks(dtype, *masks):
 
     A lower-rank mask is aligned with a higher-rank one over trailing axes, so a
     per-time-step Keras mask `(N, T)` combines with a per-position mask `(N, T)` or `(N, T, 1)`.
+
+    Args:
+        dtype: the dtype of the merged mask (the loss dtype).
+        *masks: masks (boolean or numeric tensors) or None.
+
+    Returns:
+        The merged mask with the rank of the highest-rank mask, or None.
     """
     present = [ops.cast(m, dtype) for m in masks if m is not None]
     if not present:
@@ -206,6 +229,8 @@ class LossFunctionBase(keras.losses.Loss):
 
     def standardize_inputs(self, y_true, y_pred):
         """Tensors in the loss dtype; integer targets (class indices) stay integers."""
+        check_numeric_tensor("y_true", y_true)
+        check_numeric_tensor("y_pred", y_pred)
         y_pred = ops.convert_to_tensor(y_pred)
         if y_pred.dtype != self.dtype:
             y_pred = ops.cast(y_pred, self.dtype)

@@ -109,7 +109,9 @@ class FocalLoss(SparseTargetLoss):
     Raises:
         ValueError: for an unknown `mode`, a negative `gamma`, a scalar `alpha` outside
             [0, 1], per-class values whose count does not match the classes, shapes of
-            `y_true` and `y_pred` that do not fit, or sparse labels out of range.
+            `y_true` and `y_pred` that do not fit, or sparse labels out of range (eagerly;
+            in a graph `fit` as `InvalidArgumentError`; under `jit_compile=True` XLA cannot
+            raise and the loss of that batch is NaN, as for Keras' sparse cross-entropy).
 
     Example:
         >>> import numpy as np
@@ -181,6 +183,10 @@ class FocalLoss(SparseTargetLoss):
         }
 
 
+# "crossentropy" is the name the command and the loss search use: softmax (or, with
+# mode="binary"/"multilabel", sigmoid) cross-entropy, for sparse or one-hot targets.
+register_alias("crossentropy", FocalLoss, gamma=0.0, name="crossentropy")
+register_alias("cross_entropy", FocalLoss, gamma=0.0, name="crossentropy")
 register_alias("focal", FocalLoss)
 register_alias("categorical_focal", FocalLoss, mode="multiclass")
 register_alias("binary_focal", FocalLoss, mode="binary")

@@ -117,6 +117,8 @@ def lovasz_softmax_loss(
     else:
         present = ops.cast(ops.sum(targets, axis=-1) > 0, per_class.dtype)
         values = ops.sum(per_class * present, axis=-1) / ops.maximum(ops.sum(present, axis=-1), 1.0)
+        # NaN targets (labels out of range under XLA) would drop out of `present`: keep the NaN.
+        values = ops.where(ops.isnan(ops.sum(targets, axis=(-2, -1))), float("nan"), values)
     return values if per_image else values[0]
 
 

@@ -260,5 +260,7 @@ keras.saving.get_custom_objects()["keras_lossopt>SymmetricCrossEntropy"] = Symme
 
 register_alias("generalized_cross_entropy", GeneralizedCrossEntropyLoss)
 register_alias("gce", GeneralizedCrossEntropyLoss)
+register_alias("generalized_ce", GeneralizedCrossEntropyLoss)  # the loss search's candidate name
 register_alias("symmetric_cross_entropy", SymmetricCrossEntropyLoss)
 register_alias("sce", SymmetricCrossEntropyLoss)
+register_alias("symmetric_ce", SymmetricCrossEntropyLoss)

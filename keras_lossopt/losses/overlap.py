@@ -131,8 +131,11 @@ def soft_confusion_counts(targets, probs, weight=None, *, per_image=True, square
 
 
 def smoothed_ratio(numerator, denominator):
-    """`numerator / denominator`, defined as 1 (perfect agreement) where the denominator is 0."""
-    positive = denominator > 0
+    """`numerator / denominator`, defined as 1 (perfect agreement) where the denominator is 0.
+
+    A NaN denominator (a NaN prediction, or labels out of range under XLA) stays NaN.
+    """
+    positive = ops.logical_not(denominator <= 0)
     return ops.where(positive, numerator / ops.where(positive, denominator, ops.ones_like(denominator)), 1.0)
 
 

@@ -12,10 +12,9 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_shapes_match, is_concrete
+from keras_lossopt._validation import check_shapes_match, sparse_label_poison
 
 # The one convention other packages use (keras_lossopt.metrics); the rest serves the losses.
 __all__ = ["overlap_inputs"]
@@ -33,25 +32,6 @@ def is_sparse_target(y_true, y_pred) -> bool:
     return true_rank == pred_rank and y_true.shape[-1] == 1 and y_pred.shape[-1] is not None and y_pred.shape[-1] != 1
 
 
-def _check_sparse_labels(labels, num_classes, ignore_index) -> None:
-    values = np.asarray(ops.convert_to_numpy(labels))
-    if values.size == 0:
-        return
-    if not np.issubdtype(values.dtype, np.integer) and np.any(values != np.round(values)):
-        bad = values[values != np.round(values)].ravel()[0]
-        raise ValueError(f"Sparse labels in `y_true` must be integers. Received a label {bad}.")
-    if ignore_index is not None:
-        values = values[values != ignore_index]
-    out_of_range = (values < 0) | (values >= num_classes)
-    if np.any(out_of_range):
-        bad = sorted(set(values[out_of_range].astype(np.int64).tolist()))[:5]
-        hint = "" if ignore_index is None else f" (other than ignore_index={ignore_index})"
-        raise ValueError(
-            f"Sparse labels in `y_true` must be in [0, {num_classes}) for y_pred with "
-            f"{num_classes} classes{hint}. Received labels {bad}."
-        )
-
-
 def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None):
     """Dense float targets for a softmax loss, and the validity mask for `ignore_index`.
 
@@ -67,8 +47,7 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
         check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape[:-1]), what="sparse class indices")
         if num_classes is None:
             raise ValueError(f"The class axis of `y_pred` must be known. Received: y_pred.shape={tuple(y_pred.shape)}")
-        if is_concrete(y_true):
-            _check_sparse_labels(y_true, num_classes, ignore_index)
+        poison = sparse_label_poison(y_true, num_classes, ignore_index=ignore_index)
         labels = ops.cast(y_true, "int32")
         if ignore_index is not None:
             keep = ops.not_equal(labels, ignore_index)
@@ -77,6 +56,9 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
         targets = ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
         if valid is not None:
             targets = targets * ops.expand_dims(valid, -1)
+        if poison is not None:
+            # NaN for the whole batch when a label is out of range and no error can be raised (XLA).
+            targets = targets + ops.cast(poison, targets.dtype)
     else:
         check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="one-hot or soft targets")
         if ignore_index is not None:

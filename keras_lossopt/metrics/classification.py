@@ -18,7 +18,7 @@ import math
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_in_range, check_int
+from keras_lossopt._validation import check_in_range, check_int, check_numeric_tensor, sparse_label_poison
 
 __all__ = ["ClassRecall", "ConfusionMatrixMetric", "MacroF1", "WorstClassRecall"]
 
@@ -49,7 +49,7 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         )
 
     def _labels_and_predictions(self, y_true, y_pred):
-        """Sparse labels and predicted classes, both unflattened (`(N,)` or `(N, H, W)`)."""
+        """Sparse labels, their NaN poison (or None) and predicted classes (`(N,)` or `(N, H, W)`)."""
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.convert_to_tensor(y_true)
         units = y_pred.shape[-1]
@@ -64,7 +64,7 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
                 y_pred = ops.squeeze(y_pred, axis=-1)
             if len(y_true.shape) > len(y_pred.shape):
                 y_true = ops.squeeze(y_true, axis=-1)
-            return ops.cast(y_true, "int32"), ops.cast(y_pred > cut, "int32")
+            return (*self._checked_labels(y_true, y_pred), ops.cast(y_pred > cut, "int32"))
         if units != self.num_classes:
             raise ValueError(
                 f"The last axis of `y_pred` must have num_classes={self.num_classes} entries. "
@@ -75,15 +75,26 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             y_true = ops.argmax(y_true, axis=-1)  # one-hot
         elif len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
             y_true = ops.squeeze(y_true, axis=-1)
-        if len(y_true.shape) != len(predicted.shape):
+        return (*self._checked_labels(y_true, y_pred), predicted)
+
+    def _checked_labels(self, labels, y_pred):
+        """`(int32 labels, poison)` after the count and range checks (see `sparse_label_poison`)."""
+        expected = tuple(y_pred.shape[:-1]) if len(y_pred.shape) > 1 and y_pred.shape[-1] != 1 else None
+        if expected is None:
+            expected = tuple(y_pred.shape[:-1]) if len(y_pred.shape) > 1 else tuple(y_pred.shape)
+        got = tuple(labels.shape)
+        same = len(got) == len(expected) and all(a is None or b is None or a == b for a, b in zip(got, expected))
+        if not same:
             raise ValueError(
                 "`y_true` must hold one label per prediction (sparse) or match `y_pred` (one-hot). "
-                f"Received: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}"
+                f"Received {got} labels for {expected} predictions: "
+                f"y_true.shape={got}, y_pred.shape={tuple(y_pred.shape)}"
             )
-        return ops.cast(y_true, "int32"), predicted
+        return ops.cast(labels, "int32"), sparse_label_poison(labels, self.num_classes)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, predicted = self._labels_and_predictions(y_true, y_pred)
+        check_numeric_tensor("y_true", y_true)
+        labels, poison, predicted = self._labels_and_predictions(y_true, y_pred)
         true_rows = ops.one_hot(ops.reshape(labels, (-1,)), self.num_classes, dtype="float32")
         if sample_weight is not None:
             # A per-sample weight applies to every pixel of that sample.
@@ -95,7 +106,11 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
             weight = ops.reshape(ops.broadcast_to(weight, ops.shape(labels)), (-1, 1))
             true_rows = true_rows * weight
         predicted_columns = ops.one_hot(ops.reshape(predicted, (-1,)), self.num_classes, dtype="float32")
-        self.confusion.assign_add(ops.matmul(ops.transpose(true_rows), predicted_columns))
+        update = ops.matmul(ops.transpose(true_rows), predicted_columns)
+        if poison is not None:
+            # Under XLA a bad label cannot raise: it makes the matrix (and the score) NaN.
+            update = update + poison
+        self.confusion.assign_add(update)
 
     def reset_state(self):
         self.confusion.assign(ops.zeros((self.num_classes, self.num_classes), dtype="float32"))
@@ -139,8 +154,11 @@ class MacroF1(ConfusionMatrixMetric):
         `result()`: a scalar in [0, 1].
 
     Raises:
-        ValueError: for `num_classes < 2`, a `threshold` outside (0, 1), or predictions
-            whose class axis does not have `num_classes` entries.
+        ValueError: for `num_classes < 2`, a `threshold` outside (0, 1), predictions
+            whose class axis does not have `num_classes` entries, a label count that differs
+            from the prediction count, or labels outside `[0, num_classes)` (eagerly and in
+            a graph; under XLA the score becomes NaN instead, see `sparse_label_poison`).
+        TypeError: for string labels.
 
     Example:
         >>> import numpy as np

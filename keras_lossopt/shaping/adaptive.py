@@ -291,7 +291,7 @@ class GradNorm(TermWeightCallback):
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(shared)
             logs = self._original_train_step(data)
-        values = [self.term_index[t]._latest_values[t] for t in self.term_names]
+        values = [self.term_index[t].last_term_values[t] for t in self.term_names]
         norms = []
         for term, value in zip(self.term_names, values):
             gradients = tape.gradient(value, shared)

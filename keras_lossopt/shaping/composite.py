@@ -23,7 +23,10 @@ TensorBoard).
 
 Arithmetic builds the same object: `FocalLoss() + 0.5 * DiceLoss()` equals
 `CompositeLoss({"focal": FocalLoss(), "dice": DiceLoss()}, weights={"focal": 1.0, "dice": 0.5})`.
-Term names come from the loss names without their `_loss` suffix.
+Term names come from the loss names without their `_loss` suffix. The operators belong to
+keras-lossopt losses: a Keras loss joins with `+` next to one of them (`FocalLoss() +
+keras.losses.MeanSquaredError()`), but `0.5 * keras.losses.MeanSquaredError()` needs
+`CompositeLoss` (Keras' class defines no operators).
 """
 
 from __future__ import annotations
@@ -230,6 +233,11 @@ class CompositeLoss(LossFunctionBase):
     Returns:
         A scalar, or one value per sample for `reduction="none"`.
 
+    Note:
+        The per-term logs (`loss_<term>`, `val_loss_<term>`) and, on JAX, weight changes
+        inside `fit` need the model to track the composite's state: every shaping callback
+        does it; without one call `track_loss_terms(model)` after `compile`.
+
     Raises:
         ValueError: for no terms, a term that is not a loss or function, unknown or
             duplicate names, a negative or non-finite weight, or a nested composite.
@@ -266,7 +274,7 @@ class CompositeLoss(LossFunctionBase):
         initial = self._initial_weights(weights, named)
         self.state = CompositeLossState(initial, name=f"{name}_state")
         self._assigned_weights: dict[str, float] = dict(initial)
-        self._latest_values: dict[str, Any] = {}
+        self._last_term_values: dict[str, Any] = {}
 
     @staticmethod
     def _named_terms(terms: Any) -> dict[str, Any]:
@@ -344,6 +352,11 @@ class CompositeLoss(LossFunctionBase):
             value = _check_weight(term, value)
             self.state.term_weights[term].assign(value)
             self._assigned_weights[term] = value
+
+    @property
+    def last_term_values(self) -> dict[str, Any]:
+        """`{term: scalar}` of the latest call: tensors of the step being traced (what GradNorm differentiates)."""
+        return dict(self._last_term_values)
 
     def sign(self, term: str) -> float:
         """-1.0 for a reward term (subtracted), else 1.0."""
@@ -424,8 +437,7 @@ class CompositeLoss(LossFunctionBase):
             scalar = ops.mean(value) if len(value.shape) else value
             latest[term] = scalar
             self.state.term_trackers[term].update_state(scalar * float(replicas), sample_weight=batch)
-        # Read by GradNorm inside the same traced step.
-        self._latest_values = latest
+        self._last_term_values = latest
 
     def standardize_inputs(self, y_true, y_pred):
         # Each term standardizes for itself; y_true may be None when every term reads y_pred only.

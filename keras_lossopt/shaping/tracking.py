@@ -146,8 +146,20 @@ class TermWeightCallback(keras.callbacks.Callback):
         for name in names:
             check_choice(f"{argument} term", name, self.term_names)
 
+    def sync_state(self) -> None:
+        """Makes the model's variables current before they are read or assigned in a callback.
+
+        On JAX, `fit` carries the model state outside the variables between steps;
+        `model.jax_state_sync()` writes it back and makes the next step read the variables
+        again, so an assigned weight is used. Other backends update the variables in place.
+        """
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
     def current_weights(self) -> dict[str, float]:
         """`{term: weight}` now (the effective weight `exp(-s)` under uncertainty weighting)."""
+        self.sync_state()
         weights = {}
         for composite in self.composites:
             if composite.uncertainty_weighting:
@@ -159,6 +171,7 @@ class TermWeightCallback(keras.callbacks.Callback):
 
     def assign(self, term: str, value: float) -> None:
         """Sets one term's weight (a variable assignment; the compiled step is not retraced)."""
+        self.sync_state()
         self.term_index[term].set_weights({term: value})
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

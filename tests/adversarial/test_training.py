@@ -145,12 +145,14 @@ def test_config_is_json_with_non_default_values():
         adversarial_weight=0.8,
         beta=1.0,
         seed=5,
+        single_pass=True,
         name="robust",
     )
     config = json.loads(json.dumps(model.get_config()))
     restored = AdversarialModel.from_config(config)
     assert json.loads(json.dumps(restored.get_config())) == config
     assert isinstance(restored.attack, StrongestAttack) and restored.adversarial_weight == 0.8
+    assert restored.single_pass is True
 
 
 @pytest.mark.parametrize(
@@ -211,3 +213,57 @@ def test_mirrored_strategy_gives_the_single_device_loss(digits, two_device_strat
         history = model.fit(x, y, sample_weight=weights, batch_size=64, epochs=1, verbose=0)
         losses.append(history.history["loss"][0])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def batchnorm_classifier(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(16),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(10),
+        ]
+    )
+
+
+def reference_trades_step(model, x, x_adv, y, beta, lr, single_pass):
+    """One SGD step of TRADES written out by hand (yaodongyu/TRADES trades.py, after the attack).
+
+    The reference calls the model in training mode on x and on x_adv separately; `single_pass`
+    writes the concatenated variant for comparison.
+    """
+    with tf.GradientTape() as tape:
+        if single_pass:
+            logits, logits_adv = tf.split(model(tf.concat([x, x_adv], 0), training=True), 2)
+        else:
+            logits = model(x, training=True)
+            logits_adv = model(x_adv, training=True)
+        natural = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        log_p, log_q = tf.nn.log_softmax(logits), tf.nn.log_softmax(logits_adv)
+        robust = tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=1))
+        loss = natural + beta * robust
+    gradients = tape.gradient(loss, model.trainable_variables)
+    return [v.numpy() - lr * g.numpy() for v, g in zip(model.trainable_variables, gradients)]
+
+
+@pytest.mark.parametrize("single_pass", [False, True])
+def test_trades_with_batchnorm_matches_a_hand_written_reference_step(digits, single_pass):
+    x, y, _ = small_batch(digits)
+    x_adv = np.clip(x + np.random.default_rng(0).uniform(-0.1, 0.1, x.shape), 0, 1).astype("float32")
+    expected = {}
+    for variant in (False, True):
+        reference = batchnorm_classifier()
+        expected[variant] = reference_trades_step(reference, x, x_adv, y, 6.0, 0.1, variant)
+    inner = batchnorm_classifier()
+    model = AdversarialModel(inner, ProjectedGradientDescent(0.1, steps=2), method="trades", single_pass=single_pass)
+    model._adversarial = lambda x_batch, y_batch: tf.constant(x_adv)  # the update alone, for a fixed x_adv
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    model.train_on_batch(x, y)
+    for got, want in zip((v.numpy() for v in inner.trainable_variables), expected[single_pass]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # The two variants really differ with BatchNorm, so this test tells them apart.
+    kernel_update = expected[False][0] - batchnorm_classifier().trainable_variables[0].numpy()
+    gap = np.linalg.norm(expected[False][0] - expected[True][0]) / np.linalg.norm(kernel_update)
+    assert gap > 0.01

@@ -61,3 +61,26 @@ def test_rank_causes_refuses_an_unknown_kind_and_suggests_one(model):
 def test_describe_causes_limit(model):
     with pytest.raises(ValueError, match=r"`limit` must be >= 1\. Received: limit=0"):
         describe_causes([], limit=0)
+
+
+def test_training_diagnostics_needs_probe_x_for_probe_y():
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    with pytest.raises(ValueError, match=r"`probe_y` needs `probe_x`.*Received: probe_x=None"):
+        TrainingDiagnostics(probe_y=Y)
+
+
+def test_training_diagnostics_stall_steps_floor():
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    with pytest.raises(ValueError, match=r"`stall_steps` must be >= 20\. Received: stall_steps=10"):
+        TrainingDiagnostics(stall_steps=10)
+
+
+def test_a_probe_batch_with_mismatched_targets_fails_when_training_starts(model):
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    diagnostics = TrainingDiagnostics(probe_x=X, probe_y=Y[:3], on_problem=lambda finding: None)
+    diagnostics.set_model(model)
+    with pytest.raises(ValueError, match=r"Received: 8 inputs and 3 targets"):
+        diagnostics.on_train_begin()

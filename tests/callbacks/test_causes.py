@@ -108,7 +108,7 @@ def test_stalled_training_blames_a_small_learning_rate_from_how_far_the_weights_
     before = [v.numpy() for v in m.trainable_variables]
     for v, w in zip(m.trainable_variables, before):
         v.assign(w * (1 + moved_by))
-    causes = rank_causes("stalled_loss", m, (), start=start, steps=50)
+    causes = rank_causes("stalled_loss", m, (), start=start, step=49)
     assert (keys(causes)[:1] == ["learning_rate_low"]) == blamed
     if blamed:
         norm0 = math.sqrt(sum(float(np.sum(w.astype(np.float64) ** 2)) for w in before))
@@ -121,7 +121,7 @@ def test_a_stalled_run_with_a_mismatched_loss_names_the_loss_first():
     start = training_start(m)
     x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
     start.setup_findings = check_training_setup(m, x, np.eye(3, dtype="float32")[np.arange(16) % 3])
-    assert keys(rank_causes("stalled_loss", m, (), start=start, steps=50))[:1] == ["loss_mismatch"]
+    assert keys(rank_causes("stalled_loss", m, (), start=start, step=49))[:1] == ["loss_mismatch"]
 
 
 def test_vanishing_in_a_deep_sigmoid_stack_names_the_saturating_activations():

@@ -55,14 +55,47 @@ def test_exploding_by_ceiling_and_by_growth():
     found = detector.update(np.array([0]), block(rows([1.0, 50.0, 200.0])))
     assert summary(found) == [("exploding", 0, ("b", "c"))]
     assert found[0].evidence["max_layer_norm"] == 200.0
-    # Growth: against the smallest norm of the 4 rows before (a fresh detector).
+    # Growth: over the median of the 4 rows before (a fresh detector), and beyond 4 robust
+    # standard deviations of their log10.
     detector = GradientDetector(LAYERS, patience=1, exploding_norm=1e6, exploding_growth=10.0, growth_window=4)
-    norms = rows([0.1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [5, 0, 0], [20, 0, 0])
+    norms = rows([0.1, 0, 0], [1, 0, 0], [1, 0, 0], [2, 0, 0], [50, 0, 0], [200, 0, 0])
     found = detector.update(np.arange(6), block(norms))
-    # Row 4 (5.0): the window holds 0.1, 1, 1, 1 -> growth 50. Row 5 would fire too but is
-    # the same kind, reported once.
+    # Row 4 (50): the window holds 0.1, 1, 1, 2: median 1, log10 spread
+    # 1.4826 * median(|-1|, 0, 0, 0.301) = 0.223 -> allowed max(10, 10**0.89 = 7.8) = 10: 50 fires.
+    # Row 5 would fire too but is the same kind, reported once.
     assert summary(found) == [("exploding", 4, ("a",))]
-    assert found[0].evidence["growth"] == pytest.approx(50.0)
+    evidence = found[0].evidence
+    logs = np.log10([0.1, 1, 1, 2])
+    spread = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    assert evidence["growth"] == pytest.approx(50.0) and evidence["previous_median_norm"] == pytest.approx(1.0)
+    assert evidence["spread_decades"] == pytest.approx(spread)
+    assert evidence["growth_allowed"] == pytest.approx(max(10.0, 10 ** (4 * spread))) and evidence["window"] == 4
+
+
+def test_single_sample_noise_is_neither_exploding_nor_vanishing(rng):
+    # Batch size 1: per-sample global norms spread over two orders of magnitude (log-normal,
+    # 0.2..14 on digits), and now and then a sample whose ReLU layer "a" is all off.
+    count = 400
+    norms = rows(*np.column_stack([np.full(count, 0.5), np.ones(count), np.ones(count)]))
+    norms[:, -1] = 10 ** rng.normal(0.3, 0.5, size=count)
+    off = rng.choice(count - 1, size=12, replace=False)
+    off = np.concatenate([off, off[:4] + 1])  # some of them on consecutive samples
+    norms[off, 0] = 0.0
+    detector = GradientDetector(LAYERS)
+    assert summary(detector.update(np.arange(count), block(norms))) == []
+    # What the guards face: norms spanning orders of magnitude, and dead rows in a row (a
+    # 2-row streak, which the plain patience test alone would report).
+    assert norms[:, -1].max() / norms[:, -1].min() > 100
+    assert np.any(np.diff(np.flatnonzero(norms[:, 0] == 0)) == 1)
+
+
+def test_a_real_explosion_leaves_the_noise_behind(rng):
+    noisy = 10 ** rng.normal(0.3, 0.5, size=60)
+    exploding = np.concatenate([noisy, 10 ** np.linspace(2, 9, 10)])
+    norms = np.column_stack([exploding / 2, exploding / 2, exploding])
+    found = GradientDetector(LAYERS[:2], exploding_norm=1e12).update(np.arange(70), block(norms))
+    assert [f.kind for f in found] == ["exploding"] and 60 <= found[0].step <= 69
+    assert found[0].evidence["growth"] > 1e3
 
 
 def test_non_finite_gradients_and_weights_at_once_and_transparent_to_the_other_rules():
@@ -110,12 +143,13 @@ def test_shapes_are_checked():
 
 
 class RowByRowReference:
-    """The rules written plainly, one row at a time (the monitor's former state machine)."""
+    """The rules written plainly, one row at a time."""
 
-    def __init__(self, layers, patience=2, ratio=1e-3, floor=1e-7, ceiling=1e3, growth=1e3, window=5):
+    def __init__(self, layers, patience=2, ratio=1e-3, floor=1e-7, ceiling=1e3, growth=1e3, window=20):
         self.layers, self.patience = layers, patience
         self.ratio, self.floor, self.ceiling, self.growth = ratio, floor, ceiling, growth
         self.recent = collections.deque(maxlen=window)
+        self.recent_vanishing = collections.deque(maxlen=window)
         self.streak = {"vanishing": 0, "exploding": 0}
         self.reported = set()
 
@@ -136,11 +170,18 @@ class RowByRowReference:
                 vanishing = self.layers
             elif len(layer) >= 2 and layer[-1] > 0 and np.isfinite(layer).all():
                 vanishing = tuple(n for n, v in zip(self.layers, layer[:-1]) if v / layer[-1] < self.ratio)
-            past = [p for p in self.recent if np.isfinite(p) and p > 0]
+            self.recent_vanishing.append(bool(vanishing))
+            if np.mean(self.recent_vanishing) < 0.5:
+                vanishing = ()
+            past = np.log10([p for p in self.recent if np.isfinite(p) and p > 0])
             self.recent.append(g)
-            growth = g / min(past) if past else 1.0
+            growth, allowed = 1.0, self.growth
+            if past.size:
+                center = np.median(past)
+                growth = g / 10**center
+                allowed = max(self.growth, 10 ** (4 * 1.4826 * np.median(np.abs(past - center))))
             exploding = ()
-            if not (g <= self.ceiling and growth <= self.growth):
+            if not (g <= self.ceiling and growth <= allowed):
                 top = np.max(layer)
                 exploding = tuple(n for n, v in zip(self.layers, layer) if v >= 0.1 * top)
             for kind, layers in (("vanishing", vanishing), ("exploding", exploding)):
@@ -169,7 +210,7 @@ def test_vectorised_rules_equal_the_row_by_row_reference_for_any_split(seed):
     count = int(rng.integers(1, 60))
     data = random_rows(rng, count, len(layers))
     steps = np.arange(count) * 3
-    settings = {"patience": int(rng.integers(1, 4)), "growth_window": int(rng.integers(1, 6))}
+    settings = {"patience": int(rng.integers(1, 4)), "growth_window": int(rng.integers(1, 25))}
     reference = RowByRowReference(layers, patience=settings["patience"], window=settings["growth_window"])
     expected = reference.update(steps, data)
     detector = GradientDetector(layers, **settings)

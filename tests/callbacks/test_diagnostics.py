@@ -47,7 +47,7 @@ def test_dead_relu_share_matches_numpy(rng, dead_units, fires):
     if fires:
         assert found[0].layers == ("relu",)
         assert found[0].evidence["relu.dead_share"] == pytest.approx(expected)
-        assert "negative biases in relu" in found[0].cause
+        assert found[0].causes[0].key == "negative_bias" and f"relu (mean bias {bias.mean():.3g}" in found[0].cause
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
@@ -94,7 +94,7 @@ def test_oscillating_loss():
     finding = next(f for f in diagnostics.findings if f.kind == "oscillating_loss")
     assert finding.step == 19  # the first full window of 20 batches
     # mean |change| = 2, start loss = mean(1, 3, 1, 3, 1) = 1.8
-    assert finding.evidence["mean_abs_change_over_mean_loss"] == pytest.approx(2 / 1.8)
+    assert finding.evidence["mean_abs_change_over_start_loss"] == pytest.approx(2 / 1.8)
 
 
 def test_stalled_and_decreasing_losses(rng):
@@ -149,6 +149,7 @@ def test_config_round_trip_and_deepcopy(rng):
     probe = rng.normal(size=(4, 3)).astype("float32")
     diagnostics = TrainingDiagnostics(
         probe_x=probe,
+        probe_y=np.arange(4),
         probe_every_n_steps=7,
         on_problem="stop",
         dead_relu_share=0.6,
@@ -167,6 +168,7 @@ def test_config_round_trip_and_deepcopy(rng):
         k: v for k, v in config.items() if k != "probe_x"
     }
     np.testing.assert_allclose(restored.probe_x, probe)
+    np.testing.assert_array_equal(restored.probe_y, np.arange(4))
     clone = copy.deepcopy(diagnostics)
     assert clone.probe_every_n_steps == 7 and clone.probe_x is not probe
     np.testing.assert_array_equal(clone.probe_x, probe)
@@ -185,3 +187,30 @@ def test_config_round_trip_and_deepcopy(rng):
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainingDiagnostics(**kwargs)
+
+
+@pytest.mark.parametrize("activation, fires", [("softmax", True), (None, False)])
+def test_checks_before_training_run_on_the_probe_batch(rng, activation, fires):
+    model = keras.Sequential([keras.Input((3,)), L.Dense(3, activation=activation, name="out")])
+    model.compile(optimizer="sgd", loss="mse")
+    probe_x = rng.normal(size=(16, 3)).astype("float32")
+    probe_y = np.eye(3, dtype="float32")[np.arange(16) % 3]
+    diagnostics = quiet(probe_x=probe_x, probe_y=probe_y)
+    diagnostics.set_model(model)
+    diagnostics.on_train_begin()
+    found = [f for f in diagnostics.findings if f.kind == "loss_mismatch"]
+    assert bool(found) == fires
+    if fires:
+        assert found[0].step == -1 and found[0].layers == ("out",) and "mse after the softmax" in found[0].cause
+
+
+def test_a_stalled_validation_loss_is_reported_with_a_small_learning_rate_as_cause(rng):
+    diagnostics = attach(quiet(), relu_model([0.0]), keras.optimizers.Adam(1e-5))
+    diagnostics.on_epoch_begin(0)
+    feed(diagnostics, 2.37 + 0.001 * rng.normal(size=30))
+    for epoch, value in enumerate([2.350, 2.348, 2.346]):
+        diagnostics.on_epoch_end(epoch, {"val_loss": value})
+    finding = next(f for f in diagnostics.findings if f.kind == "stalled_metric")
+    assert finding.evidence["val_loss_now"] == 2.346
+    # The weights did not move at all here (no optimizer step ran): a learning rate too small.
+    assert finding.causes[0].key == "learning_rate_low"

@@ -517,5 +517,50 @@ def test_no_restore_is_claimed_without_finite_weights():
         fit(model, monitor)
     finding = next(f for f in monitor.findings if f.kind == "non_finite")
     assert monitor.restored_step is None
-    assert finding.action.startswith("no finite weights to restore") and "restored the" not in finding.action
+    # NaN starting weights fail at the first step: nothing to restore, and no remedy helps.
+    assert finding.action.startswith("nothing restored: the first step already failed")
+    assert "restored the" not in finding.action
     assert "restored" not in finding.remedy
+
+
+@pytest.mark.parametrize("on_problem", ["warn", "clip"])
+def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_remedy(on_problem):
+    huge = keras.initializers.RandomNormal(stddev=1e10)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8,)), *(L.Dense(16, activation="relu", kernel_initializer=huge) for _ in range(4)), L.Dense(3)]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSS)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+    monitor = GradientMonitor(on_problem=on_problem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor])
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert finding.step == 0 and monitor.restored_step is None
+    assert finding.action.startswith("nothing restored: the first step already failed") and "stopped" in finding.action
+    assert finding.causes[0].key == "non_finite_forward" and "cannot help" in finding.remedy
+    assert model.optimizer.global_clipnorm is None  # no remedy applied
+    assert len(monitor.findings) == 1
+
+
+def test_the_monitor_names_the_layer_the_checks_before_training_found():
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    huge = keras.initializers.RandomNormal(stddev=1e10)
+    keras.utils.set_random_seed(0)
+    layers = [L.Dense(16, activation="relu", kernel_initializer=huge, name=f"d{i}") for i in range(4)]
+    model = keras.Sequential([keras.Input((8,)), *layers, L.Dense(3, name="out")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSS)
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    y = np.arange(64) % 3
+    monitor = GradientMonitor()
+    diagnostics = TrainingDiagnostics(probe_x=x[:32], probe_y=y[:32], on_problem=lambda finding: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor, diagnostics])
+    setup = next(f for f in diagnostics.findings if f.kind == "non_finite_forward")
+    finding = next(f for f in monitor.findings if f.kind == "non_finite")
+    assert finding.causes[0].key == "non_finite_forward"
+    assert f"layer {setup.layers[0]!r}" in finding.causes[0].description

@@ -20,9 +20,10 @@ class Model:
 
 
 class Remedies:
-    def __init__(self, clipping_on=False):
+    def __init__(self, clipping_on=False, first_step_failed=False):
         self.calls = []
         self.clipping_on = clipping_on
+        self.first_step_failed = first_step_failed
 
     def restore_weights(self):
         self.calls.append("restore")
@@ -34,6 +35,9 @@ class Remedies:
     def turn_on_clipping(self, clip_norm):
         self.calls.append(f"clip {clip_norm}")
         return not self.clipping_on
+
+    def fails_from_the_start(self, finding):
+        return self.first_step_failed
 
 
 def finding(kind):
@@ -73,6 +77,16 @@ def test_actions(on_problem, kind, action, stops, calls):
     assert done.action == action and model.stop_training == stops and remedies.calls == calls
     assert caught == [TrainingProblemWarning]
     assert model.metrics_reset == (1 if "reset" in calls else 0)
+
+
+@pytest.mark.parametrize("on_problem", ["warn", "restore", "clip", "reduce_lr"])
+def test_a_run_that_fails_at_its_first_step_is_stopped_without_restore_or_remedy(on_problem):
+    remedies = Remedies(first_step_failed=True)
+    done, model, _ = handle(on_problem, "non_finite", remedies)
+    assert remedies.calls == [] and model.stop_training
+    assert done.action.startswith("nothing restored: the first step already failed")
+    assert "cannot help" in done.action and "restored the" not in done.action
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.5)  # no remedy applied
 
 
 def test_clip_when_already_clipping_reduces_the_learning_rate():

@@ -247,3 +247,16 @@ def test_loss_family_of_keras_lossopt_losses():
 
     assert loss_family(FocalLoss(mode="multiclass", from_logits=True))[:2] == ("softmax_ce", True)
     assert loss_family(FocalLoss(mode="binary"))[:2] == ("sigmoid_ce", False)
+
+
+def test_a_branching_functional_model_reads_its_output_layer():
+    inputs = keras.Input((8,))
+    left = L.Dense(4, activation="relu", name="left")(inputs)
+    right = L.Dense(4, activation="relu", name="right")(inputs)
+    out = L.Dense(3, activation="softmax", name="out")(L.Concatenate(name="join")([left, right]))
+    m = keras.Model(inputs, out)
+    m.compile(loss="mse")
+    findings = check_training_setup(m, X, ONE_HOT)
+    assert [(f.kind, f.layers) for f in findings] == [("loss_mismatch", ("out",))]
+    prediction = m(X).numpy()
+    assert findings[0].evidence["output_max"] == pytest.approx(prediction.max(), rel=1e-6)

@@ -3,13 +3,23 @@ healthy models raise no finding; remedies rescue the diverging run."""
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
-from tests.callbacks.problem_bench import CASES, run_case
+from keras_lossopt.callbacks import check_training_setup
+from tests.callbacks.problem_bench import CASES, SETUP_KINDS, bench_data, compiled_model, run_case
 
-PROBLEMS = [c for c in CASES if c.expected]
-HEALTHY = [c for c in CASES if not c.expected]
+# Full runs of the bench's batch-32 digits cases; the faults visible before training are checked
+# on their first batch without training; the rest (seeds, small batches) is benchmarks/bench_monitor.py.
+FULL = [
+    c
+    for c in CASES
+    if c.batch_size == 32 and c.epochs <= 3 and c.data == "digits" and c.loss != "sparse_categorical_crossentropy"
+]
+PROBLEMS = [c for c in FULL if c.expected and c.expected not in SETUP_KINDS]
+HEALTHY = [c for c in FULL if not c.expected]
+BEFORE_TRAINING = [c for c in CASES if c.expected in SETUP_KINDS]
 
 
 @pytest.mark.parametrize("case", PROBLEMS, ids=[c.id for c in PROBLEMS])
@@ -22,6 +32,18 @@ def test_problem_is_found_in_the_first_epoch_and_names_the_layers(case):
     assert set(case.layers) <= set(first.layers), first.layers
     assert first.evidence and all(isinstance(v, (int, float)) for v in first.evidence.values())
     assert first.remedy and first.cause
+    # The cause planted in the case is ranked first, with its numbers.
+    assert first.causes and first.causes[0].key == case.cause, first.cause
+    assert first.causes[0].evidence
+
+
+@pytest.mark.parametrize("case", BEFORE_TRAINING, ids=[c.id for c in BEFORE_TRAINING])
+def test_faults_visible_before_training_are_found_on_the_first_batch(case):
+    keras.utils.set_random_seed(0)
+    x, y, _, _ = bench_data(case, samples=case.batch_size)
+    findings = check_training_setup(compiled_model(case), x, y)
+    assert [f.kind for f in findings][:1] == [case.expected], [str(f) for f in findings]
+    assert set(case.layers) <= set(findings[0].layers)
 
 
 @pytest.mark.parametrize("case", HEALTHY, ids=[c.id for c in HEALTHY])

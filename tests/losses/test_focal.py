@@ -203,7 +203,7 @@ def test_wrong_number_of_per_class_values_names_both():
 
 
 def test_out_of_range_sparse_labels_fail_in_eager_mode():
-    with pytest.raises(ValueError, match=r"must be in \[0, 5\).*Received labels \[7\]"):
+    with pytest.raises(ValueError, match=r"must be integers in \[0, 5\).*Received labels \[7\]"):
         FocalLoss(from_logits=True)(np.array([0, 7]), np.zeros((2, C), np.float32))
 
 

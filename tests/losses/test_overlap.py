@@ -374,7 +374,7 @@ def test_bad_inputs_fail_with_clear_errors():
         DiceLoss(class_weights=[1.0, 2.0])(np.zeros((2, 4), np.int64), probs)
     with pytest.raises(ValueError, match=r"include_background=False.*y_pred.shape=\(2, 4, 1\)"):
         DiceLoss(mode="binary", include_background=False)(np.zeros((2, 4, 1)), probs[..., :1])
-    with pytest.raises(ValueError, match=r"must be in \[0, 3\).*Received labels \[5\]"):
+    with pytest.raises(ValueError, match=r"must be integers in \[0, 3\).*Received labels \[5\]"):
         DiceLoss()(np.array([[0, 1, 2, 5], [0, 0, 0, 0]]), probs)
     with pytest.raises(ValueError, match=r"sample_weight.*y_pred.shape"):
         DiceLoss(per_image=False)(np.zeros((2, 4), np.int64), probs, sample_weight=np.ones((2, 4, 3, 2)))

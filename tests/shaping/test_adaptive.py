@@ -113,3 +113,18 @@ def test_gradnorm_moves_the_gradient_norm_ratio_towards_its_target():
     assert balanced_gap[-3:].mean() < 0.25 * fixed_gap[-3:].mean(), (balanced_gap, fixed_gap)
     assert balanced["weight_first"][-1] + balanced["weight_second"][-1] == pytest.approx(2.0, rel=1e-5)
     assert balanced["weight_second"][-1] < 0.05 * balanced["weight_first"][-1]
+
+
+@pytest.mark.parametrize("make_callback", [DynamicWeightAveraging, GradNorm], ids=["dwa", "gradnorm"])
+def test_dwa_and_gradnorm_balance_the_terms_of_one_composite_output(make_callback, rng):
+    x, y = _two_task_data(rng, n=96, scale=(1.0, 10.0))
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))  # GradNorm: the last layer is the shared one
+    model.compile(keras.optimizers.Adam(0.01), loss=CompositeLoss([_column_mse(0), _column_mse(1)]))
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[make_callback()]).history
+    weights = np.array([history["weight_mse_0"], history["weight_mse_1"]])
+    np.testing.assert_allclose(weights.sum(axis=0), 2.0, rtol=1e-5)
+    assert np.all(weights > 0) and len(history["loss_mse_1"]) == 3
+    if make_callback is GradNorm:
+        assert weights[1, -1] < weights[0, -1]  # the 10x column has the larger gradients

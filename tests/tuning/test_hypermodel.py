@@ -106,7 +106,8 @@ def test_a_search_ranked_by_robust_accuracy_from_the_robustness_callback(tmp_pat
     tuner = tuning.make_tuner(
         hypermodel, "random", objective=tuning.robust_accuracy_objective(), max_trials=2, directory=str(tmp_path)
     )
-    callback = RobustnessEvaluation(FastGradientMethod(0.1), (x, y), restore_best_weights=False)
+    # Standardized features: the attack must not clip them into [0, 1].
+    callback = RobustnessEvaluation(FastGradientMethod(0.1, clip=None), (x, y), restore_best_weights=False)
     tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=48, verbose=0, callbacks=[callback])
     finished = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
     assert len(finished) == 2

@@ -1,0 +1,135 @@
+"""LossTrendDetector on synthetic loss series: each rule's fault, its noisy healthy twin, NumPy evidence."""
+
+import math
+
+import numpy as np
+import pytest
+
+from keras_lossopt.callbacks.loss_trends import LossTrendDetector
+
+
+def feed(detector, losses):
+    return [f for step, loss in enumerate(losses) for f in detector.update(step, loss)]
+
+
+def per_sample_noise(rng, steps, start=2.3, end=0.4):
+    """Per-sample losses of a healthy run at batch size 1 (digits, SGD): all close to log(10)
+    at the start, then a falling mean with a spread that grows to the mean's size
+    (gamma-distributed, coefficient of variation from 0.1 to 1)."""
+    progress = np.arange(steps) / steps
+    mean = start * (end / start) ** progress
+    shape = 100.0 ** (1 - np.minimum(4 * progress, 1))
+    return mean * rng.gamma(shape) / shape
+
+
+def test_an_unstable_run_oscillates_above_its_start(rng):
+    losses = np.concatenate([[2.4, 3.7, 17.0, 26.0, 27.0], rng.uniform(15, 100, size=40)])
+    findings = feed(LossTrendDetector(), losses)
+    finding = next(f for f in findings if f.kind == "oscillating_loss")
+    window = losses[finding.step - 19 : finding.step + 1]
+    assert finding.evidence["mean_abs_change_over_start_loss"] == pytest.approx(
+        np.mean(np.abs(np.diff(window))) / np.mean(losses[:5])
+    )
+    assert finding.evidence["window_median_over_start"] == pytest.approx(np.median(window) / np.median(losses[:5]))
+
+
+def test_per_sample_noise_of_batch_size_one_is_not_an_oscillation(rng):
+    losses = per_sample_noise(rng, 1200)
+    window_swings = [np.mean(np.abs(np.diff(losses[i - 20 : i]))) / np.mean(losses[:5]) for i in range(20, 1200)]
+    assert max(window_swings) > 0.5  # the old rule's threshold is crossed by noise alone
+    assert [f.kind for f in feed(LossTrendDetector(), losses)] == []
+
+
+def test_batch_of_32_alternating_losses_oscillate():
+    findings = feed(LossTrendDetector(), np.tile([1.0, 3.0], 15))
+    assert [(f.kind, f.step) for f in findings] == [("oscillating_loss", 19)]
+
+
+def test_a_flat_loss_stalls_at_stall_steps(rng):
+    losses = 2.3 + 0.01 * rng.normal(size=60)
+    findings = feed(LossTrendDetector(), losses)
+    finding = next(f for f in findings if f.kind == "stalled_loss")
+    assert finding.step == 49 and finding.evidence["averaged"] == 10
+    assert finding.evidence["first_loss"] == pytest.approx(losses[:10].mean())
+    assert finding.evidence["loss_now"] == pytest.approx(losses[40:50].mean())
+    assert finding.evidence["noise"] == pytest.approx(np.std(np.diff(losses[:50])) / math.sqrt(2))
+
+
+def test_noisy_single_sample_losses_wait_for_enough_samples_to_judge_a_stall(rng):
+    # A flat loss with the per-sample noise of an untrained model (sd 10% of the loss): 50
+    # single samples cannot show a 1% change; the test waits for n = (2 sd / (1% mean))^2.
+    flat = 2.3 * (1 + 0.1 * rng.normal(size=1500))
+    found = feed(LossTrendDetector(), flat)
+    assert [f.kind for f in found] == ["stalled_loss"]
+    noise = np.std(np.diff(flat[: found[0].step + 1])) / math.sqrt(2)
+    n = math.ceil((2 * noise / (0.01 * flat[:10].mean())) ** 2)
+    assert found[0].evidence["averaged"] == n and found[0].step == 2 * n - 1 > 49
+    # A healthy per-sample run is never called stalled.
+    assert feed(LossTrendDetector(), per_sample_noise(rng, 1200)) == []
+
+
+def test_too_noisy_to_judge_is_not_a_stall(rng):
+    flat = 2.3 * rng.exponential(size=3000)  # sd 100% of the loss: n would be 40,000
+    assert "stalled_loss" not in [f.kind for f in feed(LossTrendDetector(), flat)]
+
+
+def test_a_falling_loss_does_not_stall(rng):
+    losses = 2.3 * np.exp(-np.arange(60) / 40) + 0.05 * rng.normal(size=60)
+    assert feed(LossTrendDetector(), losses) == []
+
+
+def epochs(detector, val_losses, logs=None):
+    found = []
+    for epoch, value in enumerate(val_losses):
+        found += detector.update_epoch(37 * (epoch + 1) - 1, {"val_loss": value, **(logs or {})})
+    return found
+
+
+def test_a_validation_loss_that_stays_near_the_start_stalls():
+    detector = LossTrendDetector()
+    feed(detector, [2.37] * 10)
+    findings = epochs(detector, [2.350, 2.348, 2.346, 2.343], {"val_accuracy": 0.41})
+    assert [(f.kind, f.step) for f in findings] == [("stalled_metric", 110)]
+    evidence = findings[0].evidence
+    assert evidence["decrease_per_epoch"] == pytest.approx((2.350 - 2.346) / (2.350 * 2))
+    assert evidence["val_accuracy"] == 0.41 and evidence["starting_loss"] == pytest.approx(2.37)
+    assert evidence["val_accuracy_gain_per_epoch"] == 0.0
+
+
+@pytest.mark.parametrize("accuracies, fires", [([0.40, 0.41, 0.41], True), ([0.40, 0.55, 0.70], False)])
+def test_a_flat_validation_accuracy_stalls_while_the_loss_still_falls(accuracies, fires):
+    # MNIST at Adam 1e-5: the loss falls about 5% per epoch, accuracy stays at 0.41.
+    detector = LossTrendDetector()
+    feed(detector, [2.30] * 10)
+    found = []
+    for epoch, (loss, accuracy) in enumerate(zip([2.10, 2.00, 1.90], accuracies)):
+        found += detector.update_epoch(epoch, {"val_loss": loss, "val_accuracy": accuracy})
+    assert [f.kind for f in found] == (["stalled_metric"] if fires else [])
+    if fires:
+        assert found[0].evidence["decrease_per_epoch"] == pytest.approx((2.10 - 1.90) / (2.10 * 2))
+
+
+@pytest.mark.parametrize(
+    "val_losses",
+    [[2.16, 1.77, 1.21, 0.9], [0.30, 0.29, 0.29, 0.30]],  # learning; trained and plateaued
+    ids=["learning", "trained_then_flat"],
+)
+def test_a_learning_or_trained_run_does_not_stall(val_losses):
+    detector = LossTrendDetector()
+    feed(detector, [2.3] * 10)
+    assert epochs(detector, val_losses) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"window": 3}, r"`window` must be >= 4"),
+        ({"stall_steps": 10}, r"`stall_steps` must be >= 20"),
+        ({"oscillation_threshold": 0}, r"`oscillation_threshold` must be > 0"),
+        ({"metric_rate": 2.0}, r"`metric_rate`"),
+        ({"metric_patience": 0}, r"`metric_patience` must be >= 1"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LossTrendDetector(**kwargs)
