@@ -213,8 +213,8 @@ def _check_inputs(args: argparse.Namespace):
     import numpy as np
 
     from keras_lossopt.cli.data import load_data
-    from keras_lossopt.cli.paths import DataError
     from keras_lossopt.cli.models import model_builder
+    from keras_lossopt.cli.paths import DataError
     from keras_lossopt.tuning.search_space import select_candidates
     from keras_lossopt.tuning.validation import check_labels
 
