@@ -170,6 +170,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-art", action="store_true", help="skip the ART comparison")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update docs/benchmarks.md")
+    parser.add_argument("--section", default="adversarial_evaluation", help="section of docs/benchmarks.md to write")
     args = parser.parse_args(argv)
     args.beta, args.jit = 6.0, False  # what bench_adversarial.train reads
 
@@ -218,16 +219,22 @@ def report(rows, args, num_images, seconds, argv) -> None:
         "".join(f"\n* {names[r['model']]}: {message}" for r in rows for message in r["warnings"])
         or "\nNone of the sanity checks fired."
     )
+    art_text = (
+        ""
+        if args.no_art
+        else "ART (adversarial-robustness-toolbox, benchmark environment only): the same protocol with its own APGD "
+        "(CE, then DLR targeted at the 9 runner-up classes) and Square implementations on a `TensorFlowV2Classifier` "
+        "of the same model. "
+    )
+    art_pgd_text = "" if args.no_art else ", ART's the same"
     body = (
         f"{num_images} test images of the built-in MNIST set (seed {args.seed}), L-inf eps {args.eps:g}; the small "
         f"CNN of `bench_adversarial` trained {args.epochs} epochs (clean, fast FGSM-RS, Madry PGD-{args.train_steps}; "
         f"4,000 images). Ours: `evaluate_robustness(model, data, AutoAttack(eps))`, i.e. "
         f'`version="standard"` (APGD-CE 100 iterations, APGD-T on 9 targets, Square {args.queries} queries, in '
         f"sequence on the survivors; the cumulative accuracy after each attack in brackets), sanity checks on the "
-        f"first {args.sanity_samples} images. ART (adversarial-robustness-toolbox, benchmark environment only): the "
-        f"same protocol with its own APGD (CE, then DLR targeted at the 9 runner-up classes) and Square "
-        f"implementations on a `TensorFlowV2Classifier` of the same model. PGD-20 times are the second call on the "
-        f"whole batch (the first traces), ART's the same; APGD-CE's time is a first call (tracing included); the "
+        f"first {args.sanity_samples} images. {art_text}PGD-20 times are the second call on the "
+        f"whole batch (the first traces){art_pgd_text}; APGD-CE's time is a first call (tracing included); the "
         f"standard time includes tracing its three attacks and the sanity checks. AutoAttack's published budget per "
         f"image is 100 + 9 x 100 gradient steps and 5,000 queries, as here (FAB-T not run). The machine was shared "
         f"with other jobs (wall times stretch). Whole run: {seconds / 60:.1f} min.\n\n"
@@ -236,8 +243,8 @@ def report(rows, args, num_images, seconds, argv) -> None:
     print(body, flush=True)
     if not args.no_write:
         command = "python -m benchmarks.bench_robust_evaluation " + " ".join(argv or [])
-        write_section("adversarial_evaluation", "Robust accuracy you can publish: AutoAttack against ART (MNIST)",
-                      body, command.strip())  # fmt: skip
+        title = "Robust accuracy you can publish: AutoAttack" + ("" if args.no_art else " against ART") + " (MNIST)"
+        write_section(args.section, title, body, command.strip())
 
 
 if __name__ == "__main__":

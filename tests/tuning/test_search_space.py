@@ -69,8 +69,8 @@ def test_every_candidate_builds_with_its_range_ends_and_gives_a_finite_loss(task
     assert float(restored(y_true, logits)) == pytest.approx(value, rel=1e-6)
 
 
-# `crossentropy` is the task's Keras cross-entropy (binary or sparse categorical), so its
-# class depends on the task; every other candidate name is a `losses.get` name of its loss.
+# `crossentropy` builds the task's Keras cross-entropy (binary or sparse categorical), while
+# `losses.get("crossentropy")` is FocalLoss(gamma=0); the same loss, checked by value below.
 NAMED_LIKE_THE_REGISTRY = [(task, name) for task, name in ALL_CANDIDATES if name != "crossentropy"]
 
 
@@ -83,8 +83,23 @@ def test_candidate_names_are_the_registry_names_of_their_losses(task, name):
     assert type(losses.get(name, **counts)) is type(build_loss(candidate, **counts))
 
 
+@pytest.mark.parametrize("task", [t for t in LOSS_CANDIDATES if "crossentropy" in LOSS_CANDIDATES[t]])
+def test_the_crossentropy_candidate_is_the_crossentropy_of_the_registry(task, rng):
+    y_true, logits = task_batch(task, rng)
+    mode = "multiclass" if task == "segmentation" else task
+    by_name = losses.get("crossentropy", mode=mode, from_logits=True)
+    candidate = build_loss(LOSS_CANDIDATES[task]["crossentropy"], from_logits=True)
+    assert float(by_name(y_true, logits)) == pytest.approx(float(candidate(y_true, logits)), rel=1e-5)
+
+
 @pytest.mark.parametrize(
-    ("typo", "meant"), [("focl", "focal"), ("poly", "poly1"), ("class_balanced_foca", "class_balanced_focal")]
+    ("typo", "meant"),
+    [
+        ("focl", "focal"),
+        ("poly", "poly1"),
+        ("class_balanced_foca", "class_balanced_focal"),
+        ("crossentropyy", "crossentropy"),
+    ],
 )
 def test_the_search_and_the_registry_suggest_the_same_name(typo, meant):
     with pytest.raises(ValueError, match=f"Did you mean '{meant}'"):
