@@ -1,10 +1,11 @@
-"""The `keras-lossopt` command line: `compare` and `search` (see `keras_lossopt.cli.main`).
+"""The `keras-lossopt` command line: `compare`, `search` and `advise` (see `keras_lossopt.cli.main`).
 
 `keras_lossopt.cli.main.main(argv)` runs the command (the `keras-lossopt` script); the
 module `main` is the entry point and is not re-exported here, where its name would clash
 with the function. The names below are the command's steps, for scripts and benchmarks
 that reuse them: `load_data` (the `--data` argument as a `Dataset`), `model_builder`,
-`run_compare`, `run_search`, `train_once`, `targets` and the report helpers. They load
+`run_compare`, `run_search`, `run_advise`, `train_once`, `targets`, `pooled` and the report
+helpers. They load
 lazily, so that the command checks its arguments before Keras and TensorFlow start.
 """
 
@@ -28,6 +29,8 @@ _EXPORTS = {
     "targets": "compare",
     "train_once": "compare",
     "run_search": "search",
+    "pooled": "search",
+    "run_advise": "advise",
     "atomic_folder": "report",
     "markdown_table": "report",
     "plot_curves": "report",

@@ -18,7 +18,8 @@ import numpy as np
 from keras_lossopt import losses
 from keras_lossopt.cli import report
 from keras_lossopt.datasets import Dataset
-from keras_lossopt.tuning import build_loss, default_metrics, resolve_candidates
+from keras_lossopt.tuning import build_loss, default_metrics, default_objective, resolve_candidates
+from keras_lossopt.tuning.validation import check_labels, cross_validate_loss
 
 __all__ = ["run_compare", "targets", "train_once"]
 
@@ -129,6 +130,57 @@ def _summary_table(summary: Mapping[str, Mapping[str, tuple[float, float]]]) -> 
     return report.markdown_table(["loss", *metric_names], rows)
 
 
+def _recommend(
+    dataset: Dataset,
+    make_model: Callable[[], keras.Model],
+    built: Mapping[str, keras.losses.Loss],
+    curves: Mapping[str, Mapping[str, list[float]]],
+    *,
+    folds: int,
+    print_fn: Callable[[str], None],
+    **training: Any,
+) -> dict[str, Any]:
+    """The loss to recommend, chosen by validation (never by test).
+
+    With `folds >= 2`, by the estimate a search ranks by: stratified k-fold
+    cross-validation on train+validation (`tuning.cross_validate_loss`); with `folds=1`,
+    by the best epoch of the seeds' mean validation curve.
+    """
+    objective = default_objective(dataset.task).name
+    estimates: dict[str, dict[str, float]] = {}
+    if folds > 1:
+        x = np.concatenate([dataset.x_train, dataset.x_val])
+        y = np.concatenate([targets(dataset, "train"), targets(dataset, "val")])
+        for name, loss in built.items():
+            started = time.perf_counter()
+            result = cross_validate_loss(
+                make_model,
+                loss,
+                x,
+                y,
+                task=dataset.task,
+                num_classes=dataset.num_classes,
+                folds=folds,
+                **training,
+            )
+            estimates[name] = {"mean": result.mean, "std": result.std}
+            print_fn(
+                f"[cv] {name}: {objective}={result.mean:.4f} ± {result.std:.4f} over {folds} folds "
+                f"({time.perf_counter() - started:.1f}s)"
+            )
+        method = f"stratified {folds}-fold cross-validation on the training and validation splits"
+    else:
+        for name in built:
+            curve = curves.get(name, {}).get(objective)
+            if curve:
+                estimates[name] = {"mean": float(np.max(curve)), "std": None}
+        method = "the best epoch of the mean validation curve over seeds"
+    if not estimates:
+        return {"loss": None, "objective": objective, "method": method, "estimates": {}}
+    best = max(estimates, key=lambda n: estimates[n]["mean"])
+    return {"loss": best, "objective": objective, "method": method, "estimates": estimates}
+
+
 def _write_report(output: str, results: Mapping[str, Any], summary, table: str) -> None:
     settings, dataset = results["settings"], results["dataset"]
     with report.atomic_folder(output) as folder:
@@ -147,6 +199,21 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
             table,
             "",
         ]
+        recommended = results["recommended"]
+        if recommended["loss"] is not None:
+            lines += [
+                f"Recommended: `{recommended['loss']}`, the best {recommended['objective']} by "
+                f"{recommended['method']} (never by the test split):",
+                "",
+                report.markdown_table(
+                    ["loss", f"validation {recommended['objective']}"],
+                    [
+                        [name, f"{e['mean']:.4f}" + ("" if e["std"] is None else f" ± {e['std']:.4f}")]
+                        for name, e in recommended["estimates"].items()
+                    ],
+                ),
+                "",
+            ]
         if plotted:
             lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
         (folder / "report.md").write_text("\n".join(lines))
@@ -163,10 +230,13 @@ def run_compare(
     batch_size: int,
     learning_rate: float,
     output: str,
+    folds: int = 1,
     print_fn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Runs the comparison, prints the table and writes the report folder; returns the results."""
+    """Runs the comparison, prints the table and the recommendation, writes the report folder."""
     started = time.perf_counter()
+    if folds > 1:
+        check_labels(np.concatenate([dataset.y_train, dataset.y_val]), dataset.task, folds=folds)
     built = _build_candidate_losses(dataset, loss_names)
     print_fn(dataset.summary())
     print_fn(f"model: {model_description}; losses: {', '.join(built)}; seeds: {seeds}; epochs: {epochs}")
@@ -185,6 +255,19 @@ def run_compare(
     table = _summary_table(summary)
     print_fn("")
     print_fn(table)
+    recommended = _recommend(
+        dataset,
+        make_model,
+        built,
+        curves,
+        folds=folds,
+        print_fn=print_fn,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
+    if recommended["loss"] is not None:
+        print_fn(f"recommended: {recommended['loss']} (best {recommended['objective']} by {recommended['method']})")
     results = {
         "command": "compare",
         "dataset": {
@@ -194,7 +277,8 @@ def run_compare(
             "train_class_counts": dataset.class_counts("train").tolist(),
         },
         "model": model_description,
-        "settings": settings,
+        "settings": {**settings, "folds": folds},
+        "recommended": recommended,
         "losses": {name: losses.serialize(loss) for name, loss in built.items()},
         "summary": {name: {m: {"mean": v[0], "std": v[1]} for m, v in by.items()} for name, by in summary.items()},
         "runs": runs,

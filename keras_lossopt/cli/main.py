@@ -4,6 +4,7 @@
     keras-lossopt compare --data mnist-imbalanced --losses crossentropy,focal,poly1
     keras-lossopt compare --data my.csv --target label
     keras-lossopt search --tuner bayesian --max-trials 20 --directory my-search
+    keras-lossopt advise --data my.csv --target label   # ranked losses with parameters, nothing trained
 
 Bad input ends with one line `keras-lossopt: error: ...` and exit status 2 (set
 KERAS_LOSSOPT_DEBUG=1 for the full traceback). Every argument, path and the data itself
@@ -77,8 +78,7 @@ def _loss_list(text: str) -> list[str]:
     return names
 
 
-def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
-    data = parser.add_argument_group("data and model")
+def _data_arguments(data) -> None:
     data.add_argument(
         "--data",
         default="digits-imbalanced",
@@ -92,12 +92,22 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         choices=("auto", "binary", "multiclass", "segmentation"),
         help="default: inferred from the labels",
     )
+
+
+def _folds(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
+    parser.add_argument("--folds", type=_positive_int, default=default, help=help_text)
+
+
+def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    data = parser.add_argument_group("data and model")
+    _data_arguments(data)
     data.add_argument("--model", help="a .keras model file outputting logits (default: chosen to fit the data)")
     data.add_argument(
         "--losses",
         type=_loss_list,
         help="comma-separated loss candidates (default per task: "
-        "crossentropy,focal,poly1,class_balanced_focal; crossentropy,dice,dice_ce,tversky,focal_tversky "
+        "crossentropy,focal,poly1,class_balanced_focal,logit_adjusted,ldam for multiclass; "
+        "crossentropy,focal,poly1,class_balanced_focal for binary; crossentropy,dice_ce,log_dice,lovasz "
         "for segmentation)",
     )
     training = parser.add_argument_group("training")
@@ -109,9 +119,11 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `keras-lossopt` with its two subcommands."""
+    """The argument parser of `keras-lossopt` with its subcommands."""
     parser = _Parser(prog="keras-lossopt", description="Compare losses, or search for the best loss, on your data.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{compare,search}", parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{compare,search,advise}", parser_class=_Parser
+    )
 
     compare = commands.add_parser("compare", help="train the same model with several losses over several seeds")
     _common(compare, epochs=30)
@@ -119,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--learning-rate", type=_positive_float, default=3e-3, help="Adam. Default: 3e-3")
     compare.add_argument(
         "--output", default="keras-lossopt-report", help="report folder. Default: keras-lossopt-report"
+    )
+    _folds(
+        compare,
+        3,
+        "folds of the cross-validation (train+val) that chooses the recommended loss; 1: the validation "
+        "split. Default: 3",
     )
 
     search = commands.add_parser(
@@ -142,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: val_macro_f1 (val_iou_score for segmentation)",
     )
     search.add_argument("--output", help="report folder. Default: <directory>/<project-name>-report")
+    _folds(
+        search,
+        None,
+        "rank trials by stratified k-fold cross-validation on train+val (1: the validation split). "
+        "Default: 3 (1 with --tuner hyperband)",
+    )
+
+    advise_parser = commands.add_parser(
+        "advise", help="rank the losses for your labels, with parameters from the data (nothing is trained)"
+    )
+    _data_arguments(advise_parser.add_argument_group("data"))
+    advise_parser.add_argument("--seed", type=_seed, default=0, help="seed of the data split. Default: 0")
+    _folds(advise_parser, 3, "check that every class has this many samples for a search's folds. Default: 3")
+    advise_parser.add_argument(
+        "--output", default="keras-lossopt-advice", help="report folder. Default: keras-lossopt-advice"
+    )
     return parser
 
 
@@ -150,7 +184,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     from keras_lossopt.cli import paths
 
     paths.check_data_argument(args.data, args.target)
-    if args.model is not None:
+    if getattr(args, "model", None) is not None:  # advise takes no model
         paths.check_model_path(args.model)
     if args.command == "search":
         paths.check_trials_directory(args.directory)
@@ -176,11 +210,26 @@ def _check_inputs(args: argparse.Namespace):
     """Every argument, path and the data, without TensorFlow; returns the dataset and the search project."""
     _check_paths(args)  # first, and before NumPy: a mistyped path costs only Python's start
 
+    import numpy as np
+
     from keras_lossopt.cli.data import load_data
     from keras_lossopt.cli.models import model_builder
+    from keras_lossopt.cli.paths import DataError
     from keras_lossopt.tuning.search_space import select_candidates
+    from keras_lossopt.tuning.validation import check_labels
 
     dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
+    if args.command == "search" and args.folds is None:
+        args.folds = 1 if args.tuner == "hyperband" else 3
+    if args.command == "search" and args.tuner == "hyperband" and args.folds > 1:
+        raise DataError(
+            f"--tuner hyperband continues each model from its checkpoint and takes a fixed validation split: "
+            f"use --folds 1 with it, or --tuner bayesian with --folds {args.folds}"
+        )
+    if args.folds > 1:  # every class needs `folds` samples in train + val
+        check_labels(np.concatenate([dataset.y_train, dataset.y_val]), dataset.task, folds=args.folds)
+    if args.command == "advise":
+        return dataset, None
     select_candidates(dataset.task, args.losses)
     if args.model is None:
         model_builder(dataset)  # the default model's own limits (the U-Net's even image sides)
@@ -239,6 +288,11 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
     from keras_lossopt.cli.models import model_builder
     from keras_lossopt.cli.search import run_search
 
+    if args.command == "advise":
+        from keras_lossopt.cli.advise import run_advise
+
+        run_advise(dataset, folds=args.folds, output=args.output)
+        return
     make_model, description = model_builder(dataset, args.model)
     if args.command == "compare":
         run_compare(
@@ -251,6 +305,7 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             output=args.output,
+            folds=args.folds,
         )
         return
     run_search(
@@ -268,6 +323,7 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
         seed=args.seed,
         objective=args.objective,
         output=args.output,
+        folds=args.folds,
     )
 
 

@@ -7,7 +7,6 @@ loss is written as a config that `keras_lossopt.losses.get(...)` loads.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,51 +17,72 @@ import numpy as np
 
 from keras_lossopt import losses
 from keras_lossopt.cli import report
-from keras_lossopt.cli.compare import targets
+from keras_lossopt.cli.compare import targets, train_once
 from keras_lossopt.datasets import Dataset
-from keras_lossopt.tuning import LossSearchHyperModel, check_search_objective, default_objective, make_tuner
+from keras_lossopt.tuning import (
+    LossSearchHyperModel,
+    advice_starting_points,
+    advise,
+    check_labels,
+    check_search_objective,
+    default_objective,
+    make_tuner,
+    search_summary,
+)
 
-__all__ = ["run_search"]
+__all__ = ["pooled", "run_search"]
 
 
-class _ProgressHyperModel(LossSearchHyperModel):
-    """Prints one line per finished trial: its loss, parameters and objective."""
+def _progress(print_fn: Callable[[str], None], total: Any, objective_name: str):
+    """A tuner hook that prints one line per finished trial: loss, parameters, score, folds, time."""
+    count = {"trials": 0}
 
-    def __init__(self, *args, print_fn, total, objective_name, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.print_fn, self.total, self.objective_name, self.count = print_fn, total, objective_name, 0
-
-    def fit(self, hp, model, *args, **kwargs):
-        started = time.perf_counter()
-        history = super().fit(hp, model, *args, **kwargs)
-        self.count += 1
-        values = history.history.get(self.objective_name, [float("nan")])
-        shown = ", ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in hp.values.items() if not k.startswith("tuner/"))
-        self.print_fn(
-            f"[trial {self.count}/{self.total}] {shown}: best {self.objective_name}={np.nanmax(values):.4f} "
-            f"({time.perf_counter() - started:.1f}s)"
+    def on_trial_result(trial, metrics):
+        count["trials"] += 1
+        values = trial.hyperparameters.values
+        shown = ", ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in values.items() if not k.startswith("tuner/"))
+        folds = ""
+        if "folds_run" in metrics:
+            folds = f" ± {metrics['fold_std']:.4f} over {int(metrics['folds_run'])} fold(s)"
+            folds += ", stopped: trails the best" if metrics.get("pruned") else ""
+        print_fn(
+            f"[trial {count['trials']}/{total}] {shown}: {objective_name}={metrics[objective_name]:.4f}{folds} "
+            f"({metrics['seconds']:.1f}s)"
         )
-        return history
+
+    return count, on_trial_result
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def pooled(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation data together (inputs, targets), for cross-validation."""
+    x = np.concatenate([dataset.x_train, dataset.x_val])
+    return x, np.concatenate([targets(dataset, "train"), targets(dataset, "val")])
+
+
 def _search_trials(
     tuner: keras_tuner.Tuner,
-    hypermodel: _ProgressHyperModel,
     dataset: Dataset,
     *,
+    folds: int,
     epochs: int,
     batch_size: int,
+    progress,
     print_fn: Callable[[str], None],
 ) -> None:
     """Runs the trials that are not finished yet; a rerun in the same folder keeps the finished ones."""
     finished_before = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     if finished_before:
         print_fn(f"resuming the search in {tuner.project_dir}: {finished_before} finished trials kept")
-    hypermodel.count = finished_before
+    progress[0]["trials"] = finished_before
+    tuner.on_trial_result = progress[1]
+    if folds > 1:
+        x, y = pooled(dataset)
+        tuner.search(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+        return
     tuner.search(
         dataset.x_train,
         targets(dataset, "train"),
@@ -82,10 +102,14 @@ def _finished_trials(tuner: keras_tuner.Tuner, search_objective: keras_tuner.Obj
 
 
 def _leaderboard_rows(ranked: Sequence, objective_name: str) -> list[dict[str, Any]]:
-    """One row per trial: rank, trial id, loss, learning rate, the loss' parameters, score."""
+    """One row per trial: rank, trial id, loss, learning rate, the loss' parameters, score, fold spread."""
     rows = []
     for rank, trial in enumerate(ranked, start=1):
         values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+
+        def metric(name, trial=trial):
+            return float(trial.metrics.get_last_value(name)) if trial.metrics.exists(name) else None
+
         rows.append(
             {
                 "rank": rank,
@@ -94,6 +118,8 @@ def _leaderboard_rows(ranked: Sequence, objective_name: str) -> list[dict[str, A
                 "learning_rate": values.pop("learning_rate", None),
                 "parameters": {k.split("/", 1)[-1]: v for k, v in values.items()},
                 objective_name: float(trial.score),
+                "fold_std": metric("fold_std"),
+                "folds_run": metric("folds_run"),
             }
         )
     return rows
@@ -107,7 +133,8 @@ def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name:
             row["loss"],
             ", ".join(f"{k}={_fmt(v)}" for k, v in row["parameters"].items()) or "-",
             _fmt(row["learning_rate"]) if row["learning_rate"] is not None else "-",
-            row[objective_name],
+            f"{row[objective_name]:.4f}"
+            + (f" ± {row['fold_std']:.4f} ({int(row['folds_run'])} folds)" if row["fold_std"] is not None else ""),
         ]
         for row in leaderboard
     ]
@@ -115,10 +142,36 @@ def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name:
 
 
 def _evaluate_best_trial(
-    tuner: keras_tuner.Tuner, hypermodel: LossSearchHyperModel, best_trial, dataset: Dataset
+    tuner: keras_tuner.Tuner,
+    hypermodel: LossSearchHyperModel,
+    best_trial,
+    dataset: Dataset,
+    *,
+    folds: int,
+    make_model: Callable[[], keras.Model],
+    epochs: int,
+    batch_size: int,
+    seed: int,
 ) -> tuple[keras.losses.Loss, dict[str, float]]:
-    """The best trial's loss and the test-split scores of its model."""
+    """The best trial's loss and the test-split scores of its model.
+
+    A cross-validated trial trained one model per fold and kept none, so the best
+    configuration is trained once more on the training split (as `compare` trains).
+    """
     best_loss = hypermodel.loss_from_hyperparameters(best_trial.hyperparameters)
+    if folds > 1:
+        hp = best_trial.hyperparameters
+        learning_rate = float(hp.get("learning_rate")) if "learning_rate" in hp.values else hypermodel.learning_rate
+        scores, _ = train_once(
+            dataset,
+            make_model,
+            losses.get(losses.serialize(best_loss)),
+            seed=seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+        )
+        return best_loss, scores
     with warnings.catch_warnings():
         # The checkpoint holds the optimizer's slots; the rebuilt model has none yet. Harmless here.
         warnings.simplefilter("ignore", UserWarning)
@@ -142,13 +195,30 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             folder / "trials.png",
             {f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], 0.0)} for row in leaderboard},
         )
+        timing = results["timing"]
+        validation = (
+            f"stratified {settings['folds']}-fold cross-validation on the training and validation splits "
+            "(score: mean over folds ± spread)"
+            if settings["folds"] > 1
+            else "the validation split"
+        )
         lines = [
             f"# Loss search on {results['dataset']['name']}",
             "",
-            f"Tuner: {settings['tuner']}, objective {objective_name} ({settings['objective']['direction']}), "
-            f"{finished} finished trials of {settings['epochs']} epochs. Model: {results['model']}.",
+            f"Tuner: {settings['tuner']}, objective {objective_name} ({settings['objective']['direction']}) on "
+            f"{validation}, {finished} finished trials of at most {settings['epochs']} epochs (early stopping). "
+            f"Model: {results['model']}.",
+            "",
+            f"Wall time of the trials: {timing['seconds']:.0f} s; the final best was first reached at trial "
+            f"{timing.get('best_found_at', '-')} of {timing['trials_run']}.",
             "",
             table,
+            "",
+            "## The advisor's picks (the first trials)",
+            "",
+            results["advice"]["profile_summary"],
+            "",
+            results["advice"]["table"],
             "",
             f"Best loss: `{leaderboard[0]['loss']}`, config in `best_loss.json` "
             "(load it with `keras_lossopt.losses.get(json.load(open('best_loss.json')))`).",
@@ -176,19 +246,27 @@ def run_search(
     seed: int,
     objective: str | None,
     output: str,
+    folds: int = 1,
     print_fn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Runs (or resumes) the search, prints the leaderboard, writes the report folder."""
+    """Runs (or resumes) the search from the advisor's picks, prints the leaderboard, writes the report folder."""
     search_objective = check_search_objective(objective) if objective else default_objective(dataset.task)
-    hypermodel = _ProgressHyperModel(
-        make_model,
-        task=dataset.task,
-        candidates=loss_names,
-        class_counts=dataset.class_counts("train") if dataset.task != "segmentation" else None,
-        print_fn=print_fn,
-        total="?" if tuner_name == "hyperband" else max_trials,
-        objective_name=search_objective.name,
+    x_all = np.concatenate([dataset.x_train, dataset.x_val])
+    labels = np.concatenate([dataset.y_train, dataset.y_val])
+    check_labels(labels, dataset.task, folds=folds)
+    counts = None
+    if dataset.task != "segmentation":
+        # With folds every model trains on part of train+val; the priors are those of the pool.
+        counts = np.bincount(labels.ravel(), minlength=dataset.num_classes) if folds > 1 else dataset.class_counts()
+    hypermodel = LossSearchHyperModel(make_model, task=dataset.task, candidates=loss_names, class_counts=counts)
+    advice = advise(
+        labels if folds > 1 else dataset.y_train,
+        dataset.task,
+        x=x_all if folds > 1 else dataset.x_train,
+        candidates=[c.name for c in hypermodel.candidates],
+        num_classes=dataset.num_classes,
     )
+    progress = _progress(print_fn, "?" if tuner_name == "hyperband" else max_trials, search_objective.name)
     keras.utils.set_random_seed(seed)
     settings = {
         "tuner": tuner_name,
@@ -199,6 +277,7 @@ def run_search(
         "directory": str(directory),
         "project_name": project_name,
         "seed": seed,
+        "folds": folds,
     }
     tuner = make_tuner(
         hypermodel,
@@ -210,21 +289,42 @@ def run_search(
         project_name=project_name,
         overwrite=overwrite,
         seed=seed,
+        folds=folds,
+        starting_points=advice_starting_points(advice, hypermodel.candidates),
     )
     print_fn(dataset.summary())
     print_fn(
         f"model: {model_description}; losses: {', '.join(c.name for c in hypermodel.candidates)}; "
-        f"tuner: {tuner_name}; objective: {search_objective.name} ({search_objective.direction})"
+        f"tuner: {tuner_name}; objective: {search_objective.name} ({search_objective.direction}); "
+        + (f"{folds}-fold cross-validation" if folds > 1 else "validation split")
     )
-    _search_trials(tuner, hypermodel, dataset, epochs=epochs, batch_size=batch_size, print_fn=print_fn)
+    print_fn(f"advisor: {advice.profile.summary()}; first trials: {', '.join(a.candidate for a in advice.ranked)}")
+    _search_trials(
+        tuner, dataset, folds=folds, epochs=epochs, batch_size=batch_size, progress=progress, print_fn=print_fn
+    )
     ranked = _finished_trials(tuner, search_objective)
     leaderboard = _leaderboard_rows(ranked, search_objective.name)
-    best_loss, test_scores = _evaluate_best_trial(tuner, hypermodel, ranked[0], dataset)
+    timing = search_summary(tuner)
+    best_loss, test_scores = _evaluate_best_trial(
+        tuner,
+        hypermodel,
+        ranked[0],
+        dataset,
+        folds=folds,
+        make_model=make_model,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
     table = _leaderboard_table(leaderboard, search_objective.name)
     print_fn("")
     print_fn(table)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in test_scores.items())
     print_fn(f"\nbest: {leaderboard[0]['loss']} ({type(best_loss).__name__}); best model on the test split: {shown}")
+    print_fn(
+        f"search wall time {timing['seconds']:.0f} s over {timing['trials_run']} trials; the final best was first "
+        f"reached at trial {timing.get('best_found_at', '-')}"
+    )
     results = {
         "command": "search",
         "dataset": {"name": dataset.name, "task": dataset.task, "num_classes": dataset.num_classes},
@@ -233,6 +333,9 @@ def run_search(
         "leaderboard": leaderboard,
         "best_loss": losses.serialize(best_loss),
         "best_test_scores": test_scores,
+        "timing": {k: v for k, v in timing.items() if k != "trials"},
+        "trials": timing["trials"],
+        "advice": {**advice.to_dict(), "table": advice.table(), "profile_summary": advice.profile.summary()},
     }
     _write_report(output, results, table, finished=len(ranked))
     print_fn(f"report and best_loss.json written to {output}")

@@ -905,6 +905,7 @@ class GeneralizedDiceLoss(OverlapLoss):
 
 
 register_alias("dice", DiceLoss)
+register_alias("log_dice", DiceLoss, log_dice=True)  # -log(Dice): the configuration that trains from scratch
 register_alias("generalized_dice", GeneralizedDiceLoss)
 register_alias("tversky", TverskyLoss)
 register_alias("focal_tversky", FocalTverskyLoss)

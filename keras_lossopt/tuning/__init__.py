@@ -4,6 +4,10 @@
   parameters as conditional hyperparameters; returns the chosen loss.
 * `LossSearchHyperModel(build_model, task, ...)` and `make_tuner(...)` - any model becomes
   a loss search with RandomSearch, BayesianOptimization, Hyperband or GridSearch.
+* `advise(y, x=x)` - the loss advisor: label profile, ranked losses with parameters from the data.
+* Honest selection: `make_tuner(..., folds=3)` scores trials by stratified k-fold
+  cross-validation (`tuning.validation`), races hopeless trials over folds, stops every
+  model early, and starts from given points (`advice_starting_points`).
 * Objectives that carry their direction (`macro_f1_objective()`, ...); `val_loss` is refused.
 
 Distributed search uses keras-tuner's own chief/worker mode: run the same script in one
@@ -21,6 +25,29 @@ from typing import Any
 # first use: the search space and the objective checks need neither Keras nor
 # keras-tuner, so the command checks its arguments with them before TensorFlow starts.
 _EXPORTS = {
+    "Advice": "advisor",
+    "LabelProfile": "advisor",
+    "LossAdvice": "advisor",
+    "advise": "advisor",
+    "class_balanced_beta": "advisor",
+    "profile_labels": "advisor",
+    "advice_starting_points": "tuners",
+    "search_summary": "tuners",
+    "FoldScores": "validation",
+    "check_class_labels": "validation",
+    "check_labels": "validation",
+    "cross_validate": "validation",
+    "cross_validate_loss": "validation",
+    "stratified_folds": "validation",
+    "validation_weights": "validation",
+    "LossSearchBayesian": "tuners",
+    "LossSearchGrid": "tuners",
+    "LossSearchHyperband": "tuners",
+    "LossSearchRandom": "tuners",
+    "balanced_weights": "validation",
+    "best_epoch_score": "validation",
+    "early_stopping": "validation",
+    "stratification_key": "validation",
     "TUNERS": "hypermodel",
     "LossSearchHyperModel": "hypermodel",
     "default_metrics": "hypermodel",

@@ -110,7 +110,9 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
             `learning_rate_range`), since the best rate depends on the loss' scale.
             Default True.
         learning_rate: the fixed rate when not tuned. Default 1e-3.
-        learning_rate_range: `(low, high)` of the tuned rate. Default (1e-4, 1e-2).
+        learning_rate_range: `(low, high)` of the tuned rate. Default (1e-3, 1e-2): with
+            the 20-30 epochs of a short search, Adam below 1e-3 leaves small models
+            under-trained, and those trials only tell the oracle about the rate.
         metrics: metrics to compile with. Default: `default_metrics(task, ...)`.
         jit_compile: passed to `compile`. Default `"auto"`.
         name: hypermodel name. Default None.
@@ -139,7 +141,7 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         from_logits: bool = True,
         tune_learning_rate: bool = True,
         learning_rate: float = 1e-3,
-        learning_rate_range: tuple[float, float] = (1e-4, 1e-2),
+        learning_rate_range: tuple[float, float] = (1e-3, 1e-2),
         metrics: Sequence[Any] | None = None,
         jit_compile: bool | str = "auto",
         name: str | None = None,
@@ -184,7 +186,11 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=loss,
-            metrics=[keras.metrics.deserialize(keras.metrics.serialize(m)) if _is_metric(m) else m for m in metrics],
+            # Weighted: validation sample weights (a cross-validated search's balanced folds) reach the
+            # metrics; without weights they are the plain metrics.
+            weighted_metrics=[
+                keras.metrics.deserialize(keras.metrics.serialize(m)) if _is_metric(m) else m for m in metrics
+            ],
             jit_compile=self.jit_compile,
         )
         return model
@@ -245,9 +251,18 @@ def make_tuner(
     project_name: str = "loss_search",
     overwrite: bool = False,
     seed: int | None = None,
+    folds: int = 1,
+    starting_points=(),
+    prune_margin: float = 0.05,
+    patience: int | None = None,
+    balanced_validation: bool = True,
     **kwargs: Any,
 ) -> keras_tuner.Tuner:
     """A keras-tuner tuner for a loss search, with a directed objective.
+
+    The tuners are keras-tuner's own classes extended by `tuning.tuners`: stratified
+    k-fold trials (`folds`), racing of hopeless trials over folds, early stopping of every
+    model, and starting points (e.g. the advisor's picks) as the first trials.
 
     Args:
         hypermodel: the `LossSearchHyperModel`.
@@ -259,17 +274,33 @@ def make_tuner(
         directory: where trials are stored. Default None (keras-tuner's default).
         project_name: sub-folder of `directory`. Default `"loss_search"`.
         overwrite: start afresh instead of resuming. Default False (resume).
-        seed: the oracle's random seed. Default None.
+        seed: the oracle's random seed (and the folds' seed). Default None.
+        folds: 1 (default) ranks by `validation_data`; k >= 2 ranks by stratified k-fold
+            cross-validation on the `x, y` given to `search` (pass no `validation_data`).
+            Hyperband needs 1.
+        starting_points: hyperparameter values of the first trials, e.g.
+            `advice_starting_points(advise(y_train), hypermodel.candidates)`. Default ().
+        prune_margin: a trial trailing the best one by more than this on the folds run so
+            far stops early. Default 0.05.
+        patience: early-stopping patience (epochs without a better objective). Default:
+            max(3, epochs // 4).
+        balanced_validation: with folds, weigh every class equally in the validation folds'
+            metrics (binary and multiclass), so that validation estimates a balanced test
+            split rather than the imbalance of the training data. Default True.
         **kwargs: other arguments of the keras-tuner tuner.
 
     Returns:
-        A `keras_tuner.Tuner`.
+        A `keras_tuner.Tuner` (a subclass of keras-tuner's class for `tuner`).
 
     Raises:
-        ValueError: for an unknown tuner or a `val_loss`/undirected objective.
+        ValueError: for an unknown tuner, a `val_loss`/undirected objective, folds with
+            Hyperband, or starting points with a grid.
     """
+    from keras_lossopt.tuning import tuners as loss_tuners
+
     tuner = check_choice("tuner", tuner, TUNERS)
     search_objective = check_search_objective(default_objective(hypermodel.task) if objective is None else objective)
+    folds = check_int("folds", folds, minimum=1)
     common = dict(
         hypermodel=hypermodel,
         objective=search_objective,
@@ -277,17 +308,23 @@ def make_tuner(
         project_name=project_name,
         overwrite=overwrite,
         seed=seed,
+        patience=patience,
         **kwargs,
     )
     if tuner == "hyperband":
-        return _TUNER_CLASSES["hyperband"](max_epochs=check_int("max_epochs", max_epochs, minimum=1), **common)
+        if folds != 1:
+            raise ValueError(
+                f"Hyperband continues each model from its checkpoint, one model per configuration, so it takes a "
+                f"fixed validation split: use folds=1 with tuner='hyperband', or tuner='bayesian' with folds={folds}."
+            )
+        return loss_tuners.LossSearchHyperband(
+            max_epochs=check_int("max_epochs", max_epochs, minimum=1), starting_points=starting_points, **common
+        )
     max_trials = check_int("max_trials", max_trials, minimum=1)
-    return _TUNER_CLASSES[tuner](max_trials=max_trials, **common)
-
-
-_TUNER_CLASSES = {
-    "bayesian": keras_tuner.BayesianOptimization,
-    "random": keras_tuner.RandomSearch,
-    "grid": keras_tuner.GridSearch,
-    "hyperband": keras_tuner.Hyperband,
-}
+    cv = dict(folds=folds, split_seed=seed or 0, prune_margin=prune_margin, balanced_validation=balanced_validation)
+    if tuner == "grid":
+        if starting_points:
+            raise ValueError("A grid search runs every grid point; it takes no `starting_points`.")
+        return loss_tuners.LossSearchGrid(max_trials=max_trials, **cv, **common)
+    tuner_class = loss_tuners.LossSearchBayesian if tuner == "bayesian" else loss_tuners.LossSearchRandom
+    return tuner_class(max_trials=max_trials, starting_points=starting_points, **cv, **common)

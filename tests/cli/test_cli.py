@@ -15,7 +15,7 @@ from keras_lossopt.cli import compare as compare_module
 from keras_lossopt.cli.main import main
 from keras_lossopt.cli.report import scores
 
-TINY = ["--seeds", "1", "--epochs", "1"]
+TINY = ["--seeds", "1", "--epochs", "1", "--folds", "1"]
 
 
 def run(capsys, *argv):
@@ -31,8 +31,9 @@ def leftovers(folder: pathlib.Path):
 def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, capsys):
     out = tmp_path / "report"
     status, stdout, _ = run(
-        capsys, "compare", "--losses", "crossentropy,focal", "--seeds", "2", "--epochs", "2", "--output", str(out)
-    )
+        capsys, "compare", "--losses", "crossentropy,focal", "--seeds", "2", "--epochs", "2", "--folds", "2",
+        "--output", str(out),
+    )  # fmt: skip
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "curves.png",
@@ -56,6 +57,12 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
         assert f"{np.mean(f1):.3f} ± {np.std(f1):.3f}" in stdout
     assert all(0 <= r[m] <= 1 for r in results["runs"] for m in ("accuracy", "macro_f1", "worst_class_recall"))
     assert len(results["curves"]["focal"]["val_macro_f1"]) == 2
+    # The recommendation comes from 2-fold cross-validation on train+val, never from the test scores.
+    recommended = results["recommended"]
+    assert recommended["method"].startswith("stratified 2-fold cross-validation")
+    estimates = recommended["estimates"]
+    assert recommended["loss"] == max(estimates, key=lambda n: estimates[n]["mean"])
+    assert f"recommended: {recommended['loss']}" in stdout
     # Each loss in the report is loadable, and the CSV repeats the JSON runs.
     assert isinstance(losses.get(results["losses"]["focal"]), losses.FocalLoss)
     csv_lines = (out / "results.csv").read_text().splitlines()
@@ -138,7 +145,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys, monkeypat
     (tmp_path / "table.csv").write_text("a,b,kind\n1,x,0\n2,y,1\n")
     np.savez(tmp_path / "halves.npz", x=np.zeros((4, 2)), y=np.array([0.0, 0.5, 1.0, 1.0]))
     keras.Sequential([keras.Input((64,)), keras.layers.Dense(4)]).save(tmp_path / "wrong.keras")
-    status, _, err = run(capsys, "compare", *arguments, "--output", "out")
+    status, _, err = run(capsys, "compare", *arguments, "--folds", "1", "--output", "out")
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("keras-lossopt: error: ")
     assert message in err
@@ -170,7 +177,7 @@ def test_an_interrupted_compare_leaves_no_report(tmp_path, capsys, monkeypatch):
 
 def test_search_ranks_trials_writes_a_loadable_best_loss_and_resumes(tmp_path, capsys):
     directory, out = tmp_path / "search", tmp_path / "report"
-    common = ["search", "--tuner", "random", "--losses", "crossentropy,focal,poly1", "--epochs", "2"]
+    common = ["search", "--tuner", "random", "--losses", "crossentropy,focal,poly1", "--epochs", "2", "--folds", "1"]
     status, stdout, err = run(capsys, *common, "--max-trials", "2", "--directory", str(directory), "--output", str(out))
     assert status == 0, err
     assert "[trial 2/2]" in stdout

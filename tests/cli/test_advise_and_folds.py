@@ -1,0 +1,51 @@
+"""`keras-lossopt advise`, and `search` ranking trials by folds from the advisor's picks."""
+
+import json
+
+import numpy as np
+
+from keras_lossopt.cli.main import main
+
+
+def test_advise_prints_the_ranked_table_and_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "advice"
+    status = main(["advise", "--data", "digits-imbalanced", "--output", str(out)])
+    stdout = capsys.readouterr().out
+    assert status == 0
+    assert "| 1 | logit_adjusted | tau=1 |" in stdout
+    assert "first pick: logit_adjusted (tau=1)" in stdout
+    saved = json.loads((out / "advice.json").read_text())
+    counts = saved["profile"]["class_counts"]
+    assert counts == [142, 146, 142, 146, 145, 7, 7, 7, 7, 7]  # train + val of the split the command uses
+    beta = next(r for r in saved["ranked"] if r["candidate"] == "class_balanced_focal")["parameters"]["beta"]
+    assert beta == 145 / 146
+    assert "| 1 | logit_adjusted |" in (out / "report.md").read_text()
+
+
+def test_search_with_folds_starts_from_the_advice_and_reports_timing(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [40, 30, 8])
+    x = rng.normal(size=(len(y), 3)).astype("float32")
+    x[:, 0] += 2 * y
+    np.savez(tmp_path / "points.npz", x=x, y=y)
+    out = tmp_path / "report"
+    status = main(
+        ["search", "--data", str(tmp_path / "points.npz"), "--losses", "crossentropy,logit_adjusted",
+         "--folds", "2", "--max-trials", "2", "--epochs", "1", "--directory", str(tmp_path / "trials"),
+         "--output", str(out)]
+    )  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert status == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["folds"] == 2
+    # the first trials are the advisor's picks for the search's own labels (train + val)
+    assert [t["loss"] for t in results["trials"]] == [a["candidate"] for a in results["advice"]["ranked"]]
+    assert results["trials"][0]["loss"] == "logit_adjusted"  # 5:1 imbalance: logit adjustment first
+    timing = results["timing"]
+    assert timing["trials_run"] == 2 and timing["seconds"] > 0 and 1 <= timing["best_found_at"] <= 2
+    for row in results["leaderboard"]:
+        assert row["folds_run"] in (1.0, 2.0) and row["fold_std"] >= 0
+    report = (out / "report.md").read_text()
+    assert "stratified 2-fold cross-validation" in report and "first reached at trial" in report
+    assert "The advisor's picks" in report
+    assert "over 2 fold(s)" in stdout or "over 1 fold(s)" in stdout

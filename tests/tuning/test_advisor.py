@@ -1,0 +1,94 @@
+"""The loss advisor: label profiles and parameters derived from counts, against float64 hand computations."""
+
+import numpy as np
+import pytest
+
+from keras_lossopt import losses, tuning
+from keras_lossopt.tuning import advisor
+
+
+def test_long_tail_multiclass_ranks_logit_adjustment_first_with_beta_from_counts():
+    counts = [115, 119, 115, 119, 118, 6, 6, 6, 6, 6]
+    y = np.repeat(np.arange(10), counts)
+    advice = tuning.advise(y)
+    assert advice.profile.task == "multiclass"
+    assert advice.profile.class_counts == tuple(counts)
+    assert advice.profile.imbalance_ratio == pytest.approx(119 / 6)
+    assert [a.candidate for a in advice.ranked[:3]] == ["logit_adjusted", "ldam", "class_balanced_focal"]
+    assert advice.first.parameters == {"tau": 1.0}
+    balanced = next(a for a in advice.ranked if a.candidate == "class_balanced_focal")
+    assert balanced.parameters["beta"] == pytest.approx(np.float64(118) / np.float64(119), rel=0, abs=1e-15)
+    # the weights these counts and beta give, against the effective-number formula in float64
+    beta = balanced.parameters["beta"]
+    effective = (1 - np.power(beta, np.asarray(counts, np.float64))) / (1 - beta)
+    expected = (1 / effective) / np.sum(1 / effective) * len(counts)
+    np.testing.assert_allclose(losses.class_balanced_weights(counts, beta), expected, rtol=1e-12)
+    assert "Menon" in advice.first.reason and "Cui" in balanced.reason
+    assert len({a.candidate for a in advice.ranked}) == len(advice.ranked)
+
+
+def test_class_balanced_beta_is_clipped_to_the_papers_range():
+    assert advisor.class_balanced_beta([5, 3]) == 0.9
+    assert advisor.class_balanced_beta([100000, 10]) == 0.9999
+    assert advisor.class_balanced_beta([1000, 10]) == pytest.approx(999 / 1000, abs=1e-15)
+
+
+def test_balanced_labels_start_from_cross_entropy():
+    advice = tuning.advise(np.repeat([0, 1, 2], [50, 48, 52]))
+    assert advice.first.candidate == "crossentropy"
+
+
+def test_binary_focal_alpha_weights_the_rare_class():
+    advice = tuning.advise(np.repeat([0, 1], [20, 200]))
+    assert advice.profile.task == "binary" and advice.first.candidate == "class_balanced_focal"
+    focal = next(a for a in advice.ranked if a.candidate == "focal")
+    assert focal.parameters == {"gamma": 2.0, "alpha": 0.75}  # alpha is the weight of class 1, the common one
+
+
+def test_conflicting_duplicates_put_noise_robust_losses_first():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3))
+    y = np.repeat([0, 1, 2], [34, 33, 33])
+    x[1] = x[0]  # same input, same label: a duplicate, not a conflict
+    x[50] = x[10]  # same input as a class-0 sample, labelled 1: conflict
+    x[80] = x[11]
+    x[81] = x[12]
+    profile = tuning.profile_labels(y, x=x)
+    assert profile.duplicated_inputs == 8 and profile.conflicting_inputs == 6
+    assert profile.conflict_share == pytest.approx(0.06)
+    advice = tuning.advise(y, x=x)
+    assert [a.candidate for a in advice.ranked[:2]] == ["symmetric_cross_entropy", "generalized_cross_entropy"]
+    assert "Wang" in advice.first.reason
+
+
+def test_multilabel_profile_and_asymmetric_first():
+    y = np.zeros((40, 6), "int64")
+    y[np.arange(40), np.arange(40) % 6] = 1
+    y[:10, 0] = 1
+    advice = tuning.advise(y, task="multilabel")
+    assert advice.profile.label_cardinality == pytest.approx(48 / 40)  # 40 round-robin + 8 added positives
+    assert advice.profile.class_counts[0] == 10 - 2 + 7  # rows 0..9 plus the round-robin ones
+    assert advice.first.candidate == "asymmetric"
+
+
+def test_segmentation_profile_foreground_and_empty_masks():
+    masks = np.zeros((10, 8, 8), "int64")
+    masks[:4, :2, :2] = 1
+    masks[4:6, 4:6, 4:7] = 2
+    profile = tuning.profile_labels(masks)
+    assert profile.task == "segmentation"
+    assert profile.foreground_share == pytest.approx((4 * 4 + 2 * 6) / (10 * 64))
+    assert profile.empty_share == pytest.approx(0.4)
+    advice = tuning.advise(masks)
+    assert advice.first.candidate == "lovasz"
+    assert {"dice", "focal_tversky"} & {a.candidate for a in advice.ranked[:4]} == set()
+    masks[2:6] = 0
+    assert tuning.advise(masks).first.candidate == "dice_ce"  # 80% empty masks
+
+
+def test_candidates_filter_and_table():
+    advice = tuning.advise(np.repeat([0, 1, 2], [100, 100, 5]), candidates=["crossentropy", "logit_adjusted"])
+    assert [a.candidate for a in advice.ranked] == ["logit_adjusted", "crossentropy"]
+    table = advice.table()
+    assert table.splitlines()[2].startswith("| 1 | logit_adjusted | tau=1 |")
+    assert advice.to_dict()["ranked"][0]["candidate"] == "logit_adjusted"
