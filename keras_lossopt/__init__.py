@@ -54,9 +54,21 @@ def _loaded(name: str, just_loaded: str | None = None) -> bool:
     return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
+def _importing_ours(just_loaded: str | None = None) -> bool:
+    """Whether a module of this package is in the middle of its import (other than `just_loaded`)."""
+    return any(
+        name.startswith("keras_lossopt.") and name != just_loaded and not _loaded(name) for name in list(sys.modules)
+    )
+
+
 def _register_serializables(just_loaded: str | None = None) -> bool:
-    """Imports the registering subpackages whose dependencies are loaded; True when all are done."""
-    if not _loaded("keras", just_loaded):
+    """Imports the registering subpackages whose dependencies are loaded; True when all are done.
+
+    Keras may finish loading in the middle of one of our own imports (`import keras_lossopt.shaping`
+    imports `losses`, which imports Keras): importing the other subpackages then would meet a
+    partially initialized one, so registration waits until our outermost import completes.
+    """
+    if not _loaded("keras", just_loaded) or _importing_ours(just_loaded):
         return False
     names = _KERAS_ONLY + (_NEEDS_TENSORFLOW if _loaded("tensorflow", just_loaded) else ())
     for name in names:
@@ -71,10 +83,13 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
     `import keras_lossopt` must not import TensorFlow itself (the command checks its
     arguments first, and the import stays cheap), yet a saved model must load after
     `import keras_lossopt` in either order with `import keras`. This finder wraps only the
-    loaders of `keras` and `tensorflow`, and removes itself once everything is registered.
+    loaders of `keras`, `tensorflow` and our subpackages, and removes itself once everything is
+    registered.
     """
 
-    watched = ("keras", "tensorflow")
+    # Our own subpackages too: when Keras loads during one of their imports, registration runs
+    # once that import completes.
+    watched = ("keras", "tensorflow", *(f"keras_lossopt.{name}" for name in _SUBPACKAGES))
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in self.watched:

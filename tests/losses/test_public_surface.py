@@ -145,3 +145,18 @@ def test_the_search_vocabulary_resolves_with_get():
                 assert candidate.needs_class_counts and "class_counts" in str(error), (task, name, error)
                 continue
             assert isinstance(loss, keras.losses.Loss), (task, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["shaping", "metrics", "tuning", "adversarial"])
+def test_any_subpackage_imported_first_registers_every_class(tmp_path, first):
+    # Keras finishes loading in the middle of our own import here (e.g. shaping -> losses -> keras):
+    # registration must wait for that import instead of meeting a half-initialized package.
+    code = (
+        f"import keras_lossopt.{first}, keras;"
+        "names = ['FocalLoss', 'DiceScore', 'CompositeLoss', 'GradientMonitor', 'AdversarialModel'];"
+        "print(all(keras.saving.get_registered_object('keras_lossopt>' + n) for n in names))"
+    )
+    result = _run(code, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"
