@@ -26,7 +26,7 @@ def _cells(path):
 
 
 def test_there_are_notebooks():
-    assert len(NOTEBOOKS) >= 3, [p.name for p in NOTEBOOKS]
+    assert len(NOTEBOOKS) >= 6, [p.name for p in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
