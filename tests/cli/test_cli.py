@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score, jaccard_score, recall_score
 from keras_lossopt import losses
 from keras_lossopt.cli import compare as compare_module
 from keras_lossopt.cli.main import main
+from keras_lossopt.cli.paths import REPORT_FILES
 from keras_lossopt.cli.report import scores
 
 TINY = ["--seeds", "1", "--epochs", "1", "--folds", "1"]
@@ -42,6 +43,7 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
         "results.csv",
         "results.json",
     ]
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["name"] == "digits-imbalanced"
     assert [(r["loss"], r["seed"]) for r in results["runs"]] == [
@@ -190,6 +192,7 @@ def test_search_ranks_trials_writes_a_loadable_best_loss_and_resumes(tmp_path, c
     assert type(best).__name__ == {"crossentropy": "SparseCategoricalCrossentropy", "focal": "FocalLoss",
                                    "poly1": "PolyLoss"}[board[0]["loss"]]  # fmt: skip
     assert 0 <= results["best_test_scores"]["macro_f1"] <= 1
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
 
     status, stdout, err = run(capsys, *common, "--max-trials", "3", "--directory", str(directory), "--output", str(out))
     assert status == 0, err
