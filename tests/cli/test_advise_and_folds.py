@@ -24,6 +24,18 @@ def test_advise_prints_the_ranked_table_and_writes_the_report(tmp_path, capsys):
     assert {p.name for p in out.iterdir()} <= REPORT_FILES
 
 
+def test_advise_names_text_classes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    kinds = np.repeat(["owl", "cat", "dog"], [30, 20, 6])
+    rows = [f"{a:.3f},{b:.3f},{k}" for (a, b), k in zip(rng.normal(size=(len(kinds), 2)), kinds)]
+    (tmp_path / "animals.csv").write_text("a,b,kind\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "advice"
+    assert main(["advise", "--data", str(tmp_path / "animals.csv"), "--target", "kind", "--output", str(out)]) == 0
+    assert "classes: 0 = cat, 1 = dog, 2 = owl" in capsys.readouterr().out  # sorted text order
+    assert "Classes: 0 = cat, 1 = dog, 2 = owl." in (out / "report.md").read_text()
+    assert json.loads((out / "advice.json").read_text())["dataset"]["class_names"] == ["cat", "dog", "owl"]
+
+
 def test_advise_runs_again_over_its_own_default_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["advise", "--data", "breast-cancer"]) == 0

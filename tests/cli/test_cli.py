@@ -74,6 +74,16 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
     assert leftovers(tmp_path) == []
 
 
+def test_version_and_help(capsys):
+    import keras_lossopt
+
+    status, stdout, _ = run(capsys, "--version")
+    assert status == 0 and stdout == f"keras-lossopt {keras_lossopt.__version__}\n"
+    status, stdout, _ = run(capsys, "compare", "--help")
+    assert status == 0
+    assert "required with a .csv file" in " ".join(stdout.split())
+
+
 def test_scores_match_scikit_learn(rng):
     labels = rng.integers(0, 4, size=200)
     logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
@@ -113,6 +123,15 @@ def test_compare_on_user_csv_and_npz_files_and_a_user_model(tmp_path, capsys, rn
     )  # fmt: skip
     assert status == 0, err
     assert "animals (multiclass, 3 classes, input (3,))" in stdout
+    # Text labels: the class indices of the tables get their names, and the counts say whose they are.
+    assert "classes: 0 = cat, 1 = dog, 2 = owl" in stdout
+    saved = json.loads((tmp_path / "csv-report" / "results.json").read_text())["dataset"]
+    assert saved["class_names"] == ["cat", "dog", "owl"]
+    cat, dog, owl = saved["train_class_counts"]
+    assert (
+        f"training class counts cat: {cat}, dog: {dog}, owl: {owl}."
+        in (tmp_path / "csv-report" / "report.md").read_text()
+    )
 
     npz_path = tmp_path / "points.npz"
     np.savez(npz_path, x=x, y=(x[:, 0] > 0).astype("int64"))
