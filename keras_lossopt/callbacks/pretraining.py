@@ -121,7 +121,7 @@ def check_training_setup(
         ValueError: for an invalid argument, a `model` that is not a Keras model, or
             `x` and `y` with different numbers of samples.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
         >>> model.compile(optimizer="adam", loss="mse")
