@@ -28,6 +28,7 @@ from keras_lossopt.callbacks.findings import Finding, activation_name
 __all__ = ["SETUP_FINDING_KINDS", "check_training_setup", "loss_family", "output_activations"]
 
 SETUP_FINDING_KINDS = ("non_finite_data", "input_scale", "target_scale", "loss_mismatch", "non_finite_forward")
+"""The finding kinds `check_training_setup` reports (at step -1)."""
 
 #: Step of a finding made before the first training step.
 BEFORE_TRAINING = -1
@@ -121,7 +122,7 @@ def check_training_setup(
         ValueError: for an invalid argument, a `model` that is not a Keras model, or
             `x` and `y` with different numbers of samples.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
         >>> model.compile(optimizer="adam", loss="mse")
