@@ -37,7 +37,7 @@ METHODS = ("madry", "fast", "mixed", "trades")
 class AdversarialModel(keras.Model):
     """Trains a Keras model on adversarial examples generated inside `fit`.
 
-    Methods:
+    Training methods:
         * `"madry"`: minimize the loss on the attack's examples (use
           `ProjectedGradientDescent`; Madry et al. 2018). Cost per step: `steps + 1`
           forward/backward passes.
@@ -95,7 +95,7 @@ class AdversarialModel(keras.Model):
             name such as `"pgd"` names the class to build), a targeted attack, or a model
             with several inputs or outputs.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from keras_lossopt.adversarial import ProjectedGradientDescent
         >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

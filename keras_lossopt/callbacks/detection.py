@@ -86,7 +86,7 @@ class GradientDetector:
         repeat: kinds that are reported again while they persist (those a remedy acts
             on); the others are reported once per run. Default none.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> detector = GradientDetector(["dense", "out"], patience=1)
         >>> norms = np.array([[1e-6, 1.0, 1.0]])  # dense, out, whole model

@@ -101,7 +101,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     Raises:
         ValueError: for an invalid argument.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)),
         ...     keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-50.0)),

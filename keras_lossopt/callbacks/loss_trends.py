@@ -78,7 +78,7 @@ class LossTrendDetector:
     Raises:
         ValueError: for an invalid argument.
 
-    Example:
+    Examples:
         >>> detector = LossTrendDetector(stall_steps=20)
         >>> found = [f for step in range(20) for f in detector.update(step, 2.30 - 1e-5 * step)]
         >>> [(f.kind, f.step) for f in found]

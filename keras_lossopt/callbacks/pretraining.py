@@ -123,7 +123,7 @@ def check_training_setup(
         TypeError: for text in `x` where the model's input is not a string input, or text
             targets `y` for a compiled model (every Keras loss needs numeric targets).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
         >>> model.compile(optimizer="adam", loss="mse")

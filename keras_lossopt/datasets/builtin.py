@@ -230,7 +230,7 @@ def load_digits(
     Returns:
         A `Dataset` with `task="multiclass"` and 10 classes.
 
-    Example:
+    Examples:
         >>> data = load_digits(imbalance=0.05, seed=1)
         >>> bool(data.class_counts("train")[:5].min() > 15 * data.class_counts("train")[5:].max())
         True

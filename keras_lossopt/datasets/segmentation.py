@@ -170,7 +170,7 @@ def load_shapes(
     Raises:
         ValueError: for out-of-range sizes, fractions, class counts or weights.
 
-    Example:
+    Examples:
         >>> data = load_shapes(num_images=20, image_size=32, foreground_fraction=0.04, seed=1)
         >>> data.y_train.shape[1:], data.num_classes
         ((32, 32), 4)

@@ -80,7 +80,7 @@ class FunctionTerm(LossFunctionBase):
     Raises:
         ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras import ops
         >>> def abs_error(y_true, y_pred):
@@ -118,7 +118,7 @@ class OutputPenalty(LossFunctionBase):
     Raises:
         ValueError: when `fn` is not a function, `weight` < 0, or `fn` does not return one value per sample.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras import ops
         >>> energy = OutputPenalty(lambda u: ops.sum(ops.square(u), axis=-1))
@@ -173,7 +173,7 @@ class ConfidencePenalty(LossFunctionBase):
         ValueError: for `beta` < 0 or an unknown `mode`; at the call, for outputs that are
             not probabilities with `from_logits=False`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> uniform = np.full((1, 4), 0.25)
         >>> round(float(ConfidencePenalty()(None, uniform)), 4)  # -log(4)
@@ -263,7 +263,7 @@ class RewardTerm(LossFunctionBase):
     Raises:
         ValueError: for a bad argument, or `fn` not returning one reward per sample.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> def hit_rate(y_true, classes):  # NumPy, not differentiable
         ...     return (classes == y_true.reshape(-1)).astype("float32")

@@ -152,7 +152,7 @@ def class_balanced_beta(class_counts: Sequence[float], low: float = 0.9, high: f
     Returns:
         `beta` as a float.
 
-    Example:
+    Examples:
         >>> class_balanced_beta([115, 119, 6, 6])
         0.9915966386554622
     """
@@ -410,7 +410,7 @@ def advise(
             continuous, a single class, or have a class with fewer samples than `folds`;
             for unknown candidates.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> advice = advise(np.repeat([0, 1, 2], [100, 100, 5]))
         >>> advice.first.candidate, advice.first.parameters

@@ -121,7 +121,7 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         ValueError: for an unknown task, unknown or unavailable candidates, a bad
             learning-rate range, or (when the search runs) a tuner ranking by `val_loss`.
 
-    Example:
+    Examples:
         >>> import keras, keras_tuner
         >>> def build_model():
         ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])

@@ -106,7 +106,7 @@ def objective_direction(name: str) -> str:
         ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses,
             and for a name whose direction is unknown (suggesting the closest known name).
 
-    Example:
+    Examples:
         >>> objective_direction("val_worst_class_recall")
         'max'
     """
@@ -142,7 +142,7 @@ def check_logged_objective(name: str, logged: Sequence[str]) -> str:
         ValueError: for a loss (see `objective_direction`), or a name that is not logged,
             listing the logged names a search can rank by and suggesting the closest.
 
-    Example:
+    Examples:
         >>> check_logged_objective("val_macro_f1", ["loss", "val_loss", "macro_f1", "val_macro_f1"])
         'val_macro_f1'
     """
@@ -174,7 +174,7 @@ def objective(name: str, direction: str | None = None) -> keras_tuner.Objective:
         ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses;
             for an unknown name without `direction`; for a direction other than min/max.
 
-    Example:
+    Examples:
         >>> objective("val_f1_score").direction
         'max'
     """

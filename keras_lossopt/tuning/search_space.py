@@ -249,7 +249,7 @@ def select_candidates(task: str, candidates: Sequence[str | LossCandidate] | Non
         ValueError: for an unknown task, an empty list, or an unknown or repeated name
             (listing the task's candidates and suggesting the closest).
 
-    Example:
+    Examples:
         >>> [c.loss for c in select_candidates("binary", ["focal", "poly1"])]
         ['focal', 'poly1']
     """
@@ -425,7 +425,7 @@ def choose_loss(
         ValueError: for an unknown task or candidate, a candidate whose loss is not
             installed, or a missing `class_counts`.
 
-    Example:
+    Examples:
         >>> import keras_tuner
         >>> hp = keras_tuner.HyperParameters()
         >>> loss = choose_loss(hp, "multiclass", ["crossentropy", "focal"], default="focal")

@@ -50,7 +50,7 @@ def check_class_labels(y, where: str = "the labels") -> np.ndarray:
     Raises:
         ValueError: one line naming the problem and the fix.
 
-    Example:
+    Examples:
         >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
         [0, 1, 2]
     """
@@ -245,7 +245,7 @@ def stratified_folds(
     Raises:
         ValueError: for `folds < 2` or labels `check_labels` refuses.
 
-    Example:
+    Examples:
         >>> [val.tolist() for _, val in stratified_folds([0, 0, 0, 1, 1, 1], 3, seed=0)]
         [[2, 5], [0, 4], [1, 3]]
     """
@@ -314,7 +314,7 @@ def balanced_weights(labels) -> np.ndarray:
         float32 weights of shape `(N,)`: `N / (C * n_c)` for a sample of class `c`, with `C`
         the classes present.
 
-    Example:
+    Examples:
         >>> balanced_weights([0, 0, 0, 1]).tolist()
         [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
     """
