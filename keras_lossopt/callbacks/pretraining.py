@@ -28,6 +28,7 @@ from keras_lossopt.callbacks.findings import Finding, activation_name
 __all__ = ["SETUP_FINDING_KINDS", "check_training_setup", "loss_family", "output_activations"]
 
 SETUP_FINDING_KINDS = ("non_finite_data", "input_scale", "target_scale", "loss_mismatch", "non_finite_forward")
+"""The finding kinds `check_training_setup` reports (at step -1)."""
 
 #: Step of a finding made before the first training step.
 BEFORE_TRAINING = -1

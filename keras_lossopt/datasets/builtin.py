@@ -350,6 +350,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist-imbalanced": _mnist_imbalanced,
     "breast-cancer": load_breast_cancer,
 }
+"""Dataset name -> loader: the names `load_dataset` and the command accept."""
 
 
 def available_datasets() -> list[str]:
