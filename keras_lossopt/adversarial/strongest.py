@@ -37,7 +37,7 @@ class StrongestAttack(CompiledAttack):
         ValueError: for an empty list, a targeted attack, or an object that is not an attack
             running in graph code.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from keras_lossopt.adversarial import ProjectedGradientDescent
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
