@@ -79,3 +79,46 @@ def test_the_ci_mkdocs_command_fails_on_a_single_warning(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0, f"{shlex.join(command[2:])} passed a site with a broken link"
     assert "missing.md" in result.stdout + result.stderr, "the warning that failed the build was not printed"
+
+
+# Every tool whose output decides CI, by its distribution name in the dev extras.
+GATING_TOOLS = (
+    "pytest",
+    "pytest-timeout",
+    "ruff",
+    "mkdocs",
+    "mkdocs-material",
+    "mkdocstrings",
+    "mkdocstrings-python",
+    "griffelib",
+    "mkdocs-autorefs",
+    "mkdocs-jupyter",
+    "pymdown-extensions",
+)
+
+
+def dev_requirements():
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    lines = parser["options.extras_require"]["dev"].splitlines()
+    requirements = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            name = re.match(r"[A-Za-z0-9._-]+", line).group(0).lower()
+            requirements[name] = line[len(name) :].split(";")[0].replace("[python]", "").strip()
+    return requirements
+
+
+@pytest.mark.parametrize("tool", GATING_TOOLS)
+def test_each_gating_tool_has_a_tested_version_range(tool):
+    specifier = dev_requirements().get(tool)
+    assert specifier is not None, f"{tool} decides CI but is not pinned in setup.cfg's dev extras"
+    lower = re.search(r">=\s*([0-9][0-9.]*)", specifier)
+    upper = re.search(r"<\s*([0-9][0-9.]*)", specifier)
+    assert lower and upper, f"{tool}{specifier}: a gating tool needs a lower and an upper bound"
+    low, high = [int(part) for part in lower.group(1).split(".")], [int(part) for part in upper.group(1).split(".")]
+    # The rule of README.md's "Updating the CI tools": below the next minor release.
+    assert high == [low[0], low[1] + 1], f"{tool}{specifier}: the upper bound should be the next minor release"

@@ -55,6 +55,7 @@ from keras_lossopt.adversarial.objectives import (
 __all__ = ["APGD_LOSSES", "AutoProjectedGradientDescent", "apgd_checkpoints"]
 
 APGD_LOSSES = ("cross_entropy", "dlr", "targeted_dlr")
+"""The losses `AutoProjectedGradientDescent(loss=...)` can attack."""
 
 
 def apgd_checkpoints(steps):

@@ -35,6 +35,7 @@ from keras_lossopt.adversarial.square import SquareAttack
 __all__ = ["VERSIONS", "AutoAttack", "autoattack_attacks"]
 
 VERSIONS = ("standard", "fast")
+"""The values of `AutoAttack(version=...)`."""
 
 
 def autoattack_attacks(eps, *, norm="linf", version="standard", clip=(0.0, 1.0), seed=None):

@@ -207,6 +207,7 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
 
 
 STRENGTHS = ("pgd", "fast", "standard")
+"""The values of `strength` (`evaluation_attack`, `robust_accuracy`): which attacks evaluate."""
 
 
 def evaluation_attack(eps, strength="pgd", *, norm="linf", seed=None):

@@ -31,6 +31,7 @@ from keras_lossopt.losses.base import reduce_loss_values
 __all__ = ["METHODS", "AdversarialModel"]
 
 METHODS = ("madry", "fast", "mixed", "trades")
+"""The values of `AdversarialModel(method=...)`."""
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")

@@ -21,6 +21,7 @@ from keras_lossopt.datasets.builtin import LOADERS, Dataset
 __all__ = ["SHAPE_KINDS", "load_shapes", "make_shapes"]
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "ellipse", "ring")
+"""The shapes `make_shapes` draws; class `c` is `SHAPE_KINDS[c - 1]` (0 is the background)."""
 
 # Well separated mean colours (RGB) per foreground class; the noise makes them overlap.
 _COLOURS = np.array([[0.9, 0.3, 0.3], [0.3, 0.8, 0.3], [0.3, 0.4, 0.9], [0.9, 0.8, 0.2], [0.8, 0.3, 0.9]], np.float32)

@@ -35,6 +35,7 @@ from keras_lossopt.tuning.search_space import (
 __all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
 
 TUNERS = ("bayesian", "random", "hyperband", "grid")
+"""The values of `make_tuner(tuner=...)`."""
 
 
 def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:

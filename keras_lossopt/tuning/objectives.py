@@ -38,7 +38,6 @@ __all__ = [
     "worst_class_recall_objective",
 ]
 
-#: Metric names (without `val_`) that a search maximizes.
 MAXIMIZED_METRICS = (
     "macro_f1",
     "worst_class_recall",
@@ -58,15 +57,16 @@ MAXIMIZED_METRICS = (
     "dice_score",
     "robust_accuracy",
 )
-#: Task -> the names of the metrics `default_metrics(task, ...)` compiles (logged as
-#: `<name>` and `val_<name>`), in order. Kept here, without Keras, so that the command
-#: can check an objective before TensorFlow starts; a test ties it to `default_metrics`.
+"""Metric names (without `val_`) that a search maximizes."""
 DEFAULT_METRIC_NAMES: Mapping[str, tuple[str, ...]] = {
     "binary": ("macro_f1", "worst_class_recall", "accuracy"),
     "multiclass": ("macro_f1", "worst_class_recall", "accuracy"),
     "multilabel": ("auc",),
     "segmentation": ("iou_score", "dice_score", "worst_class_recall", "accuracy"),
 }
+"""Task -> the names of the metrics `default_metrics(task, ...)` compiles (logged as `<name>` and
+`val_<name>`), in order. Kept here, without Keras, so that the command can check an objective before
+TensorFlow starts; a test ties it to `default_metrics`."""
 _CLASS_RECALL = re.compile(r"recall_class_\d+")
 _LOSS_NAMES = ("loss", "val_loss")
 
