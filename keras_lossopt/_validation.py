@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "check_choice",
+    "check_class_labels",
     "check_in_range",
     "check_int",
     "check_non_negative",
@@ -156,6 +157,82 @@ def check_per_class(
     return tuple(_check_one(v, f"{name}[{i}]") for i, v in enumerate(array.tolist()))
 
 
+def check_class_labels(y: Any, num_classes: int | None = None, *, name: str | None = None,
+                       allow_empty: bool = False) -> np.ndarray:  # fmt: skip
+    """Checks that `y` holds class indices (the one rule for class labels); returns them as int64.
+
+    Labels are numbers, finite, integer-valued and `>= 0`; with `num_classes`, also below it,
+    and laid out as `(N,)` or `(N, 1)` indices or `(N, num_classes)` one-hot / probability rows
+    (returned as given, unchecked). Without `num_classes` any shape is accepted (multi-label
+    targets, per-pixel masks).
+
+    Args:
+        y: the labels.
+        num_classes: the number of classes of the model, or None when not known.
+        name: the argument the labels came in, named in the message (`"the labels in `y`"`);
+            None says "the labels".
+        allow_empty: accept an empty array. Default False.
+
+    Returns:
+        The labels as an int64 array (one-hot rows: as given).
+
+    Raises:
+        ValueError: one line naming the problem and the fix: empty, not numbers, NaN or
+            infinity, fractional values, negative values, values `>= num_classes`, or a
+            layout that is neither indices nor `num_classes`-wide rows.
+
+    Examples:
+        >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
+        [0, 1, 2]
+    """
+    what = "the labels" if name is None else f"the labels in `{name}`"
+    labels = np.asarray(y)
+    if labels.size == 0 and not allow_empty:
+        raise ValueError(f"{what} are empty: pass at least two samples of each class.")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{what} have dtype {labels.dtype}, not numbers: encode the classes as integers 0..C-1 "
+            "(e.g. with numpy.unique(y, return_inverse=True))."
+        )
+    if num_classes is not None:
+        if labels.ndim == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+            return labels  # one-hot or probability rows
+        if labels.ndim == 2 and labels.shape[-1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError(
+                f"{what} must be class indices of shape (N,) or (N, 1), or one-hot rows of shape "
+                f"(N, {num_classes}) for a model with {num_classes} classes. Received: shape {labels.shape}"
+            )
+    if labels.size == 0:
+        return labels.astype("int64")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{what} hold {int(bad.sum())} NaN or infinite value(s) (first at index {first}): "
+                "drop those samples or fill in their class."
+            )
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            example = float(labels[fractional].ravel()[0])
+            raise ValueError(
+                f"{what} look continuous (e.g. {example:g}): class labels are integer indices 0..C-1; bin the "
+                "target into classes (e.g. numpy.digitize) or use a regression loss instead."
+            )
+    labels = labels.astype("int64")
+    low, high = int(labels.min()), int(labels.max())
+    if num_classes is not None and (low < 0 or high >= num_classes):
+        raise ValueError(
+            f"{what} range from {low} to {high}, outside the {num_classes} classes of the model (indices 0 to "
+            f"{num_classes - 1}): pass class indices of the model's outputs."
+        )
+    if low < 0:
+        raise ValueError(f"{what} hold negative values (e.g. {low}): encode the classes as 0..C-1.")
+    return labels
+
+
 def is_concrete(x: Any) -> bool:
     """True when `x` holds real values we may inspect in Python (eager execution).
 
@@ -281,12 +358,125 @@ def sparse_label_poison(labels: Any, num_classes: int, *, ignore_index: int | No
         ok = ops.logical_and(ok, ops.equal(ops.floor(values), values))
     if ignore_index is not None:
         ok = ops.logical_or(ok, ops.equal(values, float(ignore_index)))
-    all_ok = ops.all(ok)
+    return _assert_or_poison(
+        ops.all(ok), values, ok, _bad_label_message(num_classes, ignore_index, what), "Received a label"
+    )
+
+
+def _assert_or_poison(all_ok: Any, values: Any, ok: Any, message: str, received: str):
+    """The graph half of the value checks: an assertion (graph) and a 0-d NaN-or-0 (XLA)."""
+    import keras
+    from keras import ops
+
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         first_bad = ops.take(ops.reshape(values, (-1,)), ops.argmin(ops.cast(ops.reshape(ok, (-1,)), "int32")))
-        tf.debugging.Assert(
-            all_ok, [_bad_label_message(num_classes, ignore_index, what), "Received a label", first_bad]
-        )
+        tf.debugging.Assert(all_ok, [message, received, first_bad])
     return ops.where(all_ok, 0.0, float("nan"))
+
+
+def _bad_target_message(what: str) -> str:
+    return (
+        f"Binary and multi-label targets in `{what}` must lie in [0, 1] (0/1 labels or soft targets) for a "
+        "sigmoid loss; class indices need mode='multiclass'."
+    )
+
+
+def binary_target_poison(targets: Any, *, what: str = "y_true"):
+    """Checks sigmoid-loss targets lie in [0, 1] everywhere a loss can run; returns what to add to them.
+
+    Same policy as `sparse_label_poison` (one rule for every run mode): eagerly a ValueError;
+    in a TensorFlow graph a `tf.debugging.Assert` with the same message; under XLA (which
+    compiles assertions away) a 0-d NaN the caller adds to its targets, so the batch's loss
+    is NaN instead of a finite value computed from a label such as 2.
+
+    Args:
+        targets: binary or multi-label targets (any numeric dtype).
+        what: the argument named in the message.
+
+    Returns:
+        None (checked eagerly), or a float32 0-d tensor: 0.0 or NaN.
+
+    Raises:
+        ValueError: eagerly, for a target below 0, above 1 or NaN.
+    """
+    from keras import ops
+
+    if is_concrete(targets):
+        values = np.asarray(ops.convert_to_numpy(targets), dtype="float64")
+        bad = ~((values >= 0.0) & (values <= 1.0))
+        if np.any(bad):
+            raise ValueError(f"{_bad_target_message(what)} Received values {_examples(values[bad])}.")
+        return None
+    values = ops.cast(targets, "float32")
+    ok = ops.logical_and(values >= 0.0, values <= 1.0)
+    return _assert_or_poison(ops.all(ok), values, ok, _bad_target_message(what), "Received a value")
+
+
+#: How far the rows of a softmax output may sum from 1 and still be probabilities: float16
+#: outputs carry a relative error of about 5e-4 per value, so their sums stay within 1e-3.
+PROBABILITY_SUM_TOLERANCE = 1e-2
+
+
+def _bad_probability_message(what: str, rows_sum_to_one: bool) -> str:
+    rows = " with rows summing to 1" if rows_sum_to_one else ""
+    return (
+        f"`{what}` must hold probabilities in [0, 1]{rows} because from_logits=False; "
+        "for a model that outputs logits (no softmax/sigmoid on the last layer) pass from_logits=True."
+    )
+
+
+def probability_poison(y_pred: Any, *, rows_sum_to_one: bool, what: str = "y_pred"):
+    """Checks that outputs read as probabilities are probabilities; returns what to add to the loss.
+
+    Logits read as probabilities give a finite, wrong value (a confidence penalty of -0.17
+    on logits where the softmax gives -0.007). Same policy as `binary_target_poison`:
+    eagerly a ValueError, in a TensorFlow graph an assertion, under XLA a 0-d NaN.
+
+    Args:
+        y_pred: the outputs, class axis last.
+        rows_sum_to_one: also check that rows sum to 1 (softmax outputs), within
+            `PROBABILITY_SUM_TOLERANCE`.
+        what: the argument named in the message.
+
+    Returns:
+        None (checked eagerly), or a float32 0-d tensor: 0.0 or NaN.
+
+    Raises:
+        ValueError: eagerly, for a value outside [0, 1] or a row whose sum is not 1.
+    """
+    from keras import ops
+
+    message = _bad_probability_message(what, rows_sum_to_one)
+    if is_concrete(y_pred):
+        values = np.asarray(ops.convert_to_numpy(y_pred), dtype="float64")
+        bad = ~((values >= 0.0) & (values <= 1.0))
+        if np.any(bad):
+            raise ValueError(f"{message} Received values {_examples(values[bad])}.")
+        if rows_sum_to_one and values.size:
+            sums = values.sum(axis=-1)
+            off = np.abs(sums - 1.0) > PROBABILITY_SUM_TOLERANCE
+            if np.any(off):
+                raise ValueError(f"{message} Received rows summing to {_examples(sums[off])}.")
+        return None
+    values = ops.cast(y_pred, "float32")
+    ok = ops.logical_and(values >= 0.0, values <= 1.0)
+    all_ok = ops.all(ok)
+    poison = _assert_or_poison(all_ok, values, ok, message, "Received a value")
+    if rows_sum_to_one:
+        sums = ops.sum(values, axis=-1)
+        sums_ok = ops.abs(sums - 1.0) <= PROBABILITY_SUM_TOLERANCE
+        poison = poison + _assert_or_poison(ops.all(sums_ok), sums, sums_ok, message, "Received a row summing to")
+    return poison
+
+
+def _examples(values: np.ndarray, limit: int = 5) -> list[float]:
+    """Up to `limit` distinct values, for a message."""
+    seen: list[float] = []
+    for value in values.ravel().tolist():
+        if len(seen) == limit:
+            break
+        if not any(value == v or (value != value and v != v) for v in seen):
+            seen.append(round(value, 6))
+    return seen

@@ -242,7 +242,7 @@ class CompositeLoss(LossFunctionBase):
         ValueError: for no terms, a term that is not a loss or function, unknown or
             duplicate names, a negative or non-finite weight, or a nested composite.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_lossopt.losses import DiceLoss, FocalLoss
         >>> loss = FocalLoss() + 0.5 * DiceLoss()
@@ -534,7 +534,7 @@ def task_losses(losses: Mapping[str, Any]) -> dict[str, CompositeLoss]:
     Raises:
         ValueError: as `CompositeLoss`.
 
-    Example:
+    Examples:
         >>> losses = task_losses({"digit": "sparse_categorical_crossentropy", "size": "mse"})
         >>> [loss.term_names for loss in losses.values()]
         [('digit',), ('size',)]

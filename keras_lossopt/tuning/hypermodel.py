@@ -35,6 +35,7 @@ from keras_lossopt.tuning.search_space import (
 __all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
 
 TUNERS = ("bayesian", "random", "hyperband", "grid")
+"""The values of `make_tuner(tuner=...)`."""
 
 
 def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:
@@ -121,7 +122,7 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         ValueError: for an unknown task, unknown or unavailable candidates, a bad
             learning-rate range, or (when the search runs) a tuner ranking by `val_loss`.
 
-    Example:
+    Examples:
         >>> import keras, keras_tuner
         >>> def build_model():
         ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
