@@ -108,7 +108,7 @@ class BoundaryLoss(DistanceLoss):
         ValueError: for an unknown `targets` or `mode`, inputs that are not 2-D or 3-D
             images, or mismatched shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.zeros((1, 1, 5), np.int64)
         >>> y_true[0, 0, 1:4] = 1

@@ -86,7 +86,7 @@ def soft_skeleton(probabilities, iterations=3):
     Raises:
         ValueError: for inputs that are not 2-D or 3-D images.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> bar = np.zeros((1, 5, 7, 1))
         >>> bar[0, 1:4, 1:6] = 1.0  # a bar 3 pixels wide
@@ -262,7 +262,7 @@ class SoftClDiceLoss(_ClDiceBase):
         ValueError: for an unknown `mode`, negative `iterations` or `smooth`, inputs that
             are not 2-D or 3-D images, or mismatched shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> vessel = np.zeros((1, 7, 7, 1))
         >>> vessel[0, 3, :] = 1.0
@@ -328,7 +328,7 @@ class SoftDiceClDiceLoss(_ClDiceBase):
     Raises:
         ValueError: as `SoftClDiceLoss`, and for `alpha` outside [0, 1].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> vessel = np.zeros((1, 7, 7, 1))
         >>> vessel[0, 3, :] = 1.0

@@ -82,7 +82,7 @@ def distance_to_nearest(mask):
         ValueError: for a mask that is not `(N, H, W, C)` or `(N, D, H, W, C)` or whose
             spatial sizes are unknown.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> mask = np.zeros((1, 1, 5, 1), bool)
         >>> mask[0, 0, 1, 0] = True
@@ -155,7 +155,7 @@ def signed_distance_maps(y_true, num_classes=None):
         ValueError: for sparse labels without `num_classes`, or targets that are not a batch
             of 2-D or 3-D images.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> labels = np.zeros((1, 1, 5), np.int64)
         >>> labels[0, 0, 1:4] = 1

@@ -176,7 +176,7 @@ class HausdorffDTLoss(DistanceLoss):
         ValueError: for an unknown `mode`, `alpha <= 0`, inputs that are not 2-D or 3-D
             images, or mismatched shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.zeros((1, 4, 4), np.int64)
         >>> y_true[0, 1:3, 1:3] = 1
@@ -253,7 +253,7 @@ class HausdorffERLoss(DistanceLoss):
         ValueError: for an unknown `mode`, `alpha <= 0`, `erosions < 1`, inputs that are
             not 2-D or 3-D images, or mismatched shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.zeros((1, 5, 5), np.int64)
         >>> y_true[0, 1:4, 1:4] = 1
