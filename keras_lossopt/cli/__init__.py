@@ -4,7 +4,7 @@
 module `main` is the entry point and is not re-exported here, where its name would clash
 with the function. The names below are the command's steps, for scripts and benchmarks
 that reuse them: `load_data` (the `--data` argument as a `Dataset`), `model_builder`,
-`run_compare`, `run_search`, `run_advise`, `train_once`, `targets`, `pooled` and the report
+`run_compare`, `run_search` (with `search_role` for a distributed search), `run_advise`, `train_once`, `targets`, `pooled` and the report
 helpers. They load
 lazily, so that the command checks its arguments before Keras and TensorFlow start.
 """
@@ -30,6 +30,8 @@ _EXPORTS = {
     "train_once": "compare",
     "run_search": "search",
     "pooled": "search",
+    "SearchRole": "distributed",
+    "search_role": "distributed",
     "run_advise": "advise",
     "atomic_folder": "report",
     "class_legend": "report",
