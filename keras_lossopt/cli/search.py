@@ -19,6 +19,7 @@ from keras_lossopt import losses
 from keras_lossopt.cli import report
 from keras_lossopt.cli.compare import targets, train_once
 from keras_lossopt.cli.distributed import SearchRole
+from keras_lossopt.cli.recommendation import recommend
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import (
     LossSearchHyperModel,
@@ -178,13 +179,45 @@ def _leaderboard_rows(ranked: Sequence, objective_name: str) -> list[dict[str, A
                 objective_name: float(trial.score),
                 "fold_std": metric("fold_std"),
                 "folds_run": metric("folds_run"),
+                "fold_scores": [metric(f"fold_{k}") for k in range(int(metric("folds_run") or 0))],
             }
         )
     return rows
 
 
-def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name: str) -> str:
-    """The markdown table of `_leaderboard_rows`."""
+def _recommend_trial(leaderboard: Sequence[Mapping[str, Any]], objective: keras_tuner.Objective) -> dict[str, Any]:
+    """The trial to recommend: the best score, or a tie inside the noise of the same folds.
+
+    `recommendation.recommend` pairs the trials over the folds they share (each trial's
+    `fold_<k>` scores); a trial raced out after fewer folds never ties. With a fixed
+    validation split (folds=1) there is one score per trial and no tie can be judged.
+    """
+    labels = {f"#{row['rank']} {row['loss']}": row for row in leaderboard}
+    scores = {label: row["fold_scores"] or [row[objective.name]] for label, row in labels.items()}
+    pick = recommend(
+        scores, direction=objective.direction, ranking={label: row[objective.name] for label, row in labels.items()}
+    )
+    row = labels[pick.chosen]
+    return {
+        **pick.to_dict(),
+        "label": pick.chosen,
+        "rank": row["rank"],
+        "trial": row["trial"],
+        "loss": row["loss"],
+        "summary": pick.describe(),
+    }
+
+
+def _leaderboard_table(
+    leaderboard: Sequence[Mapping[str, Any]], objective_name: str, recommended: Mapping[str, Any]
+) -> str:
+    """The markdown table of `_leaderboard_rows`, the recommended and tied trials marked."""
+    tied = recommended["tie"] or []
+
+    def decision(row):
+        label = f"#{row['rank']} {row['loss']}"
+        return "recommended" if label == recommended["label"] else ("tied" if label in tied else "")
+
     rows = [
         [
             row["rank"],
@@ -193,10 +226,11 @@ def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name:
             _fmt(row["learning_rate"]) if row["learning_rate"] is not None else "-",
             f"{row[objective_name]:.4f}"
             + (f" ± {row['fold_std']:.4f} ({int(row['folds_run'])} folds)" if row["fold_std"] is not None else ""),
+            decision(row),
         ]
         for row in leaderboard
     ]
-    return report.markdown_table(["rank", "loss", "parameters", "learning_rate", objective_name], rows)
+    return report.markdown_table(["rank", "loss", "parameters", "learning_rate", objective_name, "decision"], rows)
 
 
 def _evaluate_best_trial(
@@ -246,7 +280,7 @@ def _evaluate_best_trial(
 
 
 def _write_report(output: str, results: Mapping[str, Any], table: str, finished: int) -> None:
-    settings, leaderboard = results["settings"], results["leaderboard"]
+    settings, leaderboard, recommended = results["settings"], results["leaderboard"], results["recommended"]
     objective_name = settings["objective"]["name"]
     shown = ", ".join(f"{k}={v:.3f}" for k, v in results["best_test_scores"].items())
     with report.atomic_folder(output) as folder:
@@ -258,7 +292,12 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
         )
         plotted = report.plot_metrics(
             folder / "trials.png",
-            {f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], 0.0)} for row in leaderboard},
+            {
+                f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], row["fold_std"] or 0.0)}
+                for row in leaderboard
+            },
+            recommended=recommended["label"],
+            tied=recommended["tie"] or (),
         )
         timing = results["timing"]
         legend = report.class_legend(results["dataset"]["class_names"])
@@ -287,9 +326,14 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             *([f"{legend[0].upper()}{legend[1:]}.", ""] if legend else []),
             results["advice"]["table"],
             "",
-            f"Best loss: `{leaderboard[0]['loss']}`, config in `best_loss.json` "
+            f"Recommended: trial {recommended['label']}, config in `best_loss.json` "
             "(load it with `keras_lossopt.losses.get(json.load(open('best_loss.json')))`).",
-            f"Best model on the test split: {shown}.",
+            "",
+            f"Decision: {recommended['summary']}.",
+            "",
+            f"Rule: {recommended['rule']}.",
+            "",
+            f"The recommended configuration on the test split: {shown}.",
             "",
         ]
         if plotted:
@@ -394,11 +438,12 @@ def run_search(
         return {"command": "search", "role": "worker", "tuner_id": role.tuner_id, "trials_run": progress.trials}
     ranked = _finished_trials(tuner, search_objective)
     leaderboard = _leaderboard_rows(ranked, search_objective.name)
+    recommended = _recommend_trial(leaderboard, search_objective)
     timing = search_summary(tuner)
     best_loss, test_scores = _evaluate_best_trial(
         tuner,
         hypermodel,
-        ranked[0],
+        ranked[recommended["rank"] - 1],
         dataset,
         folds=folds,
         make_model=make_model,
@@ -406,11 +451,13 @@ def run_search(
         batch_size=batch_size,
         seed=seed,
     )
-    table = _leaderboard_table(leaderboard, search_objective.name)
+    table = _leaderboard_table(leaderboard, search_objective.name, recommended)
     print_fn("")
     print_fn(table)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in test_scores.items())
-    print_fn(f"\nbest: {leaderboard[0]['loss']} ({type(best_loss).__name__}); best model on the test split: {shown}")
+    print_fn(f"\nrecommended: trial {recommended['summary']}")
+    print_fn(f"  (rule: {recommended['rule']})")
+    print_fn(f"the recommended configuration ({type(best_loss).__name__}) on the test split: {shown}")
     print_fn(
         f"search wall time {timing['seconds']:.0f} s over {timing['trials_run']} trials; the final best was first "
         f"reached at trial {timing.get('best_found_at', '-')}"
@@ -426,6 +473,7 @@ def run_search(
         "model": model_description,
         "settings": settings,
         "leaderboard": leaderboard,
+        "recommended": recommended,
         "best_loss": losses.serialize(best_loss),
         "best_test_scores": test_scores,
         "timing": {k: v for k, v in timing.items() if k != "trials"},

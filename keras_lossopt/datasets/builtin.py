@@ -40,8 +40,13 @@ class Dataset:
     Attributes:
         name: dataset name.
         task: `"binary"`, `"multiclass"` or `"segmentation"`.
-        x_train, y_train, x_val, y_val, x_test, y_test: the splits. Labels are integer
-            class indices (per pixel for segmentation).
+        x_train: training inputs.
+        y_train: training labels: integer class indices (per pixel for segmentation), as
+            every `y_*`.
+        x_val: validation inputs.
+        y_val: validation labels.
+        x_test: test inputs.
+        y_test: test labels.
         num_classes: number of classes (2 for binary).
         class_names: a name per class.
     """

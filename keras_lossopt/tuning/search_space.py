@@ -53,7 +53,8 @@ class Param:
         argument: the constructor argument; `"loss.gamma"` sets `gamma` of a wrapped
             inner loss (e.g. the focal loss inside `ClassBalancedLoss`).
         kind: `"float"`, `"int"` or `"choice"`.
-        low, high: bounds for `"float"` and `"int"`.
+        low: lower bound for `"float"` and `"int"`.
+        high: upper bound for `"float"` and `"int"`.
         sampling: `"linear"` or `"log"` for `"float"` and `"int"`.
         values: the options of a `"choice"`.
         default: the value of the first trial; None means keras-tuner's default (`low`
