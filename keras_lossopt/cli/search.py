@@ -227,7 +227,12 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
         )
         plotted = report.plot_metrics(
             folder / "trials.png",
-            {f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], 0.0)} for row in leaderboard},
+            {
+                f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], row["fold_std"] or 0.0)}
+                for row in leaderboard
+            },
+            recommended=recommended["label"],
+            tied=recommended["tie"] or (),
         )
         timing = results["timing"]
         legend = report.class_legend(results["dataset"]["class_names"])
