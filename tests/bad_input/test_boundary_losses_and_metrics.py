@@ -1,4 +1,4 @@
-"""Bad input to the boundary and topology losses and their distance maps (table-driven)."""
+"""Bad input to the boundary and topology losses, their distance maps and the boundary metrics (table-driven)."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from keras_lossopt.losses import (
     signed_distance_maps,
     soft_skeleton,
 )
+from keras_lossopt.metrics import HausdorffDistance, SurfaceDice
 from tests.bad_input.cases import BadInputCase, assert_bad_input
 
 LABELS = np.zeros((2, 4, 4), np.int64)
@@ -90,6 +91,41 @@ CASES = [
         lambda: distance_to_nearest(np.zeros((2, 5), bool)),
         ValueError,
         (r"mask.shape=\(2, 5\)",),
+    ),
+    BadInputCase("hd percentile > 100", lambda: HausdorffDistance(percentile=101), ValueError, ("percentile", "101")),
+    BadInputCase("hd mode typo", lambda: HausdorffDistance(mode="multiclas"), ValueError, ("`mode`", "'multiclass'")),
+    BadInputCase("nsd tolerance < 0", lambda: SurfaceDice(tolerance=-1.0), ValueError, ("tolerance",)),
+    BadInputCase("nsd tolerance None", lambda: SurfaceDice(tolerance=None), ValueError, ("tolerance",)),
+    BadInputCase("nsd threshold > 1", lambda: SurfaceDice(threshold=1.5), ValueError, ("threshold", "1.5")),
+    BadInputCase(
+        "nsd tolerances per class of the wrong length",
+        lambda: SurfaceDice(tolerance=[1.0, 2.0, 3.0]).update_state(LABELS, PROBS),
+        ValueError,
+        ("`tolerance` has 3 values but 2 classes", "include_background=False"),
+    ),
+    BadInputCase(
+        "hd on a classifier output",
+        lambda: HausdorffDistance().update_state(np.array([0, 1]), FLAT_PROBS),
+        ValueError,
+        (r"y_pred.shape=\(2, 3\)",),
+    ),
+    BadInputCase(
+        "hd per-pixel sample_weight",
+        lambda: HausdorffDistance().update_state(LABELS, PROBS, sample_weight=np.ones((2, 4, 4))),
+        ValueError,
+        ("one weight per image", r"sample_weight.shape=\(2, 4, 4\)"),
+    ),
+    BadInputCase(
+        "hd label out of range",
+        lambda: HausdorffDistance().update_state(LABELS + 4, PROBS),
+        ValueError,
+        (r"integers in \[0, 3\)",),
+    ),
+    BadInputCase(
+        "hd binary without background to drop",
+        lambda: HausdorffDistance(include_background=False).update_state(np.zeros((2, 4, 4, 1)), PROBS[..., :1]),
+        ValueError,
+        ("include_background=False",),
     ),
     BadInputCase(
         "skeleton of a flat array",
