@@ -181,7 +181,9 @@ def metrics_figure(
 
     names = list(summary)
     metrics = list(next(iter(summary.values())))
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8), squeeze=False)
+    # Room for the rotated names: a single panel (a search's trials) gets the width of one and a half.
+    width = max(4 * len(metrics), 6, 0.6 * len(names) * len(metrics) + 2)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(width, 3.8), squeeze=False)
     colors = [RECOMMENDED_COLOR if n == recommended else OTHER_COLOR for n in names]
     hatches = [TIED_HATCH if n in tied and n != recommended else "" for n in names]
     for axis, metric in zip(axes[0], metrics):
