@@ -239,8 +239,11 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
     with report.atomic_folder(output) as folder:
         report.write_json(folder / "results.json", results)
         report.write_csv(folder / "results.csv", results["runs"])
-        plotted = report.plot_metrics(folder / "metrics.png", summary)
-        report.plot_curves(folder / "curves.png", results["curves"])
+        recommended = results["recommended"]
+        tied = (recommended["decision"] or {}).get("tie") or ()
+        plotted = report.plot_metrics(folder / "metrics.png", summary, recommended=recommended["loss"], tied=tied)
+        seeds = list(range(settings["seeds"]))
+        report.plot_curves(folder / "curves.png", results["curves"], seeds=seeds, recommended=recommended["loss"])
         lines = [
             f"# Loss comparison on {dataset['name']}",
             "",
@@ -253,7 +256,6 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
             table,
             "",
         ]
-        recommended = results["recommended"]
         if recommended["loss"] is not None:
             lines += _recommendation_lines(recommended)
         if plotted:

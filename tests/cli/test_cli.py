@@ -123,6 +123,15 @@ def test_compare_reports_a_tie_inside_the_noise_with_both_losses_and_the_rule(tm
         return FoldScores(next(in_order), 3)
 
     monkeypatch.setattr(compare_module, "cross_validate_loss", constructed)
+    figures = {}
+    for plot in ("plot_metrics", "plot_curves"):
+        real_plot = getattr(compare_module.report, plot)
+
+        def spy(path, *args, real_plot=real_plot, **kwargs):
+            figures[path.name] = kwargs
+            return real_plot(path, *args, **kwargs)
+
+        monkeypatch.setattr(compare_module.report, plot, spy)
     out = tmp_path / "tie"
     status, stdout, err = run(
         capsys, "compare", "--losses", ",".join(folds), "--seeds", "1", "--epochs", "1", "--folds", "3",
@@ -144,16 +153,26 @@ def test_compare_reports_a_tie_inside_the_noise_with_both_losses_and_the_rule(tm
     assert "Rule: paired over the same folds" in text
     assert "| logit_adjusted | 0.8980 ± 0.0481 |" in text and text.count("| tied |") == 1
     assert "| crossentropy | 0.6100 ± 0.0082 |" in text
+    # the figures mark the same decision, and the curves say which seeds they average
+    assert figures["metrics.png"] == {"recommended": "logit_adjusted", "tied": decision["tie"]}
+    assert figures["curves.png"] == {"seeds": [0], "recommended": "logit_adjusted"}
 
 
 def test_compare_on_a_binary_dataset(tmp_path, capsys):
     out = str(tmp_path / "r")
     status, _, _ = run(
-        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", *TINY, "--output", out
-    )
+        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", "--seeds", "2",
+        "--epochs", "1", "--folds", "1", "--output", out,
+    )  # fmt: skip
     assert status == 0
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["dataset"]["task"] == "binary"
+    # --folds 1: each seed's best validation epoch, the losses paired over the seeds
+    recommended = results["recommended"]
+    assert all(len(e["scores"]) == 2 for e in recommended["estimates"].values())
+    assert recommended["decision"]["paired_over"] == "2 seeds"
+    pick = recommend({name: e["scores"] for name, e in recommended["estimates"].items()}, units="seeds")
+    assert recommended["loss"] == pick.chosen
     assert results["losses"]["poly1"]["config"]["mode"] == "binary"
 
 
