@@ -482,7 +482,7 @@ def _examples(values: np.ndarray, limit: int = 5) -> list[float]:
     return seen
 
 
-def check_arguments_accepted(name: str, fn: Any, arguments: Sequence[str]) -> None:
+def check_arguments_accepted(name: str, fn: Any, arguments: Sequence[str], hint: str = "") -> None:
     """Raises a TypeError naming `name` when `fn` cannot be called with these positional arguments.
 
     Checked when the object holding `fn` is built, so that a function of the wrong form fails
@@ -493,6 +493,7 @@ def check_arguments_accepted(name: str, fn: Any, arguments: Sequence[str]) -> No
         name: the argument that holds `fn`, for the message.
         fn: the callable.
         arguments: the names of the positional arguments it will receive, in order.
+        hint: a sentence added to the message (what to use instead). Default "".
     """
     import inspect
 
@@ -505,4 +506,4 @@ def check_arguments_accepted(name: str, fn: Any, arguments: Sequence[str]) -> No
     except TypeError:
         wanted = f"{len(arguments)} positional argument{'s' if len(arguments) != 1 else ''} ({', '.join(arguments)})"
         label = getattr(fn, "__name__", type(fn).__name__)
-        raise TypeError(f"`{name}` must be a function of {wanted}. Received: {label}{signature}") from None
+        raise TypeError(f"`{name}` must be a function of {wanted}. Received: {label}{signature}{hint}") from None

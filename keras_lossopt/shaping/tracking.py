@@ -25,6 +25,7 @@ import keras
 
 from keras_lossopt._validation import check_choice
 from keras_lossopt.shaping.composite import CompositeLoss
+from keras_lossopt.shaping.terms import RewardTerm
 
 __all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
 
@@ -114,9 +115,22 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
 
     Raises:
         ValueError: when the model is not compiled, two composites share a term name (their
-            logs would collide), or the model cannot take new layers (a built subclassed model).
+            logs would collide), a NumPy reward term meets `jit_compile=True`, or the model
+            cannot take new layers (a built subclassed model).
     """
     composites = composite_losses(model)
+    if getattr(model, "jit_compile", False):
+        numpy_rewards = [
+            term
+            for composite in composites
+            for term, loss in composite.terms.items()
+            if isinstance(loss, RewardTerm) and not loss.differentiable
+        ]
+        if numpy_rewards:
+            raise ValueError(
+                f"Reward terms {numpy_rewards} call NumPy (differentiable=False), which XLA cannot compile: compile "
+                f"the model with jit_compile=False. Received: jit_compile={model.jit_compile!r}"
+            )
     owner: dict[str, str] = {}
     for composite in composites:
         for term in composite.term_names:

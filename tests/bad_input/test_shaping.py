@@ -266,3 +266,89 @@ def test_dwa_names_the_term_whose_loss_is_negative(jit_compile):
     model.compile("sgd", loss=CompositeLoss({"mse": "mse", "shifted": _shifted_down}), jit_compile=jit_compile)
     with pytest.raises(ValueError, match=r"finite, positive term losses .* in epoch 0 'shifted' averaged -"):
         _fit_labels(model, [DynamicWeightAveraging()])
+
+
+# -- functions of the wrong form, NumPy rewards ------------------------------------------------------
+
+FUNCTION_FORMS = [
+    (
+        "output penalty given fn(y_true, y_pred)",
+        lambda: OutputPenalty(lambda y_true, y_pred: y_pred),
+        r"`fn` must be a function of 1 positional argument \(y_pred\)\. Received: <lambda>\(y_true, y_pred\);"
+        r" .*use FunctionTerm",
+    ),
+    (
+        "function term given fn(y_pred)",
+        lambda: FunctionTerm(lambda y_pred: y_pred),
+        r"2 positional arguments.*OutputPenalty",
+    ),
+    ("function term of three arguments", lambda: FunctionTerm(lambda a, b, c: a), r"Received: <lambda>\(a, b, c\)"),
+    ("reward of one argument", lambda: RewardTerm(lambda y_pred: y_pred), r"\(y_true, y_pred\)\. Received"),
+    (
+        "numpy reward of one argument",
+        lambda: RewardTerm(lambda classes: classes, differentiable=False),
+        r"\(y_true, classes\)\. Received",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "message"), FUNCTION_FORMS, ids=[c[0] for c in FUNCTION_FORMS])
+def test_functions_of_the_wrong_form_are_refused_at_construction(case, build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+def test_functions_with_defaults_or_star_arguments_are_accepted():
+    assert OutputPenalty(lambda y_pred, scale=2.0: scale * y_pred).fn is not None
+    assert FunctionTerm(lambda *tensors: tensors[1]).fn is not None
+    assert RewardTerm(lambda y_true, classes, bonus=0.0: classes, differentiable=False).fn is not None
+
+
+def _numpy_mean(y_true, y_pred):
+    return np.mean(np.asarray(y_pred), axis=-1)  # NumPy: no gradient, no values in a compiled step
+
+
+def _hits(y_true, classes):
+    return (classes == y_true.reshape(-1)).astype("float32")
+
+
+def _nan_rewards(y_true, classes):
+    return np.full(classes.shape, np.nan, "float32")
+
+
+def _reward_model(term, jit_compile=False):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=CompositeLoss({"ce": FocalLoss(from_logits=True), "gain": term}), jit_compile=jit_compile)
+    return model
+
+
+def test_a_numpy_reward_without_differentiable_false_is_named_eagerly():
+    with pytest.raises(
+        ValueError, match=r"Reward 'reward' returned a NumPy value, which has no gradient.*differentiable=False"
+    ):
+        RewardTerm(_numpy_mean)(np.zeros(4, "int64"), np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))
+
+
+def test_a_numpy_reward_without_differentiable_false_is_named_in_fit():
+    model = _reward_model(RewardTerm(_numpy_mean))
+    with pytest.raises(ValueError, match=r"Reward 'reward' failed on the symbolic tensors .*differentiable=False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0)
+
+
+def test_a_numpy_reward_under_xla_is_refused_by_the_callbacks_and_named_by_xla():
+    model = _reward_model(RewardTerm(_hits, differentiable=False, from_logits=True), jit_compile=True)
+    with pytest.raises(ValueError, match=r"Reward terms \['gain'\] call NumPy .*jit_compile=False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0, callbacks=[DynamicWeightAveraging()])
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="numpy_reward_needs_jit_compile_False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0)
+
+
+def test_a_nan_reward_is_named_in_fit():
+    import tensorflow as tf
+
+    model = _reward_model(RewardTerm(_nan_rewards, differentiable=False, from_logits=True, num_samples=2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Reward 'reward' returned 8 non-finite value\(s\) of 8"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, batch_size=4, verbose=0)
