@@ -23,7 +23,13 @@ from keras_lossopt.callbacks.causes import (
 )
 from keras_lossopt.callbacks.detection import GRADIENT_KINDS, GradientDetector
 from keras_lossopt.callbacks.diagnostics import TrainingDiagnostics
-from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, TrainingProblemError, TrainingProblemWarning
+from keras_lossopt.callbacks.findings import (
+    FINDING_KINDS,
+    SEVERITIES,
+    Finding,
+    TrainingProblemError,
+    TrainingProblemWarning,
+)
 from keras_lossopt.callbacks.gradient_monitor import GradientHistory, GradientMonitor
 from keras_lossopt.callbacks.loss_trends import LOSS_KINDS, LossTrendDetector
 from keras_lossopt.callbacks.policy import ON_PROBLEM, REMEDY_OPTIONS, ProblemPolicy, Remedies
@@ -44,6 +50,7 @@ __all__: list[str] = [
     "ON_PROBLEM",
     "REMEDY_OPTIONS",
     "SETUP_FINDING_KINDS",
+    "SEVERITIES",
     "Cause",
     "Finding",
     "GradientDetector",

@@ -231,6 +231,10 @@ def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> 
 def _check_inputs(args: argparse.Namespace):
     """Every argument, path and the data, without TensorFlow; returns the dataset and the search project."""
     _check_paths(args)  # first, and before NumPy: a mistyped path costs only Python's start
+    if args.command == "search":
+        from keras_lossopt.cli.distributed import search_role
+
+        args.role = search_role(overwrite=args.overwrite)  # keras-tuner's chief/worker variables
 
     import numpy as np
 
@@ -346,6 +350,7 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
         objective=args.objective,
         output=args.output,
         folds=args.folds,
+        role=args.role,
     )
 
 

@@ -176,7 +176,7 @@ class Recommendation:
             "leader": self.leader,
             "tie": list(self.tied) if self.is_tie else None,
             "rule": self.rule,
-            "paired_over": f"{self.folds} {self.units}",
+            "paired_over": f"{self.folds} {self.units if self.folds != 1 else self.units.removesuffix('s')}",
             "comparisons": [dataclasses.asdict(c) for c in self.comparisons],
         }
 

@@ -17,9 +17,19 @@ from keras_lossopt.losses.base import (
     reduce_loss_values,
     replicas_in_sync,
 )
+from keras_lossopt.losses.boundary import BoundaryLoss, boundary_loss
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
+from keras_lossopt.losses.cldice import (
+    SoftClDiceLoss,
+    SoftDiceClDiceLoss,
+    soft_cldice_loss,
+    soft_dice_cldice_loss,
+    soft_skeleton,
+)
 from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
+from keras_lossopt.losses.distance_maps import distance_to_nearest, signed_distance_maps
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.hausdorff import HausdorffDTLoss, HausdorffERLoss, hausdorff_dt_loss, hausdorff_er_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
 from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss, lovasz_hinge_loss, lovasz_softmax_loss
 from keras_lossopt.losses.noise_robust import (
@@ -46,6 +56,7 @@ from keras_lossopt.losses.targets import overlap_inputs
 
 __all__ = [
     "AsymmetricLoss",
+    "BoundaryLoss",
     "ClassBalancedLoss",
     "DiceCELoss",
     "DiceFocalLoss",
@@ -54,6 +65,8 @@ __all__ = [
     "FocalTverskyLoss",
     "GeneralizedCrossEntropyLoss",
     "GeneralizedDiceLoss",
+    "HausdorffDTLoss",
+    "HausdorffERLoss",
     "JaccardLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
@@ -61,19 +74,25 @@ __all__ = [
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "PolyLoss",
+    "SoftClDiceLoss",
+    "SoftDiceClDiceLoss",
     "SparseTargetLoss",
     "SymmetricCrossEntropyLoss",
     "TverskyLoss",
     "asymmetric_loss",
     "available_aliases",
+    "boundary_loss",
     "class_balanced_weights",
     "deserialize",
     "dice_loss",
+    "distance_to_nearest",
     "focal_loss",
     "focal_tversky_loss",
     "generalized_cross_entropy_loss",
     "generalized_dice_loss",
     "get",
+    "hausdorff_dt_loss",
+    "hausdorff_er_loss",
     "jaccard_loss",
     "ldam_loss",
     "ldam_margins",
@@ -88,6 +107,10 @@ __all__ = [
     "register_alias",
     "replicas_in_sync",
     "serialize",
+    "signed_distance_maps",
+    "soft_cldice_loss",
+    "soft_dice_cldice_loss",
+    "soft_skeleton",
     "symmetric_cross_entropy_loss",
     "tversky_loss",
 ]

@@ -161,11 +161,18 @@ def test_compare_reports_a_tie_inside_the_noise_with_both_losses_and_the_rule(tm
 def test_compare_on_a_binary_dataset(tmp_path, capsys):
     out = str(tmp_path / "r")
     status, _, _ = run(
-        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", *TINY, "--output", out
-    )
+        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", "--seeds", "2",
+        "--epochs", "1", "--folds", "1", "--output", out,
+    )  # fmt: skip
     assert status == 0
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["dataset"]["task"] == "binary"
+    # --folds 1: each seed's best validation epoch, the losses paired over the seeds
+    recommended = results["recommended"]
+    assert all(len(e["scores"]) == 2 for e in recommended["estimates"].values())
+    assert recommended["decision"]["paired_over"] == "2 seeds"
+    pick = recommend({name: e["scores"] for name, e in recommended["estimates"].items()}, units="seeds")
+    assert recommended["loss"] == pick.chosen
     assert results["losses"]["poly1"]["config"]["mode"] == "binary"
 
 

@@ -106,8 +106,9 @@ def test_a_candidate_stopped_early_or_not_finite_never_ties():
 
 
 def test_one_fold_gives_no_tie_and_says_so():
-    pick = recommend({"a": [0.8], "b": [0.9]})
+    pick = recommend({"a": [0.8], "b": [0.9]}, units="seeds")
     assert pick.chosen == "b" and not pick.is_tie
+    assert pick.to_dict()["paired_over"] == "1 seed" and pick.to_dict()["tie"] is None
     assert "no tie can be judged" in pick.describe()
 
 
