@@ -1,4 +1,5 @@
-"""Test session set-up: TensorFlow backend, two logical CPUs for MirroredStrategy, seeds."""
+"""Test session set-up: the backend from KERAS_BACKEND (TensorFlow by default), two logical
+CPUs for MirroredStrategy on TensorFlow, seeds, and the `tensorflow_only` marker."""
 
 import os
 
@@ -10,16 +11,28 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-# Logical devices can only be configured before TensorFlow initializes its runtime, so this
-# runs at import time, before any test touches a tensor. Tests that need one device simply
-# use the default strategy.
-_cpus = tf.config.list_physical_devices("CPU")
-try:
-    tf.config.set_logical_device_configuration(
-        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-    )
-except RuntimeError:  # runtime already initialized (e.g. by a plugin); MirroredStrategy tests skip
-    pass
+if keras.backend.backend() == "tensorflow":
+    # Logical devices can only be configured before TensorFlow initializes its runtime, so
+    # this runs at import time, before any test touches a tensor. Tests that need one device
+    # simply use the default strategy.
+    _cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+        )
+    except RuntimeError:  # runtime already initialized (e.g. by a plugin); MirroredStrategy tests skip
+        pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips `tensorflow_only` tests on the other backends, with the reason in the report."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-specific (tf.distribute / tf.data / tf tensors); backend is {backend}")
+    for item in items:
+        if "tensorflow_only" in item.keywords or "two_device_strategy" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 def pytest_generate_tests(metafunc):

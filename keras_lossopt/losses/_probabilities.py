@@ -49,6 +49,8 @@ def softmax_parts(y_pred, from_logits, stabilizer=None):
             materialize the shifted logits to find their maximum. Any value within ~80 of
             the row maximum is exact.
     """
+    # The function forms accept NumPy arrays; torch tensors do not mix with them in `-`.
+    y_pred = ops.convert_to_tensor(y_pred)
     if not from_logits:
         log_p = softmax_log_probs(y_pred, from_logits)
         probs = ops.exp(log_p)
@@ -84,6 +86,7 @@ def cross_entropy(targets, logits, logsumexp):
 
 def sigmoid_parts(y_pred, from_logits):
     """`(p, 1 - p, log p, log(1 - p))` of a sigmoid output, finite for logits of any size."""
+    y_pred = ops.convert_to_tensor(y_pred)
     if not from_logits:
         log_p, log_1mp = sigmoid_log_probs(y_pred, from_logits)
         return ops.exp(log_p), ops.exp(log_1mp), log_p, log_1mp

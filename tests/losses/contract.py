@@ -19,8 +19,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from tests.backends import jit_compile_setting, tensorflow_only, to_numpy, value_and_gradient
 from tests.losses import references as ref
 
 REDUCTIONS = ["sum", "sum_over_batch_size", "mean", "mean_with_sample_weight", "none"]
@@ -77,14 +77,12 @@ def _mask(case, y_true, y_pred):
 
 
 def _loss_value(loss, y_true, y_pred, sample_weight=None):
-    return np.asarray(loss(y_true, tf.constant(y_pred, tf.float32), sample_weight=sample_weight), np.float64)
+    y_pred = keras.ops.convert_to_tensor(np.asarray(y_pred, np.float32))
+    return np.asarray(to_numpy(loss(y_true, y_pred, sample_weight=sample_weight)), np.float64)
 
 
 def _grad(loss, y_true, y_pred):
-    x = tf.Variable(np.asarray(y_pred, np.float32))
-    with tf.GradientTape() as tape:
-        value = loss(y_true, x)
-    return value, tape.gradient(value, x)
+    return value_and_gradient(lambda x: loss(y_true, x), y_pred)
 
 
 def _model_for(case, y_true, y_pred):
@@ -155,12 +153,13 @@ class LossContract:
     def test_mixed_precision_computes_in_float32(self, case, policy):
         y_true, y_pred = _data(case)
         low = "float16" if policy == "mixed_float16" else "bfloat16"
-        rounded = np.asarray(tf.cast(tf.cast(y_pred, low), tf.float64))
+        low_pred = keras.ops.cast(keras.ops.convert_to_tensor(y_pred, "float32"), low)
+        rounded = to_numpy(keras.ops.cast(low_pred, "float32")).astype(np.float64)
         keras.config.set_dtype_policy(policy)
         try:
             loss = case.make_loss()
             assert loss.dtype == "float32"
-            got = float(loss(y_true, tf.cast(y_pred, low)))
+            got = float(to_numpy(loss(y_true, low_pred)))
         finally:
             keras.config.set_dtype_policy("float32")
         expected = ref.reduce(case.reference(y_true, rounded), None, _mask(case, y_true, rounded))
@@ -194,14 +193,15 @@ class LossContract:
         y_true, y_pred = _data(case)
         model, x = _model_for(case, y_true, y_pred)
         loss = case.make_loss()
-        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, jit_compile=True)
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, jit_compile=jit_compile_setting())
         history = model.fit(x, y_true, epochs=2, batch_size=len(x), verbose=0)
         assert all(np.isfinite(history.history["loss"]))
         evaluated = model.evaluate(x, y_true, batch_size=len(x), verbose=0)
-        eager = float(loss(y_true, model(x)))
+        eager = float(to_numpy(loss(y_true, model(x))))
         np.testing.assert_allclose(evaluated, eager, rtol=1e-4)
 
     @only(lambda c: c.full)
+    @tensorflow_only
     def test_mirrored_strategy_gives_the_same_loss(self, case, two_device_strategy):
         y_true, y_pred = _data(case)
         model, x = _model_for(case, y_true, y_pred)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.losses import BoundaryLoss, GeneralizedDiceLoss, boundary_loss, get, signed_distance_maps
+from tests.backends import tensorflow_only
 from tests.losses import distance_references as dref
 from tests.losses import overlap_references as oref
 from tests.losses import segmentation_data as data
@@ -58,7 +58,10 @@ class TestBoundaryContract(oref.CompactLossContract):
     cases = CASES
 
 
+@tensorflow_only
 def test_maps_from_the_pipeline_give_the_loss_computed_in_the_step(rng):
+    import tensorflow as tf
+
     labels, logits = data.sparse_logits(rng)
     in_step = float(BoundaryLoss(from_logits=True)(labels, logits))
     numpy_maps = np.asarray(signed_distance_maps(labels, num_classes=data.C))

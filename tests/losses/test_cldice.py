@@ -1,6 +1,6 @@
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.losses import (
     DiceLoss,
@@ -11,6 +11,7 @@ from keras_lossopt.losses import (
     soft_dice_cldice_loss,
     soft_skeleton,
 )
+from tests.backends import compiled
 from tests.losses import distance_references as dref
 from tests.losses import overlap_references as oref
 from tests.losses import segmentation_data as data
@@ -119,9 +120,9 @@ def test_cldice_tells_a_cut_from_an_equal_area_error_that_dice_cannot():
 def test_jit_compiled_loss_matches_eager(rng):
     labels, logits = data.sparse_logits(rng)
     loss = SoftDiceClDiceLoss(from_logits=True)
-    logits = tf.constant(logits, tf.float32)
-    compiled = tf.function(lambda y, z: loss(y, z), jit_compile=True)
-    np.testing.assert_allclose(float(compiled(labels, logits)), float(loss(labels, logits)), rtol=1e-5)
+    logits = keras.ops.convert_to_tensor(logits, "float32")
+    compiled_loss = compiled(lambda y, z: loss(y, z))
+    np.testing.assert_allclose(float(compiled_loss(labels, logits)), float(loss(labels, logits)), rtol=1e-5)
 
 
 def test_functions_return_per_image_or_batch_values(rng):

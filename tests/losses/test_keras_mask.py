@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.losses import (
     ClassBalancedLoss,
@@ -13,6 +12,12 @@ from keras_lossopt.losses import (
     GeneralizedCrossEntropyLoss,
     LovaszSoftmaxLoss,
     PolyLoss,
+)
+
+# JAX arrays take no attributes: Keras keeps their masks in a private table that the losses
+# do not read yet (issue 23; README, "Backends").
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="Keras masks on JAX live in a private table the losses do not read yet"
 )
 
 N, T, C, VOCAB = 4, 6, 3, 9
@@ -41,8 +46,8 @@ def sequence_model():
 
 def masked_probs(tokens, seed=0):
     probs = np.random.default_rng(seed).dirichlet(np.ones(C), size=(N, T)).astype("float32")
-    y_pred = tf.constant(probs)
-    y_pred._keras_mask = tf.constant(tokens != 0)
+    y_pred = keras.ops.convert_to_tensor(probs)
+    y_pred._keras_mask = keras.ops.convert_to_tensor(tokens != 0)
     return y_pred
 
 
@@ -108,7 +113,7 @@ def test_wrapper_and_compound_losses_pass_the_mask_on(padded_batch):
     tokens, labels = padded_batch
     y_pred = masked_probs(tokens)
     ignored = np.where(tokens != 0, labels, 255)
-    plain = tf.constant(np.asarray(y_pred))
+    plain = keras.ops.convert_to_tensor(np.asarray(y_pred))
     pairs = [
         (
             ClassBalancedLoss(FocalLoss(), class_counts=[5, 3, 2]),

@@ -3,10 +3,10 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.losses import LovaszHingeLoss, LovaszSoftmaxLoss, get
 from keras_lossopt.losses.lovasz import lovasz_extension, lovasz_gradient
+from tests.backends import compiled, tensorflow_only, value_and_gradient
 from tests.losses import overlap_references as oref
 from tests.losses.contract import LossCase, LossContract
 
@@ -145,11 +145,9 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(rng, loss_class):
     other[ignored] += rng.normal(scale=10.0, size=other[ignored].shape)
     values, grads = [], []
     for z in (logits, other):
-        var = tf.Variable(z.astype("float32"))
-        with tf.GradientTape() as tape:
-            value = loss(labels, var)
+        value, grad = value_and_gradient(lambda var: loss(labels, var), z)
         values.append(float(value))
-        grads.append(tape.gradient(value, var).numpy())
+        grads.append(grad)
         assert np.all(grads[-1][ignored] == 0.0)
     assert values[0] == pytest.approx(values[1], rel=1e-6)
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
@@ -158,11 +156,14 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(rng, loss_class):
 def test_compiles_with_xla(rng):
     labels, logits = sparse_logits_with_ignored(rng)
     loss = LovaszSoftmaxLoss(from_logits=True, ignore_index=255, per_image=True)
-    compiled = tf.function(lambda z: loss(labels, z), jit_compile=True)
-    np.testing.assert_allclose(float(compiled(logits.astype("float32"))), float(loss(labels, logits)), rtol=1e-5)
+    compiled_loss = compiled(lambda z: loss(labels, z))
+    np.testing.assert_allclose(float(compiled_loss(logits.astype("float32"))), float(loss(labels, logits)), rtol=1e-5)
 
 
+@tensorflow_only
 def test_mirrored_per_image_is_exact_and_batch_is_mean_of_shards(rng, two_device_strategy):
+    import tensorflow as tf
+
     labels, logits = sparse_logits_with_ignored(rng)
     logits = logits.astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((labels, logits)).batch(len(labels))

@@ -3,7 +3,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.losses import (
     DiceLoss,
@@ -13,6 +12,7 @@ from keras_lossopt.losses import (
     TverskyLoss,
     get,
 )
+from tests.backends import tensorflow_only, value_and_gradient
 from tests.losses import overlap_references as oref
 from tests.losses.contract import LossCase
 
@@ -235,13 +235,11 @@ def test_perfect_prediction_gives_zero_also_for_empty_classes():
 
 def test_empty_target_gives_defined_loss_and_gradient():
     labels = np.zeros((2, 4, 4), np.int64)
-    logits = tf.Variable(np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32"))
+    logits = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
     for loss in (DiceLoss(from_logits=True, log_dice=True), GeneralizedDiceLoss(from_logits=True)):
-        with tf.GradientTape() as tape:
-            value = loss(labels, logits)
-        grad = tape.gradient(value, logits)
+        value, grad = value_and_gradient(lambda z, loss=loss: loss(labels, z), logits)
         assert np.isfinite(float(value)) and float(value) > 0
-        assert np.all(np.isfinite(grad.numpy()))
+        assert np.all(np.isfinite(grad))
     # No smoothing: an empty class with an empty prediction is a perfect (defined) score.
     probs = np.eye(3)[labels]
     assert float(DiceLoss(smooth_nr=0.0, smooth_dr=0.0)(labels, probs)) == 0.0
@@ -257,11 +255,9 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(rng, loss_class, per_im
     loss = loss_class(from_logits=True, ignore_index=255, per_image=per_image)
     values, grads = [], []
     for z in (logits, other):
-        var = tf.Variable(z.astype("float32"))
-        with tf.GradientTape() as tape:
-            value = loss(labels, var)
+        value, grad = value_and_gradient(lambda var: loss(labels, var), z)
         values.append(float(value))
-        grads.append(tape.gradient(value, var).numpy())
+        grads.append(grad)
         assert np.all(grads[-1][ignored] == 0.0)
     assert values[0] == pytest.approx(values[1], rel=1e-6)
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
@@ -309,7 +305,10 @@ def test_per_pixel_sample_weight_in_batch_counts(rng):
     assert got == pytest.approx(expected, rel=1e-5)
 
 
+@tensorflow_only
 def test_batch_dice_gradient_is_exact_under_mirrored_strategy(rng, two_device_strategy):
+    import tensorflow as tf
+
     labels, logits = sparse_logits_with_ignored(rng)
     loss = DiceLoss(from_logits=True, per_image=False, ignore_index=255)
     logits = logits.astype("float32")
@@ -438,10 +437,7 @@ def test_dice_value_and_gradient_match_monai_formula_on_sparse_labels(include_ba
         smooth_dr=smooth,
         dtype="float64",
     )
-    variable = tf.Variable(logits)
-    with tf.GradientTape() as tape:
-        value = loss(labels, variable)
-    grad = tape.gradient(value, variable).numpy()
+    value, grad = value_and_gradient(lambda z: loss(labels, z), logits, dtype="float64")
 
     def reference(z):
         return monai_dice_loss(labels, z, include_background=include_background, batch=batch, smooth=smooth)

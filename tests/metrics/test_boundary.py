@@ -6,10 +6,10 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from scipy.ndimage import binary_erosion, distance_transform_edt
 
 from keras_lossopt.metrics import HausdorffDistance, SurfaceDice, hausdorff_distance, surface_dice
+from tests.backends import compiled
 
 C = 3
 
@@ -169,10 +169,10 @@ def test_metrics_average_defined_pairs_over_batches_with_weights(rng):
 
 def test_functions_compile_with_xla(rng):
     labels, logits = segmentation(rng)
-    logits = tf.constant(logits, tf.float32)
+    logits = keras.ops.convert_to_tensor(logits, "float32")
     for function in (hausdorff_distance, surface_dice):
-        compiled = tf.function(lambda y, z, f=function: f(y, z), jit_compile=True)
-        assert_same(compiled(labels, logits), function(labels, logits))
+        compiled_function = compiled(lambda y, z, f=function: f(y, z))
+        assert_same(compiled_function(labels, logits), function(labels, logits))
 
 
 def test_configs_round_trip_and_a_model_reloads_with_them(tmp_path):

@@ -1,0 +1,87 @@
+"""Backend-neutral test helpers: gradients, compilation and markers for every Keras backend.
+
+The tests take the backend from `KERAS_BACKEND` (tests/conftest.py); these helpers let one
+test check the same numbers on TensorFlow, JAX and PyTorch through each backend's own
+gradient function and compiler.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+tensorflow_only = pytest.mark.tensorflow_only
+
+
+def value_and_gradient(fn, x, dtype="float32"):
+    """`(fn(x), d sum(fn(x)) / dx)` as NumPy arrays, by the backend's own autodiff.
+
+    Args:
+        fn: maps a float32 tensor to a tensor (any shape; the gradient is of its sum).
+        x: the point, a NumPy array or nested list.
+        dtype: the dtype of the point.
+
+    Returns:
+        The value and the gradient, both NumPy arrays.
+    """
+    x = np.asarray(x, dtype)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        variable = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            value = fn(variable)
+            total = tf.reduce_sum(value)
+        grad = tape.gradient(total, variable, unconnected_gradients="zero")
+        return np.asarray(value), np.asarray(grad)
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(z):
+            value = fn(z)
+            return jnp.sum(value), value
+
+        (_, value), grad = jax.value_and_grad(total, has_aux=True)(jnp.asarray(x))
+        return np.asarray(value), np.asarray(grad)
+    if BACKEND == "torch":
+        import torch
+
+        variable = torch.tensor(x, requires_grad=True)
+        value = fn(variable)
+        if not value.requires_grad:  # a value that does not depend on x (TF's "unconnected")
+            return value.detach().cpu().numpy(), np.zeros_like(x)
+        (grad,) = torch.autograd.grad(value.sum(), variable, allow_unused=True)
+        grad = np.zeros_like(x) if grad is None else grad.detach().cpu().numpy()
+        return value.detach().cpu().numpy(), grad
+    raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
+
+
+def compiled(fn):
+    """`fn` under the backend's compiler: XLA (tf.function jit_compile) on TF, jax.jit on JAX.
+
+    On torch the function runs eagerly: Keras' own `jit_compile` defaults to eager there, and
+    torch.compile is not what a Keras user gets from `model.fit`.
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def jit_compile_setting():
+    """The `jit_compile` a compiled Keras model gets on this backend (XLA on TF and JAX)."""
+    return BACKEND in ("tensorflow", "jax")
+
+
+def to_numpy(x):
+    """A backend tensor (or NumPy value) as a NumPy array."""
+    return np.asarray(keras.ops.convert_to_numpy(x))
