@@ -100,7 +100,7 @@ class SegmentationScore(keras.metrics.Metric):
 
     def reset_state(self):
         for variable in (self.true_positives, self.false_positives, self.false_negatives):
-            variable.assign(ops.zeros_like(variable))
+            variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def get_config(self):
         return {
