@@ -16,11 +16,13 @@ import numpy as np
 
 __all__ = [
     "check_choice",
+    "check_function",
     "check_in_range",
     "check_int",
     "check_non_negative",
     "check_numeric_tensor",
     "check_per_class",
+    "check_per_sample",
     "check_positive",
     "check_probability",
     "check_shapes_match",
@@ -290,3 +292,54 @@ def sparse_label_poison(labels: Any, num_classes: int, *, ignore_index: int | No
             all_ok, [_bad_label_message(num_classes, ignore_index, what), "Received a label", first_bad]
         )
     return ops.where(all_ok, 0.0, float("nan"))
+
+
+def check_function(name: str, fn: Any) -> Any:
+    """`fn` (deserialized from its Keras config when given as one), after checking that it is a function.
+
+    Raises:
+        ValueError: naming `name` when `fn` is not callable or is a class.
+    """
+    if isinstance(fn, dict):
+        import keras  # here, not at the top: see `is_concrete`
+
+        fn = keras.saving.deserialize_keras_object(fn)
+    if not callable(fn) or isinstance(fn, type):
+        raise ValueError(f"`{name}` must be a function. Received: {name}={fn!r}")
+    return fn
+
+
+def check_per_sample(term: str, values: Any, y_pred: Any):
+    """`values` as a tensor, after checking that it keeps the batch axis of `y_pred`.
+
+    A loss term computed by a user's function must return one value per sample: a value
+    already reduced over the batch cannot be weighted per sample, masked or averaged correctly.
+
+    Args:
+        term: the term's name, for the error message.
+        values: what the term's function returned.
+        y_pred: the predictions it was computed from.
+
+    Returns:
+        `values` as a tensor of shape `(N, ...)`.
+
+    Raises:
+        ValueError: when `values` is a scalar or its first axis is not the batch axis.
+    """
+    from keras import ops  # here, not at the top: see `is_concrete`
+
+    values = ops.convert_to_tensor(values)
+    if len(values.shape) == 0:
+        raise ValueError(
+            f"Term {term!r} returned a single value for the batch; a term must return one value per sample, "
+            f"shape (N, ...), so that it can be weighted, masked and reduced. Received: a scalar for "
+            f"y_pred of shape {tuple(y_pred.shape)}"
+        )
+    leading, batch = values.shape[0], y_pred.shape[0]
+    # A per-sample value computed from a batch of unknown size has an unknown first axis too.
+    if (batch is not None and leading is not None and leading != batch) or (batch is None and leading is not None):
+        raise ValueError(
+            f"Term {term!r} returned values of shape {tuple(values.shape)}, which cannot be reduced to one value "
+            f"per sample of y_pred with shape {tuple(y_pred.shape)}; return one value per sample, shape (N, ...)."
+        )
+    return values

@@ -1,24 +1,21 @@
 """Loss functions: `keras.losses.Loss` subclasses and their per-sample functions.
 
-Every loss keeps the contract in `keras_lossopt.losses.base` (Keras masks and reductions,
-`sample_weight`, ignore masks) and is registered for `.keras` saving under the package
-name "keras_lossopt". Each class `XLoss` has its per-sample function `x_loss`, as in Keras
-(`FocalLoss` / `focal_loss`). `get(name_or_config)` resolves short names such as "focal".
+Every loss keeps the contract in `keras_lossopt.losses.contract` (Keras masks and reductions,
+`sample_weight`, ignore masks), combines with others by `+` and `*` into a `CompositeLoss`, and is
+registered for `.keras` saving under the package name "keras_lossopt". Each class `XLoss` has
+its per-sample function `x_loss`, as in Keras (`FocalLoss` / `focal_loss`). `get(name_or_config)`
+resolves short names such as "focal".
 """
 
 import warnings
 
 from keras_lossopt.losses import noise_robust as _noise_robust
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
-from keras_lossopt.losses.base import (
-    LossFunctionBase,
-    SparseTargetLoss,
-    merge_masks,
-    reduce_loss_values,
-    replicas_in_sync,
-)
+from keras_lossopt.losses.base import LossFunctionBase, SparseTargetLoss
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
+from keras_lossopt.losses.composite import CompositeLoss, FunctionTerm
 from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
+from keras_lossopt.losses.contract import LossContract
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
 from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss, lovasz_hinge_loss, lovasz_softmax_loss
@@ -42,21 +39,23 @@ from keras_lossopt.losses.overlap import (
 )
 from keras_lossopt.losses.poly import PolyLoss, poly1_term, poly_loss
 from keras_lossopt.losses.registry import available_aliases, deserialize, get, register_alias, serialize
-from keras_lossopt.losses.targets import overlap_inputs
 
 __all__ = [
     "AsymmetricLoss",
     "ClassBalancedLoss",
+    "CompositeLoss",
     "DiceCELoss",
     "DiceFocalLoss",
     "DiceLoss",
     "FocalLoss",
     "FocalTverskyLoss",
+    "FunctionTerm",
     "GeneralizedCrossEntropyLoss",
     "GeneralizedDiceLoss",
     "JaccardLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
+    "LossContract",
     "LossFunctionBase",
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
@@ -80,13 +79,9 @@ __all__ = [
     "logit_adjusted_loss",
     "lovasz_hinge_loss",
     "lovasz_softmax_loss",
-    "merge_masks",
-    "overlap_inputs",
     "poly1_term",
     "poly_loss",
-    "reduce_loss_values",
     "register_alias",
-    "replicas_in_sync",
     "serialize",
     "symmetric_cross_entropy_loss",
     "tversky_loss",

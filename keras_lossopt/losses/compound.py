@@ -1,6 +1,6 @@
 """Dice plus a per-pixel loss: `DiceCELoss` and `DiceFocalLoss`, the combinations used in practice.
 
-Both are `keras_lossopt.shaping.CompositeLoss`es with two terms, `"dice"` and `"ce"` (or
+Both are `CompositeLoss`es with two terms, `"dice"` and `"ce"` (or
 `"focal"`): `dice_weight * dice(y, p, w) + other_weight * other(y, p, w)`, each child
 reduced by the compound's `reduction` with the same `sample_weight` and input mask. Both
 children keep their own contracts (the Dice part is per image or per batch, the
@@ -20,10 +20,10 @@ from __future__ import annotations
 import keras
 
 from keras_lossopt._validation import check_choice, check_int, check_non_negative
+from keras_lossopt.losses.composite import CompositeLoss
 from keras_lossopt.losses.focal import FocalLoss
 from keras_lossopt.losses.overlap import MODES, DiceLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.shaping.composite import CompositeLoss
 
 __all__ = ["DiceCELoss", "DiceFocalLoss"]
 

@@ -6,16 +6,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
-from keras_lossopt.losses._probabilities import cross_entropy, power, sigmoid_parts, softmax_parts
-from keras_lossopt.losses.base import SparseTargetLoss
-from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import (
+from keras_lossopt._targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
 )
+from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
+from keras_lossopt.losses._probabilities import cross_entropy, power, sigmoid_parts, softmax_parts
+from keras_lossopt.losses.base import SparseTargetLoss
+from keras_lossopt.losses.registry import register_alias
 
 __all__ = ["FocalLoss", "focal_loss"]
 

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lossopt._targets import multiclass_targets
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative, check_positive
 from keras_lossopt.losses._probabilities import cross_entropy, softmax_parts
 from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.class_balanced import check_class_counts, check_num_classes
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = ["LDAMLoss", "LogitAdjustedLoss", "ldam_loss", "ldam_margins", "logit_adjusted_loss"]
 

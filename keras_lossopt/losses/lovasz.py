@@ -24,10 +24,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._targets import overlap_inputs
 from keras_lossopt._validation import check_choice, check_int
 from keras_lossopt.losses.overlap import RegionLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import overlap_inputs
 
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge_loss", "lovasz_softmax_loss"]
 

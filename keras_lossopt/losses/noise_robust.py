@@ -8,11 +8,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lossopt._targets import multiclass_targets
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative
 from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, softmax_parts
 from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = [
     "GeneralizedCrossEntropyLoss",

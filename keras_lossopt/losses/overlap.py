@@ -31,11 +31,12 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_lossopt._reduction import reduce_loss_values, replicas_in_sync
+from keras_lossopt._targets import OVERLAP_MODES, overlap_inputs, per_class_vector
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_per_class, check_probability
 from keras_lossopt.losses._probabilities import focal_modulator
-from keras_lossopt.losses.base import LossFunctionBase, reduce_loss_values, replicas_in_sync
+from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import OVERLAP_MODES, overlap_inputs, per_class_vector
 
 __all__ = [
     "DiceLoss",

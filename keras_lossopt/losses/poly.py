@@ -5,17 +5,17 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_non_negative
-from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
-from keras_lossopt.losses.base import SparseTargetLoss
-from keras_lossopt.losses.focal import FocalLoss, focal_loss
-from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import (
+from keras_lossopt._targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
 )
+from keras_lossopt._validation import check_choice, check_non_negative
+from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
+from keras_lossopt.losses.base import SparseTargetLoss
+from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.registry import register_alias
 
 __all__ = ["PolyLoss", "poly1_term", "poly_loss"]
 

@@ -4,7 +4,7 @@ The metrics accumulate hard true positives, false positives and false negatives 
 over every batch (not a mean of per-batch scores), so the result is the dataset-level
 score; under `tf.distribute` Keras sums the count variables across replicas.
 Predictions are made hard (arg-max for softmax outputs, a threshold for sigmoid outputs);
-targets follow the loss conventions (`keras_lossopt.losses.overlap_inputs`).
+targets follow the loss conventions (`keras_lossopt._targets.overlap_inputs`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._targets import overlap_inputs
 from keras_lossopt._validation import check_choice, check_int, check_probability
-from keras_lossopt.losses import overlap_inputs
 
 __all__ = ["DiceScore", "IoUScore", "SegmentationScore"]
 

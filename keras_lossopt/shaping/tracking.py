@@ -23,7 +23,7 @@ from typing import Any
 import keras
 
 from keras_lossopt._validation import check_choice
-from keras_lossopt.shaping.composite import CompositeLoss
+from keras_lossopt.losses.composite import CompositeLoss
 
 __all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
@@ -398,7 +399,6 @@ def cross_validate_loss(
     import keras
 
     from keras_lossopt import losses
-    from keras_lossopt.tuning.hypermodel import default_metrics, default_objective
 
     target = default_objective(task) if objective is None else None
     name = objective or target.name

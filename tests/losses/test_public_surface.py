@@ -148,10 +148,23 @@ def test_the_search_vocabulary_resolves_with_get():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("first", ["shaping", "metrics", "tuning", "adversarial"])
+@pytest.mark.parametrize(
+    "first",
+    [
+        "losses",
+        "losses.focal",
+        "metrics",
+        "shaping",
+        "shaping.adaptive",
+        "callbacks",
+        "adversarial",
+        "tuning",
+        "datasets",
+    ],
+)
 def test_any_subpackage_imported_first_registers_every_class(tmp_path, first):
-    # Keras finishes loading in the middle of our own import here (e.g. shaping -> losses -> keras):
-    # registration must wait for that import instead of meeting a half-initialized package.
+    # Keras finishes loading in the middle of our own import here (e.g. losses/__init__ -> asymmetric
+    # -> keras): registration runs then, and must not meet a half-initialized package.
     code = (
         f"import keras_lossopt.{first}, keras;"
         "names = ['FocalLoss', 'DiceScore', 'CompositeLoss', 'GradientMonitor', 'AdversarialModel'];"
