@@ -22,10 +22,9 @@ class LossFunctionBase(LossArithmetic, LossContract):
     (and per spatial position); region and composite losses override
     `compute_reduced_loss` instead. `+` and `*` combine losses into a `CompositeLoss`.
 
-    Args:
-        reduction: Keras reduction. Default `"sum_over_batch_size"`.
-        name: loss name.
-        dtype: computation dtype. Default None (float32 under any mixed policy).
+    The constructor is `keras.losses.Loss`'s: `reduction` (default
+    `"sum_over_batch_size"`), `name`, and `dtype` (default None: float32 under any mixed
+    policy).
     """
 
 

@@ -80,10 +80,9 @@ class LossContract(keras.losses.Loss):
     says otherwise, also under the `mixed_float16`/`mixed_bfloat16` policies. A Keras
     mask on `y_pred` is honoured exactly as `keras.losses.Loss` honours it.
 
-    Args:
-        reduction: Keras reduction. Default `"sum_over_batch_size"`.
-        name: loss name.
-        dtype: computation dtype. Default None (float32 under any mixed policy).
+    The constructor is `keras.losses.Loss`'s: `reduction` (default
+    `"sum_over_batch_size"`), `name`, and `dtype` (default None: float32 under any mixed
+    policy).
     """
 
     def __call__(self, y_true, y_pred, sample_weight=None):
