@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_shapes_match, sparse_label_poison
+from keras_lossopt._validation import binary_target_poison, check_shapes_match, sparse_label_poison
 
 
 def _epsilon(dtype):
@@ -74,6 +74,9 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
 def binary_targets(y_true, y_pred, *, label_smoothing=0.0):
     """Float targets for a sigmoid loss, with rank-1 inputs lifted to `(N, 1)`.
 
+    Targets must lie in [0, 1]; others raise (eagerly), fail an assertion (graph) or make
+    the loss NaN (XLA): see `binary_target_poison`.
+
     Returns:
         `(targets, y_pred)` of equal shape.
     """
@@ -82,7 +85,11 @@ def binary_targets(y_true, y_pred, *, label_smoothing=0.0):
     if len(y_true.shape) == len(y_pred.shape) - 1:
         y_true = ops.expand_dims(y_true, -1)
     check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="binary/multilabel targets")
+    poison = binary_target_poison(y_true)
     targets = ops.cast(y_true, y_pred.dtype)
+    if poison is not None:
+        # NaN for the whole batch when a target is outside [0, 1] and no error can be raised (XLA).
+        targets = targets + ops.cast(poison, targets.dtype)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
     return targets, y_pred

@@ -56,3 +56,32 @@ def two_device_strategy():
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices")
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+def _with_nan_convention(op, convention):
+    """`op` whose NaN inputs give NaN ("propagate") or whose NaN results give 0 ("zero")."""
+
+    def wrapped(x, *args, **kwargs):
+        out = op(x, *args, **kwargs)
+        if convention == "zero":
+            return tf.where(tf.math.is_nan(out), tf.zeros_like(out), out)
+        is_nan = tf.math.is_nan(tf.cast(x, out.dtype))
+        if args:
+            is_nan = tf.logical_or(is_nan, tf.math.is_nan(tf.cast(args[0], out.dtype)))
+        return tf.where(is_nan, tf.fill(tf.shape(out), tf.constant(float("nan"), out.dtype)), out)
+
+    return wrapped
+
+
+@pytest.fixture(params=["propagate", "zero"])
+def nan_max_convention(request, monkeypatch):
+    """Runs a test under both conventions CPUs use for max/min with a NaN operand.
+
+    `relu(nan)` is NaN on some CPUs and 0 on others (x86 MAXPS returns its second operand
+    when either is NaN, and compilers order the operands differently); a test whose
+    outcome depends on it passes on one machine and fails on the next. Tests that push
+    NaN through a network take this fixture, so both outcomes are checked on every CPU.
+    """
+    for module, name in [(tf.nn, "relu"), (tf.math, "maximum"), (tf, "maximum"), (tf.math, "minimum"), (tf, "minimum")]:
+        monkeypatch.setattr(module, name, _with_nan_convention(getattr(module, name), request.param))
+    return request.param

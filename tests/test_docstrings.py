@@ -1,6 +1,7 @@
 """Public docstrings parse as Google style (what mkdocstrings renders for the docs site)."""
 
 import inspect
+import pathlib
 
 import pytest
 
@@ -33,3 +34,17 @@ def test_docstring_has_a_summary_and_well_indented_sections(name, obj):
             if entry in SECTIONS:
                 break
             assert entry.startswith("    "), f"{name}: argument line not indented under Args: {entry!r}"
+
+
+def test_doctest_sections_are_titled_examples():
+    # griffe (mkdocstrings' parser) knows "Examples:" as the section of doctests; a section
+    # titled "Example:" is an admonition whose `>>>` lines render as nested block quotes,
+    # and bracketed doctest output in it becomes a broken cross-reference.
+    package_dir = pathlib.Path(keras_lossopt.__file__).parent
+    offenders = [
+        f"{path.relative_to(package_dir.parent)}:{number}"
+        for path in sorted(package_dir.rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if line.strip() == "Example:"
+    ]
+    assert not offenders, f"title these docstring sections 'Examples:': {offenders}"

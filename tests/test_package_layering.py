@@ -161,9 +161,7 @@ def test_lazy_edges_stay_inside_functions(edge):
     at_top = [
         imp.where
         for imp in IMPORTS
-        if part_of(imp.source) == source
-        and part_of(resolved_target(imp)) == target
-        and imp.top_level
+        if part_of(imp.source) == source and part_of(resolved_target(imp)) == target and imp.top_level
     ]
     assert not at_top, (
         f"{source} -> {target} must be imported inside a function ({FUNCTION_LEVEL_ONLY[edge]}): {at_top}"
@@ -237,9 +235,6 @@ def test_registering_subpackages_take_no_name_from_another_package_init_at_impor
     wrong = [
         f"{imp.where} takes {imp.name} from {imp.target}"
         for imp in IMPORTS
-        if imp.top_level
-        and part_of(imp.source) in REGISTERING
-        and cross_part(imp)
-        and resolved_target(imp) in packages
+        if imp.top_level and part_of(imp.source) in REGISTERING and cross_part(imp) and resolved_target(imp) in packages
     ]
     assert not wrong, "\n".join(wrong)

@@ -55,6 +55,7 @@ from keras_lossopt.adversarial.objectives import (
 __all__ = ["APGD_LOSSES", "AutoProjectedGradientDescent", "apgd_checkpoints"]
 
 APGD_LOSSES = ("cross_entropy", "dlr", "targeted_dlr")
+"""The losses `AutoProjectedGradientDescent(loss=...)` can attack."""
 
 
 def apgd_checkpoints(steps):
@@ -67,7 +68,7 @@ def apgd_checkpoints(steps):
         Increasing list of iteration counts; the windows between them shrink from
         `max(int(0.22 N), 1)` by `max(int(0.03 N), 1)` to at least `max(int(0.06 N), 1)`.
 
-    Example:
+    Examples:
         >>> apgd_checkpoints(100)
         [22, 41, 57, 70, 80, 87, 93, 99]
     """
@@ -142,7 +143,7 @@ class AutoProjectedGradientDescent(Attack):
             fewer than 3 classes for DLR (4 for targeted DLR), or a model whose output has no
             gradient with respect to its input (at the first call).
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((2, 4), 0.5, "float32")

@@ -56,7 +56,7 @@ class FastGradientMethod(Attack):
             At each call: `x` outside `clip` or not finite, `len(y) != len(x)`, labels
             outside the model's classes, a model with several inputs or outputs.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((2, 4), 0.5, "float32")
@@ -125,7 +125,13 @@ class ProjectedGradientDescent(Attack):
         step_size: step length, > 0; default `2.5 * eps / steps`.
         random_start: start each restart from a uniform point of the eps-ball. Default True.
         restarts: independent runs, keeping the strongest example per sample. Default 1.
-        targeted, clip, loss, from_logits, seed, name: as in `FastGradientMethod`.
+        targeted: if True, `y` holds target classes. Default False.
+        clip: `(low, high)` range of valid inputs, or None. Default `(0, 1)`.
+        loss: `None` (the compiled loss, else cross-entropy), `"cross_entropy"`,
+            `"margin"` or any Keras loss; as in `FastGradientMethod`.
+        from_logits: whether the model outputs logits; None (default) detects it.
+        seed: seed of the random starts. Default None.
+        name: name of the attack. Default `"projected_gradient_descent"`.
 
     Returns:
         Calling the attack returns the adversarial batch, same shape and dtype as `x`.
@@ -135,7 +141,7 @@ class ProjectedGradientDescent(Attack):
         ValueError: for `eps < 0`, `step_size <= 0`, `steps < 1`, `restarts < 1`, an
             unknown `norm` or `loss`, or a non-differentiable model (at the first call).
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((2, 4), 0.5, "float32")
@@ -210,7 +216,13 @@ class MomentumIterativeMethod(Attack):
         steps: number of steps, >= 1. Default 10.
         step_size: step length, > 0; default `eps / steps` (the paper's choice).
         decay: momentum factor `mu`, >= 0. Default 1.0.
-        targeted, clip, loss, from_logits, seed, name: as in `FastGradientMethod`.
+        targeted: if True, `y` holds target classes. Default False.
+        clip: `(low, high)` range of valid inputs, or None. Default `(0, 1)`.
+        loss: `None` (the compiled loss, else cross-entropy), `"cross_entropy"`,
+            `"margin"` or any Keras loss; as in `FastGradientMethod`.
+        from_logits: whether the model outputs logits; None (default) detects it.
+        seed: seed of the random starts. Default None.
+        name: name of the attack. Default `"momentum_iterative_method"`.
 
     Returns:
         Calling the attack returns the adversarial batch, same shape and dtype as `x`.
@@ -219,7 +231,7 @@ class MomentumIterativeMethod(Attack):
         ValueError: for `eps < 0`, `step_size <= 0`, `decay < 0`, `steps < 1`, an unknown
             `norm` or `loss`, or a non-differentiable model (at the first call).
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((2, 4), 0.5, "float32")

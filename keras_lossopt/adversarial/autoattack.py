@@ -35,6 +35,7 @@ from keras_lossopt.adversarial.square import SquareAttack
 __all__ = ["VERSIONS", "AutoAttack", "autoattack_attacks"]
 
 VERSIONS = ("standard", "fast")
+"""The values of `AutoAttack(version=...)`."""
 
 
 def autoattack_attacks(eps, *, norm="linf", version="standard", clip=(0.0, 1.0), seed=None):
@@ -52,7 +53,7 @@ def autoattack_attacks(eps, *, norm="linf", version="standard", clip=(0.0, 1.0),
         A list of attacks: APGD-CE, APGD-T and (L-inf) Square, named `"apgd_ce"`,
         `"apgd_t"`, `"square"`.
 
-    Example:
+    Examples:
         >>> [a.name for a in autoattack_attacks(0.3)]
         ['apgd_ce', 'apgd_t', 'square']
     """
@@ -93,7 +94,7 @@ class AutoAttack:
         ValueError: for `eps < 0`, an unknown `norm` or `version`, an empty `attacks` list,
             or an entry that is not an untargeted attack.
 
-    Example:
+    Examples:
         >>> attack = AutoAttack(8 / 255, version="standard", seed=0)
         >>> [(a.name, getattr(a, "num_target_classes", None)) for a in attack.attacks]
         [('apgd_ce', 9), ('apgd_t', 9), ('square', None)]

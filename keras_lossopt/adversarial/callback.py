@@ -92,7 +92,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
             that is not `(x, y)` with one label per input, or inputs outside the attack's
             `clip`; at the start of `fit`, labels outside the model's classes.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from keras_lossopt.adversarial import FastGradientMethod
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -345,7 +345,8 @@ def plot_adversarial_grid(model, x, x_adv, y, path):
 
     Args:
         model: the attacked model.
-        x, x_adv: clean and adversarial inputs, same shape.
+        x: clean inputs.
+        x_adv: adversarial inputs, same shape as `x`.
         y: labels (sparse or one-hot).
         path: PNG path; parent folders are created.
 

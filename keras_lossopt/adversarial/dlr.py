@@ -50,7 +50,7 @@ def dlr_loss(labels, logits):
     Raises:
         ValueError: for fewer than 3 classes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> z = np.array([[3.0, 1.0, 0.0, -1.0]])
         >>> round(float(dlr_loss(np.array([0]), z)[0]), 6)  # -(3 - 1) / (3 - 0)
@@ -90,7 +90,7 @@ def targeted_dlr_loss(labels, targets, logits):
     Raises:
         ValueError: for fewer than 4 classes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> z = np.array([[3.0, 1.0, 0.0, -1.0]])
         >>> round(float(targeted_dlr_loss(np.array([0]), np.array([1]), z)[0]), 6)  # -(3 - 1) / (3 + 0.5)

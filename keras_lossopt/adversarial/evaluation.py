@@ -65,7 +65,7 @@ class StrongestAttack(CompiledAttack):
     Raises:
         ValueError: for an empty list, a targeted attack, or an object that is not an attack.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> attack = StrongestAttack(default_evaluation_attacks(0.1, steps=3))
@@ -207,6 +207,7 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
 
 
 STRENGTHS = ("pgd", "fast", "standard")
+"""The values of `strength` (`evaluation_attack`, `robust_accuracy`): which attacks evaluate."""
 
 
 def evaluation_attack(eps, strength="pgd", *, norm="linf", seed=None):
@@ -228,7 +229,7 @@ def evaluation_attack(eps, strength="pgd", *, norm="linf", seed=None):
     Returns:
         An attack object (`attack(model, x, y)`).
 
-    Example:
+    Examples:
         >>> evaluation_attack(0.3, "standard")
         AutoAttack(eps=0.3, norm='linf', version='standard')
     """
@@ -291,7 +292,7 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
     Returns:
         The adversarial inputs as one NumPy array, in the order of `data`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((5, 4), 0.5, "float32")
@@ -480,7 +481,8 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
 
     Args:
         model: the Keras model.
-        x, y: inputs and labels (sparse or one-hot).
+        x: inputs.
+        y: labels (sparse or one-hot).
         attacks: an attack, a list of attacks, or None for the attacks of `strength`.
         eps: budget of the default attacks (only when `attacks` is None).
         strength: the attacks used when `attacks` is None (see `evaluation_attack`):
@@ -497,7 +499,7 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
         ValueError: as `evaluate_robustness`; inputs outside the attacks' `clip` (default
             `(0, 1)`) are an error rather than silently clipped.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         >>> x = np.random.default_rng(0).uniform(size=(8, 4)).astype("float32")

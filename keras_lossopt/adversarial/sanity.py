@@ -88,7 +88,7 @@ def black_box_warning(accuracy_before, accuracy_after, tolerance=0.002):
     Returns:
         A message or None.
 
-    Example:
+    Examples:
         >>> black_box_warning(0.80, 0.799) is None
         True
         >>> black_box_warning(0.80, 0.70)[:41]

@@ -58,7 +58,7 @@ def square_p_schedule(iteration, p_init=0.8, queries=5000, rescale=False):
         `p_init / 2 ** k`, `k` the number of thresholds (10, 50, 200, 500, 1000, 2000, 4000,
         6000, 8000) below the iteration.
 
-    Example:
+    Examples:
         >>> [square_p_schedule(i) for i in (0, 10, 11, 50, 51, 4500)]
         [0.8, 0.8, 0.4, 0.4, 0.2, 0.00625]
     """
@@ -111,7 +111,7 @@ class SquareAttack(Attack):
             a norm other than L-inf, or inputs that are not `(N, H, W, C)`, `(N, H, W)` or
             `(N, D)`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
         >>> x = np.full((2, 8, 8, 1), 0.5, "float32")

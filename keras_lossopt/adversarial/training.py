@@ -31,13 +31,14 @@ from keras_lossopt.adversarial.objectives import class_scores, detect_from_logit
 __all__ = ["METHODS", "AdversarialModel"]
 
 METHODS = ("madry", "fast", "mixed", "trades")
+"""The values of `AdversarialModel(method=...)`."""
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
 class AdversarialModel(keras.Model):
     """Trains a Keras model on adversarial examples generated inside `fit`.
 
-    Methods:
+    Training methods:
         * `"madry"`: minimize the loss on the attack's examples (use
           `ProjectedGradientDescent`; Madry et al. 2018). Cost per step: `steps + 1`
           forward/backward passes.
@@ -95,7 +96,7 @@ class AdversarialModel(keras.Model):
             name such as `"pgd"` names the class to build), a targeted attack, or a model
             with several inputs or outputs.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from keras_lossopt.adversarial import ProjectedGradientDescent
         >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

@@ -51,6 +51,7 @@ CAUSE_KEYS = (
     "dead_relu",
     "missing_normalization",
 )
+"""Every cause `rank_causes` can name, as the `key` of a `Cause`."""
 
 # Prior strength of each cause per finding kind (absent: not a cause of that kind).
 _PRIORS: Mapping[str, Mapping[str, float]] = {

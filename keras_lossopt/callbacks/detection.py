@@ -58,6 +58,7 @@ from keras_lossopt.callbacks.findings import REMEDIES, Finding
 __all__ = ["GRADIENT_KINDS", "GradientDetector"]
 
 GRADIENT_KINDS = ("non_finite", "vanishing", "exploding")
+"""The finding kinds `GradientDetector` reports."""
 #: Robust standard deviations of the recent log10 norms a growth must exceed. Log-normal
 #: per-sample noise passes 4 of them with probability 3e-5 per record, and `patience` (2)
 #: records in a row about once in 10^9; an explosion leaves them behind within a few
@@ -86,7 +87,7 @@ class GradientDetector:
         repeat: kinds that are reported again while they persist (those a remedy acts
             on); the others are reported once per run. Default none.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> detector = GradientDetector(["dense", "out"], patience=1)
         >>> norms = np.array([[1e-6, 1.0, 1.0]])  # dense, out, whole model

@@ -71,7 +71,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       above half the starting loss and falls by less than 2% per epoch, or a logged
       validation accuracy gains less than 0.01 per epoch.
     * learning_rate: at the start of training the learning rate is outside
-      `lr_range` (1e-6 to 1.0).
+      `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off).
 
     Per-batch losses are recovered from Keras' running epoch mean
     (`loss_k = k * mean_k - (k - 1) * mean_{k-1}`, exact for equal batch sizes).
@@ -95,12 +95,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         oscillation_threshold: default 0.5.
         stall_steps: default 50.
         stall_tolerance: default 0.01.
-        lr_range: `(low, high)`, default `(1e-6, 1.0)`.
+        lr_range: `(low, high)`, default `(1e-6, 1.0)`; `None` skips the learning rate
+            check.
 
     Raises:
         ValueError: for an invalid argument.
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)),
         ...     keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-50.0)),
@@ -133,7 +134,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         oscillation_threshold: float = 0.5,
         stall_steps: int = 50,
         stall_tolerance: float = 0.01,
-        lr_range: Sequence[float] = (1e-6, 1.0),
+        lr_range: Sequence[float] | None = (1e-6, 1.0),
     ):
         super().__init__()
         self.probe_x = probe_x
@@ -155,9 +156,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         self.oscillation_threshold = check_positive("oscillation_threshold", oscillation_threshold)
         self.stall_steps = check_int("stall_steps", stall_steps, minimum=20)
         self.stall_tolerance = check_probability("stall_tolerance", stall_tolerance)
-        if len(lr_range) != 2 or not 0 < float(lr_range[0]) < float(lr_range[1]):
-            raise ValueError(f"`lr_range` must be (low, high) with 0 < low < high. Received: lr_range={lr_range!r}")
-        self.lr_range = (float(lr_range[0]), float(lr_range[1]))
+        self.lr_range = _check_lr_range(lr_range)
         self._reset_state()
 
     def get_config(self) -> dict[str, Any]:
@@ -174,7 +173,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             "oscillation_threshold": self.oscillation_threshold,
             "stall_steps": self.stall_steps,
             "stall_tolerance": self.stall_tolerance,
-            "lr_range": list(self.lr_range),
+            "lr_range": None if self.lr_range is None else list(self.lr_range),
         }
 
     @classmethod
@@ -232,13 +231,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             for finding in setup:
                 self._handle(finding)
         lr = learning_rate_of(optimizer)
-        low, high = self.lr_range
-        if lr is not None and not low <= lr <= high:
-            self._report(
-                "learning_rate",
-                (),
-                {"learning_rate": lr, "low": low, "high": high},
-            )
+        if self.lr_range is not None and lr is not None:
+            low, high = self.lr_range
+            if not low <= lr <= high:
+                self._report("learning_rate", (), {"learning_rate": lr, "low": low, "high": high})
         self._build_probe()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -372,3 +368,19 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         elif self._probe_model is None and self.model is not None:
             lines.append("Activation checks skipped (no ReLU/sigmoid/tanh layer, or a subclassed model).")
         return format_report("Training diagnostics report", self.findings, lines)
+
+
+def _check_lr_range(lr_range: Any) -> tuple[float, float] | None:
+    """`(low, high)` as floats with 0 < low < high, or None (no learning rate check)."""
+    if lr_range is None:
+        return None
+    wanted = "`lr_range` must be (low, high) with 0 < low < high, or None to skip the learning rate check."
+    if isinstance(lr_range, (str, bytes)) or not isinstance(lr_range, Sequence) or len(lr_range) != 2:
+        raise TypeError(f"{wanted} Received: lr_range={lr_range!r}")
+    try:
+        low, high = float(lr_range[0]), float(lr_range[1])
+    except (TypeError, ValueError):
+        raise TypeError(f"{wanted} Received: lr_range={lr_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+        raise ValueError(f"{wanted} Received: lr_range={lr_range!r}")
+    return low, high

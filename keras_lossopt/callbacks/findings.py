@@ -39,6 +39,7 @@ FINDING_KINDS = (
     "target_scale",
     "loss_mismatch",
 )
+"""Every kind of `Finding` the callbacks and `check_training_setup` report."""
 
 REMEDIES: Mapping[str, str] = {
     "vanishing": (

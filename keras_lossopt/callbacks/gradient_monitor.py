@@ -57,9 +57,12 @@ class GradientHistory:
             measured from the real update (NaN when the step's gradients were not finite).
         weight_norm: `(T, L)` L2 norm of each layer's weights before the step (NaN or inf
             when a weight is).
-        global_grad_norm, global_grad_norm_clipped, global_max_abs,
-        global_nonfinite_share, global_update_ratio, global_weight_norm: `(T,)` the same
-            over the whole model.
+        global_grad_norm: `(T,)` `grad_norm` over the whole model.
+        global_grad_norm_clipped: `(T,)` `grad_norm_clipped` over the whole model.
+        global_max_abs: `(T,)` `max_abs` over the whole model.
+        global_nonfinite_share: `(T,)` `nonfinite_share` over the whole model.
+        global_update_ratio: `(T,)` `update_ratio` over the whole model.
+        global_weight_norm: `(T,)` `weight_norm` over the whole model.
     """
 
     FIELDS = ("grad_norm", "grad_norm_clipped", "max_abs", "nonfinite_share", "update_ratio", "weight_norm")
@@ -274,7 +277,7 @@ class GradientMonitor(keras.callbacks.Callback):
         ValueError: for an invalid argument (at construction), or when the model has no
             optimizer (at the start of training).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
         >>> model.compile(optimizer="sgd", loss="mse")

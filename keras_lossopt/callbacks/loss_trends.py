@@ -50,6 +50,7 @@ from keras_lossopt.callbacks.findings import Finding
 __all__ = ["LOSS_KINDS", "LossTrendDetector"]
 
 LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric")
+"""The finding kinds `LossTrendDetector` reports."""
 _START = 5  # batches that define the starting loss level of the oscillation test
 _STALL_MEAN = 10  # the smallest number of losses averaged at each end by the stall test
 _STALL_LIMIT = 40  # the stall test waits at most this many times `stall_steps` for enough losses
@@ -78,7 +79,7 @@ class LossTrendDetector:
     Raises:
         ValueError: for an invalid argument.
 
-    Example:
+    Examples:
         >>> detector = LossTrendDetector(stall_steps=20)
         >>> found = [f for step in range(20) for f in detector.update(step, 2.30 - 1e-5 * step)]
         >>> [(f.kind, f.step) for f in found]

@@ -39,7 +39,9 @@ from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, Trai
 __all__ = ["ON_PROBLEM", "REMEDY_OPTIONS", "ProblemPolicy", "Remedies"]
 
 ON_PROBLEM = ("warn", "stop", "raise", "restore", "clip", "reduce_lr")
+"""The values of `on_problem` (besides a callable)."""
 REMEDY_OPTIONS = ("restore", "clip", "reduce_lr")
+"""The options of `ON_PROBLEM` that change the run (need a callback that can)."""
 
 
 class Remedies(Protocol):

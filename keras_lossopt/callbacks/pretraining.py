@@ -22,12 +22,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_int, check_positive
+from keras_lossopt._validation import check_int, check_numeric_tensor, check_positive
 from keras_lossopt.callbacks.findings import Finding, activation_name
 
 __all__ = ["SETUP_FINDING_KINDS", "check_training_setup", "loss_family", "output_activations"]
 
 SETUP_FINDING_KINDS = ("non_finite_data", "input_scale", "target_scale", "loss_mismatch", "non_finite_forward")
+"""The finding kinds `check_training_setup` reports (at step -1)."""
 
 #: Step of a finding made before the first training step.
 BEFORE_TRAINING = -1
@@ -120,8 +121,10 @@ def check_training_setup(
     Raises:
         ValueError: for an invalid argument, a `model` that is not a Keras model, or
             `x` and `y` with different numbers of samples.
+        TypeError: for text in `x` where the model's input is not a string input, or text
+            targets `y` for a compiled model (every Keras loss needs numeric targets).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax", name="out")])
         >>> model.compile(optimizer="adam", loss="mse")
@@ -145,6 +148,10 @@ def check_training_setup(
                 f"`x` and `y` must have the same number of samples. Received: {n} inputs and {len(y)} targets "
                 f"(y.shape={y.shape})"
             )
+    _check_input_dtypes(model, x)
+    if y is not None and getattr(model, "loss", None) is not None:
+        # Every Keras loss casts its targets to float; text labels fail inside fit otherwise.
+        check_numeric_tensor("y", y)
     findings: list[Finding] = []
     data_finite = _check_data(x, y, findings)
     forward = _Forward.run(model, x)
@@ -171,6 +178,33 @@ def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def _is_text(dtype: Any) -> bool:
+    return getattr(dtype, "kind", None) in ("U", "S", "O") or str(dtype) in ("string", "object")
+
+
+def _check_input_dtypes(model: keras.Model, x: Any) -> None:
+    """Text in `x` for a model input that is not a string input: a TypeError naming both."""
+    named = _named_inputs(x)
+    if not any(_is_text(array.dtype) for _, array in named):
+        return
+    try:
+        specs = list(model.inputs or [])
+    except (AttributeError, ValueError):  # a subclassed model not yet built: no declared inputs
+        specs = []
+    for index, (name, array) in enumerate(named):
+        if not _is_text(array.dtype):
+            continue
+        expected = keras.backend.standardize_dtype(specs[index].dtype) if index < len(specs) else None
+        if expected == "string":
+            continue
+        wanted = f"its input expects {expected}" if expected else "the model's layers compute with numbers"
+        raise TypeError(
+            f"`{name}` holds text (dtype {array.dtype}) but {wanted}: encode the features as numbers first "
+            "(e.g. keras.layers.StringLookup or TextVectorization inside the model with keras.Input(dtype='string'), "
+            "or sklearn.preprocessing.OrdinalEncoder)."
+        )
 
 
 def _check_data(x: Any, y: np.ndarray | None, findings: list[Finding]) -> bool:

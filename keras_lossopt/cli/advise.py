@@ -24,14 +24,21 @@ def run_advise(dataset: Dataset, *, folds: int, output: str, print_fn: Callable[
     labels = np.concatenate([dataset.y_train, dataset.y_val])
     x = np.concatenate([dataset.x_train, dataset.x_val])
     advice = advise(labels, dataset.task, x=x, num_classes=dataset.num_classes, folds=folds)
+    legend = report.class_legend(dataset.class_names)
     print_fn(dataset.summary())
+    if legend:
+        print_fn(legend)
     print_fn(f"labels: {advice.profile.summary()}")
     print_fn("")
     print_fn(advice.table())
     first = advice.first
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in first.parameters.items())
     print_fn(f"\nfirst pick: {first.candidate}" + (f" ({shown})" if shown else ""))
-    results = {"command": "advise", "dataset": {"name": dataset.name, "task": dataset.task}, **advice.to_dict()}
+    results = {
+        "command": "advise",
+        "dataset": {"name": dataset.name, "task": dataset.task, "class_names": list(dataset.class_names)},
+        **advice.to_dict(),
+    }
     with report.atomic_folder(output) as folder:
         report.write_json(folder / "advice.json", results)
         lines = [
@@ -39,6 +46,7 @@ def run_advise(dataset: Dataset, *, folds: int, output: str, print_fn: Callable[
             "",
             f"Labels (training and validation splits): {advice.profile.summary()}.",
             "",
+            *([f"{legend[0].upper()}{legend[1:]}.", ""] if legend else []),
             advice.table(),
             "",
             "`keras-lossopt search` starts from these picks, in this order (its first trials).",

@@ -148,7 +148,8 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
             f"# Loss comparison on {dataset['name']}",
             "",
             f"Task: {dataset['task']}, {dataset['num_classes']} classes; training class counts "
-            f"{dataset['train_class_counts']}. Model: {results['model']}. "
+            f"{report.named_counts(dataset['class_names'], dataset['train_class_counts'])}. "
+            f"Model: {results['model']}. "
             f"{settings['seeds']} seeds x {settings['epochs']} epochs, batch {settings['batch_size']}, "
             f"Adam({settings['learning_rate']:g}). Scores on the test split: mean ± standard deviation over seeds.",
             "",
@@ -195,6 +196,9 @@ def run_compare(
         check_labels(np.concatenate([dataset.y_train, dataset.y_val]), dataset.task, folds=folds)
     built = _build_candidate_losses(dataset, loss_names)
     print_fn(dataset.summary())
+    legend = report.class_legend(dataset.class_names)
+    if legend:
+        print_fn(legend)
     print_fn(f"model: {model_description}; losses: {', '.join(built)}; seeds: {seeds}; epochs: {epochs}")
     settings = {"seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     runs, curves = _train_every_loss(
@@ -230,6 +234,7 @@ def run_compare(
             "name": dataset.name,
             "task": dataset.task,
             "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names),
             "train_class_counts": dataset.class_counts("train").tolist(),
         },
         "model": model_description,

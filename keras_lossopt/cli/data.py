@@ -203,6 +203,12 @@ def _from_csv(path: pathlib.Path, target: str | None, seed: int) -> Dataset:
     if repeated:
         raise DataError(f"{path.name} has more than one column named {repeated[0]!r}; give each column its own name")
     if target not in header:
+        if _parse_numbers(header)[2] is None:  # every cell of the first line is a number (or empty)
+            shown = ", ".join(header[:4]) + (", ..." if len(header) > 4 else "")
+            raise DataError(
+                f"column {target!r} not found in {path.name}: its first line ({shown}) looks like data, so the "
+                f"header seems to be missing; add a first line naming the {len(header)} columns"
+            )
         close = difflib.get_close_matches(str(target), header, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"column {target!r} not found in {path.name}; columns: {', '.join(header)}{hint}")

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
+from keras_lossopt import __version__
+
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
@@ -85,7 +87,10 @@ def _data_arguments(data) -> None:
         help="built-in dataset (digits, digits-imbalanced, mnist, mnist-imbalanced, breast-cancer, shapes) "
         "or a .npz (x, y or x_train ... y_test) / .csv file. Default: digits-imbalanced",
     )
-    data.add_argument("--target", help="label column of a .csv file")
+    data.add_argument(
+        "--target",
+        help="the label column of a .csv file: required with a .csv file, whose first line must name its columns",
+    )
     data.add_argument(
         "--task",
         default="auto",
@@ -121,6 +126,7 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-lossopt` with its subcommands."""
     parser = _Parser(prog="keras-lossopt", description="Compare losses, or search for the best loss, on your data.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{compare,search,advise}", parser_class=_Parser
     )

@@ -95,9 +95,20 @@ def check_trials_directory(directory: str) -> None:
         raise DataError(f"--directory {directory} is a file; name a folder for the trials")
 
 
-#: The files a report folder of this command holds; any other file marks a folder as not ours.
+#: Every file a report of `compare`, `search` or `advise` writes (tests check each command against it):
+#: a folder holding only these is an earlier report, which a new report may replace; any other
+#: file marks the folder as the user's.
 REPORT_FILES = frozenset(
-    {"results.json", "results.csv", "report.md", "metrics.png", "curves.png", "trials.png", "best_loss.json"}
+    {
+        "advice.json",
+        "best_loss.json",
+        "curves.png",
+        "metrics.png",
+        "report.md",
+        "results.csv",
+        "results.json",
+        "trials.png",
+    }
 )
 
 
@@ -112,9 +123,9 @@ def check_output_folder(target: str | os.PathLike, option: str = "--output") -> 
         The resolved path.
 
     Raises:
-        DataError: when `target` is a file, an existing folder that is not a report of
-            this command (replacing it would delete the user's files), or lies under a
-            file or a folder that cannot be written.
+        DataError: when `target` is a file, an existing folder that holds a file no report
+            of this command writes (replacing the folder would delete the user's files), or
+            lies under a file or a folder that cannot be written.
     """
     path = pathlib.Path(target).expanduser().resolve()
     if path.is_file():
@@ -122,9 +133,10 @@ def check_output_folder(target: str | os.PathLike, option: str = "--output") -> 
     if path.is_dir():
         foreign = sorted(p.name for p in path.iterdir() if p.name not in REPORT_FILES)
         if foreign:
+            shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise DataError(
-                f"{option} {target} is a folder that holds other files ({foreign[0]!r}, ...); a report replaces "
-                "its whole folder, so name a new folder or an earlier report"
+                f"{option} {target} holds files that no keras-lossopt report writes ({shown}); a report replaces "
+                "its whole folder, so name a new folder (or one that holds only an earlier report)"
             )
     parent = path.parent
     while not parent.exists():

@@ -21,7 +21,9 @@ import numpy as np
 
 __all__ = [
     "atomic_folder",
+    "class_legend",
     "markdown_table",
+    "named_counts",
     "plot_curves",
     "plot_metrics",
     "scores",
@@ -68,6 +70,19 @@ def scores(task: str, labels: np.ndarray, outputs: np.ndarray, num_classes: int)
         metric.update_state(labels, outputs)
         result[name] = float(metric.result())
     return result
+
+
+def named_counts(class_names: Sequence[str], counts: Sequence[int]) -> str:
+    """`"cat: 30, dog: 40"`: each class' count after its name (its label text, or its index)."""
+    return ", ".join(f"{name}: {int(count)}" for name, count in zip(class_names, counts))
+
+
+def class_legend(class_names: Sequence[str]) -> str | None:
+    """`"classes: 0 = cat, 1 = dog"`, the names behind the class indices of the tables; None when
+    the names are the indices themselves (numeric labels 0..K-1)."""
+    if list(class_names) == [str(i) for i in range(len(class_names))]:
+        return None
+    return "classes: " + ", ".join(f"{i} = {name}" for i, name in enumerate(class_names))
 
 
 @contextlib.contextmanager

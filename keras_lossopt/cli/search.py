@@ -196,6 +196,7 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             {f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], 0.0)} for row in leaderboard},
         )
         timing = results["timing"]
+        legend = report.class_legend(results["dataset"]["class_names"])
         validation = (
             f"stratified {settings['folds']}-fold cross-validation on the training and validation splits "
             "(score: mean over folds ± spread)"
@@ -218,6 +219,7 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             "",
             results["advice"]["profile_summary"],
             "",
+            *([f"{legend[0].upper()}{legend[1:]}.", ""] if legend else []),
             results["advice"]["table"],
             "",
             f"Best loss: `{leaderboard[0]['loss']}`, config in `best_loss.json` "
@@ -293,6 +295,9 @@ def run_search(
         starting_points=advice_starting_points(advice, hypermodel.candidates),
     )
     print_fn(dataset.summary())
+    legend = report.class_legend(dataset.class_names)
+    if legend:
+        print_fn(legend)
     print_fn(
         f"model: {model_description}; losses: {', '.join(c.name for c in hypermodel.candidates)}; "
         f"tuner: {tuner_name}; objective: {search_objective.name} ({search_objective.direction}); "
@@ -327,7 +332,12 @@ def run_search(
     )
     results = {
         "command": "search",
-        "dataset": {"name": dataset.name, "task": dataset.task, "num_classes": dataset.num_classes},
+        "dataset": {
+            "name": dataset.name,
+            "task": dataset.task,
+            "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names),
+        },
         "model": model_description,
         "settings": settings,
         "leaderboard": leaderboard,

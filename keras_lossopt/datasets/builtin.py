@@ -40,8 +40,13 @@ class Dataset:
     Attributes:
         name: dataset name.
         task: `"binary"`, `"multiclass"` or `"segmentation"`.
-        x_train, y_train, x_val, y_val, x_test, y_test: the splits. Labels are integer
-            class indices (per pixel for segmentation).
+        x_train: training inputs.
+        y_train: training labels: integer class indices (per pixel for segmentation), as
+            every `y_*`.
+        x_val: validation inputs.
+        y_val: validation labels.
+        x_test: test inputs.
+        y_test: test labels.
         num_classes: number of classes (2 for binary).
         class_names: a name per class.
     """
@@ -230,7 +235,7 @@ def load_digits(
     Returns:
         A `Dataset` with `task="multiclass"` and 10 classes.
 
-    Example:
+    Examples:
         >>> data = load_digits(imbalance=0.05, seed=1)
         >>> bool(data.class_counts("train")[:5].min() > 15 * data.class_counts("train")[5:].max())
         True
@@ -350,6 +355,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "mnist-imbalanced": _mnist_imbalanced,
     "breast-cancer": load_breast_cancer,
 }
+"""Dataset name -> loader: the names `load_dataset` and the command accept."""
 
 
 def available_datasets() -> list[str]:

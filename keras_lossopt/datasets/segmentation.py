@@ -21,6 +21,7 @@ from keras_lossopt.datasets.builtin import LOADERS, Dataset
 __all__ = ["SHAPE_KINDS", "load_shapes", "make_shapes"]
 
 SHAPE_KINDS = ("circle", "rectangle", "triangle", "ellipse", "ring")
+"""The shapes `make_shapes` draws; class `c` is `SHAPE_KINDS[c - 1]` (0 is the background)."""
 
 # Well separated mean colours (RGB) per foreground class; the noise makes them overlap.
 _COLOURS = np.array([[0.9, 0.3, 0.3], [0.3, 0.8, 0.3], [0.3, 0.4, 0.9], [0.9, 0.8, 0.2], [0.8, 0.3, 0.9]], np.float32)
@@ -170,7 +171,7 @@ def load_shapes(
     Raises:
         ValueError: for out-of-range sizes, fractions, class counts or weights.
 
-    Example:
+    Examples:
         >>> data = load_shapes(num_images=20, image_size=32, foreground_fraction=0.04, seed=1)
         >>> data.y_train.shape[1:], data.num_classes
         ((32, 32), 4)

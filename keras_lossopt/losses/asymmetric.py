@@ -86,7 +86,7 @@ class AsymmetricLoss(LossFunctionBase):
         ValueError: for a negative `gamma_pos`/`gamma_neg`, `clip` or `label_smoothing`
             outside [0, 1), or mismatched shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[1.0, 0.0, 0.0, 1.0]])
         >>> logits = np.array([[2.0, -3.0, 0.5, 1.0]])

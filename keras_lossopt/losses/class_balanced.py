@@ -70,7 +70,7 @@ def class_balanced_weights(counts, beta=0.999) -> np.ndarray:
     Raises:
         ValueError: for `beta` outside [0, 1) or counts that are not positive.
 
-    Example:
+    Examples:
         >>> class_balanced_weights([100, 10], beta=0.9).round(4).tolist()
         [0.7889, 1.2111]
 
@@ -116,7 +116,7 @@ class ClassBalancedLoss(LossFunctionBase):
         ValueError: for invalid counts or `beta`, an inner loss that is not a
             `keras.losses.Loss`, or counts that do not match the classes of `y_pred`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_lossopt.losses import FocalLoss
         >>> loss = ClassBalancedLoss(FocalLoss(from_logits=True), class_counts=[90, 10], beta=0.9)

@@ -181,7 +181,7 @@ class CompositeLoss(LossArithmetic, LossContract):
         ValueError: for no terms, a term that is not a loss or function, unknown or
             duplicate names, a negative or non-finite weight, or a nested composite.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_lossopt.losses import DiceLoss, FocalLoss
         >>> loss = FocalLoss() + 0.5 * DiceLoss()
@@ -475,7 +475,7 @@ class FunctionTerm(LossArithmetic, LossContract):
     Raises:
         ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras import ops
         >>> def abs_error(y_true, y_pred):

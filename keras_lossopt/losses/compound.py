@@ -131,7 +131,7 @@ class DiceCELoss(CompoundLoss):
     Raises:
         ValueError: for negative weights, an unknown `mode`, or children that are not losses.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
         >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
@@ -188,11 +188,14 @@ class DiceFocalLoss(CompoundLoss):
         dice_weight: weight of the Dice part, >= 0. Default 1.0.
         focal_weight: weight of the focal part, >= 0. Default 1.0.
         gamma: focusing parameter of the default focal part. Default 2.0.
-        mode, from_logits, ignore_index: as in `DiceCELoss`.
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoid).
+        from_logits: whether `y_pred` holds logits. Default False.
+        ignore_index: sparse label counted nowhere (multiclass). Default None.
         dice: a Dice loss to use instead of the default (instance or config). Default None.
         focal: a focal loss to use instead of `FocalLoss(gamma, ...)`. Default None.
         reduction: Keras reduction, applied to both parts. Default `"sum_over_batch_size"`.
         name: loss name. Default `"dice_focal_loss"`.
+        dtype: computation dtype. Default None.
         dtype: computation dtype. Default None.
 
     Returns:
@@ -201,7 +204,7 @@ class DiceFocalLoss(CompoundLoss):
     Raises:
         ValueError: as `DiceCELoss`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
         >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3

@@ -113,7 +113,7 @@ class FocalLoss(SparseTargetLoss):
             in a graph `fit` as `InvalidArgumentError`; under `jit_compile=True` XLA cannot
             raise and the loss of that batch is NaN, as for Keras' sparse cross-entropy).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = FocalLoss(gamma=2.0, from_logits=True)
         >>> y_true = np.array([0, 2])

@@ -42,7 +42,7 @@ def logit_adjusted_loss(y_true, y_pred, *, log_priors, tau=1.0, label_smoothing=
 def ldam_margins(class_counts, max_margin=0.5) -> np.ndarray:
     """LDAM's per-class margins `m_c ~ n_c**(-1/4)`, rescaled so that the largest is `max_margin`.
 
-    Example:
+    Examples:
         >>> ldam_margins([10000, 100, 1]).round(4).tolist()
         [0.05, 0.1581, 0.5]
     """
@@ -126,7 +126,7 @@ class LogitAdjustedLoss(SparseTargetLoss):
             positive values; for a negative `tau`; when the number of classes differs from
             `y_pred`'s (naming both); for mismatched shapes or out-of-range labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = LogitAdjustedLoss(class_counts=[90, 10])
         >>> round(float(loss(np.array([1]), np.array([[0.0, 0.0]]))), 4)
@@ -215,7 +215,7 @@ class LDAMLoss(SparseTargetLoss):
             the number of classes differs from `y_pred`'s (naming both); for mismatched
             shapes or out-of-range labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = LDAMLoss(class_counts=[100, 1], s=1.0)
         >>> round(float(loss(np.array([1]), np.array([[0.0, 0.0]]))), 4)

@@ -176,7 +176,7 @@ class LovaszSoftmaxLoss(RegionLoss):
         ValueError: for an unknown `classes`, mismatched shapes, labels out of range, or a
             `sample_weight` with `per_image=False`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
         >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
@@ -252,7 +252,7 @@ class LovaszHingeLoss(RegionLoss):
     Raises:
         ValueError: for mismatched shapes or a `sample_weight` with `per_image=False`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[1.0, 1.0, 0.0, 0.0]])
         >>> scores = np.array([[2.0, 1.0, -1.5, -3.0]])  # every margin >= 1

@@ -117,7 +117,7 @@ class GeneralizedCrossEntropyLoss(SparseTargetLoss):
         ValueError: for `q` outside (0, 1], `label_smoothing` outside [0, 1), mismatched
             shapes or out-of-range sparse labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = GeneralizedCrossEntropyLoss(q=1.0)
         >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)
@@ -197,7 +197,7 @@ class SymmetricCrossEntropyLoss(SparseTargetLoss):
         ValueError: for a negative `alpha` or `beta`, `log_zero >= 0`, `label_smoothing`
             outside [0, 1), mismatched shapes or out-of-range sparse labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> loss = SymmetricCrossEntropyLoss(alpha=0.0, beta=1.0)
         >>> round(float(loss(np.array([0]), np.array([[0.8, 0.2]]))), 4)

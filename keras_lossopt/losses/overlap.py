@@ -601,7 +601,7 @@ class DiceLoss(OverlapLoss):
             mismatched shapes, sparse labels out of range, or `include_background=False`
             with one channel.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
         >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
@@ -684,7 +684,7 @@ class JaccardLoss(OverlapLoss):
     Raises:
         ValueError: as `DiceLoss`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 1, 1, 2]])
         >>> probs = np.eye(3)[[[0, 1, 1, 2]]] * 0.8 + 0.2 / 3
@@ -696,8 +696,33 @@ class JaccardLoss(OverlapLoss):
         Image Segmentation. ISVC.
     """
 
-    def __init__(self, *args, name="jaccard_loss", **kwargs):
-        super().__init__(*args, name=name, **kwargs)
+    def __init__(
+        self,
+        mode="multiclass",
+        from_logits=False,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        per_image=True,
+        include_background=True,
+        class_weights=None,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="jaccard_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            per_image=per_image,
+            include_background=include_background,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
 
     def region_loss(self, y_true, y_pred, weight):
         return jaccard_loss(y_true, y_pred, weight=weight, **self.shared_arguments())
@@ -739,7 +764,7 @@ class TverskyLoss(OverlapLoss):
     Raises:
         ValueError: as `DiceLoss`, and for `alpha` or `beta` outside [0, 1].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
         >>> over = np.array([[1.0], [1.0], [1.0], [1.0]])  # two false positives
@@ -752,8 +777,35 @@ class TverskyLoss(OverlapLoss):
         using 3D fully convolutional deep networks. MLMI.
     """
 
-    def __init__(self, alpha=0.3, beta=0.7, *args, name="tversky_loss", **kwargs):
-        super().__init__(*args, name=name, **kwargs)
+    def __init__(
+        self,
+        alpha=0.3,
+        beta=0.7,
+        mode="multiclass",
+        from_logits=False,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        per_image=True,
+        include_background=True,
+        class_weights=None,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="tversky_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            per_image=per_image,
+            include_background=include_background,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         self.alpha = check_probability("alpha", alpha)
         self.beta = check_probability("beta", beta)
 
@@ -797,7 +849,7 @@ class FocalTverskyLoss(TverskyLoss):
     Raises:
         ValueError: as `TverskyLoss`, and for `gamma <= 0`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[1.0], [1.0], [0.0], [0.0]])
         >>> probs = np.array([[0.9], [0.4], [0.2], [0.0]])
@@ -809,8 +861,38 @@ class FocalTverskyLoss(TverskyLoss):
         U-Net for lesion segmentation. ISBI.
     """
 
-    def __init__(self, alpha=0.3, beta=0.7, gamma=0.75, *args, name="focal_tversky_loss", **kwargs):
-        super().__init__(alpha, beta, *args, name=name, **kwargs)
+    def __init__(
+        self,
+        alpha=0.3,
+        beta=0.7,
+        gamma=0.75,
+        mode="multiclass",
+        from_logits=False,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        per_image=True,
+        include_background=True,
+        class_weights=None,
+        ignore_index=None,
+        reduction="sum_over_batch_size",
+        name="focal_tversky_loss",
+        dtype=None,
+    ):
+        super().__init__(
+            alpha,
+            beta,
+            mode=mode,
+            from_logits=from_logits,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            per_image=per_image,
+            include_background=include_background,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         self.gamma = check_non_negative("gamma", gamma)
         if self.gamma == 0:
             raise ValueError(f"`gamma` must be > 0. Received: gamma={gamma}")
@@ -844,9 +926,16 @@ class GeneralizedDiceLoss(OverlapLoss):
 
     Args:
         weight_type: `"square"` (default), `"simple"` or `"uniform"`.
-        mode, from_logits, smooth_nr, smooth_dr, per_image, include_background,
-            ignore_index, reduction, dtype: as in `DiceLoss`.
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoids).
+        from_logits: whether `y_pred` holds logits. Default False.
+        smooth_nr: added to the numerator. Default 1e-5.
+        smooth_dr: added to the denominator (a zero denominator is a perfect score). Default 1e-5.
+        per_image: one value per image (True; default) or one for the batch (False).
+        include_background: count channel 0 (the background). Default True.
+        ignore_index: a label whose pixels count nowhere. Default None.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
         name: loss name. Default `"generalized_dice_loss"`.
+        dtype: computation dtype. Default None (float32 also under mixed precision).
 
     Returns:
         As `DiceLoss`.
@@ -854,7 +943,7 @@ class GeneralizedDiceLoss(OverlapLoss):
     Raises:
         ValueError: as `DiceLoss`, and for an unknown `weight_type`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([[0, 0, 0, 1]])
         >>> probs = np.array([[[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6]]])

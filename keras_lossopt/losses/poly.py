@@ -167,7 +167,7 @@ class PolyLoss(SparseTargetLoss):
             an invalid `alpha`, `label_smoothing` outside [0, 1), `ignore_index` outside
             multiclass mode, mismatched shapes or out-of-range sparse labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y_true = np.array([0, 2])
         >>> logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.2, 3.0]])

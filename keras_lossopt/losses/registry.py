@@ -102,7 +102,7 @@ def get(identifier: Any, **overrides: Any) -> keras.losses.Loss | Callable:
     Raises:
         ValueError: for an unknown name, naming the closest known one.
 
-    Example:
+    Examples:
         >>> get("focal", gamma=1.0).gamma
         1.0
     """

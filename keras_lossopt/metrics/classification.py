@@ -160,7 +160,7 @@ class MacroF1(ConfusionMatrixMetric):
             a graph; under XLA the score becomes NaN instead, see `sparse_label_poison`).
         TypeError: for string labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> metric = MacroF1(num_classes=3)
         >>> metric.update_state(np.array([0, 1, 2, 2]), np.eye(3)[[0, 2, 2, 2]])
@@ -200,7 +200,7 @@ class ClassRecall(ConfusionMatrixMetric):
     Raises:
         ValueError: for a `class_id` outside `[0, num_classes)`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> metric = ClassRecall(class_id=2, num_classes=3)
         >>> metric.update_state(np.array([0, 2, 2, 2]), np.eye(3)[[0, 2, 1, 2]])
@@ -250,7 +250,7 @@ class WorstClassRecall(ConfusionMatrixMetric):
     Returns:
         `result()`: a scalar in [0, 1] (1 before any sample is seen).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> metric = WorstClassRecall(num_classes=3)
         >>> metric.update_state(np.array([0, 1, 1, 2]), np.eye(3)[[0, 1, 2, 2]])

@@ -162,7 +162,7 @@ class DiceScore(SegmentationScore):
         ValueError: for an unknown `mode` or `average`, a `threshold` outside [0, 1], or a
             `y_pred` whose class axis does not match `num_classes`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> metric = DiceScore(num_classes=3)
         >>> metric.update_state(np.array([[0, 1, 1, 2]]), np.eye(3)[[[0, 1, 2, 2]]])
@@ -173,8 +173,29 @@ class DiceScore(SegmentationScore):
         Dice (1945). Measures of the Amount of Ecologic Association Between Species. Ecology.
     """
 
-    def __init__(self, num_classes, *args, name="dice_score", **kwargs):
-        super().__init__(num_classes, *args, name=name, **kwargs)
+    def __init__(
+        self,
+        num_classes,
+        mode="multiclass",
+        from_logits=False,
+        threshold=0.5,
+        ignore_index=None,
+        include_background=True,
+        average="macro",
+        name="dice_score",
+        dtype=None,
+    ):
+        super().__init__(
+            num_classes,
+            mode=mode,
+            from_logits=from_logits,
+            threshold=threshold,
+            ignore_index=ignore_index,
+            include_background=include_background,
+            average=average,
+            name=name,
+            dtype=dtype,
+        )
 
     def score(self, tp, fp, fn, denominator):
         return 2.0 * tp / (denominator + tp)
@@ -212,7 +233,7 @@ class IoUScore(SegmentationScore):
         ValueError: for an unknown `mode` or `average`, a `threshold` outside [0, 1], or a
             `y_pred` whose class axis does not match `num_classes`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> metric = IoUScore(num_classes=3)
         >>> metric.update_state(np.array([[0, 1, 1, 2]]), np.eye(3)[[[0, 1, 2, 2]]])
@@ -223,8 +244,29 @@ class IoUScore(SegmentationScore):
         Jaccard (1912). The distribution of the flora in the alpine zone. New Phytologist.
     """
 
-    def __init__(self, num_classes, *args, name="iou_score", **kwargs):
-        super().__init__(num_classes, *args, name=name, **kwargs)
+    def __init__(
+        self,
+        num_classes,
+        mode="multiclass",
+        from_logits=False,
+        threshold=0.5,
+        ignore_index=None,
+        include_background=True,
+        average="macro",
+        name="iou_score",
+        dtype=None,
+    ):
+        super().__init__(
+            num_classes,
+            mode=mode,
+            from_logits=from_logits,
+            threshold=threshold,
+            ignore_index=ignore_index,
+            include_background=include_background,
+            average=average,
+            name=name,
+            dtype=dtype,
+        )
 
     def score(self, tp, fp, fn, denominator):
         return tp / denominator

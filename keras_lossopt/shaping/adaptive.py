@@ -50,7 +50,7 @@ class UncertaintyWeighting(TermWeightCallback):
         ValueError: for reward terms (their loss is unbounded below under this weighting),
             or an optimizer already built without the log-variances.
 
-    Example:
+    Examples:
         >>> UncertaintyWeighting().initial_log_variance
         0.0
 
@@ -118,7 +118,7 @@ def dwa_weights(loss_history: Sequence[Sequence[float]], temperature: float = 2.
         ValueError: for `temperature` <= 0, rows of different lengths, or losses that are not
             finite and positive in the last two rows.
 
-    Example:
+    Examples:
         >>> dwa_weights([[1.0, 1.0], [0.5, 1.0]], temperature=2.0).round(4)
         array([0.8756, 1.1244])
     """
@@ -158,7 +158,7 @@ class DynamicWeightAveraging(TermWeightCallback):
     Raises:
         ValueError: for `temperature` <= 0.
 
-    Example:
+    Examples:
         >>> DynamicWeightAveraging(temperature=2.0).temperature
         2.0
 
@@ -221,7 +221,7 @@ class GradNorm(TermWeightCallback):
             without `shared_layer`, a layer without trainable weights, or a term whose loss
             does not depend on the shared layer.
 
-    Example:
+    Examples:
         >>> GradNorm(alpha=0.5).alpha
         0.5
 

@@ -47,7 +47,7 @@ class LinearWarmup(WeightSchedule):
     Raises:
         ValueError: for negative weights or `steps` < 1.
 
-    Example:
+    Examples:
         >>> [LinearWarmup(1.0, steps=4)(t) for t in range(6)]
         [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     """
@@ -78,7 +78,7 @@ class CosineSchedule(WeightSchedule):
     Raises:
         ValueError: for negative weights or `steps` < 1.
 
-    Example:
+    Examples:
         >>> [round(CosineSchedule(1.0, 0.0, steps=2)(t), 3) for t in range(4)]
         [1.0, 0.5, 0.0, 0.0]
     """
@@ -109,7 +109,7 @@ class StepSchedule(WeightSchedule):
     Raises:
         ValueError: for unsorted boundaries, a wrong number of values or negative values.
 
-    Example:
+    Examples:
         >>> [StepSchedule([2, 4], [1.0, 0.5, 0.0])(t) for t in range(6)]
         [1.0, 1.0, 0.5, 0.5, 0.0, 0.0]
     """
@@ -151,7 +151,7 @@ class LossWeightScheduler(TermWeightCallback):
             term), a schedule value that is negative or not finite (when it is computed), or
             `by="step"` with `steps_per_execution > 1`.
 
-    Example:
+    Examples:
         >>> scheduler = LossWeightScheduler({"dice": LinearWarmup(1.0, steps=5)}, by="epoch")
         >>> scheduler.by
         'epoch'

@@ -26,7 +26,7 @@ def task_losses(losses: Mapping[str, Any]) -> dict[str, CompositeLoss]:
     Raises:
         ValueError: as `CompositeLoss`.
 
-    Example:
+    Examples:
         >>> losses = task_losses({"digit": "sparse_categorical_crossentropy", "size": "mse"})
         >>> [loss.term_names for loss in losses.values()]
         [('digit',), ('size',)]

@@ -17,7 +17,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_function, check_int, check_non_negative, check_per_sample
+from keras_lossopt._validation import (
+    check_choice,
+    check_function,
+    check_int,
+    check_non_negative,
+    check_per_sample,
+    probability_poison,
+)
 from keras_lossopt.losses.base import LossFunctionBase
 
 __all__ = ["ConfidencePenalty", "OutputPenalty", "RewardTerm"]
@@ -40,7 +47,7 @@ class OutputPenalty(LossFunctionBase):
     Raises:
         ValueError: when `fn` is not a function, `weight` < 0, or `fn` does not return one value per sample.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras import ops
         >>> energy = OutputPenalty(lambda u: ops.sum(ops.square(u), axis=-1))
@@ -82,16 +89,20 @@ class ConfidencePenalty(LossFunctionBase):
 
     Args:
         beta: the penalty's default weight in a `CompositeLoss`, >= 0. Default 0.1.
-        from_logits: whether `y_pred` holds logits. Default False.
+        from_logits: whether `y_pred` holds logits. Default False: `y_pred` must then be
+            probabilities (in [0, 1], rows summing to 1 for `"multiclass"`); logits raise a
+            ValueError at the first eager call, fail an assertion in a graph and give a NaN
+            loss under XLA, instead of a finite, wrong penalty.
         mode: `"multiclass"` (softmax) or `"multilabel"` (sigmoid). Default `"multiclass"`.
         reduction: Keras reduction. Default `"sum_over_batch_size"`.
         name: loss name. Default `"confidence_penalty"`.
         dtype: computation dtype. Default None.
 
     Raises:
-        ValueError: for `beta` < 0 or an unknown `mode`.
+        ValueError: for `beta` < 0 or an unknown `mode`; at the call, for outputs that are
+            not probabilities with `from_logits=False`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> uniform = np.full((1, 4), 0.25)
         >>> round(float(ConfidencePenalty()(None, uniform)), 4)  # -log(4)
@@ -126,18 +137,24 @@ class ConfidencePenalty(LossFunctionBase):
         return y_true, ops.cast(y_pred, self.dtype) if y_pred.dtype != self.dtype else y_pred
 
     def call(self, y_true, y_pred):
+        poison = None
+        if not self.from_logits:
+            # Logits read as probabilities give a finite, wrong penalty: refuse them (see probability_poison).
+            poison = probability_poison(y_pred, rows_sum_to_one=self.mode == "multiclass")
         if self.mode == "multiclass":
             if self.from_logits:
                 log_p = ops.log_softmax(y_pred, axis=-1)
             else:
                 log_p = ops.log(ops.clip(y_pred, keras.config.epsilon(), 1.0))
-            return ops.sum(ops.exp(log_p) * log_p, axis=-1)
-        if self.from_logits:
-            log_p, log_q = ops.log_sigmoid(y_pred), ops.log_sigmoid(-y_pred)
+            values = ops.sum(ops.exp(log_p) * log_p, axis=-1)
         else:
-            eps = keras.config.epsilon()
-            log_p, log_q = ops.log(ops.clip(y_pred, eps, 1.0)), ops.log(ops.clip(1.0 - y_pred, eps, 1.0))
-        return ops.mean(ops.exp(log_p) * log_p + ops.exp(log_q) * log_q, axis=-1)
+            if self.from_logits:
+                log_p, log_q = ops.log_sigmoid(y_pred), ops.log_sigmoid(-y_pred)
+            else:
+                eps = keras.config.epsilon()
+                log_p, log_q = ops.log(ops.clip(y_pred, eps, 1.0)), ops.log(ops.clip(1.0 - y_pred, eps, 1.0))
+            values = ops.mean(ops.exp(log_p) * log_p + ops.exp(log_q) * log_q, axis=-1)
+        return values if poison is None else values + ops.cast(poison, values.dtype)
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "from_logits": self.from_logits, "mode": self.mode}
@@ -175,7 +192,7 @@ class RewardTerm(LossFunctionBase):
     Raises:
         ValueError: for a bad argument, or `fn` not returning one reward per sample.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> def hit_rate(y_true, classes):  # NumPy, not differentiable
         ...     return (classes == y_true.reshape(-1)).astype("float32")

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_lossopt._validation import check_int
 from keras_lossopt.tuning.search_space import LOSS_CANDIDATES, resolve_candidates
-from keras_lossopt.tuning.validation import check_labels, stratification_key
+from keras_lossopt.tuning.validation import _infer_task, _one_hot_classes, check_labels, stratification_key
 
 __all__ = ["Advice", "LabelProfile", "LossAdvice", "advise", "class_balanced_beta", "profile_labels"]
 
@@ -151,7 +152,7 @@ def class_balanced_beta(class_counts: Sequence[float], low: float = 0.9, high: f
     Returns:
         `beta` as a float.
 
-    Example:
+    Examples:
         >>> class_balanced_beta([115, 119, 6, 6])
         0.9915966386554622
     """
@@ -176,6 +177,23 @@ def _duplicates(x, labels: np.ndarray) -> tuple[int, int]:
     return int(duplicated.sum()), int(conflicting.sum())
 
 
+def _check_num_classes(num_classes: int | None, found: int, task: str, what: str, *, exact: bool) -> None:
+    """`num_classes` must cover the labels: at least `found` classes (exactly `found` columns if `exact`)."""
+    if num_classes is None:
+        return
+    check_int("num_classes", num_classes, minimum=2)
+    if task == "binary" and num_classes != 2:
+        raise ValueError(
+            f"`num_classes` must be 2 for task='binary'. Received: num_classes={num_classes}; "
+            "pass task='multiclass' (or None) for more classes."
+        )
+    if num_classes < found or (exact and num_classes != found):
+        raise ValueError(
+            f"`num_classes` must {'equal' if exact else 'be at least'} the {found} {what} of the labels. "
+            f"Received: num_classes={num_classes}; leave it None to count the classes from `y`."
+        )
+
+
 def profile_labels(y, task: str | None = None, *, x=None, num_classes: int | None = None) -> LabelProfile:
     """Profiles the labels (and, with `x`, duplicated inputs) for the advisor.
 
@@ -183,28 +201,40 @@ def profile_labels(y, task: str | None = None, *, x=None, num_classes: int | Non
         y: labels: `(N,)` classes, `(N, L)` 0/1 multi-label targets or `(N, H, W)` masks.
         task: the task, or None to infer it from `y`.
         x: the inputs, to find duplicated inputs with conflicting labels. Default None.
-        num_classes: the number of classes, when some are absent from `y`. Default None.
+        num_classes: the number of classes, when some are absent from `y` (counts of 0 for
+            the absent ones); it must cover every label (and equal the columns of one-hot or
+            multi-label targets). Default None: counted from `y`.
 
     Returns:
-        A `LabelProfile`.
+        A `LabelProfile`. One-hot rows (exactly one 1 per row) are one class per sample:
+        they are profiled as the classes of their 1s, not as multi-label targets.
 
     Raises:
-        ValueError: for labels `check_labels` refuses (NaN, continuous, one class, ...).
+        ValueError: for labels `check_labels` refuses (NaN, continuous, one class, ...);
+            for a `num_classes` below 2 or smaller than the labels' classes.
     """
     labels = check_labels(y, task)
     if task is None:
-        from keras_lossopt.tuning.validation import _infer_task
-
         task = _infer_task(labels)
+        if task == "binary" and num_classes is not None and num_classes > 2:
+            # 0/1 labels of a task with more classes, some absent from this sample.
+            task = "multiclass"
     if x is not None and len(np.asarray(x)) != len(labels):
         raise ValueError(f"`x` has {len(np.asarray(x))} samples but `y` has {len(labels)}: pass matching arrays.")
     duplicated, conflicting = _duplicates(x, labels)
     extra: dict[str, Any] = {}
     if task == "multilabel":
+        _check_num_classes(num_classes, labels.reshape(len(labels), -1).shape[1], task, "label columns", exact=True)
         counts = labels.reshape(len(labels), -1).sum(axis=0)
         extra["label_cardinality"] = float(labels.reshape(len(labels), -1).sum(axis=1).mean())
     else:
-        counts = np.bincount(labels.ravel(), minlength=num_classes or 0)
+        one_hot = _one_hot_classes(labels) if task in ("binary", "multiclass") else None
+        if one_hot is not None:
+            _check_num_classes(num_classes, labels.shape[1], task, "one-hot columns", exact=True)
+            counts = np.bincount(one_hot, minlength=labels.shape[1])
+        else:
+            _check_num_classes(num_classes, int(labels.max()) + 1, task, "classes (largest label + 1)", exact=False)
+            counts = np.bincount(labels.ravel(), minlength=num_classes or 0)
     if task == "segmentation":
         extra["foreground_share"] = float((labels > 0).mean())
         extra["empty_share"] = float((stratification_key(labels, task) == 0).mean())
@@ -367,7 +397,8 @@ def advise(
             noise). Default None.
         candidates: keep only these candidates (in the advisor's order). Default: all of
             the task's candidates.
-        num_classes: number of classes, when some are absent from `y`. Default None.
+        num_classes: number of classes, when some are absent from `y`; it must cover every
+            label (see `profile_labels`). Default None: counted from `y`.
         folds: the folds the search will use; every class needs that many samples.
             Default 1.
 
@@ -379,7 +410,7 @@ def advise(
             continuous, a single class, or have a class with fewer samples than `folds`;
             for unknown candidates.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> advice = advise(np.repeat([0, 1, 2], [100, 100, 5]))
         >>> advice.first.candidate, advice.first.parameters

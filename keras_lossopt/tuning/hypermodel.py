@@ -36,6 +36,7 @@ from keras_lossopt.tuning.search_space import (
 __all__ = ["TUNERS", "LossSearchHyperModel", "make_tuner"]
 
 TUNERS = ("bayesian", "random", "hyperband", "grid")
+"""The values of `make_tuner(tuner=...)`."""
 
 
 def _takes_hp(build_model: Callable) -> bool:
@@ -82,7 +83,7 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         ValueError: for an unknown task, unknown or unavailable candidates, a bad
             learning-rate range, or (when the search runs) a tuner ranking by `val_loss`.
 
-    Example:
+    Examples:
         >>> import keras, keras_tuner
         >>> def build_model():
         ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])

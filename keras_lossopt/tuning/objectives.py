@@ -40,7 +40,6 @@ __all__ = [
     "worst_class_recall_objective",
 ]
 
-#: Metric names (without `val_`) that a search maximizes.
 MAXIMIZED_METRICS = (
     "macro_f1",
     "worst_class_recall",
@@ -60,15 +59,16 @@ MAXIMIZED_METRICS = (
     "dice_score",
     "robust_accuracy",
 )
-#: Task -> the names of the metrics `default_metrics(task, ...)` compiles (logged as
-#: `<name>` and `val_<name>`), in order. Kept here, without Keras, so that the command
-#: can check an objective before TensorFlow starts; a test ties it to `default_metrics`.
+"""Metric names (without `val_`) that a search maximizes."""
 DEFAULT_METRIC_NAMES: Mapping[str, tuple[str, ...]] = {
     "binary": ("macro_f1", "worst_class_recall", "accuracy"),
     "multiclass": ("macro_f1", "worst_class_recall", "accuracy"),
     "multilabel": ("auc",),
     "segmentation": ("iou_score", "dice_score", "worst_class_recall", "accuracy"),
 }
+"""Task -> the names of the metrics `default_metrics(task, ...)` compiles (logged as `<name>` and
+`val_<name>`), in order. Kept here, without Keras, so that the command can check an objective before
+TensorFlow starts; a test ties it to `default_metrics`."""
 _CLASS_RECALL = re.compile(r"recall_class_\d+")
 _LOSS_NAMES = ("loss", "val_loss")
 
@@ -108,7 +108,7 @@ def objective_direction(name: str) -> str:
         ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses,
             and for a name whose direction is unknown (suggesting the closest known name).
 
-    Example:
+    Examples:
         >>> objective_direction("val_worst_class_recall")
         'max'
     """
@@ -144,7 +144,7 @@ def check_logged_objective(name: str, logged: Sequence[str]) -> str:
         ValueError: for a loss (see `objective_direction`), or a name that is not logged,
             listing the logged names a search can rank by and suggesting the closest.
 
-    Example:
+    Examples:
         >>> check_logged_objective("val_macro_f1", ["loss", "val_loss", "macro_f1", "val_macro_f1"])
         'val_macro_f1'
     """
@@ -176,7 +176,7 @@ def objective(name: str, direction: str | None = None) -> keras_tuner.Objective:
         ValueError: for `loss`/`val_loss` (or any `*_loss`), which cannot compare losses;
             for an unknown name without `direction`; for a direction other than min/max.
 
-    Example:
+    Examples:
         >>> objective("val_f1_score").direction
         'max'
     """

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 TASKS = ("binary", "multiclass", "multilabel", "segmentation")
+"""The tasks a loss search knows."""
 LOSS_HP = "loss"
 
 
@@ -52,7 +53,8 @@ class Param:
         argument: the constructor argument; `"loss.gamma"` sets `gamma` of a wrapped
             inner loss (e.g. the focal loss inside `ClassBalancedLoss`).
         kind: `"float"`, `"int"` or `"choice"`.
-        low, high: bounds for `"float"` and `"int"`.
+        low: lower bound for `"float"` and `"int"`.
+        high: upper bound for `"float"` and `"int"`.
         sampling: `"linear"` or `"log"` for `"float"` and `"int"`.
         values: the options of a `"choice"`.
         default: the value of the first trial; None means keras-tuner's default (`low`
@@ -201,7 +203,6 @@ def _segmentation_table() -> dict[str, LossCandidate]:
     }
 
 
-#: Task -> candidate name -> `LossCandidate`: every loss a search can choose from.
 LOSS_CANDIDATES: dict[str, dict[str, LossCandidate]] = {
     "binary": {
         name: c
@@ -220,8 +221,8 @@ LOSS_CANDIDATES: dict[str, dict[str, LossCandidate]] = {
     },
     "segmentation": _segmentation_table(),
 }
+"""Task -> candidate name -> `LossCandidate`: every loss a search can choose from."""
 
-#: Task -> the candidates a search and `keras-lossopt compare` use when none are given.
 DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
     "binary": ("crossentropy", "focal", "poly1", "class_balanced_focal"),
     # The long-tail losses belong here: on digits-imbalanced logit adjustment beats cross-entropy by
@@ -232,6 +233,7 @@ DEFAULT_CANDIDATES: dict[str, tuple[str, ...]] = {
     # at foreground IoU 0 (docs/benchmarks.md, "Segmentation losses").
     "segmentation": ("crossentropy", "dice_ce", "log_dice", "lovasz"),
 }
+"""Task -> the candidates a search and `keras-lossopt compare` use when none are given."""
 
 
 def select_candidates(task: str, candidates: Sequence[str | LossCandidate] | None = None) -> list[LossCandidate]:
@@ -249,7 +251,7 @@ def select_candidates(task: str, candidates: Sequence[str | LossCandidate] | Non
         ValueError: for an unknown task, an empty list, or an unknown or repeated name
             (listing the task's candidates and suggesting the closest).
 
-    Example:
+    Examples:
         >>> [c.loss for c in select_candidates("binary", ["focal", "poly1"])]
         ['focal', 'poly1']
     """
@@ -425,7 +427,7 @@ def choose_loss(
         ValueError: for an unknown task or candidate, a candidate whose loss is not
             installed, or a missing `class_counts`.
 
-    Example:
+    Examples:
         >>> import keras_tuner
         >>> hp = keras_tuner.HyperParameters()
         >>> loss = choose_loss(hp, "multiclass", ["crossentropy", "focal"], default="focal")

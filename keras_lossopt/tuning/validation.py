@@ -51,7 +51,7 @@ def check_class_labels(y, where: str = "the labels") -> np.ndarray:
     Raises:
         ValueError: one line naming the problem and the fix.
 
-    Example:
+    Examples:
         >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
         [0, 1, 2]
     """
@@ -104,6 +104,7 @@ def check_labels(y, task: str | None = None, *, folds: int = 1) -> np.ndarray:
     """
     labels = check_class_labels(y)
     task = _infer_task(labels) if task is None else check_choice("task", task, _TASKS)
+    _check_class_rows(labels, task)
     key = stratification_key(labels, task)
     present = np.unique(labels if task != "multilabel" else key)
     if task == "multilabel":
@@ -126,12 +127,59 @@ def check_labels(y, task: str | None = None, *, folds: int = 1) -> np.ndarray:
     return labels
 
 
+def _one_hot_classes(labels: np.ndarray) -> np.ndarray | None:
+    """The class indices of one-hot rows, or None when `labels` is not one-hot.
+
+    One-hot means shape `(N, C)` with `C > 1` and exactly one 1 (the rest 0) in every row.
+    Such labels are one class per sample, so the tuning tools read them as class indices;
+    multi-label targets (rows with zero or several positives) stay as they are.
+
+    Args:
+        labels: integer labels (see `check_class_labels`).
+
+    Returns:
+        An int64 array of shape `(N,)`, or None.
+    """
+    if labels.ndim != 2 or labels.shape[1] < 2 or labels.max() > 1:
+        return None
+    if not np.all(labels.sum(axis=1) == 1):
+        return None
+    return labels.argmax(axis=1).astype("int64")
+
+
 def _infer_task(labels: np.ndarray) -> str:
     if labels.ndim >= 3:
         return "segmentation"
     if labels.ndim == 2 and labels.shape[1] > 1:
-        return "multilabel"
+        indices = _one_hot_classes(labels)
+        if indices is None:
+            return "multilabel"
+        return "binary" if labels.shape[1] == 2 else "multiclass"
     return "binary" if labels.max() <= 1 else "multiclass"
+
+
+def _check_class_rows(labels: np.ndarray, task: str) -> None:
+    """Binary and multiclass labels of shape `(N, C)`, C > 1, must be one-hot rows."""
+    if task not in ("binary", "multiclass") or labels.ndim != 2 or labels.shape[1] < 2:
+        return
+    if _one_hot_classes(labels) is not None:
+        if task == "binary" and labels.shape[1] != 2:
+            raise ValueError(
+                f"task='binary' with one-hot labels needs 2 columns; found {labels.shape[1]}: "
+                "pass task='multiclass' (or None to infer it)."
+            )
+        return
+    positives = (labels > 0).sum(axis=1) if labels.max() <= 1 else None
+    if positives is None:
+        raise ValueError(
+            f"task={task!r} takes class indices of shape (N,) or one-hot rows of shape (N, C); "
+            f"found labels of shape {labels.shape} with the value {int(labels.max())}."
+        )
+    row = int(np.argmax(positives != 1))
+    raise ValueError(
+        f"task={task!r} takes class indices of shape (N,) or one-hot rows (exactly one 1 per row); "
+        f"row {row} holds {int(positives[row])} positive labels: pass task='multilabel' for multi-label targets."
+    )
 
 
 def stratification_key(y, task: str) -> np.ndarray:
@@ -152,6 +200,9 @@ def stratification_key(y, task: str) -> np.ndarray:
     task = check_choice("task", task, _TASKS)
     labels = np.asarray(y)
     if task in ("binary", "multiclass"):
+        indices = _one_hot_classes(labels)
+        if indices is not None:
+            return indices
         return labels.reshape(len(labels), -1)[:, 0].astype("int64")
     if task == "multilabel":
         positives = labels.reshape(len(labels), -1) > 0
@@ -195,7 +246,7 @@ def stratified_folds(
     Raises:
         ValueError: for `folds < 2` or labels `check_labels` refuses.
 
-    Example:
+    Examples:
         >>> [val.tolist() for _, val in stratified_folds([0, 0, 0, 1, 1, 1], 3, seed=0)]
         [[2, 5], [0, 4], [1, 3]]
     """
@@ -264,7 +315,7 @@ def balanced_weights(labels) -> np.ndarray:
         float32 weights of shape `(N,)`: `N / (C * n_c)` for a sample of class `c`, with `C`
         the classes present.
 
-    Example:
+    Examples:
         >>> balanced_weights([0, 0, 0, 1]).tolist()
         [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
     """

@@ -77,3 +77,80 @@ def test_command_refuses_unreadable_labels_with_exit_status_2(tmp_path, capsys, 
     assert err.count("\n") == 1 and err.startswith("keras-lossopt: error: ")
     assert message in err
     assert not out.exists()
+
+
+_FIVE = np.arange(100) % 5
+_ONE_HOT = np.eye(3, dtype="int64")[np.repeat([0, 1, 2], [120, 60, 20])]
+_MULTI_LABEL = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]] * 5)
+
+# `num_classes` and the label layouts: an error naming the argument, or the documented profile.
+NUM_CLASSES_CASES = [
+    (
+        "num_classes below the labels",
+        lambda: tuning.advise(_FIVE, num_classes=2),
+        r"`num_classes` must be at least the 5",
+    ),
+    ("num_classes negative", lambda: tuning.advise(_FIVE, num_classes=-1), r"`num_classes` must be >= 2.*=-1"),
+    ("num_classes one", lambda: tuning.profile_labels(_FIVE, num_classes=1), r"`num_classes` must be >= 2"),
+    ("num_classes not binary", lambda: tuning.profile_labels(_FIVE % 2, "binary", num_classes=3), r"must be 2 for"),
+    ("num_classes vs one-hot", lambda: tuning.profile_labels(_ONE_HOT, num_classes=4), r"equal the 3 one-hot columns"),
+    ("num_classes vs multi-label", lambda: tuning.profile_labels(_MULTI_LABEL, num_classes=4), r"equal the 3 label"),
+    (
+        "multi-label rows as multiclass",
+        lambda: tuning.advise(_MULTI_LABEL, "multiclass"),
+        r"task='multiclass'.*row 0 holds 2 positive labels.*task='multilabel'",
+    ),
+    ("one-hot of 3 as binary", lambda: tuning.advise(_ONE_HOT, "binary"), r"task='binary'.*needs 2 columns"),
+]
+
+
+@pytest.mark.parametrize("name, action, message", NUM_CLASSES_CASES, ids=[c[0] for c in NUM_CLASSES_CASES])
+def test_advise_checks_num_classes_and_label_rows(name, action, message):
+    with pytest.raises(ValueError, match=message):
+        action()
+
+
+def test_advise_num_classes_type_is_named():
+    with pytest.raises(TypeError, match=r"`num_classes` must be an integer"):
+        tuning.advise(_FIVE, num_classes=2.5)
+
+
+RIGHT_ANSWERS = [
+    (
+        "num_classes adds absent classes",
+        lambda: tuning.profile_labels(_FIVE, num_classes=7),
+        "multiclass",
+        (20,) * 5 + (0, 0),
+    ),
+    (
+        "0/1 labels of a 4-class task",
+        lambda: tuning.profile_labels(_FIVE % 2, num_classes=4),
+        "multiclass",
+        (60, 40, 0, 0),
+    ),
+    ("one-hot rows are classes", lambda: tuning.profile_labels(_ONE_HOT), "multiclass", (120, 60, 20)),
+    ("one-hot with task", lambda: tuning.profile_labels(_ONE_HOT, "multiclass"), "multiclass", (120, 60, 20)),
+    ("one-hot of 2 is binary", lambda: tuning.profile_labels(_ONE_HOT[:180, :2]), "binary", (120, 60)),
+    ("multi-label stays multi-label", lambda: tuning.profile_labels(_MULTI_LABEL), "multilabel", (10, 10, 5)),
+    (
+        "one-hot as multi-label on request",
+        lambda: tuning.profile_labels(_ONE_HOT, "multilabel"),
+        "multilabel",
+        (120, 60, 20),
+    ),
+]
+
+
+@pytest.mark.parametrize("name, action, task, counts", RIGHT_ANSWERS, ids=[c[0] for c in RIGHT_ANSWERS])
+def test_profile_reads_num_classes_and_one_hot_rows(name, action, task, counts):
+    profile = action()
+    assert (profile.task, profile.class_counts) == (task, counts)
+
+
+def test_one_hot_labels_get_the_same_advice_and_folds_as_class_indices():
+    indices = np.argmax(_ONE_HOT, axis=1)
+    assert tuning.advise(_ONE_HOT).ranked == tuning.advise(indices).ranked
+    for (train_a, val_a), (train_b, val_b) in zip(
+        tuning.stratified_folds(_ONE_HOT, 3, task="multiclass"), tuning.stratified_folds(indices, 3, task="multiclass")
+    ):
+        assert train_a.tolist() == train_b.tolist() and val_a.tolist() == val_b.tolist()

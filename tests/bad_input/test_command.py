@@ -47,6 +47,7 @@ FILES = {
     "ragged.csv": _csv([*_good_rows()[:5], "0.1,a", *_good_rows()[5:]]),
     "repeated_column.csv": _csv(_good_rows(), header="f1,f1,label"),
     "header_only.csv": "f1,f2,label\n",
+    "no_header.csv": "14.23,1.71,2.43,0\n" + "\n".join(f"{i}.5,1.{i},2.{i},{i % 2}" for i in range(12)) + "\n",
     "empty.csv": "",
     "only_label.csv": _csv([r.split(",")[2] for r in _good_rows()], header="label"),
     "garbage.npz": "this is not a zip archive",
@@ -139,6 +140,10 @@ COMMAND_CASES = [
     (["compare", "--data", "ragged.csv", "--target", "label"], r"line 7 has a different number of fields"),
     (["compare", "--data", "repeated_column.csv", "--target", "label"], r"more than one column named 'f1'"),
     (["compare", "--data", "header_only.csv", "--target", "label"], r"has a header but no rows"),
+    (
+        ["compare", "--data", "no_header.csv", "--target", "label"],
+        r"first line \(14\.23, 1\.71, 2\.43, 0\) looks like data",
+    ),
     (["compare", "--data", "empty.csv", "--target", "label"], r"empty\.csv is empty"),
     (["compare", "--data", "only_label.csv", "--target", "label"], r"no feature column besides 'label'"),
     (["compare", "--data", "latin1.csv", "--target", "label"], r"not UTF-8 text"),
@@ -178,7 +183,7 @@ COMMAND_CASES = [
     # paths the run would write to, and the model file
     (["compare", *GOOD, "--output", "a_file"], r"--output a_file is a file"),
     (["compare", *GOOD, "--output", "a_file/report"], r"lies under .*a_file, which is a file"),
-    (["compare", *GOOD, "--output", "my-documents"], r"holds other files \('thesis\.tex', \.\.\.\)"),
+    (["compare", *GOOD, "--output", "my-documents"], r"holds files that no .* report writes \('thesis\.tex'\)"),
     (["compare", *GOOD, "--model", "absent.keras"], r"model file not found: absent\.keras"),
     (["compare", *GOOD, "--model", "not_a_model.keras"], r"--model not_a_model\.keras is not a file"),
     (["compare", *GOOD, "--model", "model.txt"], r"--model model\.txt: expected a Keras model file"),

@@ -84,3 +84,90 @@ def test_a_probe_batch_with_mismatched_targets_fails_when_training_starts(model)
     diagnostics.set_model(model)
     with pytest.raises(ValueError, match=r"Received: 8 inputs and 3 targets"):
         diagnostics.on_train_begin()
+
+
+TEXT = np.array([["a", "b", "c", "d"]] * 8)
+
+
+def test_check_training_setup_names_text_features_and_the_expected_dtype(model):
+    with pytest.raises(TypeError, match=r"`x` holds text \(dtype <U1\) but its input expects float32.*StringLookup"):
+        check_training_setup(model, TEXT, Y)
+
+
+def test_check_training_setup_names_text_features_of_a_subclassed_model():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    subclassed = Subclassed()
+    subclassed.compile("sgd", loss="mse")
+    with pytest.raises(TypeError, match=r"`x` holds text .* the model's layers compute with numbers"):
+        check_training_setup(subclassed, TEXT, Y)
+
+
+def test_check_training_setup_names_text_in_one_of_several_inputs():
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    two = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    two.compile("sgd", loss="mse")
+    with pytest.raises(TypeError, match=r"`x\[1\]` holds text"):
+        check_training_setup(two, [X, TEXT], Y)
+
+
+def test_check_training_setup_accepts_text_for_a_string_input_model():
+    text = keras.Input((1,), dtype="string")
+    ids = keras.layers.StringLookup(vocabulary=["a", "b"], output_mode="one_hot")(text)
+    model = keras.Model(text, keras.layers.Dense(2)(keras.layers.Flatten()(ids)))
+    model.compile("sgd", loss="mse")
+    findings = check_training_setup(model, np.array([["a"], ["b"]] * 4), Y)
+    assert isinstance(findings, list)
+
+
+@pytest.mark.parametrize(
+    "loss", ["sparse_categorical_crossentropy", keras.losses.SparseCategoricalCrossentropy(from_logits=True)]
+)
+def test_check_training_setup_refuses_text_labels_for_a_compiled_model(loss):
+    classifier = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    classifier.compile("sgd", loss=loss)
+    with pytest.raises(TypeError, match=r"`y` must hold numbers.*LabelEncoder"):
+        check_training_setup(classifier, X, np.array(["cat", "dog"] * 4))
+
+
+def test_check_training_setup_ignores_text_targets_without_a_loss():
+    bare = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    assert check_training_setup(bare, X, np.array(["cat", "dog"] * 4)) == []
+
+
+@pytest.mark.parametrize(
+    "lr_range, error, match",
+    [
+        (0.1, TypeError, r"`lr_range` must be \(low, high\).*or None.*Received: lr_range=0\.1"),
+        ("1e-3", TypeError, r"`lr_range` must be \(low, high\).*Received: lr_range='1e-3'"),
+        ((1e-3,), TypeError, r"Received: lr_range=\(0\.001,\)"),
+        ((1e-3, "high"), TypeError, r"Received: lr_range=\(0\.001, 'high'\)"),
+        ((1.0, 1e-3), ValueError, r"0 < low < high"),
+        ((0.0, 1.0), ValueError, r"0 < low < high"),
+        ((1e-6, float("nan")), ValueError, r"0 < low < high"),
+    ],
+)
+def test_training_diagnostics_lr_range_is_named(lr_range, error, match):
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    with pytest.raises(error, match=match):
+        TrainingDiagnostics(lr_range=lr_range)
+
+
+def test_training_diagnostics_lr_range_none_skips_the_learning_rate_check():
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    reports = []
+    classifier = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    classifier.compile(keras.optimizers.SGD(50.0), loss="mse")
+    for lr_range in (None, (1e-6, 1.0)):
+        diagnostics = TrainingDiagnostics(lr_range=lr_range, on_problem=reports.append)
+        assert TrainingDiagnostics.from_config(diagnostics.get_config()).lr_range == diagnostics.lr_range
+        classifier.fit(X, Y, epochs=1, verbose=0, callbacks=[diagnostics])
+    assert [finding.kind for finding in reports] == ["learning_rate"]

@@ -456,18 +456,30 @@ def test_restored_weights_are_the_weights_before_a_good_snapshot_step():
         np.testing.assert_array_equal(restored, before.astype("float32"))
 
 
+def relu_dropping_nan(x):
+    """ReLU that maps a NaN pre-activation to 0 by an explicit select.
+
+    Whether `relu(nan)` is 0 or NaN depends on how the CPU's max instruction treats NaN
+    (NaN on some AMD and Intel parts, 0 on others), so the test does not rely on it.
+    """
+    return keras.ops.where(keras.ops.isnan(x), 0.0, keras.ops.relu(x))
+
+
 def relu_run_with_a_nan_input(nan_step, **monitor_args):
     """A ReLU network whose input holds one NaN feature in the batch of `nan_step`.
 
-    ReLU maps the NaN pre-activation to 0, so the loss stays finite, but the first
-    layer's kernel gradient (input x upstream gradient) is NaN and spoils its weights.
+    The hidden activation maps the NaN pre-activation to 0, so the loss stays finite, but
+    the first layer's kernel gradient (input x upstream gradient, and NaN * 0 is NaN in
+    IEEE arithmetic on every CPU) is NaN and spoils its weights.
     """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12 * BATCH, 6)).astype("float32")
     y = rng.integers(0, 3, size=12 * BATCH)
     x[nan_step * BATCH + 5, 2] = np.nan
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu", name="hidden"), L.Dense(3, name="head")])
+    model = keras.Sequential(
+        [keras.Input((6,)), L.Dense(8, activation=relu_dropping_nan, name="hidden"), L.Dense(3, name="head")]
+    )
     monitor, weights = GradientMonitor(**monitor_args), WeightsBeforeEachStep()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -484,7 +496,9 @@ def relu_run_with_a_nan_input(nan_step, **monitor_args):
     ],
     ids=["recorded", "not-recorded", "after-the-last-record"],
 )
-def test_a_nan_with_a_finite_loss_is_found_and_only_finite_weights_are_restored(every_n_steps, nan_step, found_at):
+def test_a_nan_with_a_finite_loss_is_found_and_only_finite_weights_are_restored(
+    every_n_steps, nan_step, found_at, nan_max_convention
+):
     model, monitor, weights, history = relu_run_with_a_nan_input(nan_step, every_n_steps=every_n_steps)
     assert all(math.isfinite(v) for v in history.history["loss"])  # the loss never shows it
     finding = next(f for f in monitor.findings if f.kind == "non_finite")
@@ -497,7 +511,7 @@ def test_a_nan_with_a_finite_loss_is_found_and_only_finite_weights_are_restored(
     assert not any(f.kind == "vanishing" for f in monitor.findings)  # rows of NaN weights are not vanishing
 
 
-def test_restore_option_skips_the_bad_step_and_trains_on():
+def test_restore_option_skips_the_bad_step_and_trains_on(nan_max_convention):
     model, monitor, _, _ = relu_run_with_a_nan_input(5, every_n_steps=4, on_problem="restore")
     finding = next(f for f in monitor.findings if f.kind == "non_finite")
     assert finding.action == "restored the weights from before step 0; trained on"
@@ -505,7 +519,7 @@ def test_restore_option_skips_the_bad_step_and_trains_on():
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
-def test_no_restore_is_claimed_without_finite_weights():
+def test_no_restore_is_claimed_without_finite_weights(nan_max_convention):
     model = sequential()
     model.build((None, 6))
     kernel, *rest = model.get_weights()
@@ -524,11 +538,13 @@ def test_no_restore_is_claimed_without_finite_weights():
 
 
 @pytest.mark.parametrize("on_problem", ["warn", "clip"])
-def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_remedy(on_problem):
+def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_remedy(on_problem, nan_max_convention):
     huge = keras.initializers.RandomNormal(stddev=1e10)
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((8,)), *(L.Dense(16, activation="relu", kernel_initializer=huge) for _ in range(4)), L.Dense(3)]
+        # Linear layers: the overflow to inf and then inf - inf = NaN is IEEE arithmetic on every CPU,
+        # where relu(NaN) would depend on the CPU's max instruction.
+        [keras.Input((8,)), *(L.Dense(16, kernel_initializer=huge) for _ in range(4)), L.Dense(3)]
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=LOSS)
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from keras_lossopt.cli.main import main
+from keras_lossopt.cli.paths import REPORT_FILES
 
 
 def test_advise_prints_the_ranked_table_and_writes_the_report(tmp_path, capsys):
@@ -20,6 +21,28 @@ def test_advise_prints_the_ranked_table_and_writes_the_report(tmp_path, capsys):
     beta = next(r for r in saved["ranked"] if r["candidate"] == "class_balanced_focal")["parameters"]["beta"]
     assert beta == 145 / 146
     assert "| 1 | logit_adjusted |" in (out / "report.md").read_text()
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
+
+
+def test_advise_names_text_classes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    kinds = np.repeat(["owl", "cat", "dog"], [30, 20, 6])
+    rows = [f"{a:.3f},{b:.3f},{k}" for (a, b), k in zip(rng.normal(size=(len(kinds), 2)), kinds)]
+    (tmp_path / "animals.csv").write_text("a,b,kind\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "advice"
+    assert main(["advise", "--data", str(tmp_path / "animals.csv"), "--target", "kind", "--output", str(out)]) == 0
+    assert "classes: 0 = cat, 1 = dog, 2 = owl" in capsys.readouterr().out  # sorted text order
+    assert "Classes: 0 = cat, 1 = dog, 2 = owl." in (out / "report.md").read_text()
+    assert json.loads((out / "advice.json").read_text())["dataset"]["class_names"] == ["cat", "dog", "owl"]
+
+
+def test_advise_runs_again_over_its_own_default_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["advise", "--data", "breast-cancer"]) == 0
+    first = (tmp_path / "keras-lossopt-advice" / "advice.json").read_text()
+    assert main(["advise", "--data", "breast-cancer"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "keras-lossopt-advice" / "advice.json").read_text() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keras-lossopt-advice"]  # no staging folder left
 
 
 def test_search_with_folds_starts_from_the_advice_and_reports_timing(tmp_path, capsys):
@@ -45,6 +68,7 @@ def test_search_with_folds_starts_from_the_advice_and_reports_timing(tmp_path, c
     assert timing["trials_run"] == 2 and timing["seconds"] > 0 and 1 <= timing["best_found_at"] <= 2
     for row in results["leaderboard"]:
         assert row["folds_run"] in (1.0, 2.0) and row["fold_std"] >= 0
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
     report = (out / "report.md").read_text()
     assert "stratified 2-fold cross-validation" in report and "first reached at trial" in report
     assert "The advisor's picks" in report

@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score, jaccard_score, recall_score
 from keras_lossopt import losses
 from keras_lossopt.cli import compare as compare_module
 from keras_lossopt.cli.main import main
+from keras_lossopt.cli.paths import REPORT_FILES
 from keras_lossopt.cli.report import scores
 
 TINY = ["--seeds", "1", "--epochs", "1", "--folds", "1"]
@@ -42,6 +43,7 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
         "results.csv",
         "results.json",
     ]
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"]["name"] == "digits-imbalanced"
     assert [(r["loss"], r["seed"]) for r in results["runs"]] == [
@@ -70,6 +72,16 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
     assert len(csv_lines) == 5
     assert "| focal |" in (out / "report.md").read_text()
     assert leftovers(tmp_path) == []
+
+
+def test_version_and_help(capsys):
+    import keras_lossopt
+
+    status, stdout, _ = run(capsys, "--version")
+    assert status == 0 and stdout == f"keras-lossopt {keras_lossopt.__version__}\n"
+    status, stdout, _ = run(capsys, "compare", "--help")
+    assert status == 0
+    assert "required with a .csv file" in " ".join(stdout.split())
 
 
 def test_scores_match_scikit_learn(rng):
@@ -111,6 +123,15 @@ def test_compare_on_user_csv_and_npz_files_and_a_user_model(tmp_path, capsys, rn
     )  # fmt: skip
     assert status == 0, err
     assert "animals (multiclass, 3 classes, input (3,))" in stdout
+    # Text labels: the class indices of the tables get their names, and the counts say whose they are.
+    assert "classes: 0 = cat, 1 = dog, 2 = owl" in stdout
+    saved = json.loads((tmp_path / "csv-report" / "results.json").read_text())["dataset"]
+    assert saved["class_names"] == ["cat", "dog", "owl"]
+    cat, dog, owl = saved["train_class_counts"]
+    assert (
+        f"training class counts cat: {cat}, dog: {dog}, owl: {owl}."
+        in (tmp_path / "csv-report" / "report.md").read_text()
+    )
 
     npz_path = tmp_path / "points.npz"
     np.savez(npz_path, x=x, y=(x[:, 0] > 0).astype("int64"))
@@ -190,6 +211,7 @@ def test_search_ranks_trials_writes_a_loadable_best_loss_and_resumes(tmp_path, c
     assert type(best).__name__ == {"crossentropy": "SparseCategoricalCrossentropy", "focal": "FocalLoss",
                                    "poly1": "PolyLoss"}[board[0]["loss"]]  # fmt: skip
     assert 0 <= results["best_test_scores"]["macro_f1"] <= 1
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
 
     status, stdout, err = run(capsys, *common, "--max-trials", "3", "--directory", str(directory), "--output", str(out))
     assert status == 0, err

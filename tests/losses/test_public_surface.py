@@ -85,8 +85,8 @@ def test_configs_saved_under_the_old_class_names_still_load():
 
 def test_segmentation_docstrings_are_written_in_place():
     for cls in (losses.DiceLoss, losses.JaccardLoss, losses.TverskyLoss, losses.FocalTverskyLoss, metrics.DiceScore):
-        assert "{" not in cls.__doc__.split("Example:")[0]
-        example = cls.__doc__.split("Example:")[1].split("References:")[0]
+        assert "{" not in cls.__doc__.split("Examples:")[0]
+        example = cls.__doc__.split("Examples:")[1].split("References:")[0]
         indents = {len(line) - len(line.lstrip()) for line in example.splitlines() if line.strip()}
         assert indents == {8}, f"{cls.__name__} example lines are misaligned: {sorted(indents)}"
 

@@ -1,4 +1,4 @@
-"""DiceCELoss / DiceFocalLoss as composites: the .keras files of tests/shaping/data (config, no state) load and agree."""
+"""DiceCELoss / DiceFocalLoss as composites: the .keras files of tests/shaping/data (no state) load and agree."""
 
 import json
 import pathlib
@@ -44,8 +44,7 @@ def test_compound_terms_are_named_logged_and_schedulable(rng):
 
 def test_importing_shaping_first_works():
     code = (
-        "import keras_lossopt.shaping as s, keras_lossopt.losses as l; "
-        "print(issubclass(l.DiceCELoss, s.CompositeLoss))"
+        "import keras_lossopt.shaping as s, keras_lossopt.losses as l; print(issubclass(l.DiceCELoss, s.CompositeLoss))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().endswith("True"), out.stderr[-2000:]
