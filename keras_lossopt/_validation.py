@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "check_choice",
     "check_function",
+    "check_ignore_index",
     "check_in_range",
     "check_int",
     "check_non_negative",
@@ -299,6 +300,28 @@ def _assert_or_poison(all_ok: Any, values: Any, ok: Any, message: str, received:
         first_bad = ops.take(ops.reshape(values, (-1,)), ops.argmin(ops.cast(ops.reshape(ok, (-1,)), "int32")))
         tf.debugging.Assert(all_ok, [message, received, first_bad])
     return ops.where(all_ok, 0.0, float("nan"))
+
+
+def check_ignore_index(ignore_index: Any, mode: str | None = None) -> int | None:
+    """`ignore_index` as an int (or None), checked once for every loss and metric that takes it.
+
+    Args:
+        ignore_index: the label whose positions count nowhere, or None.
+        mode: the loss' mode when it has one; a label to ignore exists only for sparse
+            multiclass targets.
+
+    Raises:
+        ValueError: for a non-integer, or an `ignore_index` with a mode other than `"multiclass"`.
+    """
+    if ignore_index is None:
+        return None
+    ignore_index = check_int("ignore_index", ignore_index)
+    if mode is not None and mode != "multiclass":
+        raise ValueError(
+            f"`ignore_index` applies to sparse multiclass targets only. Received: "
+            f"ignore_index={ignore_index} with mode={mode!r}"
+        )
+    return ignore_index
 
 
 def check_function(name: str, fn: Any) -> Any:

@@ -77,6 +77,10 @@ REMEDIES: Mapping[str, str] = {
 }
 
 
+#: Step of a finding made before the first training step.
+BEFORE_TRAINING = -1
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One training problem seen by a monitor.
@@ -93,6 +97,8 @@ class Finding:
         causes: the ranked `causes.Cause` records behind `cause` (their `key` says which
             cause, e.g. `"learning_rate_high"`); empty for the checks before training,
             which are their own cause.
+        stopped_training: whether the policy stopped training on this finding (set by
+            `ProblemPolicy.handle`; `action` says it in words).
     """
 
     kind: str
@@ -103,6 +109,7 @@ class Finding:
     remedy: str
     action: str = ""
     causes: tuple[Any, ...] = ()
+    stopped_training: bool = False
 
     def __str__(self) -> str:
         layers = ", ".join(self.layers) if self.layers else "-"
@@ -133,28 +140,6 @@ class TrainingProblemError(RuntimeError):
 
 
 # -- reading the model -------------------------------------------------------------------
-
-
-def activation_name(layer: Any) -> str | None:
-    """Name of the activation a layer applies (`"relu"`, `"sigmoid"`, ...), or None."""
-    if isinstance(layer, keras.layers.ReLU):
-        return "relu"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", None) or type(activation).__name__
-    return name.lower()
-
-
-def flat_layers(model: Any) -> list[Any]:
-    """The model's layers with nested models expanded, input side first."""
-    out: list[Any] = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, keras.Model):
-            out.extend(flat_layers(layer))
-        else:
-            out.append(layer)
-    return out
 
 
 def learning_rate_of(optimizer: Any) -> float | None:

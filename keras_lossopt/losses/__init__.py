@@ -7,16 +7,14 @@ its per-sample function `x_loss`, as in Keras (`FocalLoss` / `focal_loss`). `get
 resolves short names such as "focal".
 """
 
-import warnings
-
-from keras_lossopt.losses import noise_robust as _noise_robust
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from keras_lossopt.losses.base import LossFunctionBase, SparseTargetLoss
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
 from keras_lossopt.losses.composite import CompositeLoss, FunctionTerm
-from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss
+from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss, dice_ce_loss, dice_focal_loss
 from keras_lossopt.losses.contract import LossContract
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.generalized_dice import GeneralizedDiceLoss, generalized_dice_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
 from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss, lovasz_hinge_loss, lovasz_softmax_loss
 from keras_lossopt.losses.noise_robust import (
@@ -25,20 +23,10 @@ from keras_lossopt.losses.noise_robust import (
     generalized_cross_entropy_loss,
     symmetric_cross_entropy_loss,
 )
-from keras_lossopt.losses.overlap import (
-    DiceLoss,
-    FocalTverskyLoss,
-    GeneralizedDiceLoss,
-    JaccardLoss,
-    TverskyLoss,
-    dice_loss,
-    focal_tversky_loss,
-    generalized_dice_loss,
-    jaccard_loss,
-    tversky_loss,
-)
+from keras_lossopt.losses.overlap import DiceLoss, JaccardLoss, dice_loss, jaccard_loss
 from keras_lossopt.losses.poly import PolyLoss, poly1_term, poly_loss
 from keras_lossopt.losses.registry import available_aliases, deserialize, get, register_alias, serialize
+from keras_lossopt.losses.tversky import FocalTverskyLoss, TverskyLoss, focal_tversky_loss, tversky_loss
 
 __all__ = [
     "AsymmetricLoss",
@@ -67,6 +55,8 @@ __all__ = [
     "available_aliases",
     "class_balanced_weights",
     "deserialize",
+    "dice_ce_loss",
+    "dice_focal_loss",
     "dice_loss",
     "focal_loss",
     "focal_tversky_loss",
@@ -86,15 +76,3 @@ __all__ = [
     "symmetric_cross_entropy_loss",
     "tversky_loss",
 ]
-
-
-def __getattr__(name):
-    if name in _noise_robust.DEPRECATED_NAMES:
-        new_name = _noise_robust.DEPRECATED_NAMES[name]
-        warnings.warn(
-            f"`keras_lossopt.losses.{name}` is deprecated and will be removed; use `{new_name}` (same arguments).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return globals()[new_name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

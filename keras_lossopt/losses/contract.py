@@ -67,6 +67,15 @@ def merge_masks(dtype, *masks):
     return merged
 
 
+class FamilyFromMode:
+    """`loss_family` of a loss with a `mode`: `"sigmoid_ce"` for binary/multilabel, else `"softmax_ce"`."""
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        return "sigmoid_ce" if instance.mode in ("binary", "multilabel") else "softmax_ce"
+
+
 def _is_integer_dtype(dtype) -> bool:
     name = keras.backend.standardize_dtype(dtype)
     return name.startswith("int") or name.startswith("uint") or name == "bool"
@@ -84,6 +93,12 @@ class LossContract(keras.losses.Loss):
     `"sum_over_batch_size"`), `name`, and `dtype` (default None: float32 under any mixed
     policy).
     """
+
+    #: What the loss expects of `y_pred`, read by the checks before training
+    #: (`keras_lossopt.callbacks.check_training_setup`): `"softmax_ce"` (class scores through a
+    #: softmax), `"sigmoid_ce"` (independent sigmoids), `"regression"`, `"other"`, or None when
+    #: the loss does not say (its name then decides, as for Keras' losses).
+    loss_family: str | None = None
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         input_mask = keras_mask_of(y_pred)

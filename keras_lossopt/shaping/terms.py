@@ -132,6 +132,11 @@ class ConfidencePenalty(LossFunctionBase):
         """The default weight in a composite: `beta`."""
         return self.beta
 
+    @property
+    def loss_family(self) -> str:
+        """What `y_pred` is: class scores through a softmax (multiclass) or sigmoids (multilabel)."""
+        return "softmax_ce" if self.mode == "multiclass" else "sigmoid_ce"
+
     def standardize_inputs(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
         return y_true, ops.cast(y_pred, self.dtype) if y_pred.dtype != self.dtype else y_pred

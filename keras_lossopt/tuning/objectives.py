@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METRIC_NAMES",
-    "MAXIMIZED_METRICS",
     "check_logged_objective",
     "check_search_objective",
     "class_recall_objective",
@@ -34,7 +33,6 @@ __all__ = [
     "default_objective",
     "macro_f1_objective",
     "objective",
-    "objective_direction",
     "robust_accuracy_objective",
     "segmentation_objective",
     "worst_class_recall_objective",

@@ -23,16 +23,9 @@ from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "balanced_weights",
-    "best_epoch_score",
-    "check_class_labels",
     "check_labels",
-    "cross_validate",
     "cross_validate_loss",
-    "early_stopping",
-    "stratification_key",
     "stratified_folds",
-    "validation_weights",
 ]
 
 _TASKS = ("binary", "multiclass", "multilabel", "segmentation")
