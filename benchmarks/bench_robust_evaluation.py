@@ -5,7 +5,7 @@ Madry (PGD-7) at `--eps` on the built-in 5,000 MNIST digits (4,000 train). The f
 `--eval-samples` test images are attacked, L-inf at `--eps`:
 
 * ours: PGD-20 (random start, step 2.5 * eps / 20), APGD-CE (100 iterations), and
-  `evaluate_robustness(version="standard")`: APGD-CE, APGD-T (9 targets), Square (5,000
+  `evaluate_robustness(strength="standard")`: APGD-CE, APGD-T (9 targets), Square (5,000
   queries) in sequence on the survivors, with its sanity checks;
 * independent: the same protocol with the Adversarial Robustness Toolbox's attacks on a
   `TensorFlowV2Classifier` of the same model: its APGD on the cross-entropy (100 iterations,
@@ -276,7 +276,7 @@ def report(rows, args, num_images, seconds, argv) -> None:
         f"{num_images} test images of the built-in MNIST set (seed {args.seed}), L-inf eps {args.eps:g}; the small "
         f"CNN of `bench_adversarial` trained {args.epochs} epochs (clean, fast FGSM-RS, Madry PGD-{args.train_steps}; "
         f"4,000 images). Ours: `evaluate_robustness(model, data, AutoAttack(eps))`, i.e. "
-        f'`version="standard"` (APGD-CE 100 iterations, APGD-T on 9 targets, Square {args.queries} queries, in '
+        f'`strength="standard"` (APGD-CE 100 iterations, APGD-T on 9 targets, Square {args.queries} queries, in '
         f"sequence on the survivors; the cumulative accuracy after each attack in brackets), sanity checks on the "
         f"first {args.sanity_samples} images. {art_text}PGD-20 times are the second call on the "
         f"whole batch (the first traces){art_pgd_text}; APGD-CE's time is a first call (tracing included); the "

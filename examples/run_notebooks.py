@@ -1,12 +1,16 @@
-"""Runs the example notebooks top to bottom, small (as CI does) or full (to save their outputs).
+"""Runs the example notebooks top to bottom, small or full.
 
-    python examples/run_notebooks.py --small            # every notebook, small mode, nothing saved
-    python examples/run_notebooks.py --save 01_*.ipynb  # full run, outputs written back
+Small is what CI runs; full writes the outputs back into the file:
 
-The size switch is the environment variable KERAS_LOSSOPT_NOTEBOOK_SIZE ("small" or "full"),
-which every notebook reads in its set-up cell. Saved outputs drop the start-up lines that
-TensorFlow's C++ runtime writes to stderr before Python can silence them (oneDNN, "no CUDA
-driver"): they say nothing about the notebook and differ per machine.
+    python examples/run_notebooks.py --small            # all, small
+    python examples/run_notebooks.py --save 01_*.ipynb  # one, full
+
+The size switch is the environment variable
+KERAS_LOSSOPT_NOTEBOOK_SIZE ("small" or "full"), which every
+notebook reads in its set-up cell. Saved outputs drop the start-up
+lines that TensorFlow's C++ runtime writes to stderr before Python
+can silence them (oneDNN, "no CUDA driver"): they say nothing about
+the notebook and differ per machine.
 """
 
 from __future__ import annotations
@@ -24,28 +28,56 @@ from nbclient import NotebookClient
 EXAMPLES = Path(__file__).resolve().parent
 SIZE_VARIABLE = "KERAS_LOSSOPT_NOTEBOOK_SIZE"
 _STARTUP_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|oneDNN custom operations|cudart_stub|cuda_platform|"
-    r"Could not find cuda drivers|cuInit|TF-TRT Warning|computation placer already registered"
+    "|".join(
+        [
+            "All log messages before absl::InitializeLog",
+            "oneDNN custom operations",
+            "cudart_stub",
+            "cuda_platform",
+            "Could not find cuda drivers",
+            "cuInit",
+            "TF-TRT Warning",
+            "computation placer already registered",
+        ]
+    )
 )
 
 
 def notebooks(patterns: list[str] | None = None) -> list[Path]:
-    """The notebooks of `examples/` matching the glob `patterns` (all of them by default)."""
-    found = sorted({path for pattern in (patterns or ["*.ipynb"]) for path in EXAMPLES.glob(pattern)})
+    """The notebooks of `examples/` matching the glob `patterns`.
+
+    All of them by default.
+    """
+    found = sorted(
+        {
+            path
+            for pattern in (patterns or ["*.ipynb"])
+            for path in EXAMPLES.glob(pattern)
+        }
+    )
     if not found:
-        raise FileNotFoundError(f"no notebook in {EXAMPLES} matches {patterns}")
+        raise FileNotFoundError(
+            f"no notebook in {EXAMPLES} matches {patterns}"
+        )
     return found
 
 
 def drop_startup_noise(notebook: nbformat.NotebookNode) -> None:
-    """Removes TensorFlow's C++ start-up lines from the stderr outputs, in place."""
+    """Removes TensorFlow's start-up lines from stderr, in place."""
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
         kept = []
         for output in cell.get("outputs", []):
-            if output.get("output_type") == "stream" and output.get("name") == "stderr":
-                lines = [line for line in output["text"].splitlines(True) if not _STARTUP_NOISE.search(line)]
+            if (
+                output.get("output_type") == "stream"
+                and output.get("name") == "stderr"
+            ):
+                lines = [
+                    line
+                    for line in output["text"].splitlines(True)
+                    if not _STARTUP_NOISE.search(line)
+                ]
                 if not "".join(lines).strip():
                     continue
                 output["text"] = "".join(lines)
@@ -53,14 +85,23 @@ def drop_startup_noise(notebook: nbformat.NotebookNode) -> None:
         cell["outputs"] = kept
 
 
-def run(path: Path, *, small: bool, timeout: int = 1800) -> nbformat.NotebookNode:
-    """Executes the notebook at `path` in its own kernel and returns it with its outputs."""
+def run(
+    path: Path, *, small: bool, timeout: int = 1800
+) -> nbformat.NotebookNode:
+    """Executes the notebook at `path` in its own kernel.
+
+    Returns:
+        The notebook with its outputs.
+    """
     notebook = nbformat.read(path, as_version=4)
     previous = os.environ.get(SIZE_VARIABLE)
     os.environ[SIZE_VARIABLE] = "small" if small else "full"
     try:
         NotebookClient(
-            notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
         ).execute()
     finally:
         if previous is None:
@@ -72,18 +113,34 @@ def run(path: Path, *, small: bool, timeout: int = 1800) -> nbformat.NotebookNod
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("patterns", nargs="*", help="notebook file names or globs in examples/ (default: all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "patterns",
+        nargs="*",
+        help="notebook names or globs in examples/ (default: all)",
+    )
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--small", action="store_true", help="small mode, outputs not saved")
-    mode.add_argument("--save", action="store_true", help="full mode, outputs written back into the notebook")
+    mode.add_argument(
+        "--small",
+        action="store_true",
+        help="small mode, outputs not saved",
+    )
+    mode.add_argument(
+        "--save",
+        action="store_true",
+        help="full mode, outputs written back into the notebook",
+    )
     args = parser.parse_args(argv)
     for path in notebooks(args.patterns):
         start = time.perf_counter()
         notebook = run(path, small=args.small)
         if args.save:
             nbformat.write(notebook, path)
-        print(f"{path.name}: ran in {time.perf_counter() - start:.0f} s{' (saved)' if args.save else ''}")
+        seconds = time.perf_counter() - start
+        saved = " (saved)" if args.save else ""
+        print(f"{path.name}: ran in {seconds:.0f} s{saved}")
     return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "check_choice",
+    "check_class_labels",
     "check_function",
     "check_ignore_index",
     "check_in_range",
@@ -157,6 +158,82 @@ def check_per_class(
             f"Received {array.size} values: {name}={_fmt(array)}"
         )
     return tuple(_check_one(v, f"{name}[{i}]") for i, v in enumerate(array.tolist()))
+
+
+def check_class_labels(y: Any, num_classes: int | None = None, *, name: str | None = None,
+                       allow_empty: bool = False) -> np.ndarray:  # fmt: skip
+    """Checks that `y` holds class indices (the one rule for class labels); returns them as int64.
+
+    Labels are numbers, finite, integer-valued and `>= 0`; with `num_classes`, also below it,
+    and laid out as `(N,)` or `(N, 1)` indices or `(N, num_classes)` one-hot / probability rows
+    (returned as given, unchecked). Without `num_classes` any shape is accepted (multi-label
+    targets, per-pixel masks).
+
+    Args:
+        y: the labels.
+        num_classes: the number of classes of the model, or None when not known.
+        name: the argument the labels came in, named in the message (`"the labels in `y`"`);
+            None says "the labels".
+        allow_empty: accept an empty array. Default False.
+
+    Returns:
+        The labels as an int64 array (one-hot rows: as given).
+
+    Raises:
+        ValueError: one line naming the problem and the fix: empty, not numbers, NaN or
+            infinity, fractional values, negative values, values `>= num_classes`, or a
+            layout that is neither indices nor `num_classes`-wide rows.
+
+    Examples:
+        >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
+        [0, 1, 2]
+    """
+    what = "the labels" if name is None else f"the labels in `{name}`"
+    labels = np.asarray(y)
+    if labels.size == 0 and not allow_empty:
+        raise ValueError(f"{what} are empty: pass at least two samples of each class.")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{what} have dtype {labels.dtype}, not numbers: encode the classes as integers 0..C-1 "
+            "(e.g. with numpy.unique(y, return_inverse=True))."
+        )
+    if num_classes is not None:
+        if labels.ndim == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+            return labels  # one-hot or probability rows
+        if labels.ndim == 2 and labels.shape[-1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError(
+                f"{what} must be class indices of shape (N,) or (N, 1), or one-hot rows of shape "
+                f"(N, {num_classes}) for a model with {num_classes} classes. Received: shape {labels.shape}"
+            )
+    if labels.size == 0:
+        return labels.astype("int64")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{what} hold {int(bad.sum())} NaN or infinite value(s) (first at index {first}): "
+                "drop those samples or fill in their class."
+            )
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            example = float(labels[fractional].ravel()[0])
+            raise ValueError(
+                f"{what} look continuous (e.g. {example:g}): class labels are integer indices 0..C-1; bin the "
+                "target into classes (e.g. numpy.digitize) or use a regression loss instead."
+            )
+    labels = labels.astype("int64")
+    low, high = int(labels.min()), int(labels.max())
+    if num_classes is not None and (low < 0 or high >= num_classes):
+        raise ValueError(
+            f"{what} range from {low} to {high}, outside the {num_classes} classes of the model (indices 0 to "
+            f"{num_classes - 1}): pass class indices of the model's outputs."
+        )
+    if low < 0:
+        raise ValueError(f"{what} hold negative values (e.g. {low}): encode the classes as 0..C-1.")
+    return labels
 
 
 def is_concrete(x: Any) -> bool:

@@ -3,10 +3,12 @@
 * Attacks (`attack(model, x, y)` returns the adversarial batch): `FastGradientMethod`,
   `ProjectedGradientDescent`, `MomentumIterativeMethod`, `AutoProjectedGradientDescent` (APGD
   on cross-entropy, DLR or targeted DLR); `StrongestAttack` takes the worst case per sample over
-  several attacks; `SquareAttack` is the gradient-free (black-box) check.
+  several attacks; `SquareAttack` is the gradient-free (black-box) check. The bases to extend:
+  `Attack` (override `perturb`), `GradientAttack` (a gradient-ascent schedule) and
+  `SurvivorAttack` (override `attack_round`: rounds on the samples still standing).
 * Training: `AdversarialModel(model, attack, method="madry" | "fast" | "mixed" | "trades")`.
 * Evaluation: `robust_accuracy(..., strength="pgd" | "fast" | "standard")`,
-  `evaluate_robustness(..., version="standard" | "fast")` (AutoAttack: `AutoAttack`,
+  `evaluate_robustness(..., strength="pgd" | "fast" | "standard")` (AutoAttack: `AutoAttack`,
   `autoattack_attacks`, `VERSIONS`; the sanity checks `run_sanity_checks` and its parts
   `zero_gradient_warning`, `black_box_warning`, `eps_growth_warning`, `more_iterations_warning`),
   `generate_adversarial`, `default_evaluation_attacks`, `evaluation_attack`; the callback
@@ -17,14 +19,15 @@ The attacks and the training step use the TensorFlow backend.
 """
 
 from keras_lossopt.adversarial.apgd import APGD_LOSSES, AutoProjectedGradientDescent, apgd_checkpoints
+from keras_lossopt.adversarial.ascent import GradientAttack
 from keras_lossopt.adversarial.attacks import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
 from keras_lossopt.adversarial.autoattack import VERSIONS, AutoAttack, autoattack_attacks
-from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
+from keras_lossopt.adversarial.base import Attack
 from keras_lossopt.adversarial.callback import RobustnessEvaluation, plot_adversarial_grid
+from keras_lossopt.adversarial.differentiability import NotDifferentiableError
 from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.evaluation import (
     STRENGTHS,
-    StrongestAttack,
     default_evaluation_attacks,
     evaluate_robustness,
     evaluation_attack,
@@ -39,6 +42,8 @@ from keras_lossopt.adversarial.sanity import (
     zero_gradient_warning,
 )
 from keras_lossopt.adversarial.square import SquareAttack, square_p_schedule
+from keras_lossopt.adversarial.strongest import StrongestAttack
+from keras_lossopt.adversarial.survivors import SurvivorAttack
 from keras_lossopt.adversarial.training import METHODS, AdversarialModel
 
 __all__ = [
@@ -51,12 +56,14 @@ __all__ = [
     "AutoAttack",
     "AutoProjectedGradientDescent",
     "FastGradientMethod",
+    "GradientAttack",
     "MomentumIterativeMethod",
     "NotDifferentiableError",
     "ProjectedGradientDescent",
     "RobustnessEvaluation",
     "SquareAttack",
     "StrongestAttack",
+    "SurvivorAttack",
     "apgd_checkpoints",
     "autoattack_attacks",
     "black_box_warning",

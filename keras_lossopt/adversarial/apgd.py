@@ -32,7 +32,6 @@ use inside `StrongestAttack` or a train step) attacks the whole batch each round
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import keras
@@ -41,16 +40,16 @@ import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
-from keras_lossopt.adversarial._survivors import as_float_batch, attack_survivors, clean_predictions
-from keras_lossopt.adversarial.base import Attack, NotDifferentiableError
+from keras_lossopt.adversarial._checks import output_classes
+from keras_lossopt.adversarial.differentiability import NotDifferentiableError
 from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.objectives import (
     class_scores,
     cross_entropy_from_scores,
-    detect_from_logits,
     predicted_labels,
     sparse_labels,
 )
+from keras_lossopt.adversarial.survivors import SurvivorAttack, clean_predictions
 
 __all__ = ["APGD_LOSSES", "AutoProjectedGradientDescent", "apgd_checkpoints"]
 
@@ -102,7 +101,7 @@ def _l2(v):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class AutoProjectedGradientDescent(Attack):
+class AutoProjectedGradientDescent(SurvivorAttack):
     """APGD (Croce and Hein 2020) on the cross-entropy, DLR or targeted DLR loss; L-inf or L2.
 
     The gradient attack of AutoAttack: no step size to tune, momentum, and checkpoints that
@@ -171,50 +170,30 @@ class AutoProjectedGradientDescent(Attack):
         seed=None,
         name=None,
     ):
-        super().__init__(
-            eps,
-            norm=norm,
-            steps=steps,
-            random_start=True,
-            restarts=restarts,
-            clip=clip,
-            from_logits=from_logits,
-            seed=seed,
-            name=name,
-        )
+        super().__init__(eps, norm=norm, clip=clip, from_logits=from_logits, seed=seed, name=name)
+        self.steps = check_int("steps", steps, minimum=1)
         self.loss = check_choice("loss", loss, APGD_LOSSES)
+        self.restarts = check_int("restarts", restarts, minimum=1)
         self.num_target_classes = check_int("num_target_classes", num_target_classes, minimum=1)
         self.rho = check_in_range("rho", rho, 0.0, 1.0, low_inclusive=False)
         self.momentum = check_in_range("momentum", momentum, 0.0, 1.0)
-        self._apgd_functions = weakref.WeakKeyDictionary()
-
-    def _default_step_size(self):
-        return 2.0 * self.eps
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "eps": self.eps,
-            "norm": self.norm,
+            **super().get_config(),
             "steps": self.steps,
             "loss": self.loss,
             "restarts": self.restarts,
             "num_target_classes": self.num_target_classes,
             "rho": self.rho,
             "momentum": self.momentum,
-            "clip": None if self.clip is None else list(self.clip),
-            "from_logits": self.from_logits,
-            "seed": self.seed,
-            "name": self.name,
         }
 
     # ----------------------------------------------------------------- loss
-    def _from_logits(self, model):
-        return self.from_logits if self.from_logits is not None else detect_from_logits(model)
-
     def _target_ranks(self, num_classes):
-        """`[None]` (untargeted) or the ranks 2 .. K + 1 of the clean logits to target."""
+        """`[0]` (untargeted) or the ranks 2 .. K + 1 of the clean logits to target."""
         if self.loss != "targeted_dlr":
-            return [None]
+            return [0]
         return list(range(2, min(self.num_target_classes, num_classes - 1) + 2))
 
     def _loss_values(self, labels, targets, scores):
@@ -226,7 +205,7 @@ class AutoProjectedGradientDescent(Attack):
 
     def objective(self, model, default_loss=None):
         """`(objective, success)` as in `Attack.objective`; the targeted loss aims at the runner-up class."""
-        from_logits = self._from_logits(model)
+        from_logits = self.resolved_from_logits(model)
 
         def objective(y_true, y_pred):
             scores = class_scores(y_pred, from_logits)
@@ -239,13 +218,20 @@ class AutoProjectedGradientDescent(Attack):
 
         return objective, success
 
-    def _check_classes(self, num_classes):
-        needed = {"dlr": 3, "targeted_dlr": 4}.get(self.loss, 2)
-        if num_classes < needed:
+    @property
+    def min_classes(self) -> int:
+        """3 for the DLR loss, 4 for the targeted DLR loss (they compare the largest logits), else 2."""
+        return {"dlr": 3, "targeted_dlr": 4}.get(self.loss, 2)
+
+    def check_model(self, model, x, y):
+        """`Attack.check_model`, and first the number of classes the loss needs."""
+        num_classes = output_classes(model, x)
+        if num_classes < self.min_classes:
             raise ValueError(
-                f"`loss={self.loss!r}` needs a model with at least {needed} classes; this model has "
+                f"`loss={self.loss!r}` needs a model with at least {self.min_classes} classes; this model has "
                 f"{num_classes}. Use loss='cross_entropy'."
             )
+        super().check_model(model, x, y)
 
     # ----------------------------------------------------------------- one run (graph code)
     def single_run(self, model, x0, labels, targets=None, *, seed_generator=None, eps_scale=None, record=False):
@@ -271,7 +257,7 @@ class AutoProjectedGradientDescent(Attack):
         x0 = ops.convert_to_tensor(x0)
         dtype = x0.dtype
         steps, norm = self.steps, self.norm
-        from_logits = self._from_logits(model)
+        from_logits = self.resolved_from_logits(model)
         seed_generator = seed_generator or self._own_seed_generator()
         eps = ops.cast(self.eps, dtype) if eps_scale is None else ops.cast(self.eps, dtype) * ops.cast(eps_scale, dtype)
         labels = ops.cast(labels, "int32")
@@ -373,81 +359,19 @@ class AutoProjectedGradientDescent(Attack):
         history = {key: arr.stack() for key, arr in zip(("x", "loss", "step_size"), out[14:])}
         return x_adv, fooled, history
 
-    # ----------------------------------------------------------------- graph entry point
-    def generate(
-        self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, eps_scale=None, record=False
-    ):
-        """Graph-safe attack of a whole batch: every target class and restart, all samples each round.
+    # ----------------------------------------------------------------- rounds
+    def rounds(self, num_classes):
+        """`(rank,)` per target class and restart: rank 0 is untargeted, 2.. the clean logit ranks to target."""
+        return [(rank,) for rank in self._target_ranks(num_classes) for _ in range(self.restarts)]
 
-        Args:
-            model: the Keras model.
-            x: float input tensor.
-            y: true labels (sparse, `(N, 1)` or one-hot).
-            default_loss: unused (APGD's loss is its own `loss`); accepted for `StrongestAttack`.
-            seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
-            objective: must be None (APGD optimizes its own loss).
-            eps_scale: optional scalar tensor multiplying `eps`.
-            record: must be False; use `history` for one recorded run.
-
-        Returns:
-            The adversarial batch (stop-gradient).
-
-        Raises:
-            ValueError: for a custom `objective` or `record=True`.
-        """
-        if objective is not None or record:
-            raise ValueError("AutoProjectedGradientDescent optimizes its own `loss`; `objective` and `record` "
-                             "are not supported. Use `history(model, x, y)` to inspect a run.")  # fmt: skip
-        x = ops.convert_to_tensor(x)
-        if self.eps == 0.0:
-            return x
-        scores = class_scores(model(x, training=False), self._from_logits(model))
-        num_classes = scores.shape[-1]
-        self._check_classes(num_classes)
-        labels = sparse_labels(y, num_classes)
-        fooled = ops.not_equal(predicted_labels(scores), labels)
-        best = x
-        for rank in self._target_ranks(num_classes):
-            targets = None if rank is None else _ranked_classes(scores, rank)
-            for _ in range(self.restarts):
-                x_run, fooled_run = self.single_run(
-                    model, x, labels, targets, seed_generator=seed_generator, eps_scale=eps_scale
-                )
-                best = ops.where(_expand(fooled, x), best, x_run)
-                fooled = ops.logical_or(fooled, fooled_run)
-        return tf.stop_gradient(best)
-
-    # ----------------------------------------------------------------- eager entry points
-    def __call__(self, model, x, y):
-        """The adversarial batch; restarts and target classes attack only the samples still standing.
-
-        Args:
-            model: a Keras model with one input and one output (logits or probabilities).
-            x: input batch (NumPy array or tensor); never modified.
-            y: true labels: sparse, `(N, 1)` or one-hot.
-
-        Returns:
-            Same shape and dtype as `x` (NumPy in, NumPy out).
-
-        Raises:
-            NotDifferentiableError: (a ValueError) when the output has no input gradient.
-        """
-        x_work, y_array, to_output = as_float_batch(x, y, model, self)
-        if self.eps == 0.0 or len(x_work) == 0:
-            return to_output(x_work)
-        from_logits = self._from_logits(model)
-        labels, standing, num_classes = clean_predictions(model, x_work, y_array, from_logits)
-        self._check_classes(num_classes)
-        run = self._survivor_function(model, x_work, labels)
-        rounds = [(rank, r) for rank in self._target_ranks(num_classes) for r in range(self.restarts)]
-
-        def attack(index, round_argument):
-            rank = 0 if round_argument[0] is None else round_argument[0]
-            x_adv, fooled = run(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32), tf.constant(rank))
-            return x_adv.numpy(), fooled.numpy()
-
-        x_adv, _ = attack_survivors(x_work, standing, rounds, attack)
-        return to_output(x_adv)
+    def attack_round(self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None):
+        """One APGD run (`single_run`) on the batch, at the target ranked `round_argument[0]` by the clean scores."""
+        targets = None
+        if self.loss == "targeted_dlr":
+            scores = class_scores(model(x, training=False), self.resolved_from_logits(model))
+            targets = _ranked_classes(scores, ops.maximum(round_argument[0], 2))
+        x_adv, fooled = self.single_run(model, x, labels, targets, seed_generator=seed_generator, eps_scale=eps_scale)
+        return x_adv, fooled, state
 
     def history(self, model, x, y, target_rank=None):
         """One recorded run on the whole batch: iterates, losses and step sizes.
@@ -463,40 +387,18 @@ class AutoProjectedGradientDescent(Attack):
             A dict of NumPy arrays: `"x"` `(steps + 1, *x.shape)`, `"loss"` and `"step_size"`
             `(steps + 1, N)` (see `single_run`), `"x_adv"` and `"fooled"`.
         """
-        x_work, y_array, _ = as_float_batch(x, y, model, self)
-        labels, _, num_classes = clean_predictions(model, x_work, y_array, self._from_logits(model))
-        self._check_classes(num_classes)
-        x_tensor = tf.constant(x_work)
+        x_tensor, y_tensor, _ = self.checked_batch(model, x, y)
+        self.prepare(model, x_tensor, y_tensor)
+        from_logits = self.resolved_from_logits(model)
+        labels, _, _ = clean_predictions(model, x_tensor, y_tensor, from_logits)
         targets = None
         if self.loss == "targeted_dlr":
-            scores = class_scores(model(x_tensor, training=False), self._from_logits(model))
+            scores = class_scores(model(x_tensor, training=False), from_logits)
             targets = _ranked_classes(scores, target_rank or 2)
-        self._own_seed_generator()
         x_adv, fooled, history = tf.function(
             lambda x: self.single_run(model, x, tf.constant(labels), targets, record=True)
         )(x_tensor)
         return {key: value.numpy() for key, value in {**history, "x_adv": x_adv, "fooled": fooled}.items()}
-
-    def _survivor_function(self, model, x, labels):
-        functions = self._apgd_functions.setdefault(model, {})
-        key = x.dtype.name
-        if key not in functions:
-            self._prepare_model(model, tf.constant(x[:16]), tf.constant(labels[:16]))  # gradient check, seeds
-            model_ref = weakref.ref(model)  # the cache is keyed weakly by the model: do not keep it alive
-
-            def run(x, labels, rank):
-                scores = class_scores(model_ref()(x, training=False), self._from_logits(model_ref()))
-                targets = _ranked_classes(scores, ops.maximum(rank, 2)) if self.loss == "targeted_dlr" else None
-                return self.single_run(model_ref(), x, labels, targets)
-
-            # The survivors shrink round by round: one trace for every batch size.
-            signature = (
-                tf.TensorSpec((None, *x.shape[1:]), x.dtype),
-                tf.TensorSpec((None,), "int32"),
-                tf.TensorSpec((), "int32"),
-            )
-            functions[key] = tf.function(run, input_signature=signature)
-        return functions[key]
 
 
 def _ranked_classes(scores, rank):

@@ -1,20 +1,20 @@
 """FGSM, PGD and MI-FGSM as configurable, serializable attack objects.
 
 Call an attack as `attack(model, x, y)`; it returns the adversarial batch. The ascent,
-projection, clipping and restarts live in `keras_lossopt.adversarial.base.Attack`.
+projection, clipping and restarts live in `keras_lossopt.adversarial.ascent.GradientAttack`.
 """
 
 from __future__ import annotations
 
 import keras
 
-from keras_lossopt.adversarial.base import Attack
+from keras_lossopt.adversarial.ascent import GradientAttack
 
 __all__ = ["FastGradientMethod", "MomentumIterativeMethod", "ProjectedGradientDescent"]
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class FastGradientMethod(Attack):
+class FastGradientMethod(GradientAttack):
     """Fast gradient (sign) method: one gradient step of size `eps` (Goodfellow et al. 2015).
 
     The cheapest attack; use it for adversarial training (`method="fast"` adds a random
@@ -104,7 +104,7 @@ class FastGradientMethod(Attack):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class ProjectedGradientDescent(Attack):
+class ProjectedGradientDescent(GradientAttack):
     """Projected gradient descent (Madry et al. 2018): iterated FGSM projected onto the eps-ball.
 
     The standard attack for evaluating and for training robust models (`method="madry"`).
@@ -199,7 +199,7 @@ class ProjectedGradientDescent(Attack):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class MomentumIterativeMethod(Attack):
+class MomentumIterativeMethod(GradientAttack):
     """Momentum iterative FGSM (MI-FGSM, Dong et al. 2018).
 
     Iterated FGSM whose direction accumulates L1-normalized gradients with momentum; the

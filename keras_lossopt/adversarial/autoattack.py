@@ -25,12 +25,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_choice, check_non_negative
-from keras_lossopt.adversarial._survivors import as_float_batch, clean_predictions
+from keras_lossopt._validation import check_choice
+from keras_lossopt.adversarial._checks import check_norm, output_classes
 from keras_lossopt.adversarial.apgd import AutoProjectedGradientDescent
-from keras_lossopt.adversarial.base import Attack, _normalize_norm
-from keras_lossopt.adversarial.objectives import detect_from_logits
+from keras_lossopt.adversarial.base import Attack
 from keras_lossopt.adversarial.square import SquareAttack
+from keras_lossopt.adversarial.survivors import attack_survivors, clean_predictions
 
 __all__ = ["VERSIONS", "AutoAttack", "autoattack_attacks"]
 
@@ -58,7 +58,7 @@ def autoattack_attacks(eps, *, norm="linf", version="standard", clip=(0.0, 1.0),
         ['apgd_ce', 'apgd_t', 'square']
     """
     version = check_choice("version", version, VERSIONS)
-    norm = _normalize_norm(norm)
+    norm = check_norm(norm)
     targets, queries = (9, 5000) if version == "standard" else (3, 1000)
     attacks = [
         AutoProjectedGradientDescent(eps, norm=norm, steps=100, loss="cross_entropy", clip=clip, seed=seed,
@@ -72,14 +72,20 @@ def autoattack_attacks(eps, *, norm="linf", version="standard", clip=(0.0, 1.0),
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class AutoAttack:
+class AutoAttack(Attack):
     """The AutoAttack ensemble (or any list of attacks) run in sequence on the samples still standing.
 
-    Use it (or `evaluate_robustness(..., version="standard")`) for a robust accuracy you can
+    Use it (or `evaluate_robustness(..., strength="standard")`) for a robust accuracy you can
     publish: `version="standard"` matches the budgets of published AutoAttack numbers (less
     FAB-T, see the module docstring). Calling it returns the adversarial batch like any
     attack, so it also fits `robust_accuracy` and `RobustnessEvaluation`; `run` also reports
-    which samples each attack left standing and its time.
+    which samples each attack left standing and its time. Its attacks are the rounds of the
+    survivors loop (`survivors.attack_survivors`); it runs eagerly (not inside a train step).
+
+    Before the first attack runs, the model's number of classes is checked against every
+    attack (AutoAttack's own code checks it up front too, `checks.check_n_classes`): the DLR
+    losses compare the largest logits and need 3 (untargeted) or 4 (targeted, APGD-T)
+    classes, so the standard and fast versions need a model with at least 4 classes.
 
     Args:
         eps: perturbation budget, >= 0.
@@ -92,7 +98,8 @@ class AutoAttack:
 
     Raises:
         ValueError: for `eps < 0`, an unknown `norm` or `version`, an empty `attacks` list,
-            or an entry that is not an untargeted attack.
+            or an entry that is not an untargeted attack; at the first call, a model with
+            fewer classes than an attack needs (naming the attack and what to use instead).
 
     Examples:
         >>> attack = AutoAttack(8 / 255, version="standard", seed=0)
@@ -106,16 +113,13 @@ class AutoAttack:
             diverse parameter-free attacks. ICML. Code: github.com/fra31/auto-attack.
     """
 
+    graph_safe = False
+
     def __init__(
         self, eps, norm="linf", version="standard", attacks=None, clip=(0.0, 1.0), seed=None, name="auto_attack"
     ):
-        self.eps = check_non_negative("eps", eps)
-        self.norm = _normalize_norm(norm)
+        super().__init__(eps, norm=norm, clip=clip, seed=seed, name=name)
         self.version = check_choice("version", version, VERSIONS)
-        self.clip = None if clip is None else tuple(float(v) for v in clip)
-        self.seed = seed
-        self.name = name
-        self.targeted = False
         if attacks is not None:
             attacks = [keras.saving.deserialize_keras_object(a) if isinstance(a, dict) else a for a in attacks]
             if not attacks:
@@ -125,6 +129,14 @@ class AutoAttack:
                     raise ValueError(f"`attacks` must hold untargeted Attack objects. Received: {attack!r}")
         self.custom_attacks = attacks
         self.attacks = attacks or autoattack_attacks(eps, norm=self.norm, version=self.version, clip=clip, seed=seed)
+
+    @property
+    def stages(self) -> tuple:
+        return tuple(self.attacks)
+
+    @property
+    def min_classes(self) -> int:
+        return max(attack.min_classes for attack in self.attacks)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -139,25 +151,36 @@ class AutoAttack:
             "name": self.name,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def __repr__(self):
         return f"AutoAttack(eps={self.eps!r}, norm={self.norm!r}, version={self.version!r})"
 
-    def __call__(self, model, x, y):
-        """The adversarial batch: per sample, the first attack's example that fools the model.
+    def check_model(self, model, x, y):
+        """The number of classes against every attack, then each attack's own model checks, before any runs."""
+        num_classes = output_classes(model, x)
+        if num_classes < self.min_classes:
+            raise ValueError(self._few_classes_message(model, num_classes))
+        for attack in self.attacks:
+            attack.prepare(model, x, y)
 
-        Args:
-            model: the Keras model.
-            x: input batch; never modified.
-            y: true labels (sparse, `(N, 1)` or one-hot).
+    def _few_classes_message(self, model, num_classes):
+        needing = [a for a in self.attacks if a.min_classes > num_classes]
+        names = ", ".join(f"{a.name} (loss={getattr(a, 'loss', None)!r})" for a in needing)
+        which = (
+            f"AutoAttack version={self.version!r} (the evaluation's strength={self.version!r})"
+            if self.custom_attacks is None
+            else "This AutoAttack ensemble"
+        )
+        three = " (from 3 classes, loss='dlr' also works)" if num_classes == 3 else ""
+        return (
+            f"{which} needs a model with at least {self.min_classes} classes; model {model.name!r} has "
+            f"{num_classes}. {names} compare(s) the largest logits: the DLR loss needs 3 classes, the targeted DLR "
+            f"loss 4 (AutoAttack's own check_n_classes refuses them below that). Evaluate with strength='pgd', or "
+            f"give attacks that work with {num_classes} classes, e.g. AutoAttack(eps, attacks=["
+            f"AutoProjectedGradientDescent(eps, loss='cross_entropy'), SquareAttack(eps)]){three}."
+        )
 
-        Returns:
-            Same shape and dtype as `x` (NumPy in, NumPy out).
-        """
-        return self.run(model, x, y)["x_adv"]
+    def perturb(self, model, x, y):
+        return self._run(model, x, y)["x_adv"]
 
     def run(self, model, x, y):
         """Runs the attacks in order, each on the samples still standing.
@@ -172,20 +195,28 @@ class AutoAttack:
             `"standing"` (dict attack name -> bool `(N,)`, still robust after that attack and all
             before it), `"seconds"` (dict attack name -> wall time).
         """
-        x_work, y_array, to_output = as_float_batch(x, y, model, self)
-        labels, standing, _ = clean_predictions(model, x_work, y_array, detect_from_logits(model))
-        clean = standing.copy()
-        x_adv = x_work.copy()
-        after, seconds = {}, {}
-        for attack in self.attacks:
+        x_tensor, y_tensor, to_output = self.checked_batch(model, x, y)
+        if self.eps > 0.0 and x_tensor.shape[0]:
+            self.prepare(model, x_tensor, y_tensor)
+        result = self._run(model, x_tensor, y_tensor)
+        return {**result, "x_adv": to_output(result["x_adv"])}
+
+    def _run(self, model, x, y):
+        x_work = x.numpy()  # the checked copy: the caller's x is never written
+        from_logits = self.resolved_from_logits(model)
+        labels, clean, _ = clean_predictions(model, x_work, y.numpy(), from_logits)
+        seconds = {}
+
+        def attack(index, member, state):
             start = time.perf_counter()
-            index = np.flatnonzero(standing)
-            if index.size:
-                x_attack = np.asarray(attack(model, x_work[index], labels[index]))
-                _, robust, _ = clean_predictions(model, x_attack, labels[index], detect_from_logits(model))
-                fooled = index[~robust]
-                x_adv[fooled] = x_attack[~robust]
-                standing[fooled] = False
-            after[attack.name] = standing.copy()
-            seconds[attack.name] = time.perf_counter() - start
-        return {"x_adv": to_output(x_adv), "clean": clean, "standing": after, "seconds": seconds}
+            x_attack = np.asarray(member(model, x_work[index], labels[index]))
+            _, robust, _ = clean_predictions(model, x_attack, labels[index], from_logits)
+            seconds[member.name] = time.perf_counter() - start
+            # Only a fooling example replaces the input: a sample no attack fools is returned as given.
+            keep = robust.reshape((-1,) + (1,) * (x_attack.ndim - 1))
+            return np.where(keep, x_work[index], x_attack), ~robust, state
+
+        x_adv, standing, history = attack_survivors(x_work, clean, self.attacks, attack)
+        after = {member.name: history[i] if i < len(history) else standing for i, member in enumerate(self.attacks)}
+        seconds = {member.name: seconds.get(member.name, 0.0) for member in self.attacks}
+        return {"x_adv": x_adv, "clean": clean, "standing": after, "seconds": seconds}

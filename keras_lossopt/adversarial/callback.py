@@ -24,14 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
-from keras_lossopt.adversarial.base import check_class_labels, check_input_range, output_classes
-from keras_lossopt.adversarial.evaluation import (
-    STRENGTHS,
-    StrongestAttack,
-    as_attack,
-    evaluate_robustness,
-    evaluation_attack,
-)
+from keras_lossopt.adversarial._checks import check_input_range, check_labels_for_model
+from keras_lossopt.adversarial.evaluation import STRENGTHS, evaluate_robustness, resolve_evaluation_attack
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
 from keras_lossopt.adversarial.training import AdversarialModel
 
@@ -130,18 +124,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         self.eps = eps
         # An attack built from eps and strength is stored as those two, so that a config round trip keeps them.
         self._attack_from_strength = attack is None
-        if attack is None:
-            if eps is None:
-                raise ValueError("Give `attack`, or `eps` for the attacks of `strength`. Received neither.")
-            attack = evaluation_attack(eps, self.strength)
-        elif self.strength != "pgd":
-            raise ValueError(
-                f"Give either `attack` or `strength`, not both. Received: attack={attack!r}, strength={strength!r}"
-            )
-        attack = as_attack(attack, allow_callable=True)
-        if getattr(attack, "targeted", False):
-            raise ValueError(f"RobustnessEvaluation takes an untargeted attack. Received: {attack!r}")
-        self.attack = attack
+        self.attack = resolve_evaluation_attack(attack, eps, self.strength, name="attack")
         _check_validation_data(validation_data, attack)
         self.validation_data = validation_data
         self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, minimum=1)
@@ -206,7 +189,11 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         if not isinstance(self.validation_data, tf.data.Dataset):
             # Labels against the model's classes: known only now that the model is.
             x, y = (np.asarray(part) for part in self.validation_data[:2])
-            check_class_labels(y, output_classes(self._target_model(), x), name="validation_data labels")
+            model = self._target_model()
+            check_labels_for_model(y, model, x, name="validation_data")
+            if hasattr(self.attack, "prepare") and len(x) and self.attack.eps > 0:
+                # The attack's model checks (classes, from_logits, gradient) now, not after the first epoch.
+                self.attack.prepare(model, tf.convert_to_tensor(x[:16], "float32"), tf.convert_to_tensor(y[:16]))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -304,7 +291,7 @@ def _check_validation_data(data, attack):
         )
     if x.dtype.kind not in "biuf":
         raise TypeError(f"`validation_data` inputs must be numeric. Received: x of dtype {x.dtype}")
-    for each in attack.attacks if isinstance(attack, StrongestAttack) else [attack]:
+    for each in getattr(attack, "attacks", [attack]):
         if hasattr(each, "clip"):
             check_input_range(x.astype("float32", copy=False), each.clip, each)
 

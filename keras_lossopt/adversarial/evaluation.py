@@ -1,18 +1,17 @@
-"""Robustness evaluation: the worst case over several attacks, robust accuracy, batch generation.
+"""Robustness evaluation: robust accuracy, per-attack reports, batch generation.
 
-A single FGSM run, or one PGD run on the cross-entropy, overstates robustness (gradient
-masking, unlucky starts). `StrongestAttack` runs several attacks and keeps, per sample,
-the example that fools the model (else the one with the smallest true-class margin);
 `robust_accuracy` counts a sample as robust only when the model classifies it correctly
-clean and under that worst case. `default_evaluation_attacks(eps)` gives PGD on the
-cross-entropy and on the Carlini-Wagner margin, both with random starts.
+clean and under the attack (for a list of attacks, the worst case per sample,
+`StrongestAttack`). Without `attacks`, `strength` chooses them, in one place
+(`evaluation_attack`): `"pgd"` (PGD-20 on the cross-entropy and on the Carlini-Wagner
+margin, random starts), `"fast"` and `"standard"` (AutoAttack's versions).
+`evaluate_robustness` also reports each stage of an ensemble and runs the sanity checks.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import keras
 import numpy as np
@@ -20,169 +19,21 @@ import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.adversarial._checks import check_labels_for_model
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
-from keras_lossopt.adversarial.autoattack import VERSIONS, AutoAttack
-from keras_lossopt.adversarial.base import (
-    Attack,
-    CompiledAttack,
-    check_class_labels,
-    check_input_range,
-    keep_stronger,
-    output_classes,
-)
-from keras_lossopt.adversarial.objectives import (
-    class_scores,
-    detect_from_logits,
-    make_objective,
-    predicted_labels,
-    sparse_labels,
-)
+from keras_lossopt.adversarial.autoattack import AutoAttack
+from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
+from keras_lossopt.adversarial.sanity import run_sanity_checks
+from keras_lossopt.adversarial.strongest import StrongestAttack, as_attack
 
 __all__ = [
     "STRENGTHS",
-    "StrongestAttack",
     "default_evaluation_attacks",
     "evaluate_robustness",
     "evaluation_attack",
     "generate_adversarial",
     "robust_accuracy",
 ]
-
-
-@keras.saving.register_keras_serializable(package="keras_lossopt")
-class StrongestAttack(CompiledAttack):
-    """Per sample, the strongest example over several attacks (untargeted).
-
-    Use it to evaluate: it keeps an example that fools the model if any attack finds one,
-    otherwise the one with the smallest margin `z_y - max_{j != y} z_j`.
-
-    Args:
-        attacks: a list of untargeted attacks (at least one).
-        from_logits: how to read the model's outputs when comparing examples; None
-            (default) detects it (see `keras_lossopt.adversarial.objectives`).
-        name: name. Default `"strongest_attack"`.
-
-    Raises:
-        ValueError: for an empty list, a targeted attack, or an object that is not an attack.
-
-    Examples:
-        >>> import keras, numpy as np
-        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-        >>> attack = StrongestAttack(default_evaluation_attacks(0.1, steps=3))
-        >>> x = np.full((2, 4), 0.5, "float32")
-        >>> bool(np.abs(attack(model, x, np.array([0, 1])) - x).max() <= 0.1 + 1e-6)
-        True
-    """
-
-    def __init__(self, attacks, from_logits=None, name="strongest_attack"):
-        attacks = [keras.saving.deserialize_keras_object(a) if isinstance(a, dict) else a for a in attacks]
-        if not attacks:
-            raise ValueError("`attacks` must hold at least one attack. Received: attacks=[]")
-        for attack in attacks:
-            if not isinstance(attack, Attack):
-                raise ValueError(f"`attacks` must hold Attack objects. Received: {attack!r}")
-            if attack.targeted:
-                raise ValueError(f"StrongestAttack takes untargeted attacks. Received targeted: {attack!r}")
-        self.attacks = list(attacks)
-        self.from_logits = from_logits
-        self.name = name
-        self.targeted = False
-        super().__init__()
-
-    @property
-    def eps(self) -> float:
-        return max(a.eps for a in self.attacks)
-
-    @property
-    def norm(self) -> str:
-        return self.attacks[0].norm
-
-    @property
-    def clip(self):
-        return self.attacks[0].clip
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "attacks": [keras.saving.serialize_keras_object(a) for a in self.attacks],
-            "from_logits": self.from_logits,
-            "name": self.name,
-        }
-
-    def __repr__(self):
-        return f"StrongestAttack({self.attacks!r})"
-
-    def generate(self, model, x, y, *, default_loss=None, seed_generator=None, eps_scale=None):
-        """Graph-safe: the strongest example per sample over `self.attacks`."""
-        from_logits = self.from_logits if self.from_logits is not None else detect_from_logits(model)
-        strength, success = make_objective("margin", from_logits, targeted=False)
-        best = None
-        for attack in self.attacks:
-            x_adv = attack.generate(
-                model, x, y, default_loss=default_loss, seed_generator=seed_generator, eps_scale=eps_scale
-            )
-            y_pred = model(x_adv, training=False)
-            best = keep_stronger(best, (x_adv, strength(y, y_pred), success(y, y_pred)))
-        return best[0]
-
-    def _prepare_model(self, model, x, y):
-        for attack in self.attacks:
-            attack._prepare_model(model, x, y)
-
-    def _check_batch(self, model, x, y):
-        for attack in self.attacks:
-            check_input_range(x, attack.clip, attack)
-        check_class_labels(y, output_classes(model, x))
-
-
-_ATTACK_CLASS_NAMES = {
-    "fgsm": "FastGradientMethod",
-    "fast_gradient_method": "FastGradientMethod",
-    "pgd": "ProjectedGradientDescent",
-    "projected_gradient_descent": "ProjectedGradientDescent",
-    "mim": "MomentumIterativeMethod",
-    "mifgsm": "MomentumIterativeMethod",
-    "mi_fgsm": "MomentumIterativeMethod",
-    "momentum_iterative_method": "MomentumIterativeMethod",
-}
-
-
-def as_attack(value, name="attack", *, allow_callable=False):
-    """An attack object from an attack, a list of attacks (their worst case) or a serialized attack.
-
-    Args:
-        value: the argument as given.
-        name: the argument named in the error.
-        allow_callable: also accept any other callable `f(model, x, y)` (evaluation only).
-
-    Raises:
-        ValueError: for names such as `"pgd"` (an attack needs its budget `eps`, so the
-            message names the class to build), classes, empty lists and other objects.
-    """
-    if isinstance(value, dict):
-        value = keras.saving.deserialize_keras_object(value)
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError(f"`{name}` must hold at least one attack. Received: {name}={value!r}")
-        attacks = [as_attack(item, name) for item in value]
-        value = attacks[0] if len(attacks) == 1 else StrongestAttack(attacks)
-    if isinstance(value, CompiledAttack):
-        return value
-    if allow_callable and callable(value) and not isinstance(value, type):
-        return value
-    hint = ""
-    if isinstance(value, str):
-        known = _ATTACK_CLASS_NAMES.get(value.strip().lower().replace("-", "_"))
-        hint = (
-            f" An attack needs its budget: build it as {known}(eps=...)."
-            if known
-            else " Attacks are objects, e.g. ProjectedGradientDescent(eps=...)."
-        )
-    elif isinstance(value, type):
-        hint = f" Pass an instance, e.g. {value.__name__}(eps=...), not the class."
-    raise ValueError(
-        f"`{name}` must be an attack object such as ProjectedGradientDescent(eps=0.03), a list of attacks "
-        f"(their worst case per sample) or a serialized attack. Received: {name}={value!r}.{hint}"
-    )
 
 
 def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(0.0, 1.0), seed=None):
@@ -207,6 +58,7 @@ def default_evaluation_attacks(eps, *, norm="linf", steps=20, restarts=1, clip=(
 
 
 STRENGTHS = ("pgd", "fast", "standard")
+"""The values of `strength` (`evaluation_attack`, `robust_accuracy`, `evaluate_robustness`): which attacks evaluate."""
 """The values of `strength` (`evaluation_attack`, `robust_accuracy`): which attacks evaluate."""
 
 
@@ -313,28 +165,42 @@ def generate_adversarial(model, data, attack, *, batch_size=256, verbose=1):
     return np.concatenate(out, axis=0) if out else np.zeros((0,))
 
 
-def _evaluation_attack(attacks, eps, strength="pgd", norm="linf"):
+def resolve_evaluation_attack(attacks, eps, strength="pgd", norm="linf", *, name="attacks"):
+    """The attack of an evaluation: `attacks` as given, or the attacks of `strength` at `eps`; the one rule.
+
+    Args:
+        attacks: an attack, a list of attacks, a serialized attack, a callable
+            `f(model, x, y)`, or None.
+        eps: the budget of the attacks of `strength` (only when `attacks` is None).
+        strength: `"pgd"`, `"fast"` or `"standard"` (see `evaluation_attack`).
+        norm: norm of the attacks of `strength`.
+        name: the argument the caller calls `attacks`, named in the messages.
+
+    Raises:
+        ValueError: for an unknown `strength`, neither `attacks` nor `eps`, `attacks` together
+            with `eps` or with a `strength` other than `"pgd"`, or a targeted attack.
+    """
+    strength = check_choice("strength", strength, STRENGTHS)
     if attacks is None:
         if eps is None:
             raise ValueError(
-                "Give `attacks` or `eps` (for the attacks of the chosen strength: PGD-20 cross-entropy + margin by "
-                "default, AutoAttack for 'fast' and 'standard')."
+                f"Give `{name}`, or `eps` for the attacks of `strength` (PGD-20 cross-entropy + margin by default, "
+                "AutoAttack for 'fast' and 'standard'). Received neither."
             )
         return evaluation_attack(eps, strength, norm=norm)
     if eps is not None:
         raise ValueError(
-            f"Give either `attacks` or `eps` (the budget of the default attacks), not both. Received: eps={eps!r} "
-            "and attacks with their own eps."
+            f"Give either `{name}` or `eps` (the budget of the attacks of `strength`), not both. Received: "
+            f"eps={eps!r} and {name} with their own eps."
         )
     if strength != "pgd":
         raise ValueError(
-            f"Give either `attacks` or a `strength`/`version`, not both. Received: attacks={attacks!r}, "
-            f"strength={strength!r}"
+            f"Give either `{name}` or `strength`, not both. Received: {name}={attacks!r}, strength={strength!r}"
         )
-    attacks = as_attack(attacks, "attacks", allow_callable=True)
-    if getattr(attacks, "targeted", False):
-        raise ValueError(f"Robust accuracy takes untargeted attacks. Received a targeted attack: {attacks!r}")
-    return attacks
+    attack = as_attack(attacks, name, allow_callable=True)
+    if getattr(attack, "targeted", False):
+        raise ValueError(f"`{name}` must be untargeted for a robust accuracy. Received a targeted attack: {attack!r}")
+    return attack
 
 
 def evaluate_robustness(
@@ -343,7 +209,7 @@ def evaluate_robustness(
     attacks=None,
     *,
     eps=None,
-    version=None,
+    strength="pgd",
     norm="linf",
     sanity_checks=None,
     sanity_samples=100,
@@ -353,23 +219,24 @@ def evaluate_robustness(
 ):
     """Clean accuracy, robust accuracy (worst case per sample) and attack success rate.
 
-    With `version="standard"` this is an AutoAttack evaluation (APGD-CE, APGD-T, Square, in
+    With `strength="standard"` this is an AutoAttack evaluation (APGD-CE, APGD-T, Square, in
     sequence on the survivors; see `AutoAttack`), the setting that matches published
-    AutoAttack numbers; `version="fast"` is a cheaper one. Such runs also report each attack's
-    robust accuracy and time, and run the sanity checks of `keras_lossopt.adversarial.sanity`
-    on the first `sanity_samples` samples: each failed check is a message in `"warnings"` (and
-    a Python `UserWarning`).
+    AutoAttack numbers; `strength="fast"` is a cheaper one. Such runs (any attack with
+    `stages`) also report each stage's robust accuracy and time, and run the sanity checks of
+    `keras_lossopt.adversarial.sanity` on the first `sanity_samples` samples: each failed
+    check is a message in `"warnings"` (and a Python `UserWarning`).
 
     Args:
         model: the Keras model.
         data: `(x, y)` arrays or a `tf.data.Dataset` of `(x, y)`; `y` sparse or one-hot.
         attacks: an attack, a list of attacks (worst case per sample), an `AutoAttack`, or
-            None for the attacks of `version` (None: `default_evaluation_attacks(eps)`).
-        eps: budget of the default attacks (when `attacks` is None).
-        version: None (default: PGD-20 cross-entropy + margin), `"standard"` or `"fast"`.
-        norm: norm of the default attacks, `"linf"` (default) or `"l2"`.
-        sanity_checks: run the sanity checks; None (default) runs them for AutoAttack
-            evaluations only.
+            None for the attacks of `strength`.
+        eps: budget of the attacks of `strength` (when `attacks` is None).
+        strength: `"pgd"` (default: PGD-20 cross-entropy + margin), `"fast"` or `"standard"`
+            (see `evaluation_attack`).
+        norm: norm of the attacks of `strength`, `"linf"` (default) or `"l2"`.
+        sanity_checks: run the sanity checks; None (default) runs them for ensembles
+            (AutoAttack) only.
         sanity_samples: how many of the first samples the checks attack again. Default 100.
         batch_size: batch size. Default 256.
         verbose: 1 shows a progress bar. Default 0.
@@ -378,24 +245,23 @@ def evaluate_robustness(
     Returns:
         A dict with `clean_accuracy`, `robust_accuracy` (correct clean and under attack),
         `attack_success_rate` (share of the correctly classified samples the attack
-        fools; NaN when none is correct) and `num_samples`. AutoAttack evaluations add
+        fools; NaN when none is correct) and `num_samples`. Ensembles add
         `per_attack_accuracy` (attack name -> robust accuracy after it and every attack
         before it) and `attack_seconds`; sanity checks add `warnings` (a list of messages)
         and `sanity` (their measurements).
 
     Raises:
-        ValueError: for an unknown `version` or `norm`, `attacks` together with `version`
+        ValueError: for an unknown `strength` or `norm`, `attacks` together with `strength`
             or with `eps`, neither `attacks` nor `eps`, a targeted attack, an attack given
             by name (`"pgd"`: build `ProjectedGradientDescent(eps=...)`), labels outside
-            the model's classes, `x` outside an attack's `clip` (set `clip` to the data's
-            range), or `len(y) != len(x)`.
+            the model's classes, a model with fewer classes than the attacks need (2 or 3
+            classes with `strength="fast"` or `"standard"`), `x` outside an attack's `clip`
+            (set `clip` to the data's range), or `len(y) != len(x)`.
     """
-    if version is not None:
-        version = check_choice("version", version, VERSIONS)
-    attack = _evaluation_attack(attacks, eps, version or "pgd", norm)
+    attack = resolve_evaluation_attack(attacks, eps, strength, norm)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     sanity_samples = check_int("sanity_samples", sanity_samples, minimum=1)
-    ensemble = isinstance(attack, AutoAttack)
+    ensemble = bool(getattr(attack, "stages", ()))
     sanity_checks = ensemble if sanity_checks is None else bool(sanity_checks)
     from_logits = detect_from_logits(model)
     batches, total, num_batches = _batches(model, data, batch_size)
@@ -403,10 +269,8 @@ def evaluate_robustness(
     clean_correct = robust_correct = count = 0
     per_attack, seconds = {}, {}
     adversarial, checked = [], {"x": [], "y": [], "standing": []}
-    classes = None
     for x, y in batches:
-        classes = classes or output_classes(model, x)
-        check_class_labels(y, classes)  # robust accuracy reads `y` as classes, whatever the attack does
+        check_labels_for_model(y, model, x)  # robust accuracy reads `y` as classes, whatever the attack does
         if ensemble:
             run = attack.run(model, x, y)
             x_adv = np.asarray(run["x_adv"])
@@ -447,20 +311,18 @@ def evaluate_robustness(
 
 
 def _sanity(model, attack, checked, result, from_logits):
-    from keras_lossopt.adversarial.sanity import run_sanity_checks
-    from keras_lossopt.adversarial.square import SquareAttack
-
     x = np.concatenate(checked["x"])
     scores = class_scores(model(ops.convert_to_tensor(x), training=False), from_logits)
     labels = np.asarray(ops.convert_to_numpy(sparse_labels(ops.convert_to_tensor(np.concatenate(checked["y"])),
                                                            scores.shape[-1])))  # fmt: skip
+    # The black-box check compares the accuracy before and after the first gradient-free stage
+    # that follows a gradient stage.
     before = after = None
-    attacks = getattr(attack, "attacks", [attack])
-    names = [getattr(a, "name", None) for a in attacks]
+    stages = list(getattr(attack, "stages", ()))
     accuracies = result.get("per_attack_accuracy", {})
-    for position, member in enumerate(attacks):
-        if isinstance(member, SquareAttack) and position > 0 and names[position] in accuracies:
-            before, after = accuracies[names[position - 1]], accuracies[names[position]]
+    for position, stage in enumerate(stages):
+        if not stage.needs_gradient and position > 0 and stage.name in accuracies:
+            before, after = accuracies[stages[position - 1].name], accuracies[stage.name]
             break
     return run_sanity_checks(
         model,
@@ -484,7 +346,7 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
         x: inputs.
         y: labels (sparse or one-hot).
         attacks: an attack, a list of attacks, or None for the attacks of `strength`.
-        eps: budget of the default attacks (only when `attacks` is None).
+        eps: budget of the attacks of `strength` (only when `attacks` is None).
         strength: the attacks used when `attacks` is None (see `evaluation_attack`):
             `"pgd"` (default: PGD-20 on cross-entropy and margin, random starts; cheap,
             about a point optimistic on robust models), `"fast"` or `"standard"` (AutoAttack's
@@ -507,11 +369,9 @@ def robust_accuracy(model, x, y, attacks=None, *, eps=None, strength="pgd", batc
         >>> robust_accuracy(model, x, y, eps=0.0)
         1.0
     """
-    strength = check_choice("strength", strength, STRENGTHS)
-    attack = _evaluation_attack(attacks, eps, strength)
-    return evaluate_robustness(model, (x, y), attack, batch_size=batch_size, verbose=verbose, sanity_checks=False)[
-        "robust_accuracy"
-    ]
+    result = evaluate_robustness(model, (x, y), attacks, eps=eps, strength=strength, batch_size=batch_size,
+                                 verbose=verbose, sanity_checks=False)  # fmt: skip
+    return result["robust_accuracy"]
 
 
 def _correct(model, x, y, from_logits):

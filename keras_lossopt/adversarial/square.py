@@ -26,7 +26,6 @@ consecutive features).
 from __future__ import annotations
 
 import itertools
-import weakref
 from typing import Any
 
 import keras
@@ -34,10 +33,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_in_range
-from keras_lossopt.adversarial._survivors import as_float_batch, clean_predictions
-from keras_lossopt.adversarial.base import Attack
-from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, margin_from_scores, sparse_labels
+from keras_lossopt._validation import check_choice, check_in_range, check_int
+from keras_lossopt.adversarial.objectives import class_scores, margin_from_scores, sparse_labels
+from keras_lossopt.adversarial.survivors import SurvivorAttack
 
 __all__ = ["SquareAttack", "square_p_schedule"]
 
@@ -81,7 +79,7 @@ def _image_view(shape):
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class SquareAttack(Attack):
+class SquareAttack(SurvivorAttack):
     """Square Attack (L-inf): query-efficient black-box random search (Andriushchenko et al. 2020).
 
     The gradient-free member of AutoAttack (5,000 queries in its standard version). It needs
@@ -125,6 +123,8 @@ class SquareAttack(Attack):
             github.com/fra31/auto-attack.
     """
 
+    needs_gradient = False  # gradient-free: it runs on models without input gradients
+
     def __init__(
         self,
         eps=0.3,
@@ -138,34 +138,25 @@ class SquareAttack(Attack):
         seed=None,
         name=None,
     ):
-        super().__init__(eps, norm=norm, steps=queries, restarts=restarts, clip=clip, from_logits=from_logits,
-                         seed=seed, name=name)  # fmt: skip
+        super().__init__(eps, norm=norm, clip=clip, from_logits=from_logits, seed=seed, name=name)
         check_choice("norm", self.norm, ["linf"])
-        self.queries = self.steps
+        self.queries = check_int("queries", queries, minimum=1)
         self.p_init = check_in_range("p_init", p_init, 0.0, 1.0, low_inclusive=False)
+        self.restarts = check_int("restarts", restarts, minimum=1)
         self.rescale_schedule = bool(rescale_schedule)
-        self._square_functions = weakref.WeakKeyDictionary()
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "eps": self.eps,
-            "norm": self.norm,
+            **super().get_config(),
             "queries": self.queries,
             "p_init": self.p_init,
             "restarts": self.restarts,
             "rescale_schedule": self.rescale_schedule,
-            "clip": None if self.clip is None else list(self.clip),
-            "from_logits": self.from_logits,
-            "seed": self.seed,
-            "name": self.name,
         }
-
-    def _from_logits(self, model):
-        return self.from_logits if self.from_logits is not None else detect_from_logits(model)
 
     def objective(self, model, default_loss=None):
         """`(objective, success)`: minus the margin `z_y - max_{j != y} z_j`, and misclassification."""
-        from_logits = self._from_logits(model)
+        from_logits = self.resolved_from_logits(model)
 
         def objective(y_true, y_pred):
             scores = class_scores(y_pred, from_logits)
@@ -201,7 +192,7 @@ class SquareAttack(Attack):
         images = ops.reshape(x, (-1, height, width, channels))
         stripes = ops.sign(keras.random.uniform((ops.shape(x)[0], 1, width, channels), -1.0, 1.0, seed=seed_generator))
         x_best = self._clip(images + eps * ops.cast(stripes, x.dtype))
-        margin = self._margin(model, x_best, labels, self._from_logits(model), ops.shape(x))
+        margin = self._margin(model, x_best, labels, self.resolved_from_logits(model), ops.shape(x))
         return ops.reshape(x_best, ops.shape(x)), margin
 
     def search(self, model, x, labels, x_best, margin, first, last, *, seed_generator=None, eps_scale=None):
@@ -226,7 +217,7 @@ class SquareAttack(Attack):
         height, width, channels = _image_view(x.shape)
         seed_generator = seed_generator or self._own_seed_generator()
         eps = self._eps(x.dtype, eps_scale)
-        from_logits = self._from_logits(model)
+        from_logits = self.resolved_from_logits(model)
         images = ops.reshape(x, (-1, height, width, channels))
         best = ops.reshape(x_best, (-1, height, width, channels))
         features = height * width  # per channel: the window's share is of one channel's pixels
@@ -275,119 +266,38 @@ class SquareAttack(Attack):
         _, best, margin = tf.while_loop(cond, body, (ops.convert_to_tensor(first, "int32"), best, margin))
         return ops.reshape(best, shape), margin
 
-    def generate(
-        self, model, x, y, *, default_loss=None, seed_generator=None, objective=None, eps_scale=None, record=False
-    ):
-        """Graph-safe attack of a whole batch (every restart and query, all samples).
+    # ----------------------------------------------------------------- rounds
+    def rounds(self, num_classes):
+        """`(first, last)` query indices per stretch of each restart; the survivors are compacted between stretches."""
+        return [bounds for _ in range(self.restarts) for bounds in itertools.pairwise(self._segments())]
 
-        Args:
-            model: the Keras model.
-            x: float input tensor.
-            y: true labels (sparse, `(N, 1)` or one-hot).
-            default_loss: unused; accepted for `StrongestAttack`.
-            seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
-            objective: must be None (Square minimizes the margin).
-            eps_scale: optional scalar tensor multiplying `eps`.
-            record: must be False.
+    def initial_state(self, x):
+        """The best point so far and its margin, carried from one stretch of queries to the next."""
+        return (x, ops.zeros((ops.shape(x)[0],), "float32"))
 
-        Returns:
-            The adversarial batch (stop-gradient).
+    def attack_round(self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None):
+        """Queries `first` to `last - 1` (a restart's first stretch starts afresh with `start`)."""
+        first, last = round_argument
 
-        Raises:
-            ValueError: for a custom `objective` or `record=True`.
-        """
-        if objective is not None or record:
-            raise ValueError("SquareAttack minimizes the margin; `objective` and `record` are not supported.")
-        x = ops.convert_to_tensor(x)
-        if self.eps == 0.0:
-            return x
-        scores = class_scores(model(x, training=False), self._from_logits(model))
-        labels = sparse_labels(y, scores.shape[-1])
-        margin = -margin_from_scores(labels, scores)
-        best = x
-        for _ in range(self.restarts):
-            start, start_margin = self.start(model, x, labels, seed_generator=seed_generator, eps_scale=eps_scale)
-            x_run, run_margin = self.search(model, x, labels, start, start_margin, 0, self.queries,
-                                            seed_generator=seed_generator, eps_scale=eps_scale)  # fmt: skip
-            better = ops.logical_and(margin >= 0.0, run_margin < margin)
-            best = ops.where(ops.reshape(better, (-1,) + (1,) * (len(x.shape) - 1)), x_run, best)
-            margin = ops.where(better, run_margin, margin)
-        return tf.stop_gradient(best)
+        def fresh():
+            return self.start(model, x, labels, seed_generator=seed_generator, eps_scale=eps_scale)
 
-    def _prepare_model(self, model, x, y):
-        self._own_seed_generator()  # no gradient needed: only the seed generator, created eagerly
+        best, margin = tf.cond(ops.equal(first, 0), fresh, lambda: tuple(state))
+        best, margin = self.search(model, x, labels, best, margin, first, last, seed_generator=seed_generator,
+                                   eps_scale=eps_scale)  # fmt: skip
+        return best, margin < 0.0, (best, margin)
+
+    def check_model(self, model, x, y):
+        """`Attack.check_model` without the gradient check, and the input layout Square can read."""
+        _image_view(x.shape)
+        super().check_model(model, x, y)
 
     def _eps(self, dtype, eps_scale):
         eps = ops.cast(self.eps, dtype)
         return eps if eps_scale is None else eps * ops.cast(eps_scale, dtype)
-
-    # ----------------------------------------------------------------- eager entry point
-    def __call__(self, model, x, y):
-        """The adversarial batch; each restart and each stretch of queries runs only on the samples still standing.
-
-        Args:
-            model: a Keras model with one input and one output (logits or probabilities).
-            x: input batch (NumPy array or tensor); never modified.
-            y: true labels: sparse, `(N, 1)` or one-hot.
-
-        Returns:
-            Same shape and dtype as `x` (NumPy in, NumPy out).
-        """
-        x_work, y_array, to_output = as_float_batch(x, y, model, self)
-        _image_view(x_work.shape)
-        if self.eps == 0.0 or len(x_work) == 0:
-            return to_output(x_work)
-        labels, standing, _ = clean_predictions(model, x_work, y_array, self._from_logits(model))
-        start, search = self._survivor_functions(model, x_work.dtype, x_work.shape)
-        x_adv = x_work.copy()
-        bounds = self._segments()
-        for _ in range(self.restarts):
-            index = np.flatnonzero(standing)
-            if index.size == 0:
-                break
-            best, margin = (v.numpy() for v in start(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32)))
-            for first, last in itertools.pairwise(bounds):
-                going = margin >= 0.0
-                if not going.any():
-                    break
-                if not going.all():  # compact: later queries cost only the samples still standing
-                    index, best, margin = index[going], best[going], margin[going]
-                best_new, margin_new = search(tf.constant(x_work[index]), tf.constant(labels[index], tf.int32),
-                                              tf.constant(best), tf.constant(margin), tf.constant(first),
-                                              tf.constant(last))  # fmt: skip
-                best, margin = best_new.numpy(), margin_new.numpy()
-                fooled = margin < 0.0
-                x_adv[index[fooled]] = best[fooled]
-                standing[index[fooled]] = False
-            still = margin >= 0.0
-            x_adv[index[still]] = best[still]
-        return to_output(x_adv)
 
     def _segments(self):
         """Query indices at which the survivors are compacted: where most samples fall, then every 500."""
         marks = {0, self.queries} | {m for m in (10, 50, 200, 500) if m < self.queries}
         marks |= set(range(1000, self.queries, 500))
         return sorted(marks)
-
-    def _survivor_functions(self, model, dtype, shape):
-        functions = self._square_functions.setdefault(model, {})
-        key = (np.dtype(dtype).name, tuple(shape[1:]))
-        if key not in functions:
-            self._own_seed_generator()  # created eagerly, outside the traced functions
-            model_ref = weakref.ref(model)
-
-            def start(x, labels):
-                return self.start(model_ref(), x, labels)
-
-            def search(x, labels, best, margin, first, last):
-                return self.search(model_ref(), x, labels, best, margin, first, last)
-
-            # The survivors shrink stretch by stretch: one trace for every batch size.
-            x_spec = tf.TensorSpec((None, *shape[1:]), dtype)
-            labels_spec, margin_spec, index_spec = (tf.TensorSpec((None,), "int32"), tf.TensorSpec((None,), "float32"),
-                                                    tf.TensorSpec((), "int32"))  # fmt: skip
-            functions[key] = (
-                tf.function(start, input_signature=(x_spec, labels_spec)),
-                tf.function(search, input_signature=(x_spec, labels_spec, x_spec, margin_spec, index_spec, index_spec)),
-            )
-        return functions[key]

@@ -23,10 +23,10 @@ from keras import ops
 
 from keras_lossopt._reduction import reduce_loss_values
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
+from keras_lossopt.adversarial._checks import check_from_logits, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.attacks import FastGradientMethod
-from keras_lossopt.adversarial.base import Attack, check_input_range, check_single_input_output
-from keras_lossopt.adversarial.evaluation import as_attack
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, kl_divergence_from_scores
+from keras_lossopt.adversarial.strongest import as_attack
 
 __all__ = ["METHODS", "AdversarialModel"]
 
@@ -143,8 +143,19 @@ class AdversarialModel(keras.Model):
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
         self.seed = None if seed is None else check_int("seed", seed)
         self.single_pass = bool(single_pass)
-        if self.method == "trades" and not isinstance(attack, Attack):
-            raise ValueError(f"`method='trades'` needs a single Attack (it maximizes a KL term). Received: {attack!r}")
+        if not attack.graph_safe:
+            raise ValueError(
+                f"`attack` must run inside the train step (graph code); {type(attack).__name__} runs eagerly. Train "
+                f"against one of its attacks, and evaluate with it (evaluate_robustness). Received: {attack!r}"
+            )
+        if self.method == "trades" and not attack.custom_objective:
+            raise ValueError(
+                "`method='trades'` needs a single Attack that maximizes a given objective (it maximizes a KL term "
+                "with the attack's ascent): FastGradientMethod, ProjectedGradientDescent or MomentumIterativeMethod. "
+                f"{type(attack).__name__} optimizes its own loss. Received: attack={attack!r}"
+            )
+        for each in getattr(attack, "attacks", [attack]):
+            check_from_logits(model, each.from_logits, repr(each))
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self._training_attack = self._make_training_attack()
 

@@ -4,9 +4,9 @@
 module `main` is the entry point and is not re-exported here, where its name would clash
 with the function. The names below are the command's steps, for scripts and benchmarks
 that reuse them: `load_data` (the `--data` argument as a `Dataset`), `model_builder`,
-`run_compare`, `run_search`, `run_advise`, `train_once`, `targets`, `pooled` and the report
-helpers. They load
-lazily, so that the command checks its arguments before Keras and TensorFlow start.
+`run_compare`, `run_search` (with `search_role` for a distributed search), `run_advise`,
+`train_once`, `targets`, `pooled`, `recommend` (the paired rule that names a tie) and the
+report helpers. They load lazily, so that the command checks its arguments before Keras and TensorFlow start.
 """
 
 from __future__ import annotations
@@ -29,11 +29,23 @@ _EXPORTS = {
     "targets": "compare",
     "train_once": "compare",
     "run_search": "search",
+    "RULE": "recommendation",
+    "PairedComparison": "recommendation",
+    "Recommendation": "recommendation",
+    "paired_difference": "recommendation",
+    "recommend": "recommendation",
     "pooled": "search",
+    "SearchRole": "distributed",
+    "search_role": "distributed",
     "run_advise": "advise",
+    "OTHER_COLOR": "report",
+    "RECOMMENDED_COLOR": "report",
+    "TIED_HATCH": "report",
     "atomic_folder": "report",
     "class_legend": "report",
+    "curves_figure": "report",
     "markdown_table": "report",
+    "metrics_figure": "report",
     "named_counts": "report",
     "plot_curves": "report",
     "plot_metrics": "report",

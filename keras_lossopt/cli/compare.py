@@ -17,6 +17,7 @@ import numpy as np
 
 from keras_lossopt import losses
 from keras_lossopt.cli import report
+from keras_lossopt.cli.recommendation import recommend
 from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import build_loss, default_objective, resolve_candidates
@@ -43,9 +44,9 @@ def _train_every_loss(
     seeds: int,
     print_fn: Callable[[str], None],
     **training: Any,
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, list[float]]]]]:
     """Trains every (loss, seed) pair; returns one row of test scores per run and each loss'
-    curves averaged over seeds."""
+    curves, one dict of curves per seed."""
     runs, curves_by_loss = [], {}
     total = len(built) * seeds
     for name, loss in built.items():
@@ -59,8 +60,16 @@ def _train_every_loss(
             runs_curves.append(curves)
             shown = ", ".join(f"{k}={v:.3f}" for k, v in scores.items())
             print_fn(f"[{len(runs)}/{total}] {name} seed={seed}: {shown} ({seconds:.1f}s)")
-        curves_by_loss[name] = {key: np.mean([c[key] for c in runs_curves], axis=0).tolist() for key in runs_curves[0]}
+        curves_by_loss[name] = runs_curves
     return runs, curves_by_loss
+
+
+def _mean_curves(curves: Mapping[str, Sequence[Mapping[str, list[float]]]]) -> dict[str, dict[str, list[float]]]:
+    """Each loss' curves averaged over its seeds, epoch by epoch."""
+    return {
+        name: {key: np.mean([c[key] for c in per_seed], axis=0).tolist() for key in per_seed[0]}
+        for name, per_seed in curves.items()
+    }
 
 
 def _summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -90,20 +99,23 @@ def _recommend(
     dataset: Dataset,
     make_model: Callable[[], keras.Model],
     built: Mapping[str, keras.losses.Loss],
-    curves: Mapping[str, Mapping[str, list[float]]],
+    curves: Mapping[str, Sequence[Mapping[str, list[float]]]],
     *,
     folds: int,
     print_fn: Callable[[str], None],
     **training: Any,
 ) -> dict[str, Any]:
-    """The loss to recommend, chosen by validation (never by test).
+    """The loss to recommend, chosen by validation (never by test), a tie when the noise allows.
 
     With `folds >= 2`, by the estimate a search ranks by: stratified k-fold
-    cross-validation on train+validation (`tuning.cross_validate_loss`); with `folds=1`,
-    by the best epoch of the seeds' mean validation curve.
+    cross-validation on train+validation (`tuning.cross_validate_loss`), the losses paired
+    over the same folds; with `folds=1`, by each seed's best validation epoch, paired over
+    the seeds. `recommendation.recommend` applies the rule (a tie within one standard error
+    of the paired difference goes to the lower spread).
     """
     objective = default_objective(dataset.task).name
-    estimates: dict[str, dict[str, float]] = {}
+    estimates: dict[str, dict[str, Any]] = {}
+    units = "folds"
     if folds > 1:
         x = np.concatenate([dataset.x_train, dataset.x_val])
         y = np.concatenate([targets(dataset, "train"), targets(dataset, "val")])
@@ -119,22 +131,63 @@ def _recommend(
                 folds=folds,
                 **training,
             )
-            estimates[name] = {"mean": result.mean, "std": result.std}
+            estimates[name] = {"mean": result.mean, "std": result.std, "scores": list(result.scores)}
             print_fn(
                 f"[cv] {name}: {objective}={result.mean:.4f} ± {result.std:.4f} over {folds} folds "
                 f"({time.perf_counter() - started:.1f}s)"
             )
         method = f"stratified {folds}-fold cross-validation on the training and validation splits"
     else:
+        units = "seeds"
         for name in built:
-            curve = curves.get(name, {}).get(objective)
-            if curve:
-                estimates[name] = {"mean": float(np.max(curve)), "std": None}
-        method = "the best epoch of the mean validation curve over seeds"
-    if not estimates:
-        return {"loss": None, "objective": objective, "method": method, "estimates": {}}
-    best = max(estimates, key=lambda n: estimates[n]["mean"])
-    return {"loss": best, "objective": objective, "method": method, "estimates": estimates}
+            best_epochs = [float(np.max(c[objective])) for c in curves.get(name, ()) if c.get(objective)]
+            if best_epochs:
+                estimates[name] = {"mean": float(np.mean(best_epochs)), "std": float(np.std(best_epochs))}
+                estimates[name]["scores"] = best_epochs
+        method = "the best epoch of each seed's validation curve (the validation split)"
+    scored = {name: e["scores"] for name, e in estimates.items() if np.all(np.isfinite(e["scores"]))}
+    if not scored:
+        return {"loss": None, "objective": objective, "method": method, "estimates": estimates, "decision": None}
+    pick = recommend(scored, units=units)
+    decision = {**pick.to_dict(), "summary": pick.describe()}
+    return {"loss": pick.chosen, "objective": objective, "method": method, "estimates": estimates, "decision": decision}
+
+
+def _recommendation_lines(recommended: Mapping[str, Any]) -> list[str]:
+    """The report's recommendation: the decision in a sentence, the rule, and the validation table."""
+    decision = recommended["decision"]
+    comparisons = {c["candidate"]: c for c in decision["comparisons"]}
+    tied = decision["tie"] or [decision["loss"]]
+    rows = []
+    for name, e in recommended["estimates"].items():
+        paired = comparisons.get(name)
+        if name == decision["leader"]:
+            versus = "leader"
+        elif paired is None or paired["difference"] is None:
+            versus = "not compared"
+        else:
+            versus = f"{paired['difference']:.4f} ± {paired['standard_error']:.4f}"
+        mark = "recommended" if name == decision["loss"] else ("tied" if name in tied else "")
+        rows.append([name, f"{e['mean']:.4f} ± {e['std']:.4f}", versus, mark])
+    return [
+        f"Recommended: `{decision['loss']}`, by {recommended['objective']} on {recommended['method']} "
+        "(never by the test split).",
+        "",
+        f"Decision: {decision['summary']}.",
+        "",
+        f"Rule: {decision['rule']}.",
+        "",
+        report.markdown_table(
+            [
+                "loss",
+                f"validation {recommended['objective']}",
+                "behind the leader (paired ± standard error)",
+                "decision",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def _write_report(output: str, results: Mapping[str, Any], summary, table: str) -> None:
@@ -142,8 +195,11 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
     with report.atomic_folder(output) as folder:
         report.write_json(folder / "results.json", results)
         report.write_csv(folder / "results.csv", results["runs"])
-        plotted = report.plot_metrics(folder / "metrics.png", summary)
-        report.plot_curves(folder / "curves.png", results["curves"])
+        recommended = results["recommended"]
+        tied = (recommended["decision"] or {}).get("tie") or ()
+        plotted = report.plot_metrics(folder / "metrics.png", summary, recommended=recommended["loss"], tied=tied)
+        seeds = list(range(settings["seeds"]))
+        report.plot_curves(folder / "curves.png", results["curves"], seeds=seeds, recommended=recommended["loss"])
         lines = [
             f"# Loss comparison on {dataset['name']}",
             "",
@@ -156,21 +212,8 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
             table,
             "",
         ]
-        recommended = results["recommended"]
         if recommended["loss"] is not None:
-            lines += [
-                f"Recommended: `{recommended['loss']}`, the best {recommended['objective']} by "
-                f"{recommended['method']} (never by the test split):",
-                "",
-                report.markdown_table(
-                    ["loss", f"validation {recommended['objective']}"],
-                    [
-                        [name, f"{e['mean']:.4f}" + ("" if e["std"] is None else f" ± {e['std']:.4f}")]
-                        for name, e in recommended["estimates"].items()
-                    ],
-                ),
-                "",
-            ]
+            lines += _recommendation_lines(recommended)
         if plotted:
             lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
         (folder / "report.md").write_text("\n".join(lines))
@@ -227,7 +270,8 @@ def run_compare(
         learning_rate=learning_rate,
     )
     if recommended["loss"] is not None:
-        print_fn(f"recommended: {recommended['loss']} (best {recommended['objective']} by {recommended['method']})")
+        print_fn(f"recommended: {recommended['decision']['summary']}")
+        print_fn(f"  ({recommended['objective']} by {recommended['method']}; rule: {recommended['decision']['rule']})")
     results = {
         "command": "compare",
         "dataset": {
@@ -243,7 +287,7 @@ def run_compare(
         "losses": {name: losses.serialize(loss) for name, loss in built.items()},
         "summary": {name: {m: {"mean": v[0], "std": v[1]} for m, v in by.items()} for name, by in summary.items()},
         "runs": runs,
-        "curves": curves,
+        "curves": _mean_curves(curves),
         "seconds": round(time.perf_counter() - started, 1),
     }
     _write_report(output, results, summary, table)

@@ -24,8 +24,6 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from keras_lossopt import __version__
-
 __all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
 
 EXIT_BAD_INPUT = 2
@@ -123,10 +121,28 @@ def _common(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     )
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`: the installed distribution's version (setup.cfg takes it from `keras_lossopt.__version__`),
+    looked up only when asked (reading the installed metadata costs time every other run would pay)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        try:
+            version = metadata.version("keras-lossopt")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            version = "(not installed)"
+        print(f"{parser.prog} {version}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-lossopt` with its subcommands."""
     parser = _Parser(prog="keras-lossopt", description="Compare losses, or search for the best loss, on your data.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_PrintVersion, help="show the installed version and exit")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{compare,search,advise}", parser_class=_Parser
     )
@@ -215,6 +231,10 @@ def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> 
 def _check_inputs(args: argparse.Namespace):
     """Every argument, path and the data, without TensorFlow; returns the dataset and the search project."""
     _check_paths(args)  # first, and before NumPy: a mistyped path costs only Python's start
+    if args.command == "search":
+        from keras_lossopt.cli.distributed import search_role
+
+        args.role = search_role(overwrite=args.overwrite)  # keras-tuner's chief/worker variables
 
     import numpy as np
 
@@ -330,6 +350,7 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
         objective=args.objective,
         output=args.output,
         folds=args.folds,
+        role=args.role,
     )
 
 

@@ -20,9 +20,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "OTHER_COLOR",
+    "RECOMMENDED_COLOR",
+    "TIED_HATCH",
     "atomic_folder",
     "class_legend",
+    "curves_figure",
     "markdown_table",
+    "metrics_figure",
     "named_counts",
     "plot_curves",
     "plot_metrics",
@@ -149,42 +154,135 @@ def _pyplot():
     return plt
 
 
-def plot_metrics(path: pathlib.Path, summary: Mapping[str, Mapping[str, tuple[float, float]]]) -> bool:
-    """Bar chart, one panel per metric: mean per loss with a standard-deviation error bar."""
+#: Bar colours of `metrics_figure`: the recommended loss stands out, tied losses are hatched.
+RECOMMENDED_COLOR, OTHER_COLOR, TIED_HATCH = "tab:orange", "tab:blue", "//"
+
+
+def metrics_figure(
+    summary: Mapping[str, Mapping[str, tuple[float, float]]],
+    *,
+    recommended: str | None = None,
+    tied: Sequence[str] = (),
+):
+    """Bar chart, one panel per metric: mean per loss with a standard-deviation error bar.
+
+    Args:
+        summary: loss -> metric -> (mean, standard deviation).
+        recommended: the recommended loss: its bars are orange and its name bold. Default None.
+        tied: the losses tied with it (hatched bars). Default ().
+
+    Returns:
+        The matplotlib `Figure`, or None without matplotlib.
+    """
     plt = _pyplot()
     if plt is None:
-        return False
+        return None
+    from matplotlib.patches import Patch
+
     names = list(summary)
     metrics = list(next(iter(summary.values())))
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.5), squeeze=False)
+    # Room for the rotated names: a single panel (a search's trials) gets the width of one and a half.
+    width = max(4 * len(metrics), 6, 0.6 * len(names) * len(metrics) + 2)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(width, 3.8), squeeze=False)
+    colors = [RECOMMENDED_COLOR if n == recommended else OTHER_COLOR for n in names]
+    hatches = [TIED_HATCH if n in tied and n != recommended else "" for n in names]
     for axis, metric in zip(axes[0], metrics):
         means = [summary[n][metric][0] for n in names]
         spreads = [summary[n][metric][1] for n in names]
-        axis.bar(range(len(names)), means, yerr=spreads, capsize=4, color="tab:blue", alpha=0.8)
+        bars = axis.bar(range(len(names)), means, yerr=spreads, capsize=4, color=colors, alpha=0.85)
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
         axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        for label in axis.get_xticklabels():
+            label.set_fontweight("bold" if label.get_text() == recommended else "normal")
         axis.set_title(metric)
         axis.set_ylim(0, 1)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return True
+    if recommended is not None:
+        handles = [Patch(facecolor=RECOMMENDED_COLOR, label=f"recommended: {recommended}")]
+        if len(tied) > 1:
+            handles.append(Patch(facecolor=OTHER_COLOR, hatch=TIED_HATCH, label="tied with it (within the noise)"))
+        figure.legend(handles=handles, fontsize=9, loc="upper center", ncol=len(handles), frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.92 if recommended is not None else 1))
+    return figure
 
 
-def plot_curves(path: pathlib.Path, curves: Mapping[str, Mapping[str, Sequence[float]]]) -> bool:
-    """Training curves: one panel per logged series, one line per loss (mean over seeds)."""
+def plot_metrics(
+    path: pathlib.Path,
+    summary: Mapping[str, Mapping[str, tuple[float, float]]],
+    *,
+    recommended: str | None = None,
+    tied: Sequence[str] = (),
+) -> bool:
+    """Writes `metrics_figure` to `path`; False (nothing written) without matplotlib."""
+    return _save(metrics_figure(summary, recommended=recommended, tied=tied), path)
+
+
+def curves_figure(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    seeds: Sequence[int],
+    recommended: str | None = None,
+):
+    """Training curves: one panel per logged series, one line per loss (mean over `seeds`).
+
+    The training-loss panel is on a log scale when every value is positive: the losses'
+    scales differ by orders of magnitude (LDAM starts near 13 where cross-entropy starts
+    near 2), and a linear axis flattens all but the largest. Every panel has a legend and
+    says which seeds its lines average.
+
+    Args:
+        curves: loss -> series name (`"loss"`, `"val_macro_f1"`, ...) -> value per epoch.
+        seeds: the seeds the curves average.
+        recommended: the recommended loss: drawn thicker, "(recommended)" in the legend. Default None.
+
+    Returns:
+        The matplotlib `Figure`, or None without matplotlib.
+    """
     plt = _pyplot()
     if plt is None:
-        return False
+        return None
     series = list(dict.fromkeys(key for by_series in curves.values() for key in by_series))
-    figure, axes = plt.subplots(1, len(series), figsize=(4.5 * len(series), 3.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.8), squeeze=False)
+    over = f"mean over seed {seeds[0]}" if len(seeds) == 1 else f"mean over seeds {', '.join(map(str, seeds))}"
     for axis, key in zip(axes[0], series):
+        values = []
         for name, by_series in curves.items():
             if key in by_series:
-                axis.plot(range(1, len(by_series[key]) + 1), by_series[key], label=name)
-        axis.set_title("training loss (scales differ between losses)" if key == "loss" else key, fontsize=10)
+                chosen = name == recommended
+                axis.plot(
+                    range(1, len(by_series[key]) + 1),
+                    by_series[key],
+                    label=f"{name} (recommended)" if chosen else name,
+                    linewidth=2.6 if chosen else 1.3,
+                )
+                values += list(by_series[key])
+        logarithmic = key == "loss" and values and min(values) > 0
+        if logarithmic:
+            axis.set_yscale("log")
+        what = "training loss" + (" (log scale; scales differ between losses)" if logarithmic else "")
+        axis.set_title(f"{what if key == 'loss' else 'validation ' + key.removeprefix('val_')}\n{over}", fontsize=10)
         axis.set_xlabel("epoch")
-    axes[0][0].legend(fontsize=8)
+        axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
+    return figure
+
+
+def plot_curves(
+    path: pathlib.Path,
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    *,
+    seeds: Sequence[int],
+    recommended: str | None = None,
+) -> bool:
+    """Writes `curves_figure` to `path`; False (nothing written) without matplotlib."""
+    return _save(curves_figure(curves, seeds=seeds, recommended=recommended), path)
+
+
+def _save(figure, path: pathlib.Path) -> bool:
+    if figure is None:
+        return False
+    import matplotlib.pyplot as plt
+
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return True

@@ -17,6 +17,8 @@ import numpy as np
 
 from keras_lossopt import losses
 from keras_lossopt.cli import report
+from keras_lossopt.cli.distributed import SearchRole
+from keras_lossopt.cli.recommendation import recommend
 from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import (
@@ -33,24 +35,66 @@ from keras_lossopt.tuning import (
 __all__ = ["pooled", "run_search"]
 
 
-def _progress(print_fn: Callable[[str], None], total: Any, objective_name: str):
-    """A tuner hook that prints one line per finished trial: loss, parameters, score, folds, time."""
-    count = {"trials": 0}
+def _trial_line(
+    number: int, total: Any, trial, metrics: Mapping[str, float], objective_name: str, who: str = ""
+) -> str:
+    """One line for a finished trial: loss, parameters, score, folds, time (and the worker that ran it)."""
+    values = trial.hyperparameters.values
+    shown = ", ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in values.items() if not k.startswith("tuner/"))
+    if total is None:  # a worker: its own count; the search's total is the chief's
+        header = f"[trial {number} on {who}] {shown}"
+    else:
+        header = f"[trial {number}/{total}{', ' + who if who else ''}] {shown}"
+    if objective_name not in metrics:
+        return f"{header}: no score ({str(getattr(trial, 'status', 'failed')).lower()})"
+    folds = ""
+    if "folds_run" in metrics:
+        folds = f" ± {metrics['fold_std']:.4f} over {int(metrics['folds_run'])} fold(s)"
+        folds += ", stopped: trails the best" if metrics.get("pruned") else ""
+    seconds = f" ({metrics['seconds']:.1f}s)" if "seconds" in metrics else ""
+    return f"{header}: {objective_name}={metrics[objective_name]:.4f}{folds}{seconds}"
 
-    def on_trial_result(trial, metrics):
-        count["trials"] += 1
-        values = trial.hyperparameters.values
-        shown = ", ".join(f"{k.split('/')[-1]}={_fmt(v)}" for k, v in values.items() if not k.startswith("tuner/"))
-        folds = ""
-        if "folds_run" in metrics:
-            folds = f" ± {metrics['fold_std']:.4f} over {int(metrics['folds_run'])} fold(s)"
-            folds += ", stopped: trails the best" if metrics.get("pruned") else ""
-        print_fn(
-            f"[trial {count['trials']}/{total}] {shown}: {objective_name}={metrics[objective_name]:.4f}{folds} "
-            f"({metrics['seconds']:.1f}s)"
-        )
 
-    return count, on_trial_result
+class _Progress:
+    """One printed line per finished trial, numbered from the trials finished before."""
+
+    def __init__(self, print_fn: Callable[[str], None], total: Any, objective_name: str):
+        self.print_fn, self.total, self.objective_name = print_fn, total, objective_name
+        self.trials = 0
+        #: The tuner id when this process is a worker of a distributed search.
+        self.worker: str | None = None
+
+    def on_trial_result(self, trial, metrics: Mapping[str, float], who: str = "") -> None:
+        """The tuner hook: called by the process that trained the trial."""
+        self.trials += 1
+        if self.worker is not None:  # its own count; the search's total is the chief's
+            line = _trial_line(self.trials, None, trial, metrics, self.objective_name, who=self.worker)
+        else:
+            line = _trial_line(self.trials, self.total, trial, metrics, self.objective_name, who=who)
+        self.print_fn(line)
+
+    def watch_chief(self, oracle) -> None:
+        """Makes the chief's oracle print a line per trial a worker finishes (the chief trains none).
+
+        keras-tuner's `OracleServicer.EndTrial` calls `oracle.end_trial(trial)` for every
+        finished trial; the instance attribute set here wraps it and names the worker from
+        `oracle.ongoing_trials` (the trials each tuner id is running).
+        """
+        end_trial = oracle.end_trial
+
+        def end_trial_and_print(trial):
+            who = next((tid for tid, t in oracle.ongoing_trials.items() if t.trial_id == trial.trial_id), "")
+            result = end_trial(trial)
+            stored = oracle.trials.get(trial.trial_id, trial)
+            metrics = {
+                name: float(stored.metrics.get_last_value(name))
+                for name in stored.metrics.metrics
+                if stored.metrics.get_last_value(name) is not None
+            }
+            self.on_trial_result(stored, metrics, who=who)
+            return result
+
+        oracle.end_trial = end_trial_and_print
 
 
 def _fmt(value: Any) -> str:
@@ -70,15 +114,30 @@ def _search_trials(
     folds: int,
     epochs: int,
     batch_size: int,
-    progress,
+    progress: _Progress,
     print_fn: Callable[[str], None],
+    role: SearchRole | None,
 ) -> None:
-    """Runs the trials that are not finished yet; a rerun in the same folder keeps the finished ones."""
-    finished_before = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
-    if finished_before:
-        print_fn(f"resuming the search in {tuner.project_dir}: {finished_before} finished trials kept")
-    progress[0]["trials"] = finished_before
-    tuner.on_trial_result = progress[1]
+    """Runs the trials that are not finished yet; a rerun in the same folder keeps the finished ones.
+
+    A worker of a distributed search holds no trials (its oracle is the chief's, over gRPC):
+    it counts only those it trains.
+    """
+    if role is None or role.is_chief:
+        finished_before = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+        if finished_before:
+            print_fn(f"resuming the search in {tuner.project_dir}: {finished_before} finished trials kept")
+        progress.trials = finished_before
+    if role is not None and role.is_chief:
+        progress.watch_chief(tuner.oracle)
+        print_fn(
+            f"chief: serving the search at {role.address}; the workers (the same command with their own "
+            "KERASTUNER_TUNER_ID) train the trials"
+        )
+    elif role is not None:
+        progress.worker = role.tuner_id
+        print_fn(f"worker {role.tuner_id}: training trials from the chief at {role.address}")
+    tuner.on_trial_result = progress.on_trial_result
     if folds > 1:
         x, y = pooled(dataset)
         tuner.search(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
@@ -120,13 +179,45 @@ def _leaderboard_rows(ranked: Sequence, objective_name: str) -> list[dict[str, A
                 objective_name: float(trial.score),
                 "fold_std": metric("fold_std"),
                 "folds_run": metric("folds_run"),
+                "fold_scores": [metric(f"fold_{k}") for k in range(int(metric("folds_run") or 0))],
             }
         )
     return rows
 
 
-def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name: str) -> str:
-    """The markdown table of `_leaderboard_rows`."""
+def _recommend_trial(leaderboard: Sequence[Mapping[str, Any]], objective: keras_tuner.Objective) -> dict[str, Any]:
+    """The trial to recommend: the best score, or a tie inside the noise of the same folds.
+
+    `recommendation.recommend` pairs the trials over the folds they share (each trial's
+    `fold_<k>` scores); a trial raced out after fewer folds never ties. With a fixed
+    validation split (folds=1) there is one score per trial and no tie can be judged.
+    """
+    labels = {f"#{row['rank']} {row['loss']}": row for row in leaderboard}
+    scores = {label: row["fold_scores"] or [row[objective.name]] for label, row in labels.items()}
+    pick = recommend(
+        scores, direction=objective.direction, ranking={label: row[objective.name] for label, row in labels.items()}
+    )
+    row = labels[pick.chosen]
+    return {
+        **pick.to_dict(),
+        "label": pick.chosen,
+        "rank": row["rank"],
+        "trial": row["trial"],
+        "loss": row["loss"],
+        "summary": pick.describe(),
+    }
+
+
+def _leaderboard_table(
+    leaderboard: Sequence[Mapping[str, Any]], objective_name: str, recommended: Mapping[str, Any]
+) -> str:
+    """The markdown table of `_leaderboard_rows`, the recommended and tied trials marked."""
+    tied = recommended["tie"] or []
+
+    def decision(row):
+        label = f"#{row['rank']} {row['loss']}"
+        return "recommended" if label == recommended["label"] else ("tied" if label in tied else "")
+
     rows = [
         [
             row["rank"],
@@ -135,10 +226,11 @@ def _leaderboard_table(leaderboard: Sequence[Mapping[str, Any]], objective_name:
             _fmt(row["learning_rate"]) if row["learning_rate"] is not None else "-",
             f"{row[objective_name]:.4f}"
             + (f" ± {row['fold_std']:.4f} ({int(row['folds_run'])} folds)" if row["fold_std"] is not None else ""),
+            decision(row),
         ]
         for row in leaderboard
     ]
-    return report.markdown_table(["rank", "loss", "parameters", "learning_rate", objective_name], rows)
+    return report.markdown_table(["rank", "loss", "parameters", "learning_rate", objective_name, "decision"], rows)
 
 
 def _evaluate_best_trial(
@@ -156,32 +248,39 @@ def _evaluate_best_trial(
     """The best trial's loss and the test-split scores of its model.
 
     A cross-validated trial trained one model per fold and kept none, so the best
-    configuration is trained once more on the training split (as `compare` trains).
+    configuration is trained once more on the training split (as `compare` trains); so is
+    the best of a distributed search whose workers kept their checkpoints on their own disks
+    (no shared `--directory`).
     """
     best_loss = hypermodel.loss_from_hyperparameters(best_trial.hyperparameters)
-    if folds > 1:
-        hp = best_trial.hyperparameters
-        learning_rate = float(hp.get("learning_rate")) if "learning_rate" in hp.values else hypermodel.learning_rate
-        scores, _ = train_once(
-            dataset,
-            make_model,
-            losses.get(losses.serialize(best_loss)),
-            seed=seed,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-        )
-        return best_loss, scores
-    with warnings.catch_warnings():
-        # The checkpoint holds the optimizer's slots; the rebuilt model has none yet. Harmless here.
-        warnings.simplefilter("ignore", UserWarning)
-        best_model = tuner.load_model(best_trial)
-    outputs = best_model.predict(dataset.x_test, batch_size=256, verbose=0)
-    return best_loss, report.scores(dataset.task, dataset.y_test, outputs, dataset.num_classes)
+    best_model = None
+    if folds == 1:
+        try:
+            with warnings.catch_warnings():
+                # The checkpoint holds the optimizer's slots; the rebuilt model has none yet. Harmless here.
+                warnings.simplefilter("ignore", UserWarning)
+                best_model = tuner.load_model(best_trial)
+        except (OSError, ValueError):
+            best_model = None  # no checkpoint on this machine: trained again below
+    if best_model is not None:
+        outputs = best_model.predict(dataset.x_test, batch_size=256, verbose=0)
+        return best_loss, report.scores(dataset.task, dataset.y_test, outputs, dataset.num_classes)
+    hp = best_trial.hyperparameters
+    learning_rate = float(hp.get("learning_rate")) if "learning_rate" in hp.values else hypermodel.learning_rate
+    scores, _ = train_once(
+        dataset,
+        make_model,
+        losses.get(losses.serialize(best_loss)),
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+    )
+    return best_loss, scores
 
 
 def _write_report(output: str, results: Mapping[str, Any], table: str, finished: int) -> None:
-    settings, leaderboard = results["settings"], results["leaderboard"]
+    settings, leaderboard, recommended = results["settings"], results["leaderboard"], results["recommended"]
     objective_name = settings["objective"]["name"]
     shown = ", ".join(f"{k}={v:.3f}" for k, v in results["best_test_scores"].items())
     with report.atomic_folder(output) as folder:
@@ -193,7 +292,12 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
         )
         plotted = report.plot_metrics(
             folder / "trials.png",
-            {f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], 0.0)} for row in leaderboard},
+            {
+                f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], row["fold_std"] or 0.0)}
+                for row in leaderboard
+            },
+            recommended=recommended["label"],
+            tied=recommended["tie"] or (),
         )
         timing = results["timing"]
         legend = report.class_legend(results["dataset"]["class_names"])
@@ -222,9 +326,14 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             *([f"{legend[0].upper()}{legend[1:]}.", ""] if legend else []),
             results["advice"]["table"],
             "",
-            f"Best loss: `{leaderboard[0]['loss']}`, config in `best_loss.json` "
+            f"Recommended: trial {recommended['label']}, config in `best_loss.json` "
             "(load it with `keras_lossopt.losses.get(json.load(open('best_loss.json')))`).",
-            f"Best model on the test split: {shown}.",
+            "",
+            f"Decision: {recommended['summary']}.",
+            "",
+            f"Rule: {recommended['rule']}.",
+            "",
+            f"The recommended configuration on the test split: {shown}.",
             "",
         ]
         if plotted:
@@ -250,8 +359,15 @@ def run_search(
     output: str,
     folds: int = 1,
     print_fn: Callable[[str], None] = print,
+    role: SearchRole | None = None,
 ) -> dict[str, Any]:
-    """Runs (or resumes) the search from the advisor's picks, prints the leaderboard, writes the report folder."""
+    """Runs (or resumes) the search from the advisor's picks, prints the leaderboard, writes the report folder.
+
+    In keras-tuner's distributed mode (`role`, from `distributed.search_role`) the chief serves
+    the trials, waits for the workers to finish them and alone writes the report; a worker
+    trains the trials the chief gives it and returns `{"command": "search", "role": "worker",
+    "tuner_id": ..., "trials_run": ...}` without writing anything.
+    """
     search_objective = check_search_objective(objective) if objective else default_objective(dataset.task)
     x_all = np.concatenate([dataset.x_train, dataset.x_val])
     labels = np.concatenate([dataset.y_train, dataset.y_val])
@@ -268,7 +384,7 @@ def run_search(
         candidates=[c.name for c in hypermodel.candidates],
         num_classes=dataset.num_classes,
     )
-    progress = _progress(print_fn, "?" if tuner_name == "hyperband" else max_trials, search_objective.name)
+    progress = _Progress(print_fn, "?" if tuner_name == "hyperband" else max_trials, search_objective.name)
     keras.utils.set_random_seed(seed)
     settings = {
         "tuner": tuner_name,
@@ -305,15 +421,29 @@ def run_search(
     )
     print_fn(f"advisor: {advice.profile.summary()}; first trials: {', '.join(a.candidate for a in advice.ranked)}")
     _search_trials(
-        tuner, dataset, folds=folds, epochs=epochs, batch_size=batch_size, progress=progress, print_fn=print_fn
+        tuner,
+        dataset,
+        folds=folds,
+        epochs=epochs,
+        batch_size=batch_size,
+        progress=progress,
+        print_fn=print_fn,
+        role=role,
     )
+    if role is not None and not role.is_chief:
+        print_fn(
+            f"worker {role.tuner_id}: trained {progress.trials} trial(s); the search is done, the chief "
+            f"writes the report to {output}"
+        )
+        return {"command": "search", "role": "worker", "tuner_id": role.tuner_id, "trials_run": progress.trials}
     ranked = _finished_trials(tuner, search_objective)
     leaderboard = _leaderboard_rows(ranked, search_objective.name)
+    recommended = _recommend_trial(leaderboard, search_objective)
     timing = search_summary(tuner)
     best_loss, test_scores = _evaluate_best_trial(
         tuner,
         hypermodel,
-        ranked[0],
+        ranked[recommended["rank"] - 1],
         dataset,
         folds=folds,
         make_model=make_model,
@@ -321,11 +451,13 @@ def run_search(
         batch_size=batch_size,
         seed=seed,
     )
-    table = _leaderboard_table(leaderboard, search_objective.name)
+    table = _leaderboard_table(leaderboard, search_objective.name, recommended)
     print_fn("")
     print_fn(table)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in test_scores.items())
-    print_fn(f"\nbest: {leaderboard[0]['loss']} ({type(best_loss).__name__}); best model on the test split: {shown}")
+    print_fn(f"\nrecommended: trial {recommended['summary']}")
+    print_fn(f"  (rule: {recommended['rule']})")
+    print_fn(f"the recommended configuration ({type(best_loss).__name__}) on the test split: {shown}")
     print_fn(
         f"search wall time {timing['seconds']:.0f} s over {timing['trials_run']} trials; the final best was first "
         f"reached at trial {timing.get('best_found_at', '-')}"
@@ -341,6 +473,7 @@ def run_search(
         "model": model_description,
         "settings": settings,
         "leaderboard": leaderboard,
+        "recommended": recommended,
         "best_loss": losses.serialize(best_loss),
         "best_test_scores": test_scores,
         "timing": {k: v for k, v in timing.items() if k != "trials"},

@@ -17,6 +17,7 @@ from keras_lossopt.datasets.builtin import (
     train_val_test_indices,
 )
 from keras_lossopt.datasets.segmentation import SHAPE_KINDS, load_shapes, make_shapes
+from keras_lossopt.datasets.vessels import load_vessels, make_vessels
 
 __all__ = [
     "LOADERS",
@@ -28,7 +29,9 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_shapes",
+    "load_vessels",
     "make_shapes",
+    "make_vessels",
     "stratified_split",
     "subsample_classes",
     "train_val_test_indices",

@@ -9,12 +9,22 @@ resolves short names such as "focal".
 
 from keras_lossopt.losses.asymmetric import AsymmetricLoss, asymmetric_loss
 from keras_lossopt.losses.base import LossFunctionBase, SparseTargetLoss
+from keras_lossopt.losses.boundary import BoundaryLoss, boundary_loss
 from keras_lossopt.losses.class_balanced import ClassBalancedLoss, class_balanced_weights
+from keras_lossopt.losses.cldice import (
+    SoftClDiceLoss,
+    SoftDiceClDiceLoss,
+    soft_cldice_loss,
+    soft_dice_cldice_loss,
+    soft_skeleton,
+)
 from keras_lossopt.losses.composite import CompositeLoss, FunctionTerm
 from keras_lossopt.losses.compound import DiceCELoss, DiceFocalLoss, dice_ce_loss, dice_focal_loss
 from keras_lossopt.losses.contract import LossContract
+from keras_lossopt.losses.distance_maps import distance_to_nearest, signed_distance_maps
 from keras_lossopt.losses.focal import FocalLoss, focal_loss
 from keras_lossopt.losses.generalized_dice import GeneralizedDiceLoss, generalized_dice_loss
+from keras_lossopt.losses.hausdorff import HausdorffDTLoss, HausdorffERLoss, hausdorff_dt_loss, hausdorff_er_loss
 from keras_lossopt.losses.long_tail import LDAMLoss, LogitAdjustedLoss, ldam_loss, ldam_margins, logit_adjusted_loss
 from keras_lossopt.losses.lovasz import LovaszHingeLoss, LovaszSoftmaxLoss, lovasz_hinge_loss, lovasz_softmax_loss
 from keras_lossopt.losses.noise_robust import (
@@ -30,6 +40,7 @@ from keras_lossopt.losses.tversky import FocalTverskyLoss, TverskyLoss, focal_tv
 
 __all__ = [
     "AsymmetricLoss",
+    "BoundaryLoss",
     "ClassBalancedLoss",
     "CompositeLoss",
     "DiceCELoss",
@@ -40,6 +51,8 @@ __all__ = [
     "FunctionTerm",
     "GeneralizedCrossEntropyLoss",
     "GeneralizedDiceLoss",
+    "HausdorffDTLoss",
+    "HausdorffERLoss",
     "JaccardLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
@@ -48,21 +61,27 @@ __all__ = [
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "PolyLoss",
+    "SoftClDiceLoss",
+    "SoftDiceClDiceLoss",
     "SparseTargetLoss",
     "SymmetricCrossEntropyLoss",
     "TverskyLoss",
     "asymmetric_loss",
     "available_aliases",
+    "boundary_loss",
     "class_balanced_weights",
     "deserialize",
     "dice_ce_loss",
     "dice_focal_loss",
     "dice_loss",
+    "distance_to_nearest",
     "focal_loss",
     "focal_tversky_loss",
     "generalized_cross_entropy_loss",
     "generalized_dice_loss",
     "get",
+    "hausdorff_dt_loss",
+    "hausdorff_er_loss",
     "jaccard_loss",
     "ldam_loss",
     "ldam_margins",
@@ -73,6 +92,10 @@ __all__ = [
     "poly_loss",
     "register_alias",
     "serialize",
+    "signed_distance_maps",
+    "soft_cldice_loss",
+    "soft_dice_cldice_loss",
+    "soft_skeleton",
     "symmetric_cross_entropy_loss",
     "tversky_loss",
 ]

@@ -348,7 +348,17 @@ def search_summary(tuner) -> dict[str, Any]:
         A dict: `trials` (id, loss, score, seconds, folds run, fold spread, pruned), `seconds`
         (sum of the trials' wall times), `best_trial`, `best_found_at` (1-based position in
         start order of the first trial that reached the final best score), `trials_run`.
+
+    Raises:
+        ValueError: on a worker of a distributed search, whose oracle is a client of the
+            chief's and holds no trials: call it on the chief.
     """
+    if not hasattr(tuner.oracle, "start_order"):
+        raise ValueError(
+            "search_summary needs the search's trials, which only the chief of a distributed search holds "
+            "(a worker's oracle forwards to the chief over gRPC): call it on the chief (KERASTUNER_TUNER_ID "
+            "containing 'chief') or in a search run in one process."
+        )
     objective = tuner.oracle.objective
     sign = 1.0 if objective.direction == "max" else -1.0
     rows = []

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt._validation import check_choice, check_class_labels, check_int
 from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
@@ -29,52 +29,6 @@ __all__ = [
 ]
 
 _TASKS = ("binary", "multiclass", "multilabel", "segmentation")
-
-
-def check_class_labels(y, where: str = "the labels") -> np.ndarray:
-    """Checks that `y` holds class indices (not text, NaN, continuous or negative values).
-
-    Args:
-        y: the labels, any shape.
-        where: how the message names them. Default `"the labels"`.
-
-    Returns:
-        The labels as int64.
-
-    Raises:
-        ValueError: one line naming the problem and the fix.
-
-    Examples:
-        >>> check_class_labels([0.0, 1.0, 2.0]).tolist()
-        [0, 1, 2]
-    """
-    labels = np.asarray(y)
-    if labels.size == 0:
-        raise ValueError(f"{where} are empty: pass at least two samples of each class.")
-    if labels.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{where} have dtype {labels.dtype}, not numbers: encode the classes as integers 0..C-1 "
-            "(e.g. with numpy.unique(y, return_inverse=True))."
-        )
-    if labels.dtype.kind == "f":
-        bad = ~np.isfinite(labels)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"{where} hold {int(bad.sum())} NaN or infinite value(s) (first at index {first}): "
-                "drop those samples or fill in their class."
-            )
-        fractional = labels != np.round(labels)
-        if fractional.any():
-            example = float(labels[fractional].ravel()[0])
-            raise ValueError(
-                f"{where} look continuous (e.g. {example:g}): a loss search needs class labels; "
-                "bin the target into classes (e.g. numpy.digitize) or use a regression loss instead."
-            )
-    labels = labels.astype("int64")
-    if labels.min() < 0:
-        raise ValueError(f"{where} hold negative values (e.g. {int(labels.min())}): encode the classes as 0..C-1.")
-    return labels
 
 
 def check_labels(y, task: str | None = None, *, folds: int = 1) -> np.ndarray:

@@ -49,7 +49,7 @@ def test_the_standard_version_has_autoattacks_order_and_budgets():
 def test_standard_evaluation_is_at_least_as_strong_as_pgd20_sample_by_sample(trained, digits):
     _, _, x, y = digits
     x, y = x[:64], y[:64]
-    standard = evaluate_robustness(trained, (x, y), eps=EPS, version="standard", sanity_checks=False,
+    standard = evaluate_robustness(trained, (x, y), eps=EPS, strength="standard", sanity_checks=False,
                                    return_adversarial=True)  # fmt: skip
     pgd = evaluate_robustness(trained, (x, y), ProjectedGradientDescent(EPS, steps=20, seed=0), return_adversarial=True)
     robust_standard = correct(trained, standard["x_adv"], y) & correct(trained, x, y)
@@ -69,10 +69,10 @@ def test_a_masked_model_is_flagged_by_the_black_box_check(trained, digits):
     x, y = x[:40], y[:40]
     masked = keras.Sequential([keras.Input((64,)), ShatteredGradient(), trained])
     with pytest.warns(UserWarning, match="black-box Square attack lowered the robust accuracy"):
-        result = evaluate_robustness(masked, (x, y), eps=EPS, version="fast", sanity_samples=16)
+        result = evaluate_robustness(masked, (x, y), eps=EPS, strength="fast", sanity_samples=16)
     assert any("gradients are likely masked" in message for message in result["warnings"])
     # The unmasked model passes the same checks.
-    honest = evaluate_robustness(trained, (x, y), eps=EPS, version="fast", sanity_samples=16)
+    honest = evaluate_robustness(trained, (x, y), eps=EPS, strength="fast", sanity_samples=16)
     assert honest["warnings"] == []
     assert honest["robust_accuracy"] < result["robust_accuracy"]  # masking inflated the number
 

@@ -88,5 +88,5 @@ def test_strongest_attack_config_and_bad_input():
         StrongestAttack([])
     with pytest.raises(ValueError, match=r"untargeted"):
         StrongestAttack([FastGradientMethod(0.1, targeted=True)])
-    with pytest.raises(ValueError, match=r"Give `attacks` or `eps`"):
+    with pytest.raises(ValueError, match=r"Give `attacks`, or `eps` for the attacks of `strength`"):
         robust_accuracy(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), np.zeros((2, 2)), [0, 1])

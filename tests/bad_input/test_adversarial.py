@@ -90,25 +90,25 @@ CASES = [
         "label_above_the_classes",
         lambda e: fgsm()(e.model, e.x, np.array([0, 1, 7, 0, 1, 2])),
         ValueError,
-        r"`y` holds labels from 0 to 7, outside the 3 classes of the model \(indices 0 to 2\)",
+        r"the labels in `y` range from 0 to 7, outside the 3 classes of the model \(indices 0 to 2\)",
     ),
     (
         "negative_label",
         lambda e: pgd()(e.model, e.x, e.y - 1),
         ValueError,
-        r"`y` holds labels from -1 to 1, outside the 3 classes",
+        r"the labels in `y` range from -1 to 1, outside the 3 classes",
     ),
     (
         "float_labels_that_are_not_integers",
         lambda e: fgsm()(e.model, e.x, e.y + 0.7),
         ValueError,
-        r"`y` must hold integer class indices in \[0, 2\]\. Received non-integer values such as \[0\.7",
+        r"the labels in `y` look continuous \(e\.g\. 0\.7\): class labels are integer indices",
     ),
     (
         "target_outside_the_classes",
         lambda e: fgsm(targeted=True)(e.model, e.x, e.y + 3),
         ValueError,
-        r"`y \(targets\)` holds labels from 3 to 5",
+        r"the labels in `y \(targets\)` range from 3 to 5",
     ),
     (
         "fewer_labels_than_inputs",
@@ -127,7 +127,7 @@ CASES = [
         "one_hot_of_the_wrong_width",
         lambda e: fgsm(loss="margin")(e.model, e.x, np.eye(5)[e.y]),
         ValueError,
-        r"one-hot rows of shape \(N, 3\) for a model with 3 classes\. Received: y.shape=\(6, 5\)",
+        r"one-hot rows of shape \(N, 3\) for a model with 3 classes\. Received: shape \(6, 5\)",
     ),
     (
         "two_input_model",
@@ -193,7 +193,7 @@ CASES = [
         "robust_accuracy_without_attack_or_eps",
         lambda e: robust_accuracy(e.model, e.x, e.y),
         ValueError,
-        r"Give `attacks` or `eps`",
+        r"Give `attacks`, or `eps` for the attacks of `strength`",
     ),
     (
         "robust_accuracy_outside_clip",
@@ -205,7 +205,7 @@ CASES = [
         "robust_accuracy_labels_outside_with_any_attack",
         lambda e: robust_accuracy(e.model, e.x, e.y + 5, lambda model, x, y: x),
         ValueError,
-        r"`y` holds labels from 5 to 7, outside the 3 classes",
+        r"the labels in `y` range from 5 to 7, outside the 3 classes",
     ),
     (
         "robust_accuracy_targeted",
@@ -341,7 +341,7 @@ def test_adversarial_model_refuses_training_data_outside_clip_in_fit(env):
 
 def test_callback_checks_labels_against_the_model_when_fit_starts(env):
     callback = RobustnessEvaluation(fgsm(), (env.x, env.y + 1))
-    with pytest.raises(ValueError, match=r"`validation_data labels` holds labels from 1 to 3, outside the 3 classes"):
+    with pytest.raises(ValueError, match=r"the labels in `validation_data` range from 1 to 3, outside the 3 classes"):
         env.model.fit(env.x, env.y, epochs=1, verbose=0, callbacks=[callback])
     missing = RobustnessEvaluation.from_config({"attack": fgsm(), "validation_data": None})
     with pytest.raises(ValueError, match=r"needs `validation_data`"):

@@ -2,10 +2,13 @@
 
 import json
 
+import keras_tuner
 import numpy as np
 
+from keras_lossopt.cli import search as search_module
 from keras_lossopt.cli.main import main
 from keras_lossopt.cli.paths import REPORT_FILES
+from keras_lossopt.cli.recommendation import recommend
 
 
 def test_advise_prints_the_ranked_table_and_writes_the_report(tmp_path, capsys):
@@ -68,8 +71,50 @@ def test_search_with_folds_starts_from_the_advice_and_reports_timing(tmp_path, c
     assert timing["trials_run"] == 2 and timing["seconds"] > 0 and 1 <= timing["best_found_at"] <= 2
     for row in results["leaderboard"]:
         assert row["folds_run"] in (1.0, 2.0) and row["fold_std"] >= 0
+        assert len(row["fold_scores"]) == row["folds_run"]
+    # The summary's recommendation is the paired rule over the trials' fold scores, and best_loss.json is its loss.
+    board = results["leaderboard"]
+    pick = recommend(
+        {f"#{r['rank']} {r['loss']}": r["fold_scores"] for r in board},
+        ranking={f"#{r['rank']} {r['loss']}": r["val_macro_f1"] for r in board},
+    )
+    recommended = results["recommended"]
+    assert (recommended["label"], recommended["summary"]) == (pick.chosen, pick.describe())
+    assert recommended["loss"] == board[recommended["rank"] - 1]["loss"]
+    expected_class = {"crossentropy": "SparseCategoricalCrossentropy", "logit_adjusted": "LogitAdjustedLoss"}
+    assert results["best_loss"]["class_name"] == expected_class[recommended["loss"]]
+    assert f"recommended: trial {pick.describe()}" in stdout
     assert {p.name for p in out.iterdir()} <= REPORT_FILES
     report = (out / "report.md").read_text()
     assert "stratified 2-fold cross-validation" in report and "first reached at trial" in report
     assert "The advisor's picks" in report
+    assert f"Decision: {pick.describe()}." in report and "Rule: " in report
     assert "over 2 fold(s)" in stdout or "over 1 fold(s)" in stdout
+
+
+def _row(rank, loss, fold_scores, score=None):
+    return {"rank": rank, "trial": f"{rank:02d}", "loss": loss, "val_macro_f1": score or float(np.mean(fold_scores)),
+            "fold_scores": fold_scores, "fold_std": float(np.std(fold_scores)), "folds_run": float(len(fold_scores)),
+            "parameters": {}, "learning_rate": 0.003}  # fmt: skip
+
+
+def test_search_summary_reports_a_tie_of_trials_and_marks_it_in_the_leaderboard():
+    objective = keras_tuner.Objective("val_macro_f1", "max")
+    board = [
+        _row(1, "class_balanced_focal", [0.770, 0.975, 0.988]),
+        _row(2, "logit_adjusted", [0.830, 0.930, 0.934]),
+        _row(3, "focal", [0.70, 0.72], score=0.75),  # raced out after two folds
+        _row(4, "crossentropy", [0.60, 0.62, 0.61]),
+    ]
+    recommended = search_module._recommend_trial(board, objective)
+    assert (recommended["rank"], recommended["loss"], recommended["trial"]) == (2, "logit_adjusted", "02")
+    assert recommended["tie"] == ["#1 class_balanced_focal", "#2 logit_adjusted"]
+    assert recommended["summary"].startswith(
+        "#2 logit_adjusted: a tie within the noise between #1 class_balanced_focal"
+    )
+    table = search_module._leaderboard_table(board, "val_macro_f1", recommended)
+    assert [line.rsplit("|", 2)[-2].strip() for line in table.splitlines()[2:]] == ["tied", "recommended", "", ""]
+    # a fixed validation split: one score per trial, no tie can be judged
+    single = [{**row, "fold_scores": [], "fold_std": None, "folds_run": None} for row in board]
+    best = search_module._recommend_trial(single, objective)
+    assert best["rank"] == 1 and best["tie"] is None and "no tie can be judged" in best["summary"]

@@ -14,7 +14,9 @@ from keras_lossopt import losses
 from keras_lossopt.cli import compare as compare_module
 from keras_lossopt.cli.main import main
 from keras_lossopt.cli.paths import REPORT_FILES
+from keras_lossopt.cli.recommendation import recommend
 from keras_lossopt.cli.report import scores
+from keras_lossopt.tuning.validation import FoldScores
 
 TINY = ["--seeds", "1", "--epochs", "1", "--folds", "1"]
 
@@ -63,8 +65,10 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
     recommended = results["recommended"]
     assert recommended["method"].startswith("stratified 2-fold cross-validation")
     estimates = recommended["estimates"]
-    assert recommended["loss"] == max(estimates, key=lambda n: estimates[n]["mean"])
-    assert f"recommended: {recommended['loss']}" in stdout
+    assert all(len(e["scores"]) == 2 and e["mean"] == pytest.approx(np.mean(e["scores"])) for e in estimates.values())
+    pick = recommend({name: e["scores"] for name, e in estimates.items()})
+    assert recommended["loss"] == pick.chosen and recommended["decision"]["summary"] == pick.describe()
+    assert f"recommended: {pick.describe()}" in stdout
     # Each loss in the report is loadable, and the CSV repeats the JSON runs.
     assert isinstance(losses.get(results["losses"]["focal"]), losses.FocalLoss)
     csv_lines = (out / "results.csv").read_text().splitlines()
@@ -75,10 +79,13 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
 
 
 def test_version_and_help(capsys):
+    from importlib import metadata
+
     import keras_lossopt
 
     status, stdout, _ = run(capsys, "--version")
-    assert status == 0 and stdout == f"keras-lossopt {keras_lossopt.__version__}\n"
+    assert status == 0 and stdout == f"keras-lossopt {metadata.version('keras-lossopt')}\n"
+    assert metadata.version("keras-lossopt") == keras_lossopt.__version__  # the installed tree is this one
     status, stdout, _ = run(capsys, "compare", "--help")
     assert status == 0
     assert "required with a .csv file" in " ".join(stdout.split())
@@ -101,14 +108,71 @@ def test_scores_match_scikit_learn(rng):
     assert seg["mean_iou"] == pytest.approx(expected_iou)
 
 
+def test_compare_reports_a_tie_inside_the_noise_with_both_losses_and_the_rule(tmp_path, capsys, monkeypatch):
+    # Constructed fold scores (the training is real, the cross-validation is replaced): the case of issue 19,
+    # class-balanced focal ahead on the mean with twice logit adjustment's spread, crossentropy far behind.
+    folds = {
+        "crossentropy": (0.60, 0.62, 0.61),
+        "class_balanced_focal": (0.770, 0.975, 0.988),
+        "logit_adjusted": (0.830, 0.930, 0.934),
+    }
+
+    in_order = iter(folds.values())  # compare cross-validates the losses in the order given
+
+    def constructed(make_model, loss, *args, **kwargs):
+        return FoldScores(next(in_order), 3)
+
+    monkeypatch.setattr(compare_module, "cross_validate_loss", constructed)
+    figures = {}
+    for plot in ("plot_metrics", "plot_curves"):
+        real_plot = getattr(compare_module.report, plot)
+
+        def spy(path, *args, real_plot=real_plot, **kwargs):
+            figures[path.name] = kwargs
+            return real_plot(path, *args, **kwargs)
+
+        monkeypatch.setattr(compare_module.report, plot, spy)
+    out = tmp_path / "tie"
+    status, stdout, err = run(
+        capsys, "compare", "--losses", ",".join(folds), "--seeds", "1", "--epochs", "1", "--folds", "3",
+        "--output", str(out),
+    )  # fmt: skip
+    assert status == 0, err
+    decision = json.loads((out / "results.json").read_text())["recommended"]["decision"]
+    assert decision["loss"] == "logit_adjusted" and decision["leader"] == "class_balanced_focal"
+    assert decision["tie"] == ["class_balanced_focal", "logit_adjusted"]
+    line = next(line for line in stdout.splitlines() if line.startswith("recommended: "))
+    assert line.startswith(
+        "recommended: logit_adjusted: a tie within the noise between class_balanced_focal (0.9110 ± "
+    )
+    assert "and logit_adjusted (0.8980 ± 0.0481)" in line and "lowest spread over folds" in line
+    assert "crossentropy" not in line
+    assert "rule: paired over the same folds, a loss whose mean shortfall" in stdout
+    text = (out / "report.md").read_text()
+    assert "Recommended: `logit_adjusted`" in text and "Decision: logit_adjusted: a tie within the noise" in text
+    assert "Rule: paired over the same folds" in text
+    assert "| logit_adjusted | 0.8980 ± 0.0481 |" in text and text.count("| tied |") == 1
+    assert "| crossentropy | 0.6100 ± 0.0082 |" in text
+    # the figures mark the same decision, and the curves say which seeds they average
+    assert figures["metrics.png"] == {"recommended": "logit_adjusted", "tied": decision["tie"]}
+    assert figures["curves.png"] == {"seeds": [0], "recommended": "logit_adjusted"}
+
+
 def test_compare_on_a_binary_dataset(tmp_path, capsys):
     out = str(tmp_path / "r")
     status, _, _ = run(
-        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", *TINY, "--output", out
-    )
+        capsys, "compare", "--data", "breast-cancer", "--losses", "crossentropy,poly1", "--seeds", "2",
+        "--epochs", "1", "--folds", "1", "--output", out,
+    )  # fmt: skip
     assert status == 0
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["dataset"]["task"] == "binary"
+    # --folds 1: each seed's best validation epoch, the losses paired over the seeds
+    recommended = results["recommended"]
+    assert all(len(e["scores"]) == 2 for e in recommended["estimates"].values())
+    assert recommended["decision"]["paired_over"] == "2 seeds"
+    pick = recommend({name: e["scores"] for name, e in recommended["estimates"].items()}, units="seeds")
+    assert recommended["loss"] == pick.chosen
     assert results["losses"]["poly1"]["config"]["mode"] == "binary"
 
 

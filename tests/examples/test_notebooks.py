@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
+
+# On the documentation site a notebook's code cell shows 68 characters before it scrolls
+# sideways (measured in Chromium on the built site, 800 to 1600 px wide; see examples/ruff.toml).
+SITE_CODE_WIDTH = 68
 
 nbclient = pytest.importorskip("nbclient", reason="the notebooks run with nbclient (the [dev] extra)")
 
@@ -41,6 +46,27 @@ def test_notebook_has_colab_badge_install_cell_and_saved_outputs(path):
     assert sum(bool(cell.get("outputs")) for cell in code) >= len(code) // 2, "commit the outputs of a full run"
     assert not any(output.get("output_type") == "error" for cell in code for output in cell.get("outputs", []))
     assert "KERAS_LOSSOPT_NOTEBOOK_SIZE" in "".join("".join(cell["source"]) for cell in code)
+
+
+def test_examples_are_formatted_to_the_site_width():
+    # ruff format and ruff check (E501) apply this to examples/ on every CI run.
+    config = (EXAMPLES / "ruff.toml").read_text()
+    line_length = re.search(r"^line-length\s*=\s*(\d+)", config, re.MULTILINE)
+    assert line_length, "examples/ruff.toml must set line-length"
+    assert int(line_length.group(1)) <= SITE_CODE_WIDTH
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_code_fits_the_site_width(path):
+    # ruff's E501 lets a line without spaces (a long f-string) through; the page does not.
+    too_long = [
+        (number, line)
+        for number, cell in enumerate(_cells(path))
+        if cell["cell_type"] == "code"
+        for line in "".join(cell["source"]).splitlines()
+        if len(line) > SITE_CODE_WIDTH
+    ]
+    assert not too_long, f"cells (index, line) wider than {SITE_CODE_WIDTH} characters: {too_long}"
 
 
 @pytest.mark.slow

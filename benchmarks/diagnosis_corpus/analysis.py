@@ -1,0 +1,179 @@
+"""The corpus' tables: false alarms on healthy runs, detections per fault family, causes ranked first.
+
+A run is *flagged* when either callback reports a finding of severity "problem" (findings
+of severity "information" are shown in `report()` and the logs and do not count). Healthy
+runs count only when they trained (validation metric beyond the trivial baseline, see
+`runner.ACCURACY_MARGIN`); healthy draws that did not train are dropped, and counted.
+The planted cause is *ranked first* when the earliest problem finding (checks before
+training come first, at step -1) ranks it first; a check before training is its own cause.
+Rates come with their Wilson 95% interval.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable, Mapping
+
+from benchmarks.report import markdown_table
+
+__all__ = ["corpus_tables", "first_problem", "flagged", "top_cause", "wilson"]
+
+SETUP_KINDS = ("non_finite_data", "non_finite_forward", "input_scale", "target_scale", "loss_mismatch")
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score 95% interval of a binomial rate (0, 0 for n = 0)."""
+    if n == 0:
+        return 0.0, 0.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def problems(record: Mapping) -> list[dict]:
+    return [f for f in record.get("findings", []) if f.get("severity", "problem") == "problem"]
+
+
+def flagged(record: Mapping) -> bool:
+    return bool(problems(record))
+
+
+def top_cause(finding: Mapping) -> str | None:
+    if finding["kind"] in SETUP_KINDS:
+        return finding["kind"]
+    return finding["causes"][0] if finding.get("causes") else None
+
+
+def first_problem(record: Mapping) -> dict | None:
+    found = problems(record)
+    return min(found, key=lambda f: f["step"]) if found else None
+
+
+def _rate(k: int, n: int) -> str:
+    low, high = wilson(k, n)
+    return f"{k}/{n} = {100 * k / max(n, 1):.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def split_groups(records: Iterable[Mapping], split: str) -> tuple[list, list, list]:
+    """(healthy that trained, healthy dropped for not training, faulty) of one split."""
+    healthy, dropped, faulty = [], [], []
+    for r in records:
+        if r.get("split") != split:
+            continue
+        if r["spec"]["group"] == "healthy":
+            (healthy if r.get("trained") else dropped).append(r)
+        else:
+            faulty.append(r)
+    return healthy, dropped, faulty
+
+
+def summary(records: Iterable[Mapping], split: str) -> dict:
+    """The headline numbers of one split (used by the tables and the regression test)."""
+    healthy, dropped, faulty = split_groups(list(records), split)
+    detected = [r for r in faulty if flagged(r)]
+    right = [r for r in detected if top_cause(first_problem(r)) == r["spec"]["planted_cause"]]
+    return {
+        "healthy": len(healthy),
+        "dropped": len(dropped),
+        "healthy_flagged": sum(flagged(r) for r in healthy),
+        "faulty": len(faulty),
+        "detected": len(detected),
+        "cause_first": len(right),
+    }
+
+
+def _split_tables(records: list, split: str) -> str:
+    healthy, _, faulty = split_groups(records, split)
+    s = summary(records, split)
+    lines = [
+        f"**{split}**: {s['healthy']} healthy runs that trained ({s['dropped']} healthy draws dropped: they did "
+        f"not beat the trivial baseline), {s['faulty']} faulty runs.",
+        "",
+        f"- healthy runs flagged as a problem: {_rate(s['healthy_flagged'], s['healthy'])}",
+        f"- faulty runs detected: {_rate(s['detected'], s['faulty'])}",
+        f"- planted cause ranked first: {_rate(s['cause_first'], s['detected'])} of the detections",
+        "",
+    ]
+    kinds = collections.Counter()
+    info = collections.Counter()
+    for r in healthy:
+        kinds.update({f["kind"] for f in problems(r)})
+        info.update({f["kind"] for f in r.get("findings", []) if f.get("severity") == "information"})
+    rows = [[kind, _rate(kinds[kind], len(healthy)), info[kind]] for kind in sorted(set(kinds) | set(info))]
+    if rows:
+        lines.append(
+            markdown_table(
+                ["rule", "healthy runs flagged (problem) [Wilson 95%]", "healthy runs with it as information"], rows
+            )
+        )
+        lines.append("")
+    by_family = collections.defaultdict(list)
+    for r in faulty:
+        by_family[r["spec"]["family"]].append(r)
+    rows = []
+    for family, runs in sorted(by_family.items()):
+        hits = [r for r in runs if flagged(r)]
+        right = [r for r in hits if top_cause(first_problem(r)) == r["spec"]["planted_cause"]]
+        firsts = collections.Counter(f"{first_problem(r)['kind']}: {top_cause(first_problem(r))}" for r in hits)
+        rows.append(
+            [
+                family,
+                runs[0]["spec"]["planted_cause"],
+                f"{len(hits)}/{len(runs)}",
+                f"{len(right)}/{len(hits)}",
+                ", ".join(f"{k} ({n})" for k, n in firsts.most_common(3)) or "-",
+            ]
+        )
+    lines.append(
+        markdown_table(
+            ["fault family", "planted cause", "detected", "cause ranked first", "first problem: its top cause (runs)"],
+            rows,
+        )
+    )
+    return "\n".join(lines)
+
+
+def peer_table(records: list) -> str:
+    peers = [r for r in records if r.get("split") == "peer"]
+    rows = []
+    for r in sorted(peers, key=lambda r: (r["spec"]["group"], r["id"])):
+        first = first_problem(r)
+        rows.append(
+            [
+                r["id"].split("/", 1)[1],
+                r["spec"]["group"],
+                r["spec"]["planted_cause"] or "-",
+                "flagged" if first else "quiet",
+                f"{first['kind']}: {top_cause(first)}" if first else "-",
+                f"{r.get('score', float('nan')):.3g} (baseline {r.get('baseline', float('nan')):.3g})",
+                r["spec"]["source"],
+            ]
+        )
+    faulty = [r for r in peers if r["spec"]["group"] == "faulty"]
+    healthy = [r for r in peers if r["spec"]["group"] == "healthy"]
+    head = (
+        f"Ported peer cases: {sum(flagged(r) for r in faulty)}/{len(faulty)} faulty detected, "
+        f"{sum(flagged(r) for r in healthy)}/{len(healthy)} healthy flagged."
+    )
+    table = markdown_table(
+        ["case", "group", "planted cause", "verdict", "first problem: top cause", "val score", "source"], rows
+    )
+    return head + "\n\n" + table
+
+
+def corpus_tables(records: Mapping[str, Mapping]) -> str:
+    """The markdown of the corpus section: both halves, then the peer cases and the timing."""
+    values = list(records.values())
+    seconds = [r.get("seconds", 0.0) for r in values if r.get("seconds")]
+    errors = [r for r in values if r.get("error")]
+    parts = [_split_tables(values, "held-out"), _split_tables(values, "calibration"), peer_table(values)]
+    if seconds:
+        median = sorted(seconds)[len(seconds) // 2]
+        ended = f"; {len(errors)} runs ended with an error (counted as they are)" if errors else ""
+        parts.append(
+            f"{len(values)} runs, {sum(seconds) / 60:.0f} min of fits in all (median {median:.1f} s per run){ended}."
+        )
+    return "\n\n".join(p for p in parts if p)

@@ -1,0 +1,246 @@
+"""Runs corpus specs with the default `GradientMonitor` and `TrainingDiagnostics`, in parallel, cached.
+
+`run_spec(spec)` trains one run as a new user would (default callbacks; the diagnostics'
+probe batch is the first 128 training samples with their targets) and returns a record:
+the findings of both callbacks (kind, severity, step, layers, the causes ranked first),
+whether the run trained (its validation metric against the task's trivial baseline), the
+epoch logs and the time the fit took. `run_corpus` runs many specs over worker processes
+(2 by default: one per core of the shared machine) and appends each record to a JSON-lines
+cache as it arrives; a spec already in the cache under the same rules version is not
+trained again, so the analysis re-runs without retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import pathlib
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from benchmarks.diagnosis_corpus.data import TASKS, load_task
+from benchmarks.diagnosis_corpus.space import RunSpec, split_of
+
+__all__ = ["RESULTS", "load_records", "rules_version", "run_corpus", "run_spec"]
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "diagnosis_corpus" / "results.jsonl"
+#: Bumped when the corpus' way of running changes (the rules' own changes are hashed).
+CORPUS_VERSION = 1
+#: Margin over the trivial baseline a healthy run must reach to count as trained: accuracy
+#: gained (classification), or the share of the baseline's squared error left (regression).
+ACCURACY_MARGIN = 0.05
+REGRESSION_SHARE = 0.8
+
+
+def rules_version() -> str:
+    """A hash of the callbacks' sources (and the corpus version): records of other rules are stale."""
+    digest = hashlib.sha1(str(CORPUS_VERSION).encode())
+    for path in sorted((ROOT / "keras_lossopt" / "callbacks").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _targets(spec: RunSpec, y: np.ndarray, num_classes: int, units: int) -> np.ndarray:
+    kind = TASKS[spec.task][0]
+    if kind == "regression":
+        return y.astype("float32").reshape(-1, 1)
+    if units == 1:
+        return y.astype("float32").reshape(-1, 1)
+    if spec.loss in ("categorical_ce", "binary_ce_onehot", "mse", "mae", "huber"):
+        return np.eye(num_classes, dtype="float32")[y.astype(int)]
+    return y.astype("int64")
+
+
+def _loss(name: str):
+    import keras
+
+    return {
+        "sparse_ce_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "sparse_ce": "sparse_categorical_crossentropy",
+        "categorical_ce": "categorical_crossentropy",
+        "binary_ce": "binary_crossentropy",
+        "binary_ce_onehot": "binary_crossentropy",
+        "mse": "mse",
+        "mae": "mae",
+        "huber": "huber",
+    }[name]
+
+
+def _optimizer(spec: RunSpec):
+    import keras
+
+    if spec.optimizer == "sgd":
+        return keras.optimizers.SGD(spec.learning_rate, momentum=spec.momentum)
+    if spec.optimizer == "adam":
+        return keras.optimizers.Adam(spec.learning_rate)
+    return keras.optimizers.RMSprop(spec.learning_rate)
+
+
+def _score(kind: str, units: int, prediction: np.ndarray, y_val: np.ndarray) -> float:
+    if kind == "regression":
+        return float(np.mean((prediction.reshape(-1) - y_val.reshape(-1)) ** 2))
+    labels = (prediction.reshape(-1) > 0.5).astype(int) if units == 1 else np.argmax(prediction, axis=-1)
+    return float(np.mean(labels == y_val.astype(int)))
+
+
+def _finding_record(finding, source: str) -> dict:
+    causes = [c.key for c in getattr(finding, "causes", ())][:3]
+    return {
+        "kind": finding.kind,
+        "severity": getattr(finding, "severity", "problem"),
+        "step": int(finding.step),
+        "layers": list(finding.layers),
+        "causes": causes,
+        "source": source,
+        "evidence": {k: float(v) for k, v in finding.evidence.items() if isinstance(v, (int, float)) and k[:40]},
+    }
+
+
+def run_spec(spec: RunSpec) -> dict:
+    """Trains `spec` with the default callbacks and returns its record (see the module docstring)."""
+    import keras
+
+    from benchmarks.diagnosis_corpus.models import build_model, output_units
+    from keras_lossopt.callbacks import GradientMonitor, TrainingDiagnostics
+
+    kind, classes, _ = TASKS[spec.task]
+    data = load_task(spec.task, spec.seed, spec.n_train)
+    rng = np.random.default_rng(spec.seed + 1)
+    x, x_val = data.x_train * spec.input_scale, data.x_val * spec.input_scale
+    y = data.y_train
+    if spec.shuffle_labels:
+        y = rng.permutation(y)
+    if spec.nan_share:
+        x = x.copy()
+        rows = rng.choice(len(x), size=max(1, round(spec.nan_share * len(x))), replace=False)
+        flat = x.reshape(len(x), -1)
+        flat[rows, rng.integers(flat.shape[1], size=len(rows))] = np.nan
+        x = flat.reshape(x.shape)
+    units = output_units(spec, classes)
+    y_fit, y_val_fit = _targets(spec, y, classes, units), _targets(spec, data.y_val, classes, units)
+    keras.utils.set_random_seed(spec.seed)
+    model = build_model(spec, x.shape[1:], classes)
+    metrics = ["accuracy"] if kind == "classification" else []
+    model.compile(optimizer=_optimizer(spec), loss=_loss(spec.loss), metrics=metrics)
+    monitor = GradientMonitor()
+    diagnostics = TrainingDiagnostics(probe_x=x[:128], probe_y=y_fit[:128])
+    started = time.perf_counter()
+    error = None
+    history = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fit = model.fit(
+                x,
+                y_fit,
+                batch_size=spec.batch_size,
+                epochs=spec.epochs,
+                validation_data=(x_val, y_val_fit),
+                verbose=0,
+                callbacks=[monitor, diagnostics],
+            )
+            history = fit.history
+        except Exception as exc:  # a run that breaks is recorded, not fatal to the corpus
+            error = f"{type(exc).__name__}: {exc}"[:300]
+    seconds = time.perf_counter() - started
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prediction = np.asarray(model.predict(x_val, verbose=0, batch_size=256), dtype="float64")
+    finite = bool(np.isfinite(prediction).all())
+    score = _score(kind, units, prediction, data.y_val) if finite else math.nan
+    baseline = data.baseline
+    if kind == "classification":
+        trained = finite and score >= baseline + ACCURACY_MARGIN
+    else:
+        trained = finite and score <= REGRESSION_SHARE * baseline
+    findings = [_finding_record(f, "monitor") for f in monitor.findings]
+    findings += [_finding_record(f, "diagnostics") for f in diagnostics.findings]
+    keras.backend.clear_session()
+    return {
+        "id": spec.id,
+        "spec": spec.to_dict(),
+        "split": split_of(spec),
+        "rules": rules_version(),
+        "metric": "accuracy" if kind == "classification" else "mse",
+        "score": score,
+        "baseline": baseline,
+        "trained": bool(trained),
+        "findings": findings,
+        "history": {k: [round(float(v), 6) for v in vals] for k, vals in history.items()},
+        "steps": int(spec.epochs * -(-spec.n_train // spec.batch_size)),
+        "seconds": round(seconds, 3),
+        "error": error,
+    }
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _run_dict(spec_dict: dict) -> dict:
+    spec = RunSpec.from_dict(spec_dict)
+    try:
+        return run_spec(spec)
+    except Exception:
+        return {
+            "id": spec.id,
+            "spec": spec.to_dict(),
+            "split": split_of(spec),
+            "rules": rules_version(),
+            "error": traceback.format_exc()[-600:],
+            "findings": [],
+            "trained": False,
+        }
+
+
+def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict[str, dict]:
+    """The cached records by run id (the last one of each), only those of `rules` when given."""
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if rules is None or record.get("rules") == rules:
+            records[record["id"]] = record
+    return records
+
+
+def run_corpus(
+    specs: Sequence[RunSpec], *, workers: int = 2, path: pathlib.Path = RESULTS, progress: bool = True
+) -> dict[str, dict]:
+    """Runs the specs not yet cached under the current rules; returns the records of all `specs`."""
+    rules = rules_version()
+    cached = load_records(path, rules)
+    todo = [s.to_dict() for s in specs if s.id not in cached]
+    if todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_init_worker, maxtasksperchild=25) as pool, path.open("a") as out:
+            results: Iterable[dict] = pool.imap_unordered(_run_dict, todo)
+            for done, record in enumerate(results, 1):
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                cached[record["id"]] = record
+                if progress:
+                    elapsed = time.perf_counter() - started
+                    print(
+                        f"[{done}/{len(todo)}] {record['id']}: trained={record.get('trained')} "
+                        f"findings={[f['kind'] for f in record['findings']]} ({elapsed:.0f}s)",
+                        flush=True,
+                    )
+    return {s.id: cached[s.id] for s in specs if s.id in cached}

@@ -1,0 +1,122 @@
+"""Whether an attack can use the model's input gradient, and which layer blocks it when not.
+
+Gradient attacks need a differentiable path from the input to the output. `argmax`, rounding,
+integer casts and `stop_gradient` cut it; the attack would then return its input unchanged and
+report a robust accuracy that only measures the cut. `check_differentiable` runs once per
+model on (a slice of) the first batch, eagerly, and raises `NotDifferentiableError` naming the
+first layer that blocks the gradient (found by probing the sub-models of a functional or
+Sequential model).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+__all__ = ["NotDifferentiableError"]
+
+
+class NotDifferentiableError(ValueError):
+    """The model's output has no usable gradient with respect to its input."""
+
+
+def check_output_dtype(model, y_pred, x=None):
+    dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise NotDifferentiableError(
+            f"Cannot attack model {model.name!r}: its output has dtype {dtype}, and an integer output "
+            f"carries no gradient with respect to the input.{_blocking_hint(model, x)}"
+        )
+
+
+def not_differentiable_message(model, x, reason):
+    return (
+        f"Cannot attack model {model.name!r}: its output has no gradient with respect to its input "
+        f"({reason}). Attacks need a differentiable path from input to output; argmax, rounding, "
+        f"integer casts and stop_gradient cut it.{_blocking_hint(model, x)}"
+    )
+
+
+def _blocking_hint(model, x):
+    found = _first_blocking_layer(model, x)
+    if found is None:
+        return ""
+    layer, why = found
+    return f" First layer that blocks it: {layer.name!r} ({type(layer).__name__}: {why})."
+
+
+def _first_blocking_layer(model, x):
+    """The first layer of a functional/Sequential model whose output has no input gradient."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1 or x is None:
+        return None
+    eager = tf.executing_eagerly()
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            probe = keras.Model(inputs, layer.output)
+        except Exception:  # layers used twice, nested inputs: we cannot probe them
+            continue
+        dtype = keras.backend.standardize_dtype(layer.output.dtype)
+        if not dtype.startswith(("float", "bfloat")):
+            return layer, f"outputs {dtype}"
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = probe(x, training=False)
+            total = ops.sum(ops.cast(out, "float32") * _probe_weights(out))
+        gradient = tape.gradient(total, x)
+        if gradient is None:
+            return layer, "passes no gradient"
+        if eager and not np.any(gradient.numpy()):
+            return layer, "passes an all-zero gradient"
+    return None
+
+
+def _probe_weights(out):
+    # Fixed pseudo-random weights: a plain sum of softmax outputs has zero gradient.
+    size = int(np.prod(out.shape[1:])) if all(d is not None for d in out.shape[1:]) else 1
+    weights = np.random.default_rng(0).normal(size=max(size, 1)).astype("float32")
+    return ops.reshape(ops.convert_to_tensor(weights), (1, *out.shape[1:])) if size > 1 else weights[0]
+
+
+def check_differentiable(model, x, y, objective):
+    """Raises `NotDifferentiableError` when the input gradient of the objective is structurally absent.
+
+    Runs eagerly on (a slice of) the first batch. A `None` gradient (argmax, rounding,
+    integer casts, stop_gradient) is an error. A gradient that is zero everywhere is an
+    error only when a weightless layer (a `Lambda` computing `sign`, say) is the first to
+    pass zeros; a layer with weights can be zero numerically (dead ReLUs, a saturated
+    softmax), which only warns: the attack then cannot move those samples.
+    """
+    x = x[:16]
+    y = y[:16]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_pred = model(x, training=False)
+        check_output_dtype(model, y_pred, x)
+        value = ops.sum(objective(y, y_pred))
+    gradient = tape.gradient(value, x)
+    if gradient is None:
+        raise NotDifferentiableError(not_differentiable_message(model, x, "the gradient is None"))
+    if np.any(gradient.numpy()):
+        return
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = ops.cast(model(x, training=False), "float32")
+        total = ops.sum(out * _probe_weights(out))
+    probe_gradient = tape.gradient(total, x)
+    if probe_gradient is not None and np.any(probe_gradient.numpy()):
+        return  # only the loss is flat here (e.g. a saturated softmax)
+    found = _first_blocking_layer(model, x)
+    if found is not None and not found[0].weights:
+        raise NotDifferentiableError(not_differentiable_message(model, x, "the gradient is zero everywhere"))
+    warnings.warn(
+        f"The output of model {model.name!r} has an all-zero gradient with respect to its input on the first "
+        f"batch (dead or saturated units?{_blocking_hint(model, x)}); the attack cannot move these samples.",
+        stacklevel=3,
+    )
