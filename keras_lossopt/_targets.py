@@ -14,7 +14,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import binary_target_poison, check_shapes_match, sparse_label_poison
+from keras_lossopt._validation import check_shapes_match
+from keras_lossopt._value_checks import binary_target_poison, sparse_label_poison
 
 
 def _epsilon(dtype):

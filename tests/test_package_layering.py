@@ -21,6 +21,7 @@ EVERY_PART = frozenset(
         "_registration",
         "_reduction",
         "_targets",
+        "_value_checks",
         "losses",
         "metrics",
         "shaping",
@@ -31,7 +32,7 @@ EVERY_PART = frozenset(
     }
 )
 # The private modules at the top of the package, shared by the subpackages that the table allows.
-SHARED_PRIVATE = frozenset({"_validation", "_models", "_reduction", "_targets"})
+SHARED_PRIVATE = frozenset({"_validation", "_value_checks", "_models", "_reduction", "_targets"})
 
 ALLOWED = {
     "_validation": frozenset(),
@@ -39,11 +40,12 @@ ALLOWED = {
     "_models": frozenset(),
     # Imports the registering subpackages by name (importlib), after Keras has loaded.
     "_registration": frozenset(),
-    "_targets": frozenset({"_validation"}),
-    "losses": frozenset({"_validation", "_reduction", "_targets"}),
+    "_value_checks": frozenset(),
+    "_targets": frozenset({"_validation", "_value_checks"}),
+    "losses": frozenset({"_validation", "_value_checks", "_reduction", "_targets"}),
     "datasets": frozenset({"_validation"}),
-    "metrics": frozenset({"_validation", "_targets", "losses"}),
-    "shaping": frozenset({"_validation", "losses"}),
+    "metrics": frozenset({"_validation", "_value_checks", "_targets", "losses"}),
+    "shaping": frozenset({"_validation", "_value_checks", "losses"}),
     "adversarial": frozenset({"_validation", "_models", "_reduction", "losses"}),
     "callbacks": frozenset({"_validation", "_models", "adversarial"}),
     "tuning": frozenset({"_validation", "losses", "metrics"}),

@@ -23,8 +23,8 @@ from keras_lossopt._validation import (
     check_int,
     check_non_negative,
     check_per_sample,
-    probability_poison,
 )
+from keras_lossopt._value_checks import probability_poison
 from keras_lossopt.losses.base import LossFunctionBase
 
 __all__ = ["ConfidencePenalty", "OutputPenalty", "RewardTerm"]
