@@ -42,6 +42,11 @@ CLASS_AND_FUNCTION = [
         {"class_counts": [50, 10, 2], "max_margin": 0.4, "s": 10.0},
         "logits",
     ),
+    (losses.HausdorffDTLoss(alpha=1.0), losses.hausdorff_dt_loss, {"alpha": 1.0}, "image"),
+    (losses.HausdorffERLoss(erosions=3), losses.hausdorff_er_loss, {"erosions": 3}, "image"),
+    (losses.BoundaryLoss(include_background=False), losses.boundary_loss, {"include_background": False}, "image"),
+    (losses.SoftClDiceLoss(iterations=2), losses.soft_cldice_loss, {"iterations": 2}, "image"),
+    (losses.SoftDiceClDiceLoss(alpha=0.3), losses.soft_dice_cldice_loss, {"alpha": 0.3}, "image"),
     (
         losses.LogitAdjustedLoss(class_counts=[50, 10, 2], tau=0.5),
         losses.logit_adjusted_loss,
