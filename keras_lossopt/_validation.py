@@ -350,3 +350,30 @@ def check_per_sample(term: str, values: Any, y_pred: Any):
             f"per sample of y_pred with shape {tuple(y_pred.shape)}; return one value per sample, shape (N, ...)."
         )
     return values
+
+
+def check_arguments_accepted(name: str, fn: Any, arguments: Sequence[str], hint: str = "") -> None:
+    """Raises a TypeError naming `name` when `fn` cannot be called with these positional arguments.
+
+    Checked when the object holding `fn` is built, so that a function of the wrong form fails
+    there and not inside a compiled training step. Callables whose signature Python cannot
+    read (some builtins and C extensions) are accepted as they are.
+
+    Args:
+        name: the argument that holds `fn`, for the message.
+        fn: the callable.
+        arguments: the names of the positional arguments it will receive, in order.
+        hint: a sentence added to the message (what to use instead). Default "".
+    """
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        wanted = f"{len(arguments)} positional argument{'s' if len(arguments) != 1 else ''} ({', '.join(arguments)})"
+        label = getattr(fn, "__name__", type(fn).__name__)
+        raise TypeError(f"`{name}` must be a function of {wanted}. Received: {label}{signature}{hint}") from None

@@ -15,7 +15,7 @@ import pytest
 
 from keras_lossopt import _registration
 from keras_lossopt.losses._keras_mask import keras_mask_of, with_keras_mask
-from keras_lossopt.shaping._train_step import retrace_steps, unwrap_train_step, wrap_train_step
+from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
 from keras_lossopt.tuning import _keras_tuner
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TensorFlow trainer's internals")

@@ -88,9 +88,10 @@ def summary(records: Iterable[Mapping], split: str) -> dict:
 def _split_tables(records: list, split: str) -> str:
     healthy, _, faulty = split_groups(records, split)
     s = summary(records, split)
+    versions = sorted({r.get("rules", "?") for r in healthy + faulty})
     lines = [
-        f"**{split}**: {s['healthy']} healthy runs that trained ({s['dropped']} healthy draws dropped: they did "
-        f"not beat the trivial baseline), {s['faulty']} faulty runs.",
+        f"**{split}** (rules version {', '.join(versions)}): {s['healthy']} healthy runs that trained "
+        f"({s['dropped']} healthy draws dropped: they did not beat the trivial baseline), {s['faulty']} faulty runs.",
         "",
         f"- healthy runs flagged as a problem: {_rate(s['healthy_flagged'], s['healthy'])}",
         f"- faulty runs detected: {_rate(s['detected'], s['faulty'])}",

@@ -33,7 +33,7 @@ __all__ = ["RESULTS", "load_records", "rules_version", "run_corpus", "run_spec"]
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "diagnosis_corpus" / "results.jsonl"
 #: Bumped when the corpus' way of running changes (the rules' own changes are hashed).
-CORPUS_VERSION = 1
+CORPUS_VERSION = 3
 #: Margin over the trivial baseline a healthy run must reach to count as trained: accuracy
 #: gained (classification), or the share of the baseline's squared error left (regression).
 ACCURACY_MARGIN = 0.05
@@ -219,13 +219,27 @@ def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict
     return records
 
 
+def _interleaved(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """The specs in an order whose every prefix keeps the corpus' proportions: each family's
+    runs spread evenly (by their rank within the family), the ported peer cases first; a
+    corpus cut short still covers every family and both groups."""
+    by_family: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        by_family.setdefault(spec.family, []).append(spec)
+    keyed = []
+    for family, runs in by_family.items():
+        for rank, spec in enumerate(runs):
+            keyed.append((-1.0 if family == "peer" else (rank + 0.5) / len(runs), family, rank, spec))
+    return [spec for *_, spec in sorted(keyed, key=lambda k: k[:3])]
+
+
 def run_corpus(
     specs: Sequence[RunSpec], *, workers: int = 2, path: pathlib.Path = RESULTS, progress: bool = True
 ) -> dict[str, dict]:
     """Runs the specs not yet cached under the current rules; returns the records of all `specs`."""
     rules = rules_version()
     cached = load_records(path, rules)
-    todo = [s.to_dict() for s in specs if s.id not in cached]
+    todo = [s.to_dict() for s in _interleaved(specs) if s.id not in cached]
     if todo:
         path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()

@@ -155,6 +155,8 @@ class AutoProjectedGradientDescent(SurvivorAttack):
             diverse parameter-free attacks. ICML. Code: github.com/fra31/auto-attack.
     """
 
+    budget_arguments = ("eps", "steps")
+
     def __init__(
         self,
         eps=0.3,
@@ -234,7 +236,9 @@ class AutoProjectedGradientDescent(SurvivorAttack):
         super().check_model(model, x, y)
 
     # ----------------------------------------------------------------- one run (graph code)
-    def single_run(self, model, x0, labels, targets=None, *, seed_generator=None, eps_scale=None, record=False):
+    def single_run(
+        self, model, x0, labels, targets=None, *, seed_generator=None, eps_scale=None, record=False, budget=None
+    ):
         """One APGD run from a random start on the whole batch (graph-safe).
 
         Args:
@@ -245,6 +249,8 @@ class AutoProjectedGradientDescent(SurvivorAttack):
             seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
             eps_scale: optional scalar tensor multiplying `eps`.
             record: also return the history of the run.
+            budget: optional tensors that replace the attack's own numbers (see `round_budget`),
+                so that one traced function serves every `eps` and `steps`.
 
         Returns:
             `(x_adv, fooled)`: per sample the last misclassified iterate when there is one,
@@ -256,12 +262,16 @@ class AutoProjectedGradientDescent(SurvivorAttack):
         """
         x0 = ops.convert_to_tensor(x0)
         dtype = x0.dtype
-        steps, norm = self.steps, self.norm
+        budget = budget or self.round_budget(dtype)
+        is_checkpoint, window = budget["is_checkpoint"], budget["window"]
+        # A budget passed into a traced function has a `None` length: the loop bound is then a tensor.
+        steps = is_checkpoint.shape[0] if is_checkpoint.shape[0] is not None else ops.shape(is_checkpoint)[0]
+        norm = self.norm
         from_logits = self.resolved_from_logits(model)
         seed_generator = seed_generator or self._own_seed_generator()
-        eps = ops.cast(self.eps, dtype) if eps_scale is None else ops.cast(self.eps, dtype) * ops.cast(eps_scale, dtype)
+        eps = ops.cast(budget["eps"], dtype)
+        eps = eps if eps_scale is None else eps * ops.cast(eps_scale, dtype)
         labels = ops.cast(labels, "int32")
-        is_checkpoint, window = (ops.convert_to_tensor(t) for t in _checkpoint_tables(steps))
 
         def project(x):
             if norm == "linf":
@@ -364,13 +374,23 @@ class AutoProjectedGradientDescent(SurvivorAttack):
         """`(rank,)` per target class and restart: rank 0 is untargeted, 2.. the clean logit ranks to target."""
         return [(rank,) for rank in self._target_ranks(num_classes) for _ in range(self.restarts)]
 
-    def attack_round(self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None):
+    def round_budget(self, dtype):
+        """`eps` and the checkpoint tables of `steps` as tensors: one trace serves every budget and length."""
+        is_checkpoint, window = _checkpoint_tables(self.steps)
+        return {"eps": ops.cast(self.eps, dtype), "is_checkpoint": ops.convert_to_tensor(is_checkpoint),
+                "window": ops.convert_to_tensor(window)}  # fmt: skip
+
+    def attack_round(
+        self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None, budget=None
+    ):
         """One APGD run (`single_run`) on the batch, at the target ranked `round_argument[0]` by the clean scores."""
         targets = None
         if self.loss == "targeted_dlr":
             scores = class_scores(model(x, training=False), self.resolved_from_logits(model))
             targets = _ranked_classes(scores, ops.maximum(round_argument[0], 2))
-        x_adv, fooled = self.single_run(model, x, labels, targets, seed_generator=seed_generator, eps_scale=eps_scale)
+        x_adv, fooled = self.single_run(
+            model, x, labels, targets, seed_generator=seed_generator, eps_scale=eps_scale, budget=budget
+        )
         return x_adv, fooled, state
 
     def history(self, model, x, y, target_rank=None):

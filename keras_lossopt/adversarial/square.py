@@ -172,7 +172,7 @@ class SquareAttack(SurvivorAttack):
         scores = class_scores(model(ops.reshape(x, shape), training=False), from_logits)
         return -margin_from_scores(labels, scores)  # z_y - max_{j != y} z_j: > 0 while robust
 
-    def start(self, model, x, labels, *, seed_generator=None, eps_scale=None):
+    def start(self, model, x, labels, *, seed_generator=None, eps_scale=None, budget=None):
         """Square's starting point (vertical stripes of +-eps) and its margin (graph-safe).
 
         Args:
@@ -181,6 +181,7 @@ class SquareAttack(SurvivorAttack):
             labels: true class indices `(N,)`.
             seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
             eps_scale: optional scalar tensor multiplying `eps`.
+            budget: optional `{"eps": tensor}` replacing the attack's `eps` (see `round_budget`).
 
         Returns:
             `(x_best, margin)`: the start and `z_y - max_{j != y} z_j` there.
@@ -188,14 +189,16 @@ class SquareAttack(SurvivorAttack):
         x = ops.convert_to_tensor(x)
         height, width, channels = _image_view(x.shape)
         seed_generator = seed_generator or self._own_seed_generator()
-        eps = self._eps(x.dtype, eps_scale)
+        eps = self._eps(x.dtype, eps_scale, budget)
         images = ops.reshape(x, (-1, height, width, channels))
         stripes = ops.sign(keras.random.uniform((ops.shape(x)[0], 1, width, channels), -1.0, 1.0, seed=seed_generator))
         x_best = self._clip(images + eps * ops.cast(stripes, x.dtype))
         margin = self._margin(model, x_best, labels, self.resolved_from_logits(model), ops.shape(x))
         return ops.reshape(x_best, ops.shape(x)), margin
 
-    def search(self, model, x, labels, x_best, margin, first, last, *, seed_generator=None, eps_scale=None):
+    def search(
+        self, model, x, labels, x_best, margin, first, last, *, seed_generator=None, eps_scale=None, budget=None
+    ):
         """Queries `first` to `last - 1` of the random search from `(x_best, margin)` (graph-safe).
 
         Args:
@@ -208,6 +211,7 @@ class SquareAttack(SurvivorAttack):
             last: index after the last query.
             seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
             eps_scale: optional scalar tensor multiplying `eps`.
+            budget: optional `{"eps": tensor}` replacing the attack's `eps` (see `round_budget`).
 
         Returns:
             `(x_best, margin)` after the queries; a sample stops once its margin is negative.
@@ -216,7 +220,7 @@ class SquareAttack(SurvivorAttack):
         shape = ops.shape(x)
         height, width, channels = _image_view(x.shape)
         seed_generator = seed_generator or self._own_seed_generator()
-        eps = self._eps(x.dtype, eps_scale)
+        eps = self._eps(x.dtype, eps_scale, budget)
         from_logits = self.resolved_from_logits(model)
         images = ops.reshape(x, (-1, height, width, channels))
         best = ops.reshape(x_best, (-1, height, width, channels))
@@ -275,16 +279,22 @@ class SquareAttack(SurvivorAttack):
         """The best point so far and its margin, carried from one stretch of queries to the next."""
         return (x, ops.zeros((ops.shape(x)[0],), "float32"))
 
-    def attack_round(self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None):
+    def round_budget(self, dtype):
+        """`eps` as a tensor: one trace serves every budget."""
+        return {"eps": ops.cast(self.eps, dtype)}
+
+    def attack_round(
+        self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None, budget=None
+    ):
         """Queries `first` to `last - 1` (a restart's first stretch starts afresh with `start`)."""
         first, last = round_argument
+        options = {"seed_generator": seed_generator, "eps_scale": eps_scale, "budget": budget}
 
         def fresh():
-            return self.start(model, x, labels, seed_generator=seed_generator, eps_scale=eps_scale)
+            return self.start(model, x, labels, **options)
 
         best, margin = tf.cond(ops.equal(first, 0), fresh, lambda: tuple(state))
-        best, margin = self.search(model, x, labels, best, margin, first, last, seed_generator=seed_generator,
-                                   eps_scale=eps_scale)  # fmt: skip
+        best, margin = self.search(model, x, labels, best, margin, first, last, **options)
         return best, margin < 0.0, (best, margin)
 
     def check_model(self, model, x, y):
@@ -292,8 +302,8 @@ class SquareAttack(SurvivorAttack):
         _image_view(x.shape)
         super().check_model(model, x, y)
 
-    def _eps(self, dtype, eps_scale):
-        eps = ops.cast(self.eps, dtype)
+    def _eps(self, dtype, eps_scale, budget=None):
+        eps = ops.cast(self.eps if budget is None else budget["eps"], dtype)
         return eps if eps_scale is None else eps * ops.cast(eps_scale, dtype)
 
     def _segments(self):

@@ -14,12 +14,22 @@ the best point of the previous stretch). Calling the attack compiles it once per
 with a `None` batch dimension, so the shrinking survivor batches are not retraced;
 `generate` (graph code, for `StrongestAttack` and a train step) runs every round on the
 whole batch.
+
+The compiled round is shared by every attack of the same class and structure on a model:
+the numbers that differ between such attacks (`eps`, APGD's `steps`) enter as tensors
+(`round_budget`), and the random draws come from the calling attack's own stream (its seed
+state is copied in before the rounds and back after them). An evaluation builds new attack
+objects at every call, and its sanity checks build one APGD per budget: without the
+sharing each was a new trace of the same code (TensorFlow's "triggered tf.function
+retracing" warning); with it a second evaluation of the same model traces nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
@@ -28,6 +38,9 @@ from keras_lossopt.adversarial.base import Attack, expand_like
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
 
 __all__ = ["SurvivorAttack"]
+
+# model -> {structure: (compiled round, its seed generator)}; weak in the model, like every attack cache.
+_SHARED_ROUNDS = weakref.WeakKeyDictionary()
 
 
 def attack_survivors(x, standing, rounds, run, state=()):
@@ -63,6 +76,10 @@ def attack_survivors(x, standing, rounds, run, state=()):
     return x_adv, standing, history
 
 
+def _run_round(owner, model_ref, generator, x, labels, argument, state, budget):
+    return owner.attack_round(model_ref(), x, labels, argument, state, seed_generator=generator, budget=budget)
+
+
 def clean_predictions(model, x, y, from_logits):
     """`(labels, correct, num_classes)`: sparse labels `(N,)` int32 and whether the clean input is classified right."""
     scores = class_scores(model(ops.convert_to_tensor(x), training=False), from_logits)
@@ -79,16 +96,16 @@ class SurvivorAttack(Attack):
     (`initial_state`). Arguments as in `Attack`.
     """
 
-    def __init__(self, eps, **kwargs):
-        super().__init__(eps, **kwargs)
-        self._round_functions = weakref.WeakKeyDictionary()
+    budget_arguments = ("eps",)
 
     # ----------------------------------------------------------------- what a subclass defines
     def rounds(self, num_classes):  # pragma: no cover - every subclass implements it
         """The round arguments, in order: a list of equally long tuples of ints."""
         raise NotImplementedError
 
-    def attack_round(self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None):
+    def attack_round(
+        self, model, x, labels, round_argument, state, *, seed_generator=None, eps_scale=None, budget=None
+    ):
         """One round on a batch (graph code); the override point.
 
         Args:
@@ -99,6 +116,8 @@ class SurvivorAttack(Attack):
             state: the per-sample state from the previous round (see `initial_state`).
             seed_generator: a `keras.random.SeedGenerator` (default: the attack's own).
             eps_scale: optional scalar tensor multiplying `eps`.
+            budget: optional tensors replacing the attack's own `budget_arguments` (see
+                `round_budget`); None uses the attack's values.
 
         Returns:
             `(x_adv, fooled, state)`: the round's points, whether each fools the model, and
@@ -109,6 +128,10 @@ class SurvivorAttack(Attack):
     def initial_state(self, x):
         """The state the first round starts from: a tuple of arrays with one row per sample (none by default)."""
         return ()
+
+    def round_budget(self, dtype):
+        """The `budget_arguments` as a dict of tensors, passed into the shared compiled round."""
+        return {"eps": ops.cast(self.eps, dtype)}
 
     # ----------------------------------------------------------------- graph entry point
     def generate(
@@ -159,7 +182,8 @@ class SurvivorAttack(Attack):
         labels, standing, num_classes = clean_predictions(model, x_work, y_array, self.resolved_from_logits(model))
         rounds = self.rounds(num_classes)
         state = tuple(np.asarray(s) for s in self.initial_state(x_work))
-        run = self._round_function(model, x_work, state, len(rounds[0]) if rounds else 0)
+        budget = self.round_budget(x_work.dtype)
+        run, generator = self._round_function(model, x_work, state, len(rounds[0]) if rounds else 0, budget)
 
         def attack(index, argument, state_rows):
             x_adv, fooled, new_state = run(
@@ -167,27 +191,41 @@ class SurvivorAttack(Attack):
                 tf.constant(labels[index], tf.int32),
                 tuple(tf.constant(value, tf.int32) for value in argument),
                 tuple(tf.constant(rows) for rows in state_rows),
+                budget,
             )
             return x_adv.numpy(), fooled.numpy(), tuple(s.numpy() for s in new_state)
 
-        x_adv, _, _ = attack_survivors(x_work, standing, rounds, attack, state)
+        own = self._own_seed_generator()
+        generator.state.assign(own.state.value)  # the shared trace draws from this attack's own stream
+        try:
+            x_adv, _, _ = attack_survivors(x_work, standing, rounds, attack, state)
+        finally:
+            own.state.assign(generator.state.value)
         return x_adv
 
-    def _round_function(self, model, x, state, argument_length):
-        functions = self._round_functions.setdefault(model, {})
-        key = (x.dtype.name, tuple(x.shape[1:]), tuple((s.dtype.name, s.shape[1:]) for s in state), argument_length)
+    def _structure(self):
+        """What a traced round depends on: the class and every setting except the budget, seed and name."""
+        skip = {"seed", "name", *self.budget_arguments}
+        return (type(self), repr(sorted((k, v) for k, v in self.get_config().items() if k not in skip)))
+
+    def _round_function(self, model, x, state, argument_length, budget):
+        functions = _SHARED_ROUNDS.setdefault(model, {})
+        key = (self._structure(), x.dtype.name, tuple(x.shape[1:]), tuple((s.dtype.name, s.shape[1:]) for s in state),
+               argument_length)  # fmt: skip
         if key not in functions:
             model_ref = weakref.ref(model)  # the cache is keyed weakly by the model: do not keep it alive
-
-            def run(x, labels, argument, state):
-                return self.attack_round(model_ref(), x, labels, argument, state)
-
+            generator = keras.random.SeedGenerator(0)  # created eagerly; each call loads the caller's state
             # The survivors shrink round by round: one trace for every batch size.
             signature = (
                 tf.TensorSpec((None, *x.shape[1:]), x.dtype),
                 tf.TensorSpec((None,), "int32"),
                 tuple(tf.TensorSpec((), "int32") for _ in range(argument_length)),
                 tuple(tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in state),
+                {name: tf.TensorSpec((None,) * len(v.shape), v.dtype) for name, v in budget.items()},
             )
-            functions[key] = tf.function(run, input_signature=signature)
+            # A partial, not a closure: TensorFlow counts traces per code object, so the one trace of
+            # each (model, structure) would add up across models into a "frequent retracing" warning.
+            # With a fixed input_signature these functions cannot retrace at all.
+            round_function = functools.partial(_run_round, self, model_ref, generator)
+            functions[key] = (tf.function(round_function, input_signature=signature), generator)
         return functions[key]

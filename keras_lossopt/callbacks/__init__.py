@@ -16,7 +16,13 @@ from typing import Any
 from keras_lossopt.callbacks.causes import CAUSE_KEYS, Cause, describe_causes, rank_causes
 from keras_lossopt.callbacks.detection import GRADIENT_KINDS, GradientDetector
 from keras_lossopt.callbacks.diagnostics import TrainingDiagnostics
-from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, TrainingProblemError, TrainingProblemWarning
+from keras_lossopt.callbacks.findings import (
+    FINDING_KINDS,
+    SEVERITIES,
+    Finding,
+    TrainingProblemError,
+    TrainingProblemWarning,
+)
 from keras_lossopt.callbacks.gradient_history import GradientHistory
 from keras_lossopt.callbacks.gradient_monitor import GradientMonitor
 from keras_lossopt.callbacks.loss_fit import loss_family, output_activations
@@ -35,6 +41,7 @@ __all__: list[str] = [
     "ON_PROBLEM",
     "REMEDY_OPTIONS",
     "SETUP_FINDING_KINDS",
+    "SEVERITIES",
     "Cause",
     "Finding",
     "GradientDetector",

@@ -32,6 +32,7 @@ import keras
 from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_choice, check_int
 from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, learning_rate_of
+from keras_lossopt.callbacks.loss_trends import STILL_WEIGHTS
 from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS
 from keras_lossopt.callbacks.training_start import TrainingStart, layer_scale
 
@@ -101,7 +102,12 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
     },
     "learning_rate": {"learning_rate_high": 1.0, "learning_rate_low": 1.0},
 }
-_PRIORS = {**_PRIORS, "exploding": _PRIORS["non_finite"], "stalled_metric": _PRIORS["stalled_loss"]}
+_PRIORS = {
+    **_PRIORS,
+    "exploding": _PRIORS["non_finite"],
+    "stalled_metric": _PRIORS["stalled_loss"],
+    "overfitting": {"missing_normalization": 0.1},
+}
 
 # Thresholds of the evidence (each with its reason).
 #: Kernel std above this multiple of Glorot's (or below its inverse) is an initial-scale cause.
@@ -111,8 +117,9 @@ WEIGHT_SCALE_FACTOR = 10.0
 HIGH_UPDATE_RATIO = 0.05
 #: Per-step relative update below which the learning rate is too small to make progress.
 LOW_UPDATE_RATIO = 1e-5
-#: Total relative weight change since the start below which a stalled run has barely moved.
-LOW_TOTAL_MOVEMENT = 0.02
+#: Total relative weight change since the start below which a stalled run has barely moved:
+#: the stall rules' own threshold (the measured rate that set it is in `loss_trends`).
+LOW_TOTAL_MOVEMENT = STILL_WEIGHTS
 #: A mean bias below -this x the typical pre-activation (kernel std x sqrt(fan_in) x input rms)
 #: switches most units off: "materially negative". Small negative biases are normal.
 NEGATIVE_BIAS_FACTOR = 0.5

@@ -31,7 +31,10 @@ gradient below them):
   share is the noise guard: a structural cause (saturated or dead layers) holds in
   nearly every row, a sample that switches all units of a layer off is one row among
   many (batch size 1 on digits: a few rows in a hundred).
-* exploding: the global norm is above `exploding_norm`, or it exceeds the median of the
+* exploding: the global norm is above `exploding_norm` times `loss_scale` (1; for a
+  regression loss `GradientMonitor` sets the square root of the run's first loss: its
+  gradients scale with the errors, and a regression in natural units starts with errors,
+  and gradients, in the thousands while it trains fine), or it exceeds the median of the
   positive finite global norms of the previous `growth_window` rows by more than
   `exploding_growth` and by more than 4 robust standard deviations of their log10
   (1.4826 x the median absolute deviation; also an infinite norm: a float32 overflow of
@@ -116,6 +119,8 @@ class GradientDetector:
         self.exploding_growth = float(exploding_growth)
         self.growth_window = int(growth_window)
         self.repeat = frozenset(repeat)
+        #: Multiplies `exploding_norm`: 1, or sqrt(|first loss|) of a regression (set by the monitor).
+        self.loss_scale = 1.0
         self.reported: set[str] = set()
         self._streak = dict.fromkeys(_COUNTED, 0)
         self._recent = np.zeros((0,), dtype="float64")
@@ -244,7 +249,8 @@ class GradientDetector:
             allowed = np.maximum(self.exploding_growth, 10.0 ** (_SPREADS * spread))
             top = layer_norms.max(axis=1)
             named = layer_norms >= 0.1 * top[:, None]
-            exploding = ~((global_norm <= self.exploding_norm) & (growth <= allowed))
+            ceiling = self.exploding_norm * max(self.loss_scale, 1.0)
+            exploding = ~((global_norm <= ceiling) & (growth <= allowed))
             exploding &= named.any(axis=1)  # a NaN layer norm names no layer
 
         def vanishing_evidence(q: int) -> dict:
@@ -270,7 +276,7 @@ class GradientDetector:
             evidence = {
                 "layers": self._names(named[q]),
                 "global_grad_norm": float(global_norm[q]),
-                "ceiling": self.exploding_norm,
+                "ceiling": self.exploding_norm * max(self.loss_scale, 1.0),
                 "growth": float(growth[q]),
                 "max_layer_norm": float(top[q]),
             }

@@ -37,6 +37,13 @@ _SIGMOID_LIKE = ("sigmoid", "hard_sigmoid")
 _TANH_LIKE = ("tanh", "softsign")
 
 
+def _output_of(layer: Any) -> Any:
+    try:
+        return layer.output
+    except (AttributeError, ValueError):
+        return None
+
+
 @keras.saving.register_keras_serializable(package="keras_lossopt")
 class TrainingDiagnostics(keras.callbacks.Callback):
     """Detects dead ReLUs, saturated activations, and loss and learning-rate problems.
@@ -51,15 +58,17 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       `check_training_setup`): NaN/inf in the batch, the first layer whose forward pass
       at the starting weights is non-finite, input scale, regression target scale, and
       the loss against the output activations (needs `probe_y`);
-    * dying_relu: in a layer with a ReLU activation (or a `ReLU` layer), the share of
-      units (last axis; a conv channel counts as one unit) that output zero for every
+    * dying_relu: in a hidden layer with a ReLU activation (or a `ReLU` layer), the share
+      of units (last axis; a conv channel counts as one unit) that output zero for every
       sample and position of the probe batch is at least `dead_relu_share` (0.7,
       AUTOTRAINER's 70%).
-    * saturation: in a layer with a sigmoid/tanh activation, the share of its inputs
-      (pre-activations) beyond +-`saturation_input` (5, DeepDiagnosis) is over
+    * saturation: in a hidden layer with a sigmoid/tanh activation, the share of its
+      inputs (pre-activations) beyond +-`saturation_input` (5, DeepDiagnosis) is over
       `saturation_share` (0.5, DeepDiagnosis: "over half"). The pre-activation is read
       from the output: |z| > 5 exactly when sigmoid(z) lies outside
-      [sigmoid(-5), sigmoid(5)], or |tanh(z)| > tanh(5).
+      [sigmoid(-5), sigmoid(5)], or |tanh(z)| > tanh(5). Output layers are not
+      checked: their activation is the loss' link, and a confident classifier saturates
+      it.
     * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
       batch-to-batch change exceeds `oscillation_threshold` (0.5) times the starting loss,
       the loss has not gone down, and it stays at or above 90% of where it started (the
@@ -67,11 +76,24 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
       `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
       batches for the batch-to-batch noise to be below half the tolerance.
-    * stalled_metric: with validation data, after 3 epochs the validation loss is still
-      above half the starting loss and falls by less than 2% per epoch, or a logged
-      validation accuracy gains less than 0.01 per epoch.
-    * learning_rate: at the start of training the learning rate is outside
-      `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off).
+    * stalled_metric: with validation data, over the last 2 epochs the validation loss
+      falls by less than 2% per epoch, or a logged validation accuracy gains less than
+      0.01 per epoch.
+    * A stall is a problem only when the weights moved by less than
+      `loss_trends.STILL_WEIGHTS` of their norm since the start (measured, not read off
+      the learning rate); a plateau after the weights moved is information.
+    * overfitting (information): the validation loss stays above its best for 3 epochs
+      while the training loss falls.
+    * learning_rate (information): at the start of training the learning rate is outside
+      `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
+      diagnosis (SGD at 2 trains many models): what the steps do is judged by the
+      exploding, oscillating and stall rules.
+
+    Both activation checks run on the starting weights (in `on_train_begin`) and at each
+    epoch end: a layer dead or saturated from the start is a problem (the
+    initialization, the biases or the input scale); one that dies or saturates during
+    training, while the run trains, is information (the corpus' healthy sigmoid and
+    high-learning-rate ReLU networks do it and still beat their baselines).
 
     Per-batch losses are recovered from Keras' running epoch mean
     (`loss_k = k * mean_k - (k - 1) * mean_{k-1}`, exact for equal batch sizes).
@@ -213,7 +235,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             oscillation_threshold=self.oscillation_threshold,
             stall_steps=self.stall_steps,
             stall_tolerance=self.stall_tolerance,
+            weight_change=self._weight_change,
         )
+
+    def _weight_change(self) -> float | None:
+        if self._start is None or self.model is None:
+            return None
+        return self._start.moved(self.model)
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -234,8 +262,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if self.lr_range is not None and lr is not None:
             low, high = self.lr_range
             if not low <= lr <= high:
-                self._report("learning_rate", (), {"learning_rate": lr, "low": low, "high": high})
+                self._report("learning_rate", (), {"learning_rate": lr, "low": low, "high": high}, "information")
         self._build_probe()
+        self._check_activations(at_start=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._step
@@ -255,14 +284,14 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             if self._step - 1 == self._start.step and self._start.first_loss is None:
                 self._start.first_loss = loss  # the loss of the starting weights
             for finding in self._trends.update(self._step - 1, loss):
-                self._report(finding.kind, finding.layers, dict(finding.evidence))
+                self._report(finding.kind, finding.layers, dict(finding.evidence), finding.severity)
         if self.probe_every_n_steps and self._step % self.probe_every_n_steps == 0:
             self._check_activations()
 
     def on_epoch_end(self, epoch, logs=None):
         self._check_activations()
         for finding in self._trends.update_epoch(self._step - 1, logs or {}):
-            self._report(finding.kind, finding.layers, dict(finding.evidence))
+            self._report(finding.kind, finding.layers, dict(finding.evidence), finding.severity)
 
     # -- checks --------------------------------------------------------------------------
 
@@ -270,9 +299,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if self.probe_x is None:
             return
         watched = []
+        outputs = {id(t) for t in keras.tree.flatten(getattr(self.model, "outputs", None) or [])}
         for layer in flat_layers(self.model):
             name = activation_name(layer)
-            if name in ("relu", *_SIGMOID_LIKE, *_TANH_LIKE):
+            if name in ("relu", *_SIGMOID_LIKE, *_TANH_LIKE) and id(_output_of(layer)) not in outputs:
                 watched.append((layer, name))
         if not watched:
             return
@@ -286,9 +316,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             return
         self._probe_layers = watched
 
-    def _check_activations(self) -> None:
+    def _check_activations(self, at_start: bool = False) -> None:
         if self._probe_model is None:
             return
+        severity = "problem" if at_start else "information"
         outputs = self._probe_model(self.probe_x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
@@ -308,12 +339,15 @@ class TrainingDiagnostics(keras.callbacks.Callback):
                     saturated_layers.append(layer.name)
                     saturated_evidence[f"{layer.name}.saturated_share"] = share
         if dead_layers:
-            self._report("dying_relu", tuple(dead_layers), {**dead_evidence, "threshold": self.dead_relu_share})
+            self._report(
+                "dying_relu", tuple(dead_layers), {**dead_evidence, "threshold": self.dead_relu_share}, severity
+            )
         if saturated_layers:
             self._report(
                 "saturation",
                 tuple(saturated_layers),
                 {**saturated_evidence, "threshold": self.saturation_share, "input_beyond": self.saturation_input},
+                severity,
             )
 
     def _saturated_share(self, a: np.ndarray, name: str) -> float:
@@ -332,7 +366,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
 
     # -- acting --------------------------------------------------------------------------
 
-    def _report(self, kind: str, layers: tuple[str, ...], evidence: dict[str, float]) -> None:
+    def _report(
+        self, kind: str, layers: tuple[str, ...], evidence: dict[str, float], severity: str = "problem"
+    ) -> None:
         key = (kind, layers)
         if key in self._seen:
             return
@@ -349,6 +385,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             cause=cause,
             remedy=remedy or REMEDIES[kind],
             causes=tuple(causes),
+            severity=severity,
         )
         self._handle(finding)
 

@@ -17,10 +17,16 @@ import numpy as np
 
 __all__ = [
     "FINDING_KINDS",
+    "SEVERITIES",
     "Finding",
     "TrainingProblemError",
     "TrainingProblemWarning",
 ]
+
+#: "problem": training is failing; the policy warns, acts or raises. "information": worth
+#: knowing (a plateau after real progress, a noisy small-batch loss, overfitting, targets in
+#: their natural units); shown in `report()` and logged, never acted on by default.
+SEVERITIES = ("problem", "information")
 
 FINDING_KINDS = (
     "vanishing",
@@ -32,6 +38,7 @@ FINDING_KINDS = (
     "stalled_loss",
     "stalled_metric",
     "learning_rate",
+    "overfitting",
     # Checks before training (`pretraining.check_training_setup`), made at step -1.
     "non_finite_data",
     "non_finite_forward",
@@ -74,6 +81,10 @@ REMEDIES: Mapping[str, str] = {
         "and check for dead or saturated layers"
     ),
     "learning_rate": "use a learning rate in the usual range (Adam ~1e-4..1e-2, SGD ~1e-3..1e-1)",
+    "overfitting": (
+        "stop at the best validation epoch (EarlyStopping(restore_best_weights=True)), add regularization "
+        "(Dropout, weight decay, data augmentation), use a smaller model or more data"
+    ),
 }
 
 
@@ -97,6 +108,9 @@ class Finding:
         causes: the ranked `causes.Cause` records behind `cause` (their `key` says which
             cause, e.g. `"learning_rate_high"`); empty for the checks before training,
             which are their own cause.
+        severity: `"problem"` (training is failing: warned, acted on or raised by the
+            policy) or `"information"` (shown in `report()` and the logs only); see
+            `SEVERITIES`.
         stopped_training: whether the policy stopped training on this finding (set by
             `ProblemPolicy.handle`; `action` says it in words).
     """
@@ -109,12 +123,14 @@ class Finding:
     remedy: str
     action: str = ""
     causes: tuple[Any, ...] = ()
+    severity: str = "problem"
     stopped_training: bool = False
 
     def __str__(self) -> str:
         layers = ", ".join(self.layers) if self.layers else "-"
         numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in self.evidence.items())
-        text = f"[{self.kind}] step {self.step}; layers: {layers}; evidence: {numbers}. Likely cause: {self.cause}."
+        label = self.kind if self.severity == "problem" else f"{self.kind}, information"
+        text = f"[{label}] step {self.step}; layers: {layers}; evidence: {numbers}. Likely cause: {self.cause}."
         text += f" Remedy: {self.remedy}."
         if self.action:
             text += f" Action: {self.action}."
@@ -155,10 +171,14 @@ def learning_rate_of(optimizer: Any) -> float | None:
 def format_report(title: str, findings: Sequence[Finding], extra_lines: Sequence[str] = ()) -> str:
     """The text of `report()`: a header, summary lines, then one paragraph per finding."""
     lines = [title, "=" * len(title), *extra_lines]
-    if not findings:
+    problems = [f for f in findings if f.severity == "problem"]
+    information = [f for f in findings if f.severity != "problem"]
+    if not problems:
         lines.append("No problem found.")
     else:
-        lines.append(f"{len(findings)} finding(s):")
-        for f in findings:
-            lines.append(f"- {f}")
+        lines.append(f"{len(problems)} finding(s):")
+        lines.extend(f"- {f}" for f in problems)
+    if information:
+        lines.append(f"{len(information)} information finding(s) (not problems; nothing was done about them):")
+        lines.extend(f"- {f}" for f in information)
     return "\n".join(lines)

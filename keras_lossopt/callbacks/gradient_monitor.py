@@ -35,6 +35,7 @@ from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.detection import GradientDetector
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report
 from keras_lossopt.callbacks.gradient_history import GradientHistory
+from keras_lossopt.callbacks.loss_fit import loss_family
 from keras_lossopt.callbacks.policy import ProblemPolicy
 from keras_lossopt.callbacks.training_start import TrainingStart, training_start
 
@@ -77,7 +78,9 @@ class GradientMonitor(keras.callbacks.Callback):
       last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
       below `vanishing_floor`, in at least half of the last `growth_window` records (so
       that one sample whose ReLU units are all off, at batch size 1, is not a finding);
-    * exploding: the global norm exceeds `exploding_norm`, or exceeds the median of the
+    * exploding: the global norm exceeds `exploding_norm` (for a regression loss times the
+      square root of the first loss: its gradients scale with the errors, and targets in
+      natural units train fine with norms in the thousands), or exceeds the median of the
       previous `growth_window` records by more than `exploding_growth` and by more than 4
       robust standard deviations of their log10 (the run's own noise);
     * non_finite: a NaN/inf gradient entry, NaN/inf weights, or a NaN/inf loss in the
@@ -306,8 +309,16 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_done = self._epoch_start + int(batch) + 1
         loss = logs.get("loss")
         loss_finite = loss is None or math.isfinite(float(loss))
-        if loss is not None and self._steps_done - 1 == self._start.step and self._start.first_loss is None:
-            self._start.first_loss = float(loss)  # the loss of the starting weights
+        if loss is not None and self._steps_done - 1 == self._start.step:
+            if self._start.first_loss is None:
+                self._start.first_loss = float(loss)  # the loss of the starting weights
+            loss_fn = getattr(self.model, "loss", None)
+            regression = loss_fn is not None and loss_family(loss_fn)[0] == "regression"
+            if regression and math.isfinite(self._start.first_loss):
+                # A regression's gradients scale with its errors, sqrt(loss) for squared
+                # errors: targets in natural units start with errors (and gradients) in the
+                # thousands and train fine. Cross-entropy's output gradient is bounded by 1.
+                self._detector.loss_scale = max(1.0, math.sqrt(abs(self._start.first_loss)))
         findings_before = len(self.findings)
         if not loss_finite or self._steps_done - self._read_at >= self.detect_every_n_steps:
             block = self._read_records()

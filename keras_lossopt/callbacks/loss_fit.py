@@ -182,6 +182,7 @@ def check_target_scale(y: np.ndarray, loss_name: str, limit: float, findings: li
                 f"y_pred * {std:.3g} + {mean:.3g}; or keep the targets and add a final "
                 "keras.layers.Rescaling, with a learning rate that suits that scale"
             ),
+            severity="information",
         )
     )
 

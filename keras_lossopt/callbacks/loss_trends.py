@@ -15,7 +15,9 @@ with the run's own noise:
   are too large makes no progress (the loss stays at or above where it started; in the
   bench's unstable run it is 30x the start), while the per-sample noise of a small batch
   swings around a falling loss (batch size 1 on digits: swing 0.52 of the start loss,
-  median 0.4x the start).
+  median 0.4x the start). With `weight_change`, a swing while the weights moved less than
+  `still_weights` is not an oscillation either: it is small-batch noise around a model
+  that does not learn (the stall rules judge that).
 * stalled_loss: the mean of the last `n` losses is not below `1 - stall_tolerance`
   (0.99) times the mean of the first `n`, where `n` is at least 10 and large enough that
   the noise of each mean is at most half the tolerance (`n >= (2 sigma / (tol x mean))^2`,
@@ -24,22 +26,29 @@ with the run's own noise:
   step at or after `stall_steps` (50) with `2 n` losses: 50 steps at batch 32, a few
   hundred at batch size 1, where 50 single samples cannot show a 1% change. When the
   noise would need more than 40 x `stall_steps` losses, the test is not made.
-* stalled_metric: with validation data, after `metric_patience + 1` (3) epochs the
-  validation loss is still above `1 - metric_progress` (0.5) of the starting loss, and
-  over the last `metric_patience` epochs it fell by less than `metric_rate` (2%) per
-  epoch or every logged validation accuracy (`val_*acc*`) gained less than
-  `metric_accuracy_gain` (0.01) per epoch: the run is far from trained and not getting
-  there (Adam at 1e-5: validation loss within 1% of the start after 3 epochs on digits;
-  validation accuracy flat at 0.41 for 8 epochs on MNIST while the loss still falls a
-  few percent). A run that trained and then plateaued (validation loss below half the
-  start) is left to `EarlyStopping`.
+* stalled_metric: with validation data, after `metric_patience + 1` (3) epochs, over the
+  last `metric_patience` epochs the validation loss fell by less than `metric_rate` (2%)
+  per epoch, or every logged validation accuracy (`val_*acc*`) gained less than
+  `metric_accuracy_gain` (0.01) per epoch.
+* overfitting (severity "information"): the validation loss has been above its best for
+  `overfit_epochs` (3) epochs while the training loss went on falling below its value at
+  that best epoch (UMLAUT's and AUTOTRAINER's check).
+
+A stall is a *problem* only when the weights barely moved: with `weight_change` (a callable
+giving ||w_now - w_start|| / ||w_start||, which `TrainingDiagnostics` passes), a stall whose
+weights changed by less than `still_weights` of their norm is a problem (the steps are too
+small, or no gradient arrives: a learning rate far too small, a dead or saturated network,
+a loss that gives no gradient); a stall after the weights moved is a plateau, a task at
+its ceiling or a converged run, and is reported as information. A run at a hard task's
+ceiling, a small-batch run and a run whose accuracy is flat while its loss still falls all
+move their weights, whatever fraction of the starting loss they reach.
 """
 
 from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -49,11 +58,20 @@ from keras_lossopt.callbacks.findings import Finding
 
 __all__ = ["LOSS_KINDS", "LossTrendDetector"]
 
-LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric")
+LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric", "overfitting")
 """The finding kinds `LossTrendDetector` reports."""
 _START = 5  # batches that define the starting loss level of the oscillation test
 _STALL_MEAN = 10  # the smallest number of losses averaged at each end by the stall test
 _STALL_LIMIT = 40  # the stall test waits at most this many times `stall_steps` for enough losses
+#: A stall whose weights moved less than this share of their norm since the start is a
+#: problem. Set on the corpus' calibration half (benchmarks/diagnosis_corpus, even seeds):
+#: see `STILL_WEIGHTS_EVIDENCE`.
+STILL_WEIGHTS = 0.005
+STILL_WEIGHTS_EVIDENCE = (
+    "calibration half, first 56 runs: the healthy runs that trained and stalled moved their weights by 0.0076 "
+    "to 1.1 of their norm (13 runs; 0.05 would have flagged 5 of them); the stalls of the learning-rate-too-small, "
+    "dying-ReLU, deep-sigmoid and tiny-initialization faults by 0.0 to 0.003 (8 runs)"
+)
 
 
 class LossTrendDetector:
@@ -71,10 +89,15 @@ class LossTrendDetector:
             Default 2.
         metric_rate: relative decrease per epoch below which the validation loss stalls.
             Default 0.02.
-        metric_progress: share of the starting loss the validation loss must have shed
-            for the run to count as trained. Default 0.5.
         metric_accuracy_gain: a logged validation accuracy that gains less than this per
             epoch is flat. Default 0.01.
+        overfit_epochs: epochs the validation loss must stay above its best, while the
+            training loss falls, for an overfitting finding. Default 3.
+        weight_change: a callable returning the relative change of the weights since the
+            start (or None when unknown), called when a stall is found; None (default):
+            every stall is a problem.
+        still_weights: relative weight change below which a stall is a problem. Default
+            `STILL_WEIGHTS`.
 
     Raises:
         ValueError: for an invalid argument.
@@ -96,8 +119,10 @@ class LossTrendDetector:
         stall_tolerance: float = 0.01,
         metric_patience: int = 2,
         metric_rate: float = 0.02,
-        metric_progress: float = 0.5,
         metric_accuracy_gain: float = 0.01,
+        overfit_epochs: int = 3,
+        weight_change: Callable[[], float | None] | None = None,
+        still_weights: float = STILL_WEIGHTS,
     ):
         self.window = check_int("window", window, minimum=4)
         self.oscillation_threshold = check_positive("oscillation_threshold", oscillation_threshold)
@@ -106,15 +131,21 @@ class LossTrendDetector:
         self.stall_tolerance = check_probability("stall_tolerance", stall_tolerance)
         self.metric_patience = check_int("metric_patience", metric_patience, minimum=1)
         self.metric_rate = check_probability("metric_rate", metric_rate)
-        self.metric_progress = check_probability("metric_progress", metric_progress)
         self.metric_accuracy_gain = check_probability("metric_accuracy_gain", metric_accuracy_gain)
+        self.overfit_epochs = check_int("overfit_epochs", overfit_epochs, minimum=1)
+        if weight_change is not None and not callable(weight_change):
+            raise ValueError(f"`weight_change` must be a callable or None. Received: weight_change={weight_change!r}")
+        self.weight_change = weight_change
+        self.still_weights = check_positive("still_weights", still_weights)
         # O(window) work per batch: the first losses, the last `window`, and the whole
         # series only until the stall test has run.
         self.start_losses: list[float] = []
         self._recent: collections.deque[float] = collections.deque(maxlen=self.window)
         self._series: list[float] | None = []
         self._count = 0
+        self._quiet_until = 0
         self.val_losses: list[float] = []
+        self.train_losses: list[float] = []
         self.val_accuracies: dict[str, list[float]] = {}
         self.reported: set[str] = set()
 
@@ -143,57 +174,97 @@ class LossTrendDetector:
             findings.append(self._finding("oscillating_loss", step, oscillation))
         stall = self._stall()
         if stall is not None:
-            findings.append(self._finding("stalled_loss", step, stall))
+            findings.append(self._finding("stalled_loss", step, stall, self._stall_severity(stall)))
         return [f for f in findings if f is not None]
 
     def update_epoch(self, step: int, logs: Mapping[str, Any]) -> list[Finding]:
-        """Adds one epoch's logs (`val_loss`, validation metrics) and runs the metric rule.
+        """Adds one epoch's logs (`loss`, `val_loss`, validation metrics); runs the metric and overfitting rules.
 
         Args:
             step: the last optimizer step of the epoch (0-based).
             logs: the epoch logs Keras passes to `on_epoch_end`.
 
         Returns:
-            The findings (a `stalled_metric` at most once per run).
+            The findings (a `stalled_metric` and an `overfitting` at most once per run each).
         """
         value = logs.get("val_loss")
         if value is None or not math.isfinite(float(value)):
             return []
         self.val_losses.append(float(value))
+        train = logs.get("loss")
+        self.train_losses.append(float(train) if train is not None else math.nan)
         for key, metric in logs.items():
             if key.startswith("val_") and "acc" in key and isinstance(metric, (int, float, np.floating)):
                 self.val_accuracies.setdefault(key, []).append(float(metric))
+        findings = []
+        overfitting = self._overfitting()
+        if overfitting is not None:
+            findings.append(self._finding("overfitting", step, overfitting, "information"))
+        stalled = self._stalled_metric()
+        if stalled is not None:
+            findings.append(self._finding("stalled_metric", step, stalled, self._stall_severity(stalled)))
+        return [f for f in findings if f is not None]
+
+    def _stalled_metric(self) -> dict[str, float] | None:
         p = self.metric_patience
-        finite = [v for v in self.start_losses if math.isfinite(v)]
-        if len(self.val_losses) < p + 1 or not finite or "stalled_metric" in self.reported:
-            return []
-        start = float(np.mean(finite))
+        if len(self.val_losses) < p + 1 or "stalled_metric" in self.reported:
+            return None
         now, before = self.val_losses[-1], self.val_losses[-1 - p]
         rate = (before - now) / (abs(before) * p) if before else 0.0
         gains = {
             key: (values[-1] - values[-1 - p]) / p for key, values in self.val_accuracies.items() if len(values) > p
         }
         flat_accuracy = bool(gains) and max(gains.values()) < self.metric_accuracy_gain
-        if now <= (1 - self.metric_progress) * start or (rate >= self.metric_rate and not flat_accuracy):
-            return []
+        if rate >= self.metric_rate and not flat_accuracy:
+            return None
+        finite = [v for v in self.start_losses if math.isfinite(v)]
         evidence = {
-            "starting_loss": start,
             "val_loss_now": now,
             f"val_loss_{p}_epochs_before": before,
             "decrease_per_epoch": rate,
             "epochs": len(self.val_losses),
         }
+        if finite:
+            evidence["starting_loss"] = float(np.mean(finite))
         for key, gain in gains.items():
             evidence[key] = self.val_accuracies[key][-1]
             evidence[f"{key}_gain_per_epoch"] = gain
-        finding = self._finding("stalled_metric", step, evidence)
-        return [finding] if finding is not None else []
+        return evidence
+
+    def _overfitting(self) -> dict[str, float] | None:
+        k = self.overfit_epochs
+        if "overfitting" in self.reported or len(self.val_losses) < k + 1:
+            return None
+        best = int(np.argmin(self.val_losses))
+        since = len(self.val_losses) - 1 - best
+        train_best, train_now = self.train_losses[best], self.train_losses[-1]
+        if since < k or not train_now < train_best:
+            return None
+        return {
+            "best_val_loss": self.val_losses[best],
+            "best_epoch": best + 1,
+            "val_loss_now": self.val_losses[-1],
+            "train_loss_at_best": train_best,
+            "train_loss_now": train_now,
+            "epochs_since_best": since,
+        }
+
+    def _stall_severity(self, evidence: dict[str, float]) -> str:
+        """A stall is a problem when the weights barely moved (see the module docstring)."""
+        if self.weight_change is None:
+            return "problem"
+        change = self.weight_change()
+        if change is None or not math.isfinite(change):
+            return "problem"
+        evidence["relative_weight_change"] = float(change)
+        evidence["still_weights"] = self.still_weights
+        return "problem" if change < self.still_weights else "information"
 
     # -- the rules -----------------------------------------------------------------------
 
     def _oscillation(self) -> dict[str, float] | None:
         w = self.window
-        if self._count < w or "oscillating_loss" in self.reported:
+        if self._count < w or "oscillating_loss" in self.reported or self._count < self._quiet_until:
             return None
         window = np.asarray(self._recent, dtype="float64")
         first = np.asarray(self.start_losses[:_START], dtype="float64")
@@ -207,6 +278,13 @@ class LossTrendDetector:
         level = float(np.median(window))
         no_progress = level >= (1 - self.progress_tolerance) * start_median
         if not (swing > self.oscillation_threshold and not_decreasing and no_progress):
+            return None
+        change = self.weight_change() if self.weight_change is not None else None
+        if change is not None and math.isfinite(change) and change < self.still_weights:
+            # Steps too large to descend move the weights; a loss that swings while the
+            # weights stay put is the noise of small batches around a model that is not
+            # learning (a stall, judged by its own rule). Look again a window later.
+            self._quiet_until = self._count + w
             return None
         return {
             "mean_abs_change_over_start_loss": swing,
@@ -236,8 +314,8 @@ class LossTrendDetector:
             return None
         return {"first_loss": start, "loss_now": end, "steps": len(losses), "averaged": n, "noise": noise}
 
-    def _finding(self, kind: str, step: int, evidence: dict[str, float]) -> Finding | None:
+    def _finding(self, kind: str, step: int, evidence: dict[str, float], severity: str = "problem") -> Finding | None:
         if kind in self.reported:
             return None
         self.reported.add(kind)
-        return Finding(kind=kind, step=int(step), layers=(), evidence=evidence, cause="", remedy="")
+        return Finding(kind=kind, step=int(step), layers=(), evidence=evidence, cause="", remedy="", severity=severity)

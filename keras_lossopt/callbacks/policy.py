@@ -24,11 +24,17 @@ rate or clipping cannot make a non-finite starting point finite) and training st
 
 A remedy acts again each time its problem is found anew (`repeats(kind)`); everything
 else is reported once per run.
+
+Only findings of severity `"problem"` are acted on. A finding of severity `"information"`
+(a plateau after progress, overfitting, a noisy small-batch loss, targets in natural units)
+is recorded with the action `"noted"` and logged on the `keras_lossopt.callbacks` logger
+at INFO level; it never warns, stops, remedies or raises.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -37,6 +43,8 @@ from keras_lossopt._validation import check_choice, check_positive
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, TrainingProblemWarning, learning_rate_of
 
 __all__ = ["ON_PROBLEM", "REMEDY_OPTIONS", "ProblemPolicy", "Remedies"]
+
+_LOGGER = logging.getLogger("keras_lossopt.callbacks")
 
 ON_PROBLEM = ("warn", "stop", "raise", "restore", "clip", "reduce_lr")
 """The values of `on_problem` (besides a callable)."""
@@ -108,7 +116,8 @@ class ProblemPolicy:
     def handle(
         self, finding: Finding, model: Any, record: Callable[[Finding], None], remedies: Remedies | None = None
     ) -> Finding:
-        """Acts on `finding`, records it with the action taken, then warns, calls or raises.
+        """Acts on a problem `finding`, records it with the action taken, then warns, calls or raises;
+        records and logs an information finding only.
 
         Args:
             finding: what was found (its `action` is filled in here).
@@ -124,6 +133,11 @@ class ProblemPolicy:
         Raises:
             TrainingProblemError: when `on_problem="raise"`.
         """
+        if finding.severity != "problem":
+            finding = dataclasses.replace(finding, action="noted")
+            record(finding)
+            _LOGGER.info("%s", finding)
+            return finding
         actions: list[str] = []
         stop = self.on_problem == "stop"
         remedy = self.remedy

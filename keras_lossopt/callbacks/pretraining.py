@@ -93,7 +93,10 @@ def check_training_setup(
       the targets have a root mean square above `target_scale_limit` (10). The output
       layer starts near 0 with weights of order 1, so the first losses and gradients
       scale with the targets (MSE: their square) and a learning rate that suits
-      standardized targets makes the run diverge or crawl.
+      standardized targets makes the run diverge or crawl. Severity "information": most
+      regressions in natural units train fine (the corpus' healthy runs with targets in
+      the thousands), and when they do not, the exploding or stalled finding that
+      follows ranks this check as its cause.
     * loss_mismatch: the loss does not fit the output activations: a softmax (or
       sigmoid) applied twice; a softmax over one unit (always 1, zero gradient);
       `from_logits=True` after a softmax/sigmoid output; `from_logits=False` on an

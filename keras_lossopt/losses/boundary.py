@@ -61,7 +61,9 @@ def boundary_loss(y_true, y_pred, *, targets="labels", mode="multiclass", from_l
             probs = ops.softmax(y_pred, axis=-1) if mode == "multiclass" else ops.sigmoid(y_pred)
     else:
         dense_targets, probs = dense_inputs(y_true, y_pred, mode, from_logits)
-        maps = signed_maps_of_targets(dense_targets)
+        # `+ 0 * targets`: NaN targets (a label out of range under XLA) make the loss NaN; the
+        # maps alone, from `targets > 0.5`, would be finite and wrong.
+        maps = signed_maps_of_targets(dense_targets) + 0.0 * dense_targets
     per_class, _ = select_classes(probs * maps, y_pred, include_background)
     return ops.mean(per_class, axis=-1)
 

@@ -41,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._reduction import REDUCTIONS, replicas_in_sync
-from keras_lossopt._validation import check_choice, check_function, check_per_sample
+from keras_lossopt._validation import check_arguments_accepted, check_choice, check_function, check_per_sample
 from keras_lossopt.losses._composite_state import CompositeLossState
 from keras_lossopt.losses._keras_mask import with_keras_mask
 from keras_lossopt.losses.contract import LossContract, merge_masks
@@ -473,6 +473,7 @@ class FunctionTerm(LossArithmetic, LossContract):
         dtype: computation dtype. Default None.
 
     Raises:
+        TypeError: for a `fn` that cannot take two positional arguments (`y_true`, `y_pred`).
         ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
 
     Examples:
@@ -486,6 +487,9 @@ class FunctionTerm(LossArithmetic, LossContract):
 
     def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None):
         fn = check_function("fn", fn)
+        check_arguments_accepted(
+            "fn", fn, ["y_true", "y_pred"], hint="; for a cost of the prediction alone use OutputPenalty(fn)."
+        )
         super().__init__(name=name or getattr(fn, "__name__", "function_term"), reduction=reduction, dtype=dtype)
         self.fn = fn
 

@@ -118,6 +118,9 @@ def hausdorff_er_loss(
         eroded = eroded + erosion * float((k + 1) ** alpha)
         bound = erosion
     per_class = ops.moveaxis(ops.reshape(eroded, (-1, channels, *spatial)), 1, -1)
+    # NaN targets (a label out of range under XLA) must give a NaN loss, and relu(NaN) is 0 on
+    # some CPUs: carry the NaN past the erosions explicitly.
+    per_class = per_class + 0.0 * targets
     per_class, _ = select_classes(per_class, y_pred, include_background)
     return ops.mean(per_class, axis=-1)
 

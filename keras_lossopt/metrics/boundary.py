@@ -222,7 +222,11 @@ class BoundaryScore(keras.metrics.Metric):
                 )
             weight = weight * ops.expand_dims(sample_weight, -1)
         defined = ops.logical_not(ops.isnan(values))
-        self.total.assign_add(ops.sum(ops.where(defined, values * weight, 0.0)))
+        # Labels out of range under XLA make the targets NaN (see sparse_label_poison); the hard
+        # masks would hide that and NaN values are skipped here, so the total is poisoned instead.
+        targets, _, _ = overlap_inputs(ops.convert_to_tensor(y_true), y_pred, mode=self.mode)
+        poison = ops.where(ops.any(ops.isnan(targets)), float("nan"), 0.0)
+        self.total.assign_add(ops.sum(ops.where(defined, values * weight, 0.0)) + poison)
         self.count.assign_add(ops.sum(ops.where(defined, weight, 0.0)))
 
     def result(self):

@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_non_negative, check_positive
-from keras_lossopt.shaping._train_step import retrace_steps, unwrap_train_step, wrap_train_step
+from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
 from keras_lossopt.shaping.tracking import TermWeightCallback
 
 __all__ = ["DynamicWeightAveraging", "GradNorm", "UncertaintyWeighting", "dwa_weights"]
@@ -59,6 +59,8 @@ class UncertaintyWeighting(TermWeightCallback):
         Kendall, Gal, Cipolla (2018). Multi-task learning using uncertainty to weigh losses
         for scene geometry and semantics. CVPR.
     """
+
+    weighs_by_uncertainty = True
 
     def __init__(self, initial_log_variance: float = 0.0):
         super().__init__()
@@ -156,7 +158,8 @@ class DynamicWeightAveraging(TermWeightCallback):
         temperature: softmax temperature `T` > 0. Default 2.0 (the paper's value).
 
     Raises:
-        ValueError: for `temperature` <= 0.
+        ValueError: for `temperature` <= 0; at an epoch end, naming the term, for a term
+            loss that is not finite and positive (the weights divide by it).
 
     Examples:
         >>> DynamicWeightAveraging(temperature=2.0).temperature
@@ -172,6 +175,7 @@ class DynamicWeightAveraging(TermWeightCallback):
         self.loss_history: list[list[float]] = []
 
     def on_train_begin(self, logs=None) -> None:
+        super().on_train_begin(logs)
         self.loss_history = []
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
@@ -190,7 +194,17 @@ class DynamicWeightAveraging(TermWeightCallback):
             raise ValueError(
                 f"DynamicWeightAveraging needs the term losses {missing} in the epoch logs; found {sorted(logs)}."
             )
-        self.loss_history.append([float(logs[key]) for key in keys])
+        row = [float(logs[key]) for key in keys]
+        # The weights divide by these losses: refuse a bad one at the epoch that logged it, by name.
+        bad = {term: value for term, value in zip(self.term_names, row) if not (np.isfinite(value) and value > 0)}
+        if bad:
+            shown = ", ".join(f"{term!r} averaged {value:.6g}" for term, value in bad.items())
+            raise ValueError(
+                f"DynamicWeightAveraging needs finite, positive term losses (it divides by them); in epoch {epoch} "
+                f"{shown}. Shift such a term to be positive (e.g. a FunctionTerm of loss + constant) or weight it "
+                "outside DWA."
+            )
+        self.loss_history.append(row)
         super().on_epoch_end(epoch, logs)
 
 
@@ -255,6 +269,12 @@ class GradNorm(TermWeightCallback):
                 )
             candidates = [candidate for candidate in model.layers if candidate.trainable_weights]
             if not candidates:
+                if not all(candidate.built for candidate in model.layers):
+                    raise ValueError(
+                        "GradNorm needs the model's layers built to find the last shared layer, and fit builds a "
+                        "subclassed model (or a Sequential model without keras.Input) only in its first step: call "
+                        "model.build(input_shape) or model(x[:1]) before fit."
+                    )
                 raise ValueError("GradNorm found no layer with trainable weights in the model.")
             layer = candidates[-1]
         if not layer.trainable_weights:
@@ -263,6 +283,7 @@ class GradNorm(TermWeightCallback):
         return list(layer.trainable_weights)
 
     def on_train_begin(self, logs=None) -> None:
+        super().on_train_begin(logs)
         terms = len(self.term_names)
         self._weight_variables = [self.term_index[t].state.term_weights[t] for t in self.term_names]
         self._initial_losses = keras.Variable(np.zeros(terms), dtype="float32", trainable=False, name="gradnorm_l0")
@@ -275,6 +296,7 @@ class GradNorm(TermWeightCallback):
         wrap_train_step(self.model, self._train_step)
 
     def on_train_end(self, logs=None) -> None:
+        super().on_train_end(logs)
         unwrap_train_step(self.model)
 
     def _train_step(self, train_step, data):

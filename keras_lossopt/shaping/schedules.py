@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from keras_lossopt._validation import check_choice, check_int, check_non_negative
+from keras_lossopt._validation import check_arguments_accepted, check_choice, check_int, check_non_negative
 from keras_lossopt.shaping.tracking import TermWeightCallback
 
 __all__ = ["CosineSchedule", "LinearWarmup", "LossWeightScheduler", "StepSchedule", "WeightSchedule"]
@@ -146,6 +146,7 @@ class LossWeightScheduler(TermWeightCallback):
             step, `t` = global step since the start of this `fit`). Default `"epoch"`.
 
     Raises:
+        TypeError: for a schedule function that cannot take one argument `t`.
         ValueError: for an empty `schedules`, an unknown `by`, a schedule that is not
             callable, an unknown term name (at the start of training, naming the closest
             term), a schedule value that is negative or not finite (when it is computed), or
@@ -167,15 +168,20 @@ class LossWeightScheduler(TermWeightCallback):
                     f"The schedule of term {term!r} must be a WeightSchedule or a function t -> weight. "
                     f"Received: {schedule!r}"
                 )
+            check_arguments_accepted(f"schedules[{term!r}]", schedule, ["t"])
         self.schedules = dict(schedules)
         self.by = check_choice("by", by, _BY)
         self._step = 0
 
-    def set_model(self, model) -> None:
-        super().set_model(model)
+    def managed_terms(self) -> list[str]:
         self.check_terms("schedules", self.schedules)
+        return list(self.schedules)
+
+    def _describe(self) -> str:
+        return f"LossWeightScheduler({sorted(self.schedules)})"
 
     def on_train_begin(self, logs=None) -> None:
+        super().on_train_begin(logs)
         if self.by == "step" and getattr(self.model, "steps_per_execution", 1) > 1:
             raise ValueError(
                 "LossWeightScheduler(by='step') sets the weights between steps and needs steps_per_execution=1. "

@@ -18,13 +18,14 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import (
+    check_arguments_accepted,
     check_choice,
     check_function,
     check_int,
     check_non_negative,
     check_per_sample,
 )
-from keras_lossopt._value_checks import probability_poison
+from keras_lossopt._value_checks import is_concrete, probability_poison
 from keras_lossopt.losses.base import LossFunctionBase
 
 __all__ = ["ConfidencePenalty", "OutputPenalty", "RewardTerm"]
@@ -45,6 +46,7 @@ class OutputPenalty(LossFunctionBase):
         dtype: computation dtype. Default None.
 
     Raises:
+        TypeError: for a `fn` that cannot take one positional argument (`y_pred`).
         ValueError: when `fn` is not a function, `weight` < 0, or `fn` does not return one value per sample.
 
     Examples:
@@ -58,6 +60,9 @@ class OutputPenalty(LossFunctionBase):
     def __init__(self, fn, weight=1.0, reduction="sum_over_batch_size", name="output_penalty", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = check_function("fn", fn)
+        check_arguments_accepted(
+            "fn", self.fn, ["y_pred"], hint="; OutputPenalty calls fn(y_pred): for fn(y_true, y_pred) use FunctionTerm."
+        )
         self.weight = check_non_negative("weight", weight)
 
     def standardize_inputs(self, y_true, y_pred):
@@ -181,7 +186,9 @@ class RewardTerm(LossFunctionBase):
     an unbiased estimate with lower variance than a plain REINFORCE (Kool et al. 2019). The
     term's value is the mean sampled reward (what is logged); only its gradient is the
     estimator. The NumPy call runs through `tf.numpy_function`: TensorFlow backend and
-    `jit_compile=False` (XLA cannot call Python).
+    `jit_compile=False` (XLA cannot call Python: the shaping callbacks and `track_loss_terms`
+    refuse such a model, and XLA's own error names the node
+    `numpy_reward_needs_jit_compile_False`).
 
     Args:
         fn: the reward function (register it to reload without `custom_objects`).
@@ -195,7 +202,9 @@ class RewardTerm(LossFunctionBase):
         dtype: computation dtype. Default None.
 
     Raises:
-        ValueError: for a bad argument, or `fn` not returning one reward per sample.
+        TypeError: for a `fn` that cannot take two positional arguments.
+        ValueError: for a bad argument; at the call, for `fn` not returning one finite reward
+            per sample, or NumPy code given with `differentiable=True`.
 
     Examples:
         >>> import numpy as np
@@ -228,8 +237,9 @@ class RewardTerm(LossFunctionBase):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = check_function("fn", fn)
-        self.weight = check_non_negative("weight", weight)
         self.differentiable = bool(differentiable)
+        check_arguments_accepted("fn", self.fn, ["y_true", "y_pred" if self.differentiable else "classes"])
+        self.weight = check_non_negative("weight", weight)
         self.num_samples = check_int("num_samples", num_samples, minimum=2)
         self.from_logits = bool(from_logits)
         self.seed = seed
@@ -249,8 +259,29 @@ class RewardTerm(LossFunctionBase):
 
     def call(self, y_true, y_pred):
         if self.differentiable:
-            return check_per_sample(self.name, self.fn(y_true, y_pred), y_pred)
+            return check_per_sample(self.name, self._differentiable_reward(y_true, y_pred), y_pred)
         return self._score_function_reward(y_true, y_pred)
+
+    def _differentiable_reward(self, y_true, y_pred):
+        """`fn(y_true, y_pred)`, refusing a NumPy reward (no gradient; in a compiled step, no values)."""
+        numpy_hint = (
+            "a differentiable reward is keras.ops code on y_pred; for a NumPy reward of the predicted classes "
+            "pass RewardTerm(fn, differentiable=False), which estimates its gradient by sampling"
+        )
+        try:
+            value = self.fn(y_true, y_pred)
+        except Exception as error:
+            if is_concrete(y_pred):
+                raise
+            # NumPy (or plain Python) code cannot read the values of a compiled step's tensors.
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            raise ValueError(
+                f"Reward {self.name!r} failed on the symbolic tensors of a compiled step ({type(error).__name__}: "
+                f"{first_line}); if fn is NumPy code: {numpy_hint}."
+            ) from error
+        if isinstance(value, (np.ndarray, np.generic, float, int)):
+            raise ValueError(f"Reward {self.name!r} returned a NumPy value, which has no gradient: {numpy_hint}.")
+        return value
 
     def _score_function_reward(self, y_true, y_pred):
         if self.from_logits:
@@ -280,9 +311,20 @@ class RewardTerm(LossFunctionBase):
                     f"Reward {name!r} must return one reward per sample, shape ({count * samples},) for "
                     f"{count * samples} sampled classes. Received: shape {value.shape}"
                 )
+            bad = np.flatnonzero(~np.isfinite(value))
+            if bad.size:
+                first = int(bad[0])
+                raise ValueError(
+                    f"Reward {name!r} returned {bad.size} non-finite value(s) of {value.size}, e.g. {value[first]} "
+                    f"for the label {labels.reshape(count, -1)[first // samples].tolist()} and the sampled class "
+                    f"{int(drawn.reshape(-1)[first])}; rewards must be finite numbers."
+                )
             return value.reshape(count, samples)
 
-        values = tf.numpy_function(rewards, [y_true, classes], tf.float32, stateful=False)
+        # XLA cannot compile a Python call; its error names the node, so the node says what to do.
+        values = tf.numpy_function(
+            rewards, [y_true, classes], tf.float32, stateful=False, name="numpy_reward_needs_jit_compile_False"
+        )
         values.set_shape(classes.shape)
         return ops.cast(values, self.dtype)
 

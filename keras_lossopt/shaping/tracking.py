@@ -6,7 +6,8 @@ is a constant of the compiled step). `track_loss_terms(model)` finds every `Comp
 the model was compiled with (one loss, or one per output in a list or dict) and attaches
 their `CompositeLossState` layers to the model in one container layer,
 `model.loss_term_states` (functional and Sequential models allow attaching layers outside
-the graph of layers; a subclassed model must do it before it is built). From then on:
+the graph of layers; a subclassed model must do it before it is built; a Sequential model's
+input layer holds the container too, see `_sequential_state_holder`). From then on:
 
 * the term weights are non-trainable variables of the model (in `model.non_trainable_variables`),
   and uncertainty weighting's log-variances trainable ones;
@@ -24,6 +25,8 @@ import keras
 
 from keras_lossopt._validation import check_choice
 from keras_lossopt.losses.composite import CompositeLoss
+from keras_lossopt.shaping._keras_model import sequential_state_holder
+from keras_lossopt.shaping.terms import RewardTerm
 
 __all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
 
@@ -36,7 +39,15 @@ class _LossTermStates(keras.layers.Layer):
     def __init__(self, name: str = "loss_term_states"):
         super().__init__(name=name)
         self.states = []
+        #: term -> (the fit's History, the callback, its description): who sets each weight.
+        self.weight_owners: dict[str, tuple[Any, int, str]] = {}
         self.built = True
+
+    @property
+    def metrics(self):
+        # The states' per-term means reach the model once, through its walk over every sublayer
+        # (Layer.metrics is recursive, and so is the model's walk: the container adds nothing).
+        return []
 
     def call(self, *args, **kwargs):  # pragma: no cover - state only
         raise NotImplementedError("loss_term_states holds state and is not called.")
@@ -80,9 +91,22 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
 
     Raises:
         ValueError: when the model is not compiled, two composites share a term name (their
-            logs would collide), or the model cannot take new layers (a built subclassed model).
+            logs would collide), a NumPy reward term meets `jit_compile=True`, or the model
+            cannot take new layers (a built subclassed model).
     """
     composites = composite_losses(model)
+    if getattr(model, "jit_compile", False):
+        numpy_rewards = [
+            term
+            for composite in composites
+            for term, loss in composite.terms.items()
+            if isinstance(loss, RewardTerm) and not loss.differentiable
+        ]
+        if numpy_rewards:
+            raise ValueError(
+                f"Reward terms {numpy_rewards} call NumPy (differentiable=False), which XLA cannot compile: compile "
+                f"the model with jit_compile=False. Received: jit_compile={model.jit_compile!r}"
+            )
     owner: dict[str, str] = {}
     for composite in composites:
         for term in composite.term_names:
@@ -104,6 +128,9 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
                 "accept new layers). Call keras_lossopt.shaping.track_loss_terms(model) after compile and "
                 f"before the model is built, or assign composite.state in the model's __init__. Keras said: {error}"
             ) from None
+    holder = sequential_state_holder(model)
+    if holder is not None and getattr(holder, CONTAINER_ATTRIBUTE, None) is not container:
+        setattr(holder, CONTAINER_ATTRIBUTE, container)
     attached = {id(state) for state in container.states}
     for composite in composites:
         if id(composite.state) not in attached:
@@ -135,6 +162,68 @@ class TermWeightCallback(keras.callbacks.Callback):
                 f"{getattr(model, 'loss', None)!r}"
             )
         self.term_index = {term: composite for composite in self.composites for term in composite.term_names}
+        self._claim_weights(model)
+
+    #: Whether the callback weighs terms through the composites' log-variances (UncertaintyWeighting).
+    weighs_by_uncertainty = False
+
+    def managed_terms(self) -> list[str]:
+        """The terms whose weight this callback sets (default: every term of the model's composites)."""
+        return self.term_names
+
+    def _describe(self) -> str:
+        return type(self).__name__
+
+    def _claim_weights(self, model: keras.Model) -> None:
+        """One weight, one owner: refuses a second callback that sets the same term weight in one fit.
+
+        Two callbacks writing one weight would silently override each other (a schedule's 0
+        replaced by uncertainty weighting's exp(-s), or by GradNorm's next step). A fit is
+        told apart by its `History` (Keras' CallbackList sets `model.history` before it calls
+        each callback's `set_model`), so a callback used in an earlier fit does not count.
+        """
+        container = getattr(model, CONTAINER_ATTRIBUTE)
+        run = getattr(model, "history", None)
+        for term in self.managed_terms():
+            if self.term_index[term].uncertainty_weighting and not self.weighs_by_uncertainty:
+                raise ValueError(
+                    f"Term {term!r} is weighted by uncertainty (an UncertaintyWeighting added log-variances to its "
+                    f"composite), which ignores the term weights {self._describe()} would set. Compile a new "
+                    "CompositeLoss to weight its terms another way."
+                )
+            owner = container.weight_owners.get(term)
+            if owner is not None and owner[0] is run and owner[1] != id(self):
+                raise ValueError(
+                    f"Term {term!r} would have its weight set by two callbacks, {owner[2]} and {self._describe()}, "
+                    "and one would silently override the other. Use one weight method per term: schedule the terms "
+                    "that no adaptive method weights (e.g. put them in another output's composite), or let the "
+                    "adaptive method alone set them."
+                )
+            container.weight_owners[term] = (run, id(self), self._describe())
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Checks that the model trains and logs the composites' state (see `_sequential_state_holder`)."""
+        trainable = {id(v) for v in self.model.trainable_variables}
+        every = {id(v) for v in self.model.variables}
+        for composite in self.composites:
+            learned = {id(v) for v in composite.state.log_variances.values()}
+            hidden = [
+                v.name for v in composite.state.weights if id(v) not in (trainable if id(v) in learned else every)
+            ]
+            if hidden:
+                raise ValueError(
+                    f"The state of composite loss {composite.name!r} ({hidden}) is not among the model's "
+                    f"{'trainable ' if learned else ''}variables, so it would not be trained or logged (a frozen "
+                    "layer holding it?). On a keras.Sequential model start it with keras.Input(shape): the state "
+                    "then attaches to the input layer, which no freezing reaches."
+                )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        container = getattr(self.model, CONTAINER_ATTRIBUTE, None)
+        if container is not None:
+            for term in self.managed_terms():
+                if container.weight_owners.get(term, (None, None))[1] == id(self):
+                    del container.weight_owners[term]
 
     @property
     def term_names(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_lossopt.losses import (
     BoundaryLoss,
@@ -139,3 +140,38 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case):
     assert_bad_input(case)
+
+
+@pytest.mark.slow  # one XLA compilation of the five losses: about a minute of CPU
+def test_every_loss_is_nan_under_xla_for_a_label_out_of_range():
+    probs = tf.constant(np.random.default_rng(0).dirichlet(np.ones(3), size=(1, 6, 6)), tf.float32)
+    everything = [
+        HausdorffDTLoss(),
+        HausdorffERLoss(erosions=2),
+        BoundaryLoss(),
+        SoftClDiceLoss(),
+        SoftDiceClDiceLoss(),
+    ]
+    compiled = tf.function(lambda y: [loss(y, probs) for loss in everything], jit_compile=True)
+    good = np.zeros((1, 6, 6), np.int64)
+    good[0, 2:4, 2:4] = 1
+    assert all(np.isfinite([float(v) for v in compiled(tf.constant(good))]))
+    bad = good.copy()
+    bad[0, 0, 0] = 7
+    values = [float(v) for v in compiled(tf.constant(bad))]
+    assert all(np.isnan(values)), dict(zip([type(loss).__name__ for loss in everything], values))
+
+
+@pytest.mark.slow  # an XLA compilation of both metrics
+def test_metrics_are_nan_under_xla_for_a_label_out_of_range():
+    good = np.zeros((1, 6, 6), np.int64)
+    good[0, 2:4, 2:4] = 1
+    probs = tf.constant(np.eye(3)[good] * 0.8 + 0.2 / 3, tf.float32)
+    bad = good.copy()
+    bad[0, 0, 0] = 7
+    for metric in (HausdorffDistance(), SurfaceDice()):
+        update = tf.function(metric.update_state, jit_compile=True)
+        update(tf.constant(good), probs)
+        assert np.isfinite(float(metric.result()))
+        update(tf.constant(bad), probs)
+        assert np.isnan(float(metric.result())), type(metric).__name__

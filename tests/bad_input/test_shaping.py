@@ -181,3 +181,174 @@ def test_errors_when_training_starts(case, build, message):
             model.fit(np.zeros((4, 3), "float32"), {"a": zeros, "b": zeros}, epochs=1, verbose=0, callbacks=[callback])
         else:
             _fit(model, callback)
+
+
+# -- one weight, one owner; schedules of the wrong form; DWA on a negative term ------------------
+
+
+def _focal_mse():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=CompositeLoss({"ce": FocalLoss(from_logits=True), "mse": "mse"}))
+    return model
+
+
+def _fit_labels(model, callbacks, epochs=1):
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    return model.fit(x, np.eye(3, dtype="float32")[np.arange(8) % 3], epochs=epochs, verbose=0, callbacks=callbacks)
+
+
+TWO_OWNERS = [
+    ("schedule and uncertainty", lambda: [LossWeightScheduler({"mse": lambda t: 0.0}), UncertaintyWeighting()]),
+    ("uncertainty and schedule", lambda: [UncertaintyWeighting(), LossWeightScheduler({"mse": lambda t: 0.0})]),
+    ("schedule and gradnorm", lambda: [LossWeightScheduler({"mse": lambda t: 0.0}), GradNorm()]),
+    ("schedule and dwa", lambda: [LossWeightScheduler({"ce": lambda t: 1.0}), DynamicWeightAveraging()]),
+    ("dwa and gradnorm", lambda: [DynamicWeightAveraging(), GradNorm()]),
+    (
+        "two schedules",
+        lambda: [LossWeightScheduler({"mse": lambda t: 1.0}), LossWeightScheduler({"mse": lambda t: 0.0})],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "callbacks"), TWO_OWNERS, ids=[c[0] for c in TWO_OWNERS])
+def test_two_callbacks_setting_one_weight_are_refused_before_training(case, callbacks):
+    model = _focal_mse()
+    two = r"Term '(ce|mse)' would have its weight set by two callbacks, .* and .*"
+    # Uncertainty weighting first has already switched the composite to its log-variances.
+    ignored = r"Term 'mse' is weighted by uncertainty .* ignores the term weights LossWeightScheduler"
+    with pytest.raises(ValueError, match=ignored if case == "uncertainty and schedule" else two):
+        _fit_labels(model, callbacks())
+    assert model.optimizer.iterations.numpy() == 0
+
+
+def test_one_callback_per_term_and_later_fits_with_other_callbacks_are_accepted():
+    model = _focal_mse()
+    history = _fit_labels(model, [LossWeightScheduler({"mse": lambda t: 0.0})])
+    assert history.history["weight_mse"] == [0.0]
+    history = _fit_labels(model, [DynamicWeightAveraging()])
+    assert history.history["weight_mse"] == [1.0]
+
+
+def test_a_schedule_after_uncertainty_weighting_is_refused_not_ignored():
+    model = _focal_mse()
+    _fit_labels(model, [UncertaintyWeighting()])
+    with pytest.raises(ValueError, match=r"Term 'mse' is weighted by uncertainty .* ignores the term weights"):
+        _fit_labels(model, [LossWeightScheduler({"mse": lambda t: 0.0})])
+
+
+SCHEDULE_FORMS = [
+    ("two arguments", lambda epoch, step: 1.0, r"schedules\['dice'\]` must be a function of 1 positional argument"),
+    ("no argument", lambda: 1.0, r"Received: <lambda>\(\)"),
+    ("keyword only", lambda *, t: 1.0, r"Received: <lambda>\(\*, t\)"),
+]
+
+
+@pytest.mark.parametrize(("case", "schedule", "message"), SCHEDULE_FORMS, ids=[c[0] for c in SCHEDULE_FORMS])
+def test_schedules_of_the_wrong_form_are_refused_at_construction(case, schedule, message):
+    with pytest.raises(TypeError, match=message):
+        LossWeightScheduler({"dice": schedule})
+
+
+@pytest.mark.parametrize("schedule", [lambda t, scale=2.0: scale, lambda *times: 1.0, LinearWarmup(1.0, 3), abs])
+def test_schedules_that_take_t_are_accepted(schedule):
+    assert LossWeightScheduler({"dice": schedule}).schedules["dice"] is schedule
+
+
+def _shifted_down(y_true, y_pred):
+    return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1) - 10.0
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_dwa_names_the_term_whose_loss_is_negative(jit_compile):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=CompositeLoss({"mse": "mse", "shifted": _shifted_down}), jit_compile=jit_compile)
+    with pytest.raises(ValueError, match=r"finite, positive term losses .* in epoch 0 'shifted' averaged -"):
+        _fit_labels(model, [DynamicWeightAveraging()])
+
+
+# -- functions of the wrong form, NumPy rewards ------------------------------------------------------
+
+FUNCTION_FORMS = [
+    (
+        "output penalty given fn(y_true, y_pred)",
+        lambda: OutputPenalty(lambda y_true, y_pred: y_pred),
+        r"`fn` must be a function of 1 positional argument \(y_pred\)\. Received: <lambda>\(y_true, y_pred\);"
+        r" .*use FunctionTerm",
+    ),
+    (
+        "function term given fn(y_pred)",
+        lambda: FunctionTerm(lambda y_pred: y_pred),
+        r"2 positional arguments.*OutputPenalty",
+    ),
+    ("function term of three arguments", lambda: FunctionTerm(lambda a, b, c: a), r"Received: <lambda>\(a, b, c\)"),
+    ("reward of one argument", lambda: RewardTerm(lambda y_pred: y_pred), r"\(y_true, y_pred\)\. Received"),
+    (
+        "numpy reward of one argument",
+        lambda: RewardTerm(lambda classes: classes, differentiable=False),
+        r"\(y_true, classes\)\. Received",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "message"), FUNCTION_FORMS, ids=[c[0] for c in FUNCTION_FORMS])
+def test_functions_of_the_wrong_form_are_refused_at_construction(case, build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+def test_functions_with_defaults_or_star_arguments_are_accepted():
+    assert OutputPenalty(lambda y_pred, scale=2.0: scale * y_pred).fn is not None
+    assert FunctionTerm(lambda *tensors: tensors[1]).fn is not None
+    assert RewardTerm(lambda y_true, classes, bonus=0.0: classes, differentiable=False).fn is not None
+
+
+def _numpy_mean(y_true, y_pred):
+    return np.mean(np.asarray(y_pred), axis=-1)  # NumPy: no gradient, no values in a compiled step
+
+
+def _hits(y_true, classes):
+    return (classes == y_true.reshape(-1)).astype("float32")
+
+
+def _nan_rewards(y_true, classes):
+    return np.full(classes.shape, np.nan, "float32")
+
+
+def _reward_model(term, jit_compile=False):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile("sgd", loss=CompositeLoss({"ce": FocalLoss(from_logits=True), "gain": term}), jit_compile=jit_compile)
+    return model
+
+
+def test_a_numpy_reward_without_differentiable_false_is_named_eagerly():
+    with pytest.raises(
+        ValueError, match=r"Reward 'reward' returned a NumPy value, which has no gradient.*differentiable=False"
+    ):
+        RewardTerm(_numpy_mean)(np.zeros(4, "int64"), np.random.default_rng(0).normal(size=(4, 3)).astype("float32"))
+
+
+def test_a_numpy_reward_without_differentiable_false_is_named_in_fit():
+    model = _reward_model(RewardTerm(_numpy_mean))
+    with pytest.raises(ValueError, match=r"Reward 'reward' failed on the symbolic tensors .*differentiable=False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0)
+
+
+def test_a_numpy_reward_under_xla_is_refused_by_the_callbacks_and_named_by_xla():
+    model = _reward_model(RewardTerm(_hits, differentiable=False, from_logits=True), jit_compile=True)
+    with pytest.raises(ValueError, match=r"Reward terms \['gain'\] call NumPy .*jit_compile=False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0, callbacks=[DynamicWeightAveraging()])
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="numpy_reward_needs_jit_compile_False"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, verbose=0)
+
+
+def test_a_nan_reward_is_named_in_fit():
+    import tensorflow as tf
+
+    model = _reward_model(RewardTerm(_nan_rewards, differentiable=False, from_logits=True, num_samples=2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Reward 'reward' returned 8 non-finite value\(s\) of 8"):
+        model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, batch_size=4, verbose=0)

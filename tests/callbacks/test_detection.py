@@ -49,6 +49,18 @@ def test_vanishing_floor_names_every_layer():
     assert found[0].evidence["floor"] == 1e-7
 
 
+def test_the_ceiling_scales_with_the_square_root_of_the_first_loss():
+    # A regression in natural units: first loss 4e6 (errors of 2,000), gradient norm 3e4
+    # while it trains; the same norm on a loss of order 1 is an explosion.
+    norms = rows([300.0, 1e4, 3e4])
+    scaled = GradientDetector(LAYERS, patience=1)
+    scaled.loss_scale = 2000.0
+    assert scaled.update(np.array([0]), block(norms)) == []
+    found = GradientDetector(LAYERS, patience=1).update(np.array([0]), block(norms))
+    assert summary(found) == [("exploding", 0, ("b", "c"))]
+    assert found[0].evidence["ceiling"] == 1e3
+
+
 def test_exploding_by_ceiling_and_by_growth():
     detector = GradientDetector(LAYERS, patience=1, exploding_norm=100.0, exploding_growth=10.0, growth_window=3)
     # Ceiling: the layers within 10x of the largest norm are named.

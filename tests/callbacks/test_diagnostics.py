@@ -24,12 +24,21 @@ def attach(diagnostics, model, optimizer=None):
 
 
 def relu_model(bias):
+    # The activation checks watch hidden layers only (an output's activation is the loss' link).
     return keras.Sequential(
         [
             keras.Input((3,)),
             L.Dense(len(bias), activation="relu", bias_initializer=keras.initializers.Constant(bias), name="relu"),
+            L.Dense(1, name="out"),
         ]
     )
+
+
+def move_weights(model):
+    """Moves the weights by their own norm, as training would (the stall and oscillation
+    rules judge a still model apart)."""
+    for variable in model.trainable_variables:
+        variable.assign(variable * 2.0 + 0.1)
 
 
 @pytest.mark.parametrize("dead_units, fires", [(3, True), (2, False)])
@@ -45,6 +54,8 @@ def test_dead_relu_share_matches_numpy(rng, dead_units, fires):
     found = [f for f in diagnostics.findings if f.kind == "dying_relu"]
     assert bool(found) == fires == (expected >= 0.7)
     if fires:
+        # Dead from the starting weights: a problem, found before the first step.
+        assert found[0].severity == "problem" and found[0].step == 0
         assert found[0].layers == ("relu",)
         assert found[0].evidence["relu.dead_share"] == pytest.approx(expected)
         assert found[0].causes[0].key == "negative_bias" and f"relu (mean bias {bias.mean():.3g}" in found[0].cause
@@ -58,6 +69,7 @@ def test_saturated_share_matches_the_pre_activations(rng, activation):
             L.Dense(
                 16, activation=activation, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0), name="sat"
             ),
+            L.Dense(1, activation=activation, name="out"),
         ]
     )
     probe = rng.normal(size=(64, 8)).astype("float32")
@@ -70,7 +82,26 @@ def test_saturated_share_matches_the_pre_activations(rng, activation):
     finding = next(f for f in diagnostics.findings if f.kind == "saturation")
     # Read from the output: at most the float32 rounding of values at the edge differs.
     assert finding.evidence["sat.saturated_share"] == pytest.approx(expected, abs=2 / z.size)
-    assert finding.layers == ("sat",)
+    assert finding.layers == ("sat",) and finding.severity == "problem"  # from the start
+
+
+def test_units_that_die_during_training_are_information_and_outputs_are_not_checked(rng):
+    model = relu_model(np.zeros(4))
+    probe = rng.normal(size=(32, 3)).astype("float32")
+    diagnostics = attach(quiet(probe_x=probe), model)
+    assert diagnostics.findings == []  # alive at the start
+    model.layers[0].bias.assign(np.full(4, -50.0, "float32"))  # killed by the updates
+    diagnostics.on_epoch_end(0)
+    [finding] = diagnostics.findings
+    assert (finding.kind, finding.severity, finding.action) == ("dying_relu", "information", "noted")
+    # A saturated sigmoid output is a confident classifier, not a finding.
+    confident = keras.Sequential(
+        [keras.Input((3,)), L.Dense(4, activation="relu"), L.Dense(1, activation="sigmoid", name="out")]
+    )
+    confident.layers[-1].bias.assign(np.array([50.0], "float32"))
+    checked = attach(quiet(probe_x=probe), confident)
+    checked.on_epoch_end(0)
+    assert [f.kind for f in checked.findings] == []
 
 
 def feed(diagnostics, losses, start=0):
@@ -88,7 +119,9 @@ def test_per_batch_losses_are_recovered_from_the_running_mean(rng):
 
 
 def test_oscillating_loss():
-    diagnostics = attach(quiet(), relu_model([0.0]))
+    model = relu_model([0.0])
+    diagnostics = attach(quiet(), model)
+    move_weights(model)
     diagnostics.on_epoch_begin(0)
     feed(diagnostics, np.tile([1.0, 3.0], 15))
     finding = next(f for f in diagnostics.findings if f.kind == "oscillating_loss")
@@ -116,6 +149,7 @@ def test_learning_rate_range(lr, fires):
     assert bool(found) == fires
     if fires:
         assert found[0].evidence["learning_rate"] == pytest.approx(lr)
+        assert found[0].severity == "information" and found[0].action == "noted"
 
 
 def test_subclassed_models_skip_activation_checks():
@@ -135,14 +169,19 @@ def test_subclassed_models_skip_activation_checks():
     assert "skipped" in diagnostics.report()
 
 
-def test_raise_and_report():
+def test_raise_and_report(rng):
+    # The learning-rate value alone is information (never raised); a stall of a still
+    # model is a problem, and raises.
     diagnostics = TrainingDiagnostics(on_problem="raise")
     model = relu_model([0.0])
     model.compile(optimizer=keras.optimizers.SGD(3.0), loss="mse")
     diagnostics.set_model(model)
-    with pytest.raises(TrainingProblemError, match="learning_rate"):
-        diagnostics.on_train_begin()
-    assert "learning_rate" in diagnostics.report()
+    diagnostics.on_train_begin()
+    diagnostics.on_epoch_begin(0)
+    with pytest.raises(TrainingProblemError, match="stalled_loss"):
+        feed(diagnostics, 2.3 + 0.01 * rng.normal(size=60))
+    report = diagnostics.report()
+    assert "[learning_rate, information]" in report and "[stalled_loss]" in report
 
 
 def test_config_round_trip_and_deepcopy(rng):

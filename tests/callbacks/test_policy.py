@@ -1,11 +1,14 @@
 """ProblemPolicy: each option's actions and its record, with a stand-in model and remedies."""
 
+import dataclasses
+import logging
 import warnings
 
 import keras
 import pytest
 
 from keras_lossopt.callbacks import Finding, TrainingProblemError, TrainingProblemWarning
+from keras_lossopt.callbacks.findings import format_report
 from keras_lossopt.callbacks.policy import ON_PROBLEM, REMEDY_OPTIONS, ProblemPolicy
 
 
@@ -117,3 +120,26 @@ def test_options_and_what_repeats():
         ProblemPolicy("reduce_lr", lr_factor=1.0)
     assert ProblemPolicy("restore").repeats("non_finite") and not ProblemPolicy("restore").repeats("exploding")
     assert ProblemPolicy("clip").repeats("vanishing") and not ProblemPolicy("stop").repeats("non_finite")
+
+
+@pytest.mark.parametrize("on_problem", [*ON_PROBLEM, "callable"])
+def test_information_is_noted_and_logged_never_acted_on(on_problem, caplog):
+    remedies, model, recorded, received = Remedies(), Model(), [], []
+    note = dataclasses.replace(finding("overfitting"), severity="information")
+    policy = ProblemPolicy(received.append if on_problem == "callable" else on_problem)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO, "keras_lossopt.callbacks"):
+        warnings.simplefilter("always")
+        done = policy.handle(note, model, recorded.append, remedies)
+    assert recorded == [done] and done.action == "noted" and done.severity == "information"
+    assert caught == [] and received == [] and remedies.calls == [] and not model.stop_training
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.5)
+    assert "[overfitting, information]" in caplog.text
+
+
+def test_reports_list_problems_first_and_information_apart():
+    problem = finding("exploding")
+    note = dataclasses.replace(finding("overfitting"), severity="information")
+    text = format_report("Report", [note, problem])
+    assert text.index("1 finding(s):") < text.index("[exploding]") < text.index("1 information finding(s)")
+    assert text.index("1 information finding(s)") < text.index("[overfitting, information]")
+    assert "No problem found." in format_report("Report", [note])

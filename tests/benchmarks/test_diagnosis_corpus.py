@@ -1,0 +1,114 @@
+"""The diagnosis corpus: its space and split, the analysis' statistics, and a fixed sample of
+runs trained for real as a regression guard of the rules' decisions (slow)."""
+
+import collections
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.diagnosis_corpus.analysis import first_problem, flagged, summary, top_cause, wilson
+from benchmarks.diagnosis_corpus.data import TASKS, load_task
+from benchmarks.diagnosis_corpus.space import (
+    FAULT_FAMILIES,
+    MAX_STEPS,
+    RunSpec,
+    corpus_specs,
+    peer_cases,
+    split_of,
+)
+
+
+def test_the_corpus_is_seeded_wide_and_split_evenly():
+    specs = corpus_specs()
+    assert [s.to_dict() for s in specs] == [s.to_dict() for s in corpus_specs()]  # seeded
+    assert len({s.id for s in specs}) == len(specs)
+    healthy = [s for s in specs if s.group == "healthy"]
+    faulty = [s for s in specs if s.group == "faulty"]
+    assert len(healthy) >= 300 and len(faulty) >= 150
+    assert {s.task for s in healthy} == set(list(TASKS)[:13])
+    assert {s.architecture for s in healthy} == {"mlp", "cnn", "lstm", "gru"}
+    assert {s.activation for s in healthy} == {"relu", "tanh", "sigmoid", "selu", "gelu"}
+    assert {s.optimizer for s in healthy} == {"sgd", "adam", "rmsprop"}
+    assert {s.batch_size for s in healthy} == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+    assert min(s.epochs for s in specs) >= 5 and max(s.epochs for s in specs) <= 50
+    assert max(s.epochs * -(-s.n_train // s.batch_size) for s in specs) <= max(MAX_STEPS, 5 * 128)
+    # Both halves hold every fault family equally, and about half the healthy draws.
+    per_half = collections.Counter((split_of(s), s.family) for s in faulty)
+    for family in FAULT_FAMILIES:
+        assert per_half["calibration", family] == per_half["held-out", family] >= 8
+    halves = collections.Counter(split_of(s) for s in healthy)
+    assert halves["calibration"] == halves["held-out"]
+    for s in faulty:
+        assert s.planted_cause == FAULT_FAMILIES[s.family]
+    assert RunSpec.from_dict(specs[-1].to_dict()) == specs[-1]
+
+
+def test_the_peer_cases_are_twelve_faulty_and_six_healthy_with_their_sources():
+    peers = peer_cases()
+    assert collections.Counter(p.group for p in peers) == {"faulty": 12, "healthy": 6}
+    assert all(split_of(p) == "peer" for p in peers)
+    assert all("AUTOTRAINER" in p.source or "DeepDiagnosis" in p.source for p in peers)
+    assert all(p.planted_cause for p in peers if p.group == "faulty")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_tasks_have_the_asked_sizes_and_a_trivial_baseline(task):
+    data = load_task(task, seed=3, n_train=128)
+    assert len(data.x_train) == 128 and len(data.x_val) == 128
+    assert np.isfinite(data.x_train).all()
+    if data.kind == "classification":
+        counts = np.bincount(data.y_train, minlength=data.num_classes)
+        majority = np.argmax(counts)
+        assert data.baseline == pytest.approx(np.mean(data.y_val == majority))
+    else:
+        assert data.baseline == pytest.approx(np.mean((data.y_val - data.y_train.mean()) ** 2))
+    if task == "regression_thousands":
+        assert np.sqrt(np.mean(data.y_train**2)) > 300
+
+
+@pytest.mark.parametrize("k, n, low, high", [(0, 100, 0.0, 0.0370), (5, 100, 0.0215, 0.1118), (3, 10, 0.1078, 0.6032)])
+def test_wilson_interval_matches_its_formula(k, n, low, high):
+    # Values of the Wilson score interval (z = 1.96), e.g. Newcombe (1998), Table I.
+    got = wilson(k, n)
+    assert got == pytest.approx((low, high), abs=5e-4)
+    p, z = k / n, 1.96
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    assert (got[0] + got[1]) / 2 == pytest.approx(center if k else (got[1] / 2), abs=1e-9)
+
+
+def record(group, findings, split="held-out", trained=True, family="healthy", cause=None):
+    return {
+        "spec": {"group": group, "family": family, "planted_cause": cause},
+        "split": split,
+        "trained": trained,
+        "findings": findings,
+    }
+
+
+def finding(kind, step, causes=(), severity="problem"):
+    return {"kind": kind, "step": step, "causes": list(causes), "severity": severity}
+
+
+def test_information_does_not_flag_and_the_earliest_problem_names_the_cause():
+    quiet = record("healthy", [finding("overfitting", 40, severity="information")])
+    assert not flagged(quiet)
+    run = record(
+        "faulty",
+        [finding("stalled_metric", 30, ["learning_rate_low"]), finding("loss_mismatch", -1)],
+        family="wrong_loss",
+        cause="loss_mismatch",
+    )
+    assert first_problem(run)["kind"] == "loss_mismatch" and top_cause(first_problem(run)) == "loss_mismatch"
+    dropped = record("healthy", [finding("exploding", 3)], trained=False)
+    other_half = record("healthy", [finding("exploding", 3)], split="calibration")
+    counts = summary([quiet, run, dropped, other_half], "held-out")
+    assert counts == {
+        "healthy": 1,
+        "dropped": 1,
+        "healthy_flagged": 0,
+        "faulty": 1,
+        "detected": 1,
+        "cause_first": 1,
+    }
+    assert math.isfinite(wilson(counts["healthy_flagged"], counts["healthy"])[1])
