@@ -4,7 +4,8 @@
   defined with the other losses in `keras_lossopt.losses` and re-exported here;
   `task_losses` - one composite per output of a multi-output model.
 * Terms: `RewardTerm` (subtracted; NumPy rewards through a score-function estimator),
-  `ConfidencePenalty`, `OutputPenalty`; a plain function becomes a `FunctionTerm`.
+  `ConfidencePenalty`, `OutputPenalty`, `WeightPenalty` (L1/L2 on the kernels, exactly Keras'
+  `kernel_regularizer` as a term); a plain function becomes a `FunctionTerm`.
 * `LossWeightScheduler` with `LinearWarmup`, `CosineSchedule`, `StepSchedule` or any function.
 * Adaptive weighting: `UncertaintyWeighting`, `DynamicWeightAveraging`, `GradNorm`.
 * `track_loss_terms(model)` - attaches the weights and per-term logs to the model (the callbacks do it).
@@ -22,6 +23,7 @@ from keras_lossopt.shaping.schedules import (
 from keras_lossopt.shaping.tasks import task_losses
 from keras_lossopt.shaping.terms import ConfidencePenalty, OutputPenalty, RewardTerm
 from keras_lossopt.shaping.tracking import TermWeightCallback, composite_losses, track_loss_terms
+from keras_lossopt.shaping.weight_penalty import WeightPenalty
 
 __all__ = [
     "CompositeLoss",
@@ -37,6 +39,7 @@ __all__ = [
     "StepSchedule",
     "TermWeightCallback",
     "UncertaintyWeighting",
+    "WeightPenalty",
     "WeightSchedule",
     "composite_losses",
     "dwa_weights",
