@@ -1,7 +1,8 @@
 """Loss shaping: reward and penalty terms, scheduled and adaptive term weights for composite losses.
 
 * `CompositeLoss` - named terms with weights that change during training (`FocalLoss() + 0.5 * DiceLoss()`),
-  defined with the other losses in `keras_lossopt.losses` and re-exported here;
+  defined with the other losses in `keras_lossopt.losses` and re-exported here (so is
+  `WeightPenalty`, which the search space uses as well);
   `task_losses` - one composite per output of a multi-output model.
 * Terms: `RewardTerm` (subtracted; NumPy rewards through a score-function estimator),
   `ConfidencePenalty`, `OutputPenalty`, `WeightPenalty` (L1/L2 on the kernels, exactly Keras'
@@ -12,6 +13,7 @@
 """
 
 from keras_lossopt.losses.composite import CompositeLoss, FunctionTerm
+from keras_lossopt.losses.weight_penalty import WeightPenalty
 from keras_lossopt.shaping.adaptive import DynamicWeightAveraging, GradNorm, UncertaintyWeighting, dwa_weights
 from keras_lossopt.shaping.schedules import (
     CosineSchedule,
@@ -23,7 +25,6 @@ from keras_lossopt.shaping.schedules import (
 from keras_lossopt.shaping.tasks import task_losses
 from keras_lossopt.shaping.terms import ConfidencePenalty, OutputPenalty, RewardTerm
 from keras_lossopt.shaping.tracking import TermWeightCallback, composite_losses, track_loss_terms
-from keras_lossopt.shaping.weight_penalty import WeightPenalty
 
 __all__ = [
     "CompositeLoss",

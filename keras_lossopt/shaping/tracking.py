@@ -26,9 +26,9 @@ import keras
 
 from keras_lossopt._validation import check_choice
 from keras_lossopt.losses.composite import CompositeLoss
+from keras_lossopt.losses.weight_penalty import WeightPenalty
 from keras_lossopt.shaping._keras_model import sequential_state_holder
 from keras_lossopt.shaping.terms import RewardTerm
-from keras_lossopt.shaping.weight_penalty import WeightPenalty
 
 __all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
 

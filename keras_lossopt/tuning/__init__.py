@@ -62,6 +62,7 @@ _EXPORTS = {
     "build_optimizer": "optimizer_space",
     "choose_optimizer": "optimizer_space",
     "select_optimizers": "optimizer_space",
+    "choose_regularization": "regularization_space",
     "DEFAULT_CANDIDATES": "search_space",
     "LOSS_CANDIDATES": "search_space",
     "TASKS": "search_space",

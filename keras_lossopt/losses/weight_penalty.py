@@ -119,9 +119,12 @@ class WeightPenalty(LossContract):
         self._model_ref = weakref.ref(model)
         return self
 
-    @property
-    def model(self) -> keras.Model | None:
-        """The bound model, or None."""
+    def bound_model(self) -> keras.Model | None:
+        """The bound model, or None.
+
+        A method, not a property: Keras' saving walks a loss' public attributes, and a model
+        reached from its own loss would be walked forever.
+        """
         return None if self._model_ref is None else self._model_ref()
 
     def kernels(self) -> list[Any]:
@@ -131,7 +134,7 @@ class WeightPenalty(LossContract):
             ValueError: when the term is not bound, names an unknown layer, or a named layer
                 has no trainable kernel.
         """
-        model = self.model
+        model = self.bound_model()
         if model is None:
             raise ValueError(
                 f"WeightPenalty {self.name!r} is not bound to a model: call "
