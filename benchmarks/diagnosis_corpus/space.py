@@ -143,10 +143,10 @@ def draw_healthy(seed: int, family: str = "healthy") -> RunSpec:
         lr = _loguniform(rng, 1e-4, 1e-2)
     if task == "regression_thousands":
         # Targets in natural units: the user lowers SGD's rate until the run stops diverging
-        # (1e-6..1e-4 here); adaptive optimizers at their usual rates cannot reach targets
-        # in the thousands within a few hundred steps.
+        # (1e-7..3e-6 here: errors of 1,000s make 1e-5 diverge); adaptive optimizers at
+        # their usual rates cannot reach targets in the thousands within a few hundred steps.
         optimizer = str(rng.choice(["sgd", "sgd_momentum"]))
-        lr = _loguniform(rng, 1e-6, 1e-4)
+        lr = _loguniform(rng, 1e-7, 3e-6)
     batch_size = int(rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256, 512]))
     epochs = int(rng.integers(5, 51))
     n_train, epochs = _size(rng, task, batch_size, epochs)

@@ -123,7 +123,7 @@ class GradientAttack(CompiledAttack):
         x_tensor, y_tensor, _ = self.checked_batch(model, x, y)
         if x_tensor.shape[0]:
             self.prepare(model, x_tensor, y_tensor)
-        path = ops.convert_to_numpy(self._compiled(model, x_tensor, record=True)(x_tensor, y_tensor))
+        path = ops.convert_to_numpy(self.run_compiled(model, x_tensor, y_tensor, record=True))
         return path.reshape((self.restarts, self.steps + 1, *x_tensor.shape))
 
     def reads_labels_as_classes(self, model, x, y) -> bool:

@@ -29,6 +29,7 @@ from a class: `needs_gradient` (white-box: check the input gradient), `graph_saf
 from __future__ import annotations
 
 import copy
+import functools
 import weakref
 from typing import Any
 
@@ -230,6 +231,10 @@ class Attack:
         return ops.clip(x, self.clip[0], self.clip[1])
 
     # ----------------------------------------------------------------- random state
+    def random_generators(self):
+        """The seed generators the attack draws from when given none (created eagerly)."""
+        return [self._own_seed_generator()]
+
     def _own_seed_generator(self):
         if self._seed_generator is None:
             self._seed_generator = keras.random.SeedGenerator(self.seed)
@@ -259,33 +264,68 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
 
+def copy_random_states(sources, targets):
+    """Sets each target `keras.random.SeedGenerator` to its source's state (the public `state` variable).
+
+    A compiled function shared by several attacks draws from the generators it was traced
+    with; the calling attack lends them its own states before the call and takes them back
+    after, so each attack keeps its own random stream.
+    """
+    for source, target in zip(sources, targets):
+        target.state.assign(source.state.value)
+
+
+# model -> {structure: (compiled generate, the twin it was traced with)}; weak in the model.
+_SHARED_GENERATE = weakref.WeakKeyDictionary()
+
+
+def _generate(twin, model_ref, options, x, y):
+    return twin.generate(model_ref(), x, y, **options)
+
+
 class CompiledAttack(Attack):
     """The kind whose override point is `generate` (graph code); calling it runs `generate` compiled per model.
 
-    The compiled functions are kept per model in a `WeakKeyDictionary` (the model is
-    referenced weakly inside them too, so the cache never keeps it alive), one per set of
-    options and input dtype, traced with `reduce_retracing=True`.
+    The compiled function is shared, per model, by every attack of the same class and
+    configuration (an evaluation builds new attack objects at every call; without the
+    sharing each call traced again): it is traced with a private twin of the first such
+    attack, and each call lends the twin the caller's random state and takes it back after,
+    so results equal those of an unshared function. Kept in a `WeakKeyDictionary` keyed by
+    the model (referenced weakly inside the function too), one per set of options and input
+    dtype, traced with `reduce_retracing=True`.
     """
-
-    def __init__(self, eps, **kwargs):
-        super().__init__(eps, **kwargs)
-        self._functions = weakref.WeakKeyDictionary()
 
     def generate(self, model, x, y, **options):  # pragma: no cover - every subclass implements it
         """Graph-safe attack of one batch; what the call compiles, usable inside a train step."""
         raise NotImplementedError
 
     def perturb(self, model, x, y):
-        return self._compiled(model, x)(x, y)
+        return self.run_compiled(model, x, y)
 
-    def _compiled(self, model, x, **options):
-        functions = self._functions.setdefault(model, {})
-        key = (tuple(sorted(options.items())), x.dtype.name)
+    def run_compiled(self, model, x, y, **options):
+        """`generate(model, x, y, **options)` through the shared compiled function, with this attack's random state."""
+        function, twin = self._compiled(model, x, y, **options)
+        mine, shared = self.random_generators(), twin.random_generators()
+        copy_random_states(mine, shared)
+        try:
+            return function(x, y)
+        finally:
+            copy_random_states(shared, mine)
+
+    def _compiled(self, model, x, y, **options):
+        functions = _SHARED_GENERATE.setdefault(model, {})
+        config = {k: v for k, v in self.get_config().items() if k != "name"}
+        # The label layout and the input rank are part of the key: `reduce_retracing` may then relax
+        # the batch size (and feature sizes), never the rank that the objectives read.
+        layout = (len(x.shape), x.dtype.name, tuple(y.shape[1:]), y.dtype.name)
+        key = (type(self), repr(config), tuple(sorted(options.items())), layout)
         if key not in functions:
-            model_ref = weakref.ref(model)
-
-            def run(x, y):
-                return self.generate(model_ref(), x, y, **options)
-
-            functions[key] = tf.function(run, reduce_retracing=True)
+            twin = copy.deepcopy(self)  # never called by users: it only traces
+            for member in [twin, *getattr(twin, "attacks", [])]:
+                # Seeded, so that making them draws nothing from the global random state (every later
+                # model initialization would shift); their states are always lent by the caller.
+                member._seed_generator = keras.random.SeedGenerator(0)
+            # A partial, not a closure: TensorFlow counts traces per code object, across models.
+            function = functools.partial(_generate, twin, weakref.ref(model), options)
+            functions[key] = (tf.function(function, reduce_retracing=True), twin)
         return functions[key]

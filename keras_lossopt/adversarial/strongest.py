@@ -90,6 +90,10 @@ class StrongestAttack(CompiledAttack):
             best = keep_stronger(best, (x_adv, strength(y, y_pred), success(y, y_pred)))
         return best[0]
 
+    def random_generators(self):
+        """Every member's seed generators: each member draws from its own stream."""
+        return [generator for attack in self.attacks for generator in attack.random_generators()]
+
     def check_model(self, model, x, y):
         """`from_logits` against the model, then each attack's own model checks."""
         check_from_logits(model, self.from_logits, repr(self), model(x, training=False))

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_lossopt.adversarial.base import Attack, expand_like
+from keras_lossopt.adversarial.base import Attack, copy_random_states, expand_like
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
 
 __all__ = ["SurvivorAttack"]
@@ -195,12 +195,12 @@ class SurvivorAttack(Attack):
             )
             return x_adv.numpy(), fooled.numpy(), tuple(s.numpy() for s in new_state)
 
-        own = self._own_seed_generator()
-        generator.state.assign(own.state.value)  # the shared trace draws from this attack's own stream
+        own = [self._own_seed_generator()]
+        copy_random_states(own, [generator])  # the shared trace draws from this attack's own stream
         try:
             x_adv, _, _ = attack_survivors(x_work, standing, rounds, attack, state)
         finally:
-            own.state.assign(generator.state.value)
+            copy_random_states([generator], own)
         return x_adv
 
     def _structure(self):

@@ -25,7 +25,12 @@ from keras_lossopt._reduction import reduce_loss_values
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
 from keras_lossopt.adversarial._checks import check_from_logits, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.attacks import FastGradientMethod
-from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, kl_divergence_from_scores
+from keras_lossopt.adversarial.objectives import (
+    BUILTIN_LOSSES,
+    class_scores,
+    detect_from_logits,
+    kl_divergence_from_scores,
+)
 from keras_lossopt.adversarial.strongest import as_attack
 
 __all__ = ["METHODS", "AdversarialModel"]
@@ -164,12 +169,15 @@ class AdversarialModel(keras.Model):
         if self.method == "fast":
             if isinstance(attack, FastGradientMethod) and attack.random_start:
                 return attack
+            loss = getattr(attack, "loss", None)
+            if not attack.custom_objective and loss not in BUILTIN_LOSSES:
+                loss = None  # APGD's DLR losses are its own: the FGSM attacks the compiled loss
             return FastGradientMethod(
                 eps=attack.eps,
                 norm=attack.norm,
                 clip=attack.clip,
-                loss=getattr(attack, "loss", None),
-                from_logits=getattr(attack, "from_logits", None),
+                loss=loss,
+                from_logits=attack.from_logits,
                 random_start=True,
                 step_size=1.25 * attack.eps if attack.eps > 0 else None,
             )

@@ -26,7 +26,7 @@ from keras_lossopt.callbacks.findings import (
     format_report,
     learning_rate_of,
 )
-from keras_lossopt.callbacks.loss_trends import LossTrendDetector
+from keras_lossopt.callbacks.loss_trends import OSCILLATION_THRESHOLD, LossTrendDetector
 from keras_lossopt.callbacks.policy import ProblemPolicy
 from keras_lossopt.callbacks.pretraining import check_training_setup
 from keras_lossopt.callbacks.training_start import TrainingStart, training_start
@@ -70,7 +70,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       checked: their activation is the loss' link, and a confident classifier saturates
       it.
     * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
-      batch-to-batch change exceeds `oscillation_threshold` (0.5) times the starting loss,
+      batch-to-batch change exceeds `oscillation_threshold` (1.0) times the starting loss,
       the loss has not gone down, and it stays at or above 90% of where it started (the
       noise guard of `LossTrendDetector`: small-batch noise swings around a falling loss).
     * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
@@ -114,7 +114,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         saturation_share: default 0.5.
         saturation_input: default 5.0.
         loss_window: default 20.
-        oscillation_threshold: default 0.5.
+        oscillation_threshold: default 1.0 (`loss_trends.OSCILLATION_THRESHOLD`).
         stall_steps: default 50.
         stall_tolerance: default 0.01.
         lr_range: `(low, high)`, default `(1e-6, 1.0)`; `None` skips the learning rate
@@ -153,7 +153,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         saturation_share: float = 0.5,
         saturation_input: float = 5.0,
         loss_window: int = 20,
-        oscillation_threshold: float = 0.5,
+        oscillation_threshold: float = OSCILLATION_THRESHOLD,
         stall_steps: int = 50,
         stall_tolerance: float = 0.01,
         lr_range: Sequence[float] | None = (1e-6, 1.0),

@@ -12,6 +12,7 @@ from keras_lossopt.adversarial import (
     NotDifferentiableError,
     ProjectedGradientDescent,
 )
+from keras_lossopt.adversarial.base import _SHARED_GENERATE
 from keras_lossopt.adversarial.objectives import class_scores, margin_from_scores
 from keras_lossopt.losses import FocalLoss
 from tests.adversarial.conftest import accuracy, dense_classifier
@@ -253,18 +254,20 @@ def test_binary_sigmoid_model(rng):
 
 
 # --------------------------------------------------------------------- compilation
-def test_one_traced_function_per_model_reused_across_calls(trained, digits):
+def test_one_traced_function_per_model_reused_across_calls_and_attack_objects(trained, digits):
     _, _, x, y = digits
-    attack = ProjectedGradientDescent(EPS, steps=4)
+    attack = ProjectedGradientDescent(EPS, steps=4, seed=11)
+    before = set(_SHARED_GENERATE.get(trained, {}))
     for _ in range(3):
         attack(trained, x, y)
     attack(trained, x[:50], y[:50])
-    attack(trained, x[:70], y[:70])
-    (function,) = attack._functions[trained].values()
+    ProjectedGradientDescent(EPS, steps=4, seed=11)(trained, x[:70], y[:70])  # a new object, same settings
+    (key,) = set(_SHARED_GENERATE[trained]) - before
+    function, _ = _SHARED_GENERATE[trained][key]
     assert function.experimental_get_tracing_count() <= 2  # one shape-generic retrace at most
     other = dense_classifier()
     attack(other, x, y)
-    assert len(attack._functions) == 2
+    assert key in _SHARED_GENERATE[other]
 
 
 # --------------------------------------------------------------------- bad input
@@ -359,7 +362,8 @@ def test_config_round_trip_with_non_default_values(attack):
     assert type(restored) is type(attack)
     assert restored.get_config() == attack.get_config()
     copied = copy.deepcopy(attack)
-    assert copied.get_config() == attack.get_config() and copied._functions is not attack._functions
+    assert copied.get_config() == attack.get_config()
+    assert copied.random_generators()[0] is not attack.random_generators()[0]  # a copy starts its own stream
     defaults = type(attack)()
     differing = [k for k, v in attack.get_config().items() if defaults.get_config()[k] != v]
     assert len(differing) >= len(attack.get_config()) - 2  # nearly every argument is non-default
@@ -380,7 +384,8 @@ def test_the_cache_does_not_keep_models_alive(digits):
     attack = ProjectedGradientDescent(EPS, steps=2)
     model = dense_classifier()
     attack(model, x, y)
-    ref = weakref.ref(model)
-    del model
+    ((function, _),) = _SHARED_GENERATE[model].values()
+    refs = weakref.ref(model), weakref.ref(function)
+    del model, function
     gc.collect()
-    assert ref() is None and len(attack._functions) == 0
+    assert [ref() for ref in refs] == [None, None]  # the model, and with it its compiled function

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from keras_lossopt.adversarial import (
     generate_adversarial,
     robust_accuracy,
 )
+from keras_lossopt.adversarial.base import _SHARED_GENERATE
 
 
 def predictions(model, x):
@@ -90,3 +92,32 @@ def test_strongest_attack_config_and_bad_input():
         StrongestAttack([FastGradientMethod(0.1, targeted=True)])
     with pytest.raises(ValueError, match=r"Give `attacks`, or `eps` for the attacks of `strength`"):
         robust_accuracy(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), np.zeros((2, 2)), [0, 1])
+
+
+def test_repeated_evaluations_share_one_trace_and_log_no_retracing_warning(rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    x = rng.uniform(size=(12, 6)).astype("float32")
+    y = predictions(model, x)
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        for _ in range(6):  # each call builds new attack objects (strength="pgd")
+            robust_accuracy(model, x, y, eps=0.1)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m], messages
+    assert [f.experimental_get_tracing_count() for f, _ in _SHARED_GENERATE[model].values()] == [1]
+
+
+def test_a_shared_trace_keeps_each_attacks_own_random_stream(rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    x = rng.uniform(size=(12, 6)).astype("float32")
+    y = predictions(model, x)
+    attack = ProjectedGradientDescent(0.1, steps=3, seed=5)
+    first, second = attack(model, x, y), attack(model, x, y)
+    assert not np.array_equal(first, second)  # the stream goes on: a new random start
+    np.testing.assert_array_equal(ProjectedGradientDescent(0.1, steps=3, seed=5)(model, x, y), first)

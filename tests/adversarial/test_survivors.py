@@ -93,3 +93,17 @@ def test_the_seed_state_of_a_keras_seed_generator_can_be_handed_over():
     np.testing.assert_array_equal(
         np.asarray(keras.random.uniform((3,), seed=target)), np.asarray(keras.random.uniform((3,), seed=source))
     )
+
+
+def test_the_shared_rounds_do_not_keep_models_alive(rng):
+    import gc
+    import weakref
+
+    model = _model(2)
+    x = rng.uniform(size=(8, 6)).astype("float32")
+    SquareAttack(0.1, queries=5, seed=0)(model, x, np.argmax(np.asarray(model(x)), axis=-1))
+    ((function, _),) = _SHARED_ROUNDS[model].values()
+    refs = weakref.ref(model), weakref.ref(function)
+    del model, function
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]  # the model, and with it its compiled rounds

@@ -160,6 +160,12 @@ CASES = [
         (r"`method='trades'`", "SquareAttack optimizes its own loss"),
     ),
     BadInputCase(
+        "fast training from an APGD-DLR attack attacks the compiled loss",
+        lambda: AdversarialModel(classifier(4), AutoProjectedGradientDescent(0.1, loss="dlr"), method="fast"),
+        None,
+        check_result=lambda model: model.training_attack.loss is None and model.training_attack.random_start,
+    ),
+    BadInputCase(
         "adversarial model with an eager ensemble",
         lambda: AdversarialModel(classifier(10), AutoAttack(0.1)),
         ValueError,
