@@ -2,8 +2,9 @@
 
 A run is *flagged* when either callback reports a finding of severity "problem" (findings
 of severity "information" are shown in `report()` and the logs and do not count). Healthy
-runs count only when they trained (validation metric beyond the trivial baseline, see
-`runner.ACCURACY_MARGIN`); healthy draws that did not train are dropped, and counted.
+draws count only when they trained (`trained`: the validation metric beyond the trivial
+baseline, see `runner.ACCURACY_MARGIN`, and a training loss that stayed finite and ended
+below its first epoch's); healthy draws that did not train are dropped, and counted.
 The planted cause is *ranked first* when the earliest problem finding (checks before
 training come first, at step -1) ranks it first; a check before training is its own cause.
 Rates come with their Wilson 95% interval.
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from benchmarks.report import markdown_table
 
-__all__ = ["corpus_tables", "first_problem", "flagged", "top_cause", "wilson"]
+__all__ = ["corpus_tables", "first_problem", "flagged", "top_cause", "trained", "wilson"]
 
 SETUP_KINDS = ("non_finite_data", "non_finite_forward", "input_scale", "target_scale", "loss_mismatch")
 
@@ -31,6 +32,17 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     center = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return max(0.0, center - half), min(1.0, center + half)
+
+
+def trained(record: Mapping) -> bool:
+    """Whether a run trained: beat its baseline, and its training loss stayed finite and fell.
+
+    A run that diverged and was rescued (the monitor restores the last finite weights and
+    stops) can still beat the baseline with its restored weights; it did not train.
+    """
+    losses = record.get("history", {}).get("loss", [])
+    finite = bool(losses) and all(math.isfinite(v) for v in losses)
+    return bool(record.get("trained")) and finite and losses[-1] < losses[0]
 
 
 def problems(record: Mapping) -> list[dict]:
@@ -58,13 +70,13 @@ def _rate(k: int, n: int) -> str:
 
 
 def split_groups(records: Iterable[Mapping], split: str) -> tuple[list, list, list]:
-    """(healthy that trained, healthy dropped for not training, faulty) of one split."""
+    """(healthy that trained, healthy dropped for not training, faulty) of one split (see `trained`)."""
     healthy, dropped, faulty = [], [], []
     for r in records:
         if r.get("split") != split:
             continue
         if r["spec"]["group"] == "healthy":
-            (healthy if r.get("trained") else dropped).append(r)
+            (healthy if trained(r) else dropped).append(r)
         else:
             faulty.append(r)
     return healthy, dropped, faulty
@@ -91,7 +103,8 @@ def _split_tables(records: list, split: str) -> str:
     versions = sorted({r.get("rules", "?") for r in healthy + faulty})
     lines = [
         f"**{split}** (rules version {', '.join(versions)}): {s['healthy']} healthy runs that trained "
-        f"({s['dropped']} healthy draws dropped: they did not beat the trivial baseline), {s['faulty']} faulty runs.",
+        f"({s['dropped']} healthy draws dropped: they did not beat the trivial baseline, or their training loss "
+        f"went non-finite or ended above its first epoch's), {s['faulty']} faulty runs.",
         "",
         f"- healthy runs flagged as a problem: {_rate(s['healthy_flagged'], s['healthy'])}",
         f"- faulty runs detected: {_rate(s['detected'], s['faulty'])}",

@@ -77,12 +77,13 @@ def test_wilson_interval_matches_its_formula(k, n, low, high):
     assert (got[0] + got[1]) / 2 == pytest.approx(center if k else (got[1] / 2), abs=1e-9)
 
 
-def record(group, findings, split="held-out", trained=True, family="healthy", cause=None):
+def record(group, findings, split="held-out", trained=True, family="healthy", cause=None, losses=(1.0, 0.5)):
     return {
         "spec": {"group": group, "family": family, "planted_cause": cause},
         "split": split,
         "trained": trained,
         "findings": findings,
+        "history": {"loss": list(losses)},
     }
 
 
@@ -101,14 +102,61 @@ def test_information_does_not_flag_and_the_earliest_problem_names_the_cause():
     )
     assert first_problem(run)["kind"] == "loss_mismatch" and top_cause(first_problem(run)) == "loss_mismatch"
     dropped = record("healthy", [finding("exploding", 3)], trained=False)
+    rescued = record("healthy", [finding("non_finite", 9)], losses=(1.0, math.nan))  # beat the baseline, restored
+    diverged = record("healthy", [finding("oscillating_loss", 9)], losses=(1.0, 3.0))
     other_half = record("healthy", [finding("exploding", 3)], split="calibration")
-    counts = summary([quiet, run, dropped, other_half], "held-out")
+    counts = summary([quiet, run, dropped, rescued, diverged, other_half], "held-out")
     assert counts == {
         "healthy": 1,
-        "dropped": 1,
+        "dropped": 3,
         "healthy_flagged": 0,
         "faulty": 1,
         "detected": 1,
         "cause_first": 1,
     }
     assert math.isfinite(wilson(counts["healthy_flagged"], counts["healthy"])[1])
+
+
+# The regression guard: a fixed sample of 20 corpus runs (calibration half and peer cases,
+# the quickest of each kind), trained for real with the default callbacks. Healthy runs
+# must train and stay free of problems; faulty runs must be detected with the planted
+# cause ranked first.
+GUARD_HEALTHY = ["healthy/46", "healthy/28", "healthy/40", "healthy/58", "healthy/38", "healthy/14", "healthy/48"]
+GUARD_FAULTY = [
+    "nan_in_data/100036",
+    "learning_rate_too_small/100028",
+    "learning_rate_too_large/100006",
+    "wrong_loss/100002",
+    "dying_relu/100032",
+    "wrong_output_activation/100020",
+    "unnormalized_inputs/100004",
+    "bad_initialization/100030",
+    "deep_sigmoid/100034",
+]
+GUARD_PEERS = [
+    "peer/circle_nan_inputs",
+    "peer/circle_oscillating_sgd",
+    "peer/blob_unscaled_inputs",
+    "peer/blob_sgd_batch1",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus_by_id():
+    return {spec.id: spec for spec in corpus_specs() + peer_cases()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_id", GUARD_HEALTHY + GUARD_FAULTY + GUARD_PEERS)
+def test_sampled_corpus_runs_keep_their_diagnosis(corpus_by_id, run_id):
+    from benchmarks.diagnosis_corpus.runner import run_spec
+
+    spec = corpus_by_id[run_id]
+    record = run_spec(spec)
+    problems = [f"{f['kind']}: {f['causes'][:1]}" for f in record["findings"] if f["severity"] == "problem"]
+    if spec.group == "healthy":
+        assert record["trained"], f"{run_id} did not beat its baseline: {record['score']} vs {record['baseline']}"
+        assert problems == [], f"{run_id} flagged: {problems}"
+    else:
+        assert flagged(record), f"{run_id} missed; findings: {record['findings']}"
+        assert top_cause(first_problem(record)) == spec.planted_cause, f"{run_id}: {problems}"
