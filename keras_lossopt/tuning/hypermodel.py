@@ -17,11 +17,12 @@ import keras
 import keras_tuner
 
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.tuning import tuners as loss_tuners
 from keras_lossopt.tuning.objectives import (
     check_logged_objective,
     check_search_objective,
-    macro_f1_objective,
-    segmentation_objective,
+    default_metrics,
+    default_objective,
 )
 from keras_lossopt.tuning.search_space import (
     TASKS,
@@ -32,50 +33,10 @@ from keras_lossopt.tuning.search_space import (
     resolve_candidates,
 )
 
-__all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
+__all__ = ["TUNERS", "LossSearchHyperModel", "make_tuner"]
 
 TUNERS = ("bayesian", "random", "hyperband", "grid")
 """The values of `make_tuner(tuner=...)`."""
-
-
-def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:
-    """The metrics a loss search logs for a task (and ranks by, through `default_objective`).
-
-    binary/multiclass: `macro_f1`, `worst_class_recall`, `accuracy`; multilabel: `auc`
-    (macro over labels); segmentation: `iou_score` (mean IoU over classes), `dice_score`,
-    per-pixel `worst_class_recall`, `accuracy`.
-    """
-    from keras_lossopt import metrics
-
-    if task == "multilabel":
-        return [keras.metrics.AUC(multi_label=True, from_logits=from_logits, name="auc")]
-    classes = 2 if task == "binary" else num_classes
-    accuracy = (
-        keras.metrics.BinaryAccuracy(threshold=0.0 if from_logits else 0.5, name="accuracy")
-        if task == "binary"
-        else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    )
-    if task == "segmentation":
-        return [
-            metrics.IoUScore(num_classes, from_logits=from_logits),
-            metrics.DiceScore(num_classes, from_logits=from_logits),
-            metrics.WorstClassRecall(num_classes, from_logits=from_logits),
-            accuracy,
-        ]
-    return [
-        metrics.MacroF1(classes, from_logits=from_logits),
-        metrics.WorstClassRecall(classes, from_logits=from_logits),
-        accuracy,
-    ]
-
-
-def default_objective(task: str) -> keras_tuner.Objective:
-    """`val_iou_score` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
-    if task == "segmentation":
-        return segmentation_objective("iou_score")
-    if task == "multilabel":
-        return keras_tuner.Objective("val_auc", direction="max")
-    return macro_f1_objective()
 
 
 def _takes_hp(build_model: Callable) -> bool:
@@ -297,8 +258,6 @@ def make_tuner(
         ValueError: for an unknown tuner, a `val_loss`/undirected objective, folds with
             Hyperband, or starting points with a grid.
     """
-    from keras_lossopt.tuning import tuners as loss_tuners
-
     tuner = check_choice("tuner", tuner, TUNERS)
     search_objective = check_search_objective(default_objective(hypermodel.task) if objective is None else objective)
     folds = check_int("folds", folds, minimum=1)
