@@ -215,7 +215,18 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
         if recommended["loss"] is not None:
             lines += _recommendation_lines(recommended)
         if plotted:
-            lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
+            lines += [
+                "![metrics per loss](metrics.png)",
+                "",
+                "![training curves](curves.png)",
+                "",
+            ]
+            if settings["folds"] > 1:
+                lines += [
+                    "The curves' validation panel scores the fixed validation split, every sample weighing the "
+                    "same; the recommendation scores cross-validation folds that weigh every class the same.",
+                    "",
+                ]
         (folder / "report.md").write_text("\n".join(lines))
 
 
