@@ -67,6 +67,15 @@ class CompositeLossState(keras.layers.Layer):
             }
         return self.log_variances
 
+    def save_own_variables(self, store):
+        """Saves the weights, then the log-variances: the order `load_own_variables` reads.
+
+        Keras' default order is trainable variables first, which put the log-variances where
+        the weights are read back (a reloaded model got weights such as -0.04).
+        """
+        for index, variable in enumerate([*self.term_weights.values(), *self.log_variances.values()]):
+            store[str(index)] = variable
+
     def load_own_variables(self, store):
         """Loads the weights (and log-variances) saved with a model; keeps the config's when none were saved.
 

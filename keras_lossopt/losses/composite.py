@@ -68,6 +68,36 @@ class LossArithmetic:
 
     __rmul__ = __mul__
 
+    def __sub__(self, other):
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(self, '-', other)}")
+
+    def __rsub__(self, other):
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(other, '-', self)}")
+
+    def __neg__(self):
+        raise TypeError(f"Losses cannot be negated: {ARITHMETIC}. Received: -{type(self).__name__}")
+
+    def __truediv__(self, other):
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(self, '/', other)}")
+
+    def __rtruediv__(self, other):
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(other, '/', self)}")
+
+
+#: What loss arithmetic supports, for the errors of the operators it does not.
+ARITHMETIC = (
+    "loss arithmetic has `loss + loss` (a CompositeLoss of both) and `number * loss` (a weight >= 0); "
+    "to subtract a quantity use RewardTerm(fn), which the composite subtracts (weight * reward), and "
+    "to divide multiply by 1/x"
+)
+
+
+def _operands(left: Any, operator: str, right: Any) -> str:
+    def shown(value):
+        return type(value).__name__ if isinstance(value, keras.losses.Loss) else repr(value)
+
+    return f"{shown(left)} {operator} {shown(right)}"
+
 
 def term_name_of(loss: Any) -> str:
     """The default term name of a loss or function: its name without a trailing `_loss`.
@@ -122,6 +152,22 @@ def _check_weight(term: str, weight: Any) -> float:
     return value
 
 
+def _scale_factor(factor: Any) -> float:
+    """A loss's weight factor as a float: numbers, NumPy scalars and 0-d tensors; nothing else."""
+    wanted = "A loss is weighted by a number, e.g. 0.5 * FocalLoss()"
+    if isinstance(factor, str):
+        raise TypeError(
+            f"{wanted}. Received: {factor!r} of type str; convert text (a weight read from a config file) "
+            f"with float({factor!r})."
+        )
+    if isinstance(factor, (bool, np.bool_)) or not hasattr(factor, "__float__"):
+        raise TypeError(f"{wanted}; {ARITHMETIC}. Received: {factor!r} of type {type(factor).__name__}")
+    try:
+        return float(factor)
+    except (TypeError, ValueError):
+        raise TypeError(f"{wanted}. Received: {factor!r} of type {type(factor).__name__}") from None
+
+
 def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
     """A loss object for `term`, reduced with `reduction`."""
     if isinstance(term, CompositeLoss):
@@ -131,8 +177,15 @@ def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
         )
     if isinstance(term, (str, dict)):
         term = get_loss(term)
+    if isinstance(term, keras.layers.Layer):
+        raise ValueError(
+            f"Term {name!r} is a Keras layer ({type(term).__name__}), not a loss: a term must be a "
+            "keras.losses.Loss, a loss name or config, or a function (y_true, y_pred) -> per-sample loss "
+            "(a cost of the model's output alone: OutputPenalty(fn))."
+        )
     if not isinstance(term, keras.losses.Loss):
         if callable(term) and not isinstance(term, type):
+            check_arguments_accepted(f"terms[{name!r}]", term, ["y_true", "y_pred"])
             return FunctionTerm(term, reduction=reduction, name=name)
         raise ValueError(
             f"Term {name!r} must be a keras.losses.Loss, a loss name or config, or a function "
@@ -430,8 +483,7 @@ class CompositeLoss(LossArithmetic, LossContract):
     @classmethod
     def scaled(cls, loss: Any, factor: Any) -> CompositeLoss:
         """`factor * loss`: a composite whose weights are multiplied by `factor` (>= 0)."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            return NotImplemented
+        factor = _scale_factor(factor)
         factor = _check_weight("<scale factor>", factor)
         if isinstance(loss, CompositeLoss):
             weights = {t: w * factor for t, w in loss.weights_dict().items()}
