@@ -26,6 +26,7 @@ REEXPORTS = {
         # The loss algebra lives with the losses; shaping schedules and balances its weights.
         "CompositeLoss": "keras_lossopt.losses.composite",
         "FunctionTerm": "keras_lossopt.losses.composite",
+        "WeightPenalty": "keras_lossopt.losses.weight_penalty",
     },
 }
 

@@ -37,6 +37,7 @@ from keras_lossopt.losses.overlap import DiceLoss, JaccardLoss, dice_loss, jacca
 from keras_lossopt.losses.poly import PolyLoss, poly1_term, poly_loss
 from keras_lossopt.losses.registry import available_aliases, deserialize, get, register_alias, serialize
 from keras_lossopt.losses.tversky import FocalTverskyLoss, TverskyLoss, focal_tversky_loss, tversky_loss
+from keras_lossopt.losses.weight_penalty import WeightPenalty
 
 __all__ = [
     "AsymmetricLoss",
@@ -66,6 +67,7 @@ __all__ = [
     "SparseTargetLoss",
     "SymmetricCrossEntropyLoss",
     "TverskyLoss",
+    "WeightPenalty",
     "asymmetric_loss",
     "available_aliases",
     "boundary_loss",

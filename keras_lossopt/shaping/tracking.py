@@ -11,6 +11,7 @@ input layer holds the container too, see `_sequential_state_holder`). From then 
 
 * the term weights are non-trainable variables of the model (in `model.non_trainable_variables`),
   and uncertainty weighting's log-variances trainable ones;
+* every `WeightPenalty` term penalizes this model's kernels;
 * the per-term means are model metrics: `loss_<term>` in the training logs, `val_loss_<term>`
   in the validation logs, reset at each epoch like Keras' own trackers.
 
@@ -25,6 +26,7 @@ import keras
 
 from keras_lossopt._validation import check_choice
 from keras_lossopt.losses.composite import CompositeLoss
+from keras_lossopt.losses.weight_penalty import WeightPenalty
 from keras_lossopt.shaping._keras_model import sequential_state_holder
 from keras_lossopt.shaping.terms import RewardTerm
 
@@ -135,6 +137,9 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
     for composite in composites:
         if id(composite.state) not in attached:
             container.states.append(composite.state)
+        for loss in composite.terms.values():
+            if isinstance(loss, WeightPenalty):
+                loss.bind(model)
     return composites
 
 

@@ -2,6 +2,8 @@
 
 * `choose_loss(hp, task, candidates)` - the loss as an `hp.Choice` with each candidate's
   parameters as conditional hyperparameters; returns the chosen loss.
+* `choose_optimizer(hp, optimizers)` - the optimizer family (Adam, AdamW, SGD, RMSprop,
+  AdaGrad) the same way, each with its own learning-rate range and parameters.
 * `LossSearchHyperModel(build_model, task, ...)` and `make_tuner(...)` - any model becomes
   a loss search with RandomSearch, BayesianOptimization, Hyperband or GridSearch.
 * `advise(y, x=x)` - the loss advisor: label profile, ranked losses with parameters from the data.
@@ -54,6 +56,13 @@ _EXPORTS = {
     "robust_accuracy_objective": "objectives",
     "segmentation_objective": "objectives",
     "worst_class_recall_objective": "objectives",
+    "DEFAULT_OPTIMIZERS": "optimizer_space",
+    "OPTIMIZER_CANDIDATES": "optimizer_space",
+    "OptimizerCandidate": "optimizer_space",
+    "build_optimizer": "optimizer_space",
+    "choose_optimizer": "optimizer_space",
+    "select_optimizers": "optimizer_space",
+    "choose_regularization": "regularization_space",
     "DEFAULT_CANDIDATES": "search_space",
     "LOSS_CANDIDATES": "search_space",
     "TASKS": "search_space",

@@ -24,6 +24,8 @@ from keras_lossopt.tuning.objectives import (
     default_metrics,
     default_objective,
 )
+from keras_lossopt.tuning.optimizer_space import choose_optimizer, select_optimizers
+from keras_lossopt.tuning.regularization_space import choose_regularization, smoothable_candidates
 from keras_lossopt.tuning.search_space import (
     TASKS,
     LossCandidate,
@@ -75,6 +77,14 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         learning_rate_range: `(low, high)` of the tuned rate. Default (1e-3, 1e-2): with
             the 20-30 epochs of a short search, Adam below 1e-3 leaves small models
             under-trained, and those trials only tell the oracle about the rate.
+        search_optimizer: also search the optimizer family and its parameters
+            (`choose_optimizer`): True for every family in `DEFAULT_OPTIMIZERS`, or a list of
+            family names; the family's own learning-rate range then replaces
+            `tune_learning_rate`. Default False (Adam).
+        search_regularization: also search the regularization strengths
+            (`choose_regularization`): an L2 `WeightPenalty` term on every kernel, label
+            smoothing for the losses that take it, and the rate of the model's Dropout
+            layers when it has some. Default False.
         metrics: metrics to compile with. Default: `default_metrics(task, ...)`.
         jit_compile: passed to `compile`. Default `"auto"`.
         name: hypermodel name. Default None.
@@ -104,6 +114,8 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         tune_learning_rate: bool = True,
         learning_rate: float = 1e-3,
         learning_rate_range: tuple[float, float] = (1e-3, 1e-2),
+        search_optimizer: bool | Sequence[str] = False,
+        search_regularization: bool = False,
         metrics: Sequence[Any] | None = None,
         jit_compile: bool | str = "auto",
         name: str | None = None,
@@ -130,6 +142,25 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
             raise ValueError(f"`learning_rate_range` must be (low, high) with 0 < low < high. Received: {(low, high)}")
         self.learning_rate_range = (low, high)
         self.learning_rate = float(learning_rate)
+        if isinstance(search_optimizer, bool):
+            self.optimizers = select_optimizers() if search_optimizer else None
+        else:
+            self.optimizers = select_optimizers(search_optimizer)
+        if not isinstance(search_regularization, bool):
+            raise ValueError(f"`search_regularization` must be True or False. Received: {search_regularization!r}")
+        self.search_regularization = search_regularization
+        self.smoothable = (
+            smoothable_candidates(
+                self.candidates,
+                lambda c: (
+                    None
+                    if c.needs_class_counts and class_counts is None
+                    else build_loss(c, from_logits=self.from_logits, class_counts=class_counts)
+                ),
+            )
+            if search_regularization
+            else []
+        )
         self.metrics = None if metrics is None else list(metrics)
         self.jit_compile = jit_compile
         self._takes_hp = _takes_hp(build_model)
@@ -139,14 +170,20 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         if not isinstance(model, keras.Model):
             raise ValueError(f"`build_model` must return a keras.Model. Received: {type(model).__name__}")
         loss = choose_loss(hp, self.task, self.candidates, from_logits=self.from_logits, class_counts=self.class_counts)
-        learning_rate = self.learning_rate
-        if self.tune_learning_rate:
-            learning_rate = hp.Float("learning_rate", *self.learning_rate_range, sampling="log")
+        if self.optimizers is not None:
+            optimizer = choose_optimizer(hp, self.optimizers)
+        else:
+            learning_rate = self.learning_rate
+            if self.tune_learning_rate:
+                learning_rate = hp.Float("learning_rate", *self.learning_rate_range, sampling="log")
+            optimizer = keras.optimizers.Adam(learning_rate)
+        if self.search_regularization:
+            loss = choose_regularization(hp, model, loss, smoothable=self.smoothable, chosen_loss=hp.get("loss"))
         metrics = self.metrics
         if metrics is None:
             metrics = default_metrics(self.task, self._num_classes(model), from_logits=self.from_logits)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=optimizer,
             loss=loss,
             # Weighted: validation sample weights (a cross-validated search's balanced folds) reach the
             # metrics; without weights they are the plain metrics.

@@ -315,7 +315,14 @@ class LossSearchGrid(_LossSearch, keras_tuner.GridSearch):
         _tuner_init(self, oracle, hypermodel, folds, split_seed, prune_margin, patience, kwargs)
 
 
-def advice_starting_points(advice, candidates=None, *, learning_rate: float | None = 3e-3) -> list[dict[str, Any]]:
+def advice_starting_points(
+    advice,
+    candidates=None,
+    *,
+    learning_rate: float | None = 3e-3,
+    optimizer: str | None = None,
+    weight_penalty: float | None = None,
+) -> list[dict[str, Any]]:
     """The advisor's ranked losses as hyperparameter values for a search's first trials.
 
     Args:
@@ -324,6 +331,11 @@ def advice_starting_points(advice, candidates=None, *, learning_rate: float | No
             are dropped. Default: all picks.
         learning_rate: the learning rate of every starting point, or None to leave the
             tuner's default. Default 3e-3.
+        optimizer: for a search of the optimizer (`search_optimizer`), the family of every
+            starting point (e.g. `"adam"`); its rate is then `"<family>/learning_rate"`.
+            Default None.
+        weight_penalty: for a search of the regularization, the L2 strength of every
+            starting point (`"regularization/l2"`). Default None.
 
     Returns:
         A list of `{"loss": name, "<name>/<argument>": value, "learning_rate": ...}`.
@@ -335,8 +347,12 @@ def advice_starting_points(advice, candidates=None, *, learning_rate: float | No
             continue
         point: dict[str, Any] = {LOSS_HP: item.candidate}
         point.update({loss_hyperparameter_name(item.candidate, k): v for k, v in item.parameters.items()})
+        if optimizer is not None:
+            point["optimizer"] = optimizer
         if learning_rate is not None:
-            point[LEARNING_RATE_HP] = float(learning_rate)
+            point[LEARNING_RATE_HP if optimizer is None else f"{optimizer}/{LEARNING_RATE_HP}"] = float(learning_rate)
+        if weight_penalty is not None:
+            point["regularization/l2"] = float(weight_penalty)
         points.append(point)
     return points
 
