@@ -26,6 +26,7 @@ processes, caching each run's record, and writes the held-out and calibration ta
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import os
 import sys
@@ -310,6 +311,16 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
     # before its thresholds were set from it (the tables name the rules versions).
     cached = load_records()
     records = {s.id: cached[s.id] for s in specs if s.id in cached}
+    missing = collections.Counter(split_of(s) for s in specs if s.id not in records)
+    coverage = (
+        f"{len(records)} of the {len(specs)} runs are in the cache"
+        + (
+            " (not yet run: " + ", ".join(f"{n} of the {split} part" for split, n in sorted(missing.items())) + ")"
+            if missing
+            else ""
+        )
+        + ". "
+    )
     return (
         f"The diagnosis corpus of `benchmarks/diagnosis_corpus/`: {healthy} healthy draws and {faulty} faulty runs "
         "(fault families in turn), seeded, split by seed parity into a calibration half (even seeds; every "
@@ -318,7 +329,9 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
         "`TrainingDiagnostics(probe_x=, probe_y=)` on the first 128 training samples, as a new user would; "
         'a run is flagged when a finding of severity "problem" is reported. Runs trained on '
         f"{workers} worker processes (one TensorFlow thread each) on the shared 2-core machine, under the load "
-        "of other jobs: the seconds are wall time under load.\n\n" + corpus_tables(records)
+        "of other jobs: the seconds are wall time under load. " + coverage + "The calibration half ran under the "
+        "provisional thresholds (its rule table shows the rates that set the final ones; the rules version names "
+        "the code); the held-out half and the peer cases ran under the final code.\n\n" + corpus_tables(records)
     )
 
 

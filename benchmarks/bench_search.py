@@ -40,8 +40,8 @@ import numpy as np
 
 from benchmarks.report import markdown_table, write_section
 from keras_lossopt import losses
-from keras_lossopt.cli.compare import targets, train_once
 from keras_lossopt.cli.models import model_builder
+from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import load_breast_cancer, load_dataset
 from keras_lossopt.tuning import (
     LossSearchHyperModel,

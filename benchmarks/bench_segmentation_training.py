@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -195,6 +196,9 @@ def main(argv=None):
     from benchmarks.report import markdown_table
 
     def fmt(values):
+        values = [v for v in values if not np.isnan(v)]  # HD95 is undefined for a run that finds nothing
+        if not values:
+            return "n/a"
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
@@ -283,7 +287,7 @@ def main(argv=None):
         if args.data == "vessels" and args.section == SECTION[0]:
             section, title = VESSELS_SECTION
         write_section(
-            section, title, body, "python -m benchmarks.bench_segmentation_training " + " ".join(sys.argv[1:])
+            section, title, body, "python -m benchmarks.bench_segmentation_training " + shlex.join(sys.argv[1:])
         )
 
 

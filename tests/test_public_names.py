@@ -22,6 +22,12 @@ REEXPORTS = {
         "RobustnessEvaluation": "keras_lossopt.adversarial.callback",
         "plot_adversarial_grid": "keras_lossopt.adversarial.callback",
     },
+    "keras_lossopt.shaping": {
+        # The loss algebra lives with the losses; shaping schedules and balances its weights.
+        "CompositeLoss": "keras_lossopt.losses.composite",
+        "FunctionTerm": "keras_lossopt.losses.composite",
+        "WeightPenalty": "keras_lossopt.losses.weight_penalty",
+    },
 }
 
 

@@ -24,39 +24,17 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lossopt._models import detect_from_logits  # noqa: F401  (the attacks import it from here)
+
 # Internal to keras_lossopt.adversarial: the attacks, the training step and the callback
 # share these functions; the package exports none of them.
 __all__: list[str] = []
 
 BUILTIN_LOSSES = ("cross_entropy", "margin")
-_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid", "log_softmax")
 
 
 def _tiny(dtype) -> float:
     return float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
-
-
-def detect_from_logits(model) -> bool | None:
-    """Whether `model`'s output is logits (True), probabilities (False) or unknown (None).
-
-    Looks at the activation of the last layer of a Sequential or functional model: a
-    softmax/sigmoid activation (or `Softmax` layer) means probabilities, a linear one logits.
-    """
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None
-    last = layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return False
-    activation = getattr(last, "activation", None)
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", str(activation))
-    if name in _PROBABILITY_ACTIVATIONS:
-        return False
-    if name == "linear":
-        return True
-    return None
 
 
 def _looks_like_probabilities(y_pred):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_lossopt._reduction import reduce_loss_values
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
 from keras_lossopt.adversarial._checks import check_from_logits, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.attacks import FastGradientMethod
@@ -31,7 +32,6 @@ from keras_lossopt.adversarial.objectives import (
     kl_divergence_from_scores,
 )
 from keras_lossopt.adversarial.strongest import as_attack
-from keras_lossopt.losses.base import reduce_loss_values
 
 __all__ = ["METHODS", "AdversarialModel"]
 

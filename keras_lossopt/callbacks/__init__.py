@@ -13,14 +13,7 @@ the callbacks does not import the attacks.
 
 from typing import Any
 
-from keras_lossopt.callbacks.causes import (
-    CAUSE_KEYS,
-    Cause,
-    TrainingStart,
-    describe_causes,
-    rank_causes,
-    training_start,
-)
+from keras_lossopt.callbacks.causes import CAUSE_KEYS, Cause, describe_causes, rank_causes
 from keras_lossopt.callbacks.detection import GRADIENT_KINDS, GradientDetector
 from keras_lossopt.callbacks.diagnostics import TrainingDiagnostics
 from keras_lossopt.callbacks.findings import (
@@ -30,15 +23,13 @@ from keras_lossopt.callbacks.findings import (
     TrainingProblemError,
     TrainingProblemWarning,
 )
-from keras_lossopt.callbacks.gradient_monitor import GradientHistory, GradientMonitor
+from keras_lossopt.callbacks.gradient_history import GradientHistory
+from keras_lossopt.callbacks.gradient_monitor import GradientMonitor
+from keras_lossopt.callbacks.loss_fit import loss_family, output_activations
 from keras_lossopt.callbacks.loss_trends import LOSS_KINDS, LossTrendDetector
 from keras_lossopt.callbacks.policy import ON_PROBLEM, REMEDY_OPTIONS, ProblemPolicy, Remedies
-from keras_lossopt.callbacks.pretraining import (
-    SETUP_FINDING_KINDS,
-    check_training_setup,
-    loss_family,
-    output_activations,
-)
+from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS, check_training_setup
+from keras_lossopt.callbacks.training_start import TrainingStart, training_start
 
 _FROM_ADVERSARIAL = ("RobustnessEvaluation", "plot_adversarial_grid")
 

@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
-import numpy as np
 
+from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_choice, check_int
-from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, activation_name, flat_layers, learning_rate_of
+from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, learning_rate_of
 from keras_lossopt.callbacks.loss_trends import STILL_WEIGHTS
 from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS
+from keras_lossopt.callbacks.training_start import TrainingStart, layer_scale
 
-__all__ = ["CAUSE_KEYS", "Cause", "TrainingStart", "describe_causes", "rank_causes", "training_start"]
+__all__ = ["CAUSE_KEYS", "Cause", "describe_causes", "rank_causes"]
 
 CAUSE_KEYS = (
     "non_finite_data",
@@ -145,137 +145,6 @@ class Cause:
 
     def __str__(self) -> str:
         return f"{self.description} ({self.key})"
-
-
-@dataclasses.dataclass(frozen=True)
-class _LayerScale:
-    kernel_std: float
-    glorot_std: float
-    fan_in: int
-    bias_mean: float | None
-
-
-class TrainingStart:
-    """The model as it was when training began, and the checks made then.
-
-    Captured once per `fit` by the first callback that asks (`training_start`), so that a
-    cause names the *initial* weights, not the weights after a divergence.
-
-    Attributes:
-        step: `optimizer.iterations` when captured.
-        layer_scales: per layer with a kernel: kernel std, Glorot std, fan-in, mean bias.
-        setup_findings: findings of `check_training_setup` made for this fit (filled in by
-            the callback that ran the checks).
-        first_loss: the loss of the first batch of the fit (None until seen).
-    """
-
-    def __init__(self, model: keras.Model, token: Any = None):
-        self.token = token
-        optimizer = getattr(model, "optimizer", None)
-        self.step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
-        self.layer_scales: dict[str, _LayerScale] = {}
-        self._weights: dict[int, np.ndarray] = {}
-        for layer in flat_layers(model):
-            scale = _layer_scale(layer)
-            if scale is not None:
-                self.layer_scales[layer.name] = scale
-        for variable in model.trainable_variables:
-            self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
-        self.setup_findings: list[Finding] = []
-        self.first_loss: float | None = None
-        self._update_steps: list[np.ndarray] = []
-        self._update_ratios: list[np.ndarray] = []
-
-    def record_updates(self, steps: np.ndarray, ratios: np.ndarray) -> None:
-        """Keeps the measured per-step relative updates (`GradientMonitor` adds them at each read).
-
-        Args:
-            steps: `(k,)` the recorded steps.
-            ratios: `(k,)` ||w_after - w_before|| / ||w_before|| over the whole model.
-        """
-        self._update_steps.append(np.asarray(steps, dtype="int64").reshape(-1))
-        self._update_ratios.append(np.asarray(ratios, dtype="float64").reshape(-1))
-
-    def update_ratio_before(self, step: int, records: int = 10) -> float | None:
-        """The median finite relative update of the last `records` recorded steps before `step`.
-
-        The update of the step that blew up (and those after it) describes the wreck, not
-        the learning rate that led there, so only earlier steps count.
-
-        Args:
-            step: the step of the finding.
-            records: how many recorded steps before it to take the median of.
-
-        Returns:
-            The median ratio, or None when no finite one was recorded before `step`.
-        """
-        if not self._update_steps:
-            return None
-        steps = np.concatenate(self._update_steps)
-        ratios = np.concatenate(self._update_ratios)
-        keep = (steps < step) & np.isfinite(ratios)
-        recent = ratios[keep][-records:]
-        return float(np.median(recent)) if recent.size else None
-
-    def moved(self, model: keras.Model) -> float | None:
-        """||w_now - w_start|| / ||w_start|| over all trainable weights (None if unknown)."""
-        change = norm = 0.0
-        for variable in model.trainable_variables:
-            start = self._weights.get(id(variable))
-            if start is None:
-                continue
-            now = np.asarray(keras.ops.convert_to_numpy(variable), dtype="float64")
-            change += float(np.sum(np.square(now - start)))
-            norm += float(np.sum(np.square(start.astype("float64"))))
-        if norm <= 0 or not math.isfinite(change):
-            return None
-        return math.sqrt(change / norm)
-
-
-_STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def training_start(model: keras.Model, token: Any = None) -> TrainingStart:
-    """The `TrainingStart` of the current fit of `model`, captured on the first call.
-
-    Callbacks of one `fit` share `self.params` (one dict), so passing
-    `token=id(self.params)` makes the second callback reuse the first one's capture and a
-    later fit take a new one.
-
-    Args:
-        model: the model being trained.
-        token: identifies the fit; a different token (or optimizer step) captures anew.
-
-    Returns:
-        The shared `TrainingStart`.
-    """
-    start = _STARTS.get(model)
-    optimizer = getattr(model, "optimizer", None)
-    step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
-    if start is None or start.token != token or start.step != step:
-        start = TrainingStart(model, token)
-        _STARTS[model] = start
-    return start
-
-
-def _layer_scale(layer: Any) -> _LayerScale | None:
-    kernel = getattr(layer, "kernel", None)
-    if kernel is None or len(kernel.shape) < 2:
-        return None
-    w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
-    receptive = int(np.prod(w.shape[:-2])) if w.ndim > 2 else 1
-    fan_in, fan_out = w.shape[-2] * receptive, w.shape[-1] * receptive
-    bias = getattr(layer, "bias", None)
-    bias_mean = None
-    if bias is not None:
-        b = np.asarray(keras.ops.convert_to_numpy(bias), dtype="float64")
-        bias_mean = float(b.mean()) if b.size else None
-    return _LayerScale(
-        kernel_std=float(w.std()),
-        glorot_std=math.sqrt(2.0 / (fan_in + fan_out)),
-        fan_in=int(fan_in),
-        bias_mean=bias_mean,
-    )
 
 
 def _severity(ratio: float) -> float:
@@ -504,7 +373,7 @@ def _weight_growth(model: keras.Model, start: TrainingStart) -> tuple[str, float
     worst = None
     for layer in flat_layers(model):
         scale = start.layer_scales.get(layer.name)
-        current = _layer_scale(layer)
+        current = layer_scale(layer)
         if scale is None or current is None or scale.kernel_std <= 0:
             continue
         growth = current.kernel_std / scale.kernel_std if math.isfinite(current.kernel_std) else math.inf
@@ -550,7 +419,7 @@ def _negative_biases(all_layers: Sequence[Any], names: Sequence[str], start: Tra
     for layer in all_layers:
         if layer.name not in names:
             continue
-        scale = _layer_scale(layer)
+        scale = layer_scale(layer)
         if scale is None or scale.bias_mean is None:
             continue
         typical = scale.kernel_std * math.sqrt(scale.fan_in) * input_rms

@@ -17,19 +17,19 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_int, check_positive, check_probability
-from keras_lossopt.callbacks.causes import TrainingStart, describe_causes, rank_causes, training_start
+from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.findings import (
     REMEDIES,
     Finding,
-    activation_name,
-    flat_layers,
     format_report,
     learning_rate_of,
 )
 from keras_lossopt.callbacks.loss_trends import OSCILLATION_THRESHOLD, LossTrendDetector
 from keras_lossopt.callbacks.policy import ProblemPolicy
 from keras_lossopt.callbacks.pretraining import check_training_setup
+from keras_lossopt.callbacks.training_start import TrainingStart, training_start
 
 __all__ = ["TrainingDiagnostics"]
 

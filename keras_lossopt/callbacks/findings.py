@@ -88,6 +88,10 @@ REMEDIES: Mapping[str, str] = {
 }
 
 
+#: Step of a finding made before the first training step.
+BEFORE_TRAINING = -1
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One training problem seen by a monitor.
@@ -107,6 +111,8 @@ class Finding:
         severity: `"problem"` (training is failing: warned, acted on or raised by the
             policy) or `"information"` (shown in `report()` and the logs only); see
             `SEVERITIES`.
+        stopped_training: whether the policy stopped training on this finding (set by
+            `ProblemPolicy.handle`; `action` says it in words).
     """
 
     kind: str
@@ -118,6 +124,7 @@ class Finding:
     action: str = ""
     causes: tuple[Any, ...] = ()
     severity: str = "problem"
+    stopped_training: bool = False
 
     def __str__(self) -> str:
         layers = ", ".join(self.layers) if self.layers else "-"
@@ -149,28 +156,6 @@ class TrainingProblemError(RuntimeError):
 
 
 # -- reading the model -------------------------------------------------------------------
-
-
-def activation_name(layer: Any) -> str | None:
-    """Name of the activation a layer applies (`"relu"`, `"sigmoid"`, ...), or None."""
-    if isinstance(layer, keras.layers.ReLU):
-        return "relu"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", None) or type(activation).__name__
-    return name.lower()
-
-
-def flat_layers(model: Any) -> list[Any]:
-    """The model's layers with nested models expanded, input side first."""
-    out: list[Any] = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, keras.Model):
-            out.extend(flat_layers(layer))
-        else:
-            out.append(layer)
-    return out
 
 
 def learning_rate_of(optimizer: Any) -> float | None:

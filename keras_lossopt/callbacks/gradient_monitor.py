@@ -27,151 +27,19 @@ import keras
 import numpy as np
 
 from keras_lossopt._validation import check_int, check_positive
-from keras_lossopt.callbacks import _recorder
 from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
+from keras_lossopt.callbacks._plots import plot_gradient_history
 from keras_lossopt.callbacks._recorder import GradientRecorder
-from keras_lossopt.callbacks.causes import TrainingStart, describe_causes, rank_causes, training_start
+from keras_lossopt.callbacks._tensorboard import write_gradient_row
+from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.detection import GradientDetector
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report
+from keras_lossopt.callbacks.gradient_history import GradientHistory
+from keras_lossopt.callbacks.loss_fit import loss_family
 from keras_lossopt.callbacks.policy import ProblemPolicy
-from keras_lossopt.callbacks.pretraining import loss_family
+from keras_lossopt.callbacks.training_start import TrainingStart, training_start
 
-__all__ = ["GradientHistory", "GradientMonitor"]
-
-
-class GradientHistory:
-    """Recorded statistics, by step and layer (built by `GradientMonitor`).
-
-    Args:
-        layers: layer names, input side first.
-
-    Attributes:
-        layers: layer names, input side first (a nested model's layers as
-            `"inner/dense"`).
-        steps: `(T,)` optimizer steps (0-based) that were recorded.
-        grad_norm: `(T, L)` L2 norm of each layer's gradient (all its variables).
-        grad_norm_clipped: `(T, L)` the same after the optimizer's clipping (equal to
-            `grad_norm` when the optimizer does not clip).
-        max_abs: `(T, L)` largest absolute gradient entry.
-        nonfinite_share: `(T, L)` share of NaN/inf gradient entries.
-        update_ratio: `(T, L)` ||weights after - weights before|| / ||weights before||,
-            measured from the real update (NaN when the step's gradients were not finite).
-        weight_norm: `(T, L)` L2 norm of each layer's weights before the step (NaN or inf
-            when a weight is).
-        global_grad_norm: `(T,)` `grad_norm` over the whole model.
-        global_grad_norm_clipped: `(T,)` `grad_norm_clipped` over the whole model.
-        global_max_abs: `(T,)` `max_abs` over the whole model.
-        global_nonfinite_share: `(T,)` `nonfinite_share` over the whole model.
-        global_update_ratio: `(T,)` `update_ratio` over the whole model.
-        global_weight_norm: `(T,)` `weight_norm` over the whole model.
-    """
-
-    FIELDS = ("grad_norm", "grad_norm_clipped", "max_abs", "nonfinite_share", "update_ratio", "weight_norm")
-
-    def __init__(self, layers: tuple[str, ...] = ()):
-        self.layers = tuple(layers)
-        self._steps: list[np.ndarray] = []
-        self._blocks: dict[str, list[np.ndarray]] = {f: [] for f in self.FIELDS}
-
-    def extend(self, steps: np.ndarray, grad_stats: np.ndarray, update_stats: np.ndarray) -> dict[str, np.ndarray]:
-        """Adds recorded steps `(k,)` from the raw `(k, L + 1, 5)` and `(k, L + 1, 2)` tables.
-
-        Args:
-            steps: `(k,)` the recorded steps.
-            grad_stats: `(k, L + 1, 5)` gradient statistics (columns of `_recorder`).
-            update_stats: `(k, L + 1, 2)` sums of squares of the update and the weights.
-
-        Returns:
-            The new rows by field, each `(k, L + 1)` (last column: the whole model).
-        """
-        g = np.asarray(grad_stats, dtype="float64")
-        u = np.asarray(update_stats, dtype="float64")
-        size = np.maximum(g[..., _recorder.SIZE], 1.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weight_norm = np.sqrt(u[..., _recorder.WEIGHT_SUMSQ])
-            block = {
-                "grad_norm": np.sqrt(g[..., _recorder.SUMSQ]),
-                "grad_norm_clipped": np.sqrt(g[..., _recorder.SUMSQ_CLIPPED]),
-                "max_abs": g[..., _recorder.MAXABS],
-                "nonfinite_share": g[..., _recorder.NONFINITE] / size,
-                "update_ratio": np.sqrt(u[..., _recorder.UPDATE_SUMSQ])
-                / np.where(weight_norm > 0, weight_norm, np.nan),
-                "weight_norm": weight_norm,
-            }
-        self._steps.append(np.asarray(steps, dtype="int64").reshape(-1))
-        for key, value in block.items():
-            self._blocks[key].append(value)
-        return block
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._steps)
-
-    @property
-    def steps(self) -> np.ndarray:
-        return np.concatenate(self._steps) if self._steps else np.zeros((0,), dtype="int64")
-
-    def _table(self, field: str) -> np.ndarray:
-        blocks = self._blocks[field]
-        if not blocks:
-            return np.zeros((0, len(self.layers) + 1))
-        return np.concatenate(blocks)
-
-    @property
-    def grad_norm(self) -> np.ndarray:
-        return self._table("grad_norm")[:, :-1]
-
-    @property
-    def grad_norm_clipped(self) -> np.ndarray:
-        return self._table("grad_norm_clipped")[:, :-1]
-
-    @property
-    def max_abs(self) -> np.ndarray:
-        return self._table("max_abs")[:, :-1]
-
-    @property
-    def nonfinite_share(self) -> np.ndarray:
-        return self._table("nonfinite_share")[:, :-1]
-
-    @property
-    def update_ratio(self) -> np.ndarray:
-        return self._table("update_ratio")[:, :-1]
-
-    @property
-    def weight_norm(self) -> np.ndarray:
-        return self._table("weight_norm")[:, :-1]
-
-    @property
-    def global_grad_norm(self) -> np.ndarray:
-        return self._table("grad_norm")[:, -1]
-
-    @property
-    def global_grad_norm_clipped(self) -> np.ndarray:
-        return self._table("grad_norm_clipped")[:, -1]
-
-    @property
-    def global_max_abs(self) -> np.ndarray:
-        return self._table("max_abs")[:, -1]
-
-    @property
-    def global_nonfinite_share(self) -> np.ndarray:
-        return self._table("nonfinite_share")[:, -1]
-
-    @property
-    def global_update_ratio(self) -> np.ndarray:
-        return self._table("update_ratio")[:, -1]
-
-    @property
-    def global_weight_norm(self) -> np.ndarray:
-        return self._table("weight_norm")[:, -1]
-
-    def as_dict(self) -> dict[str, Any]:
-        """All arrays by name (e.g. to save with `np.savez`)."""
-        out: dict[str, Any] = {"layers": np.asarray(self.layers), "steps": self.steps}
-        for field in self.FIELDS:
-            table = self._table(field)
-            out[field] = table[:, :-1]
-            out[f"global_{field}"] = table[:, -1]
-        return out
+__all__ = ["GradientMonitor"]
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -547,7 +415,7 @@ class GradientMonitor(keras.callbacks.Callback):
         except TrainingProblemError:
             self._detach()
             raise
-        if "stopped training" in done.action:
+        if done.stopped_training:
             self._stopped_reason = done.kind
 
     # -- output --------------------------------------------------------------------------
@@ -559,16 +427,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=step):
-            _scalar("gradients/global_norm", row["grad_norm"][-1], step)
-            _scalar("gradients/global_norm_clipped", row["grad_norm_clipped"][-1], step)
-            _scalar("updates/global_ratio", row["update_ratio"][-1], step)
-            _scalar("gradients/nonfinite_share", row["nonfinite_share"][-1], step)
-            for i, name in enumerate(self.history.layers):
-                _scalar(f"gradients/norm/{name}", row["grad_norm"][i], step)
-                _scalar(f"updates/ratio/{name}", row["update_ratio"][i], step)
-            _histogram("gradients/layer_norms", row["grad_norm"][:-1], step)
-            _histogram("updates/layer_ratios", row["update_ratio"][:-1], step)
+        write_gradient_row(self._writer, step, row, self.history.layers)
 
     def report(self) -> str:
         """A readable summary of the run: recorded steps, per-layer norms, findings."""
@@ -605,38 +464,7 @@ class GradientMonitor(keras.callbacks.Callback):
         Raises:
             ImportError: when matplotlib is not installed (the `[plot]` extra).
         """
-        plt = _pyplot()
-        h = self.history
-        fig, axes = plt.subplots(3, 1, figsize=figsize, sharex=False, height_ratios=[2, 1, 1])
-        steps = h.steps
-        with np.errstate(divide="ignore", invalid="ignore"):
-            heat = np.log10(h.grad_norm.T) if len(h) else np.zeros((len(h.layers), 0))
-        image = axes[0].imshow(
-            heat,
-            aspect="auto",
-            interpolation="nearest",
-            extent=(steps[0] - 0.5, steps[-1] + 0.5, len(h.layers) - 0.5, -0.5) if len(h) else None,
-            cmap="viridis",
-        )
-        axes[0].set_yticks(range(len(h.layers)))
-        axes[0].set_yticklabels(h.layers)
-        axes[0].set_title("log10 gradient norm per layer")
-        fig.colorbar(image, ax=axes[0])
-        axes[1].plot(steps, h.global_grad_norm, label="global norm")
-        if not np.allclose(h.global_grad_norm, h.global_grad_norm_clipped, equal_nan=True):
-            axes[1].plot(steps, h.global_grad_norm_clipped, label="after clipping")
-        axes[1].set_yscale("log")
-        axes[1].set_ylabel("gradient norm")
-        axes[1].legend(loc="best")
-        axes[2].plot(steps, h.global_update_ratio)
-        axes[2].set_yscale("log")
-        axes[2].set_ylabel("||update|| / ||w||")
-        axes[2].set_xlabel("step")
-        for finding in self.findings:
-            for ax in axes[1:]:
-                ax.axvline(finding.step, color="red", alpha=0.5, linestyle="--")
-        fig.tight_layout()
-        return fig
+        return plot_gradient_history(self.history, [finding.step for finding in self.findings], figsize)
 
 
 class _Remedies:
@@ -665,40 +493,3 @@ class _Remedies:
             return False
         first_loss_bad = start.first_loss is not None and not math.isfinite(start.first_loss)
         return first_loss_bad or finding.step <= start.step
-
-
-# TensorBoard's summary ops live in the tensorboard package, which TensorFlow no longer
-# installs; `tf.summary.write` with the plugins' metadata writes the same records
-# without it (the scalars and histograms dashboards read them).
-def _metadata(plugin: str):
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata()
-    metadata.plugin_data.plugin_name = plugin
-    return metadata
-
-
-def _scalar(tag: str, value: float, step: int) -> None:
-    import tensorflow as tf
-
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_metadata("scalars"))
-
-
-def _histogram(tag: str, values: np.ndarray, step: int, bins: int = 20) -> None:
-    import tensorflow as tf
-
-    values = np.asarray(values, dtype="float64")
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return
-    counts, edges = np.histogram(values, bins=bins if values.min() < values.max() else 1)
-    buckets = np.stack([edges[:-1], edges[1:], counts.astype("float64")], axis=1)
-    tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step, metadata=_metadata("histograms"))
-
-
-def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError("plot() needs matplotlib. Install it with: pip install 'keras-lossopt[plot]'") from error
-    return plt

@@ -173,7 +173,7 @@ class ProblemPolicy:
             actions.append(f"called {getattr(self.on_problem, '__name__', 'on_problem')}")
         elif self.on_problem != "stop":
             actions.append("warned" if finding.kind != "non_finite" or remedy is None else "trained on")
-        finding = dataclasses.replace(finding, action="; ".join(a for a in actions if a))
+        finding = dataclasses.replace(finding, action="; ".join(a for a in actions if a), stopped_training=stop)
         record(finding)
         if self.on_problem == "raise":
             raise TrainingProblemError(finding)

@@ -18,56 +18,12 @@ import numpy as np
 from keras_lossopt import losses
 from keras_lossopt.cli import report
 from keras_lossopt.cli.recommendation import recommend
+from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import Dataset
-from keras_lossopt.tuning import build_loss, default_metrics, default_objective, resolve_candidates
+from keras_lossopt.tuning import build_loss, default_objective, resolve_candidates
 from keras_lossopt.tuning.validation import check_labels, cross_validate_loss
 
-__all__ = ["run_compare", "targets", "train_once"]
-
-
-def targets(dataset: Dataset, split: str) -> np.ndarray:
-    """Labels in the form the losses take: `(N, 1)` floats for binary, integers otherwise."""
-    labels = getattr(dataset, f"y_{split}")
-    if dataset.task == "binary":
-        return labels.reshape(-1, 1).astype("float32")
-    return labels
-
-
-def _curve_keys(task: str) -> tuple[str, ...]:
-    return ("loss", "val_iou_score") if task == "segmentation" else ("loss", "val_macro_f1")
-
-
-def train_once(
-    dataset: Dataset,
-    make_model: Callable[[], keras.Model],
-    loss: keras.losses.Loss,
-    *,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Trains one model; returns its test scores and its per-epoch curves."""
-    keras.utils.set_random_seed(seed)
-    model = make_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=loss,
-        metrics=default_metrics(dataset.task, dataset.num_classes),
-    )
-    history = model.fit(
-        dataset.x_train,
-        targets(dataset, "train"),
-        validation_data=(dataset.x_val, targets(dataset, "val")) if len(dataset.y_val) else None,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=0,
-    )
-    outputs = model.predict(dataset.x_test, batch_size=256, verbose=0)
-    scores = report.scores(dataset.task, dataset.y_test, outputs, dataset.num_classes)
-    curves = {k: [float(v) for v in history.history[k]] for k in _curve_keys(dataset.task) if k in history.history}
-    keras.backend.clear_session()
-    return scores, curves
+__all__ = ["run_compare"]
 
 
 def _build_candidate_losses(dataset: Dataset, loss_names: Sequence[str] | None) -> dict[str, keras.losses.Loss]:
@@ -259,7 +215,18 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
         if recommended["loss"] is not None:
             lines += _recommendation_lines(recommended)
         if plotted:
-            lines += ["![metrics per loss](metrics.png)", "", "![training curves](curves.png)", ""]
+            lines += [
+                "![metrics per loss](metrics.png)",
+                "",
+                "![training curves](curves.png)",
+                "",
+            ]
+            if settings["folds"] > 1:
+                lines += [
+                    "The curves' validation panel scores the fixed validation split, every sample weighing the "
+                    "same; the recommendation scores cross-validation folds that weigh every class the same.",
+                    "",
+                ]
         (folder / "report.md").write_text("\n".join(lines))
 
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from keras_lossopt import losses
 from keras_lossopt.cli import report
-from keras_lossopt.cli.compare import targets, train_once
 from keras_lossopt.cli.distributed import SearchRole
 from keras_lossopt.cli.recommendation import recommend
+from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import (
     LossSearchHyperModel,

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt.losses.targets import is_sparse_target, sigmoid_log_probs, softmax_log_probs
+from keras_lossopt._targets import is_sparse_target, sigmoid_log_probs, softmax_log_probs
 
 __all__ = ["cross_entropy", "focal_modulator", "one_hot_rows", "power", "sigmoid_parts", "softmax_parts"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._targets import binary_targets
 from keras_lossopt._validation import check_in_range, check_non_negative
 from keras_lossopt.losses._probabilities import power, sigmoid_parts
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import binary_targets
 
 __all__ = ["AsymmetricLoss", "asymmetric_loss"]
 

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lossopt._targets import is_sparse_target
 from keras_lossopt._validation import check_in_range, check_shapes_match
 from keras_lossopt.losses.base import LossFunctionBase
 from keras_lossopt.losses.registry import get as get_loss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import is_sparse_target
 
 __all__ = ["ClassBalancedLoss", "class_balanced_weights"]
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._targets import OVERLAP_MODES
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
+from keras_lossopt.losses.contract import FamilyFromMode
 from keras_lossopt.losses.hausdorff import dense_inputs
-from keras_lossopt.losses.overlap import RegionLoss, select_classes, smoothed_ratio, soft_confusion_counts
+from keras_lossopt.losses.region import RegionLoss, select_classes, smoothed_ratio, soft_confusion_counts
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import OVERLAP_MODES
 
 __all__ = ["SoftClDiceLoss", "SoftDiceClDiceLoss", "soft_cldice_loss", "soft_dice_cldice_loss", "soft_skeleton"]
 
@@ -201,6 +202,8 @@ def soft_dice_cldice_loss(
 
 
 class _ClDiceBase(RegionLoss):
+    loss_family = FamilyFromMode()
+
     def __init__(self, iterations, smooth, mode, from_logits, per_image, include_background, reduction, name, dtype):
         super().__init__(per_image=per_image, reduction=reduction, name=name, dtype=dtype)
         self.iterations = check_int("iterations", iterations, minimum=0)

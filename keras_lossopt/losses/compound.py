@@ -1,6 +1,6 @@
 """Dice plus a per-pixel loss: `DiceCELoss` and `DiceFocalLoss`, the combinations used in practice.
 
-Both are `keras_lossopt.shaping.CompositeLoss`es with two terms, `"dice"` and `"ce"` (or
+Both are `CompositeLoss`es with two terms, `"dice"` and `"ce"` (or
 `"focal"`): `dice_weight * dice(y, p, w) + other_weight * other(y, p, w)`, each child
 reduced by the compound's `reduction` with the same `sample_weight` and input mask. Both
 children keep their own contracts (the Dice part is per image or per batch, the
@@ -11,21 +11,107 @@ per-pixel part is averaged over each image's valid pixels and added to the per-i
 
 Being composites, their weights can be scheduled or balanced during training
 (`LossWeightScheduler({"dice": ...})`) and each part is logged (`loss_dice`, `loss_ce`)
-once the model tracks the terms. The constructor arguments and the saved configs are
-those of the earlier stand-alone classes, so older `.keras` files load unchanged.
+once the model tracks the terms. Their configs name the two children and their weights
+(`dice`, `cross_entropy`/`focal`, `dice_weight`, ...), not the composite's `terms`/`weights`.
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
-from keras_lossopt._validation import check_choice, check_int, check_non_negative
-from keras_lossopt.losses.focal import FocalLoss
-from keras_lossopt.losses.overlap import MODES, DiceLoss
+from keras_lossopt._targets import sparse_valid_mask
+from keras_lossopt._validation import check_choice, check_ignore_index, check_non_negative
+from keras_lossopt.losses.composite import CompositeLoss
+from keras_lossopt.losses.contract import FamilyFromMode
+from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.overlap import DiceLoss, dice_loss
+from keras_lossopt.losses.region import MODES
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.shaping.composite import CompositeLoss
 
-__all__ = ["DiceCELoss", "DiceFocalLoss"]
+__all__ = ["DiceCELoss", "DiceFocalLoss", "dice_ce_loss", "dice_focal_loss"]
+
+
+def _dice_plus_pixel_loss(y_true, y_pred, dice_weight, pixel_weight, *, gamma, mode, from_logits, ignore_index):
+    """`dice_weight * dice + pixel_weight * focal`, one value per image (the composite's "none" values)."""
+    mode = check_choice("mode", mode, MODES)
+    ignore_index = check_ignore_index(ignore_index, mode)
+    y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    dice = dice_loss(y_true, y_pred, mode=mode, from_logits=from_logits, ignore_index=ignore_index)
+    pixels = focal_loss(y_true, y_pred, mode=mode, gamma=gamma, from_logits=from_logits, ignore_index=ignore_index)
+    axes = tuple(range(1, len(pixels.shape)))
+    if axes:
+        # The per-pixel part averaged over each image's valid pixels, as a composite does.
+        valid = sparse_valid_mask(y_true, y_pred, ignore_index)
+        if valid is None:
+            pixels = ops.mean(pixels, axis=axes)
+        else:
+            valid = ops.broadcast_to(ops.cast(valid, pixels.dtype), ops.shape(pixels))
+            pixels = ops.sum(pixels * valid, axis=axes) / ops.maximum(ops.sum(valid, axis=axes), 1.0)
+    return check_non_negative("dice_weight", dice_weight) * dice + pixel_weight * pixels
+
+
+def dice_ce_loss(
+    y_true, y_pred, *, dice_weight=1.0, ce_weight=1.0, mode="multiclass", from_logits=False, ignore_index=None
+):
+    """Per-image soft Dice plus cross-entropy. See `DiceCELoss` for the arguments and the formula.
+
+    Args:
+        y_true: sparse labels `(N, H, W)` or targets of the shape of `y_pred`.
+        y_pred: probabilities or logits `(N, H, W, C)`.
+        dice_weight: weight of the Dice part, >= 0. Default 1.0.
+        ce_weight: weight of the cross-entropy part, >= 0. Default 1.0.
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoid).
+        from_logits: whether `y_pred` holds logits. Default False.
+        ignore_index: sparse label counted nowhere (multiclass). Default None.
+
+    Returns:
+        `(N,)` values: the per-image Dice plus the cross-entropy averaged over each image's
+        valid pixels (what `DiceCELoss(reduction="none")` gives).
+    """
+    ce_weight = check_non_negative("ce_weight", ce_weight)
+    return _dice_plus_pixel_loss(
+        y_true, y_pred, dice_weight, ce_weight, gamma=0.0, mode=mode, from_logits=from_logits, ignore_index=ignore_index
+    )
+
+
+def dice_focal_loss(
+    y_true,
+    y_pred,
+    *,
+    dice_weight=1.0,
+    focal_weight=1.0,
+    gamma=2.0,
+    mode="multiclass",
+    from_logits=False,
+    ignore_index=None,
+):
+    """Per-image soft Dice plus focal loss. See `DiceFocalLoss` for the arguments and the formula.
+
+    Args:
+        y_true: sparse labels `(N, H, W)` or targets of the shape of `y_pred`.
+        y_pred: probabilities or logits `(N, H, W, C)`.
+        dice_weight: weight of the Dice part, >= 0. Default 1.0.
+        focal_weight: weight of the focal part, >= 0. Default 1.0.
+        gamma: focusing parameter of the focal part. Default 2.0.
+        mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoid).
+        from_logits: whether `y_pred` holds logits. Default False.
+        ignore_index: sparse label counted nowhere (multiclass). Default None.
+
+    Returns:
+        `(N,)` values, as `DiceFocalLoss(reduction="none")` gives.
+    """
+    focal_weight = check_non_negative("focal_weight", focal_weight)
+    return _dice_plus_pixel_loss(
+        y_true,
+        y_pred,
+        dice_weight,
+        focal_weight,
+        gamma=gamma,
+        mode=mode,
+        from_logits=from_logits,
+        ignore_index=ignore_index,
+    )
 
 
 def _child(loss, what):
@@ -37,7 +123,9 @@ def _child(loss, what):
 
 
 class CompoundLoss(CompositeLoss):
-    """A two-term composite, Dice plus a per-pixel loss, with the earlier classes' arguments and configs."""
+    """A two-term composite, Dice plus a per-pixel loss, configured by its two children and their weights."""
+
+    loss_family = FamilyFromMode()
 
     other_key = "other"
 
@@ -70,7 +158,7 @@ class CompoundLoss(CompositeLoss):
         return self.weights_dict()[self.other_key]
 
     def get_config(self):
-        # The earlier classes' config (no "terms"/"weights"), so that older files still load.
+        # The two children and their weights by name (no "terms"/"weights"): the arguments of __init__.
         weights = self.weights_dict()
         return {
             "name": self.name,
@@ -89,13 +177,8 @@ class CompoundLoss(CompositeLoss):
 
 def _default_children(mode, from_logits, ignore_index, dtype, gamma):
     mode = check_choice("mode", mode, MODES)
-    ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+    ignore_index = check_ignore_index(ignore_index, mode)
     dice = DiceLoss(mode=mode, from_logits=from_logits, ignore_index=ignore_index, dtype=dtype)
-    if ignore_index is not None and mode != "multiclass":
-        raise ValueError(
-            f"`ignore_index` applies to sparse multiclass targets only in compound losses. "
-            f"Received: ignore_index={ignore_index} with mode={mode!r}"
-        )
     other = FocalLoss(mode=mode, gamma=gamma, from_logits=from_logits, ignore_index=ignore_index, dtype=dtype)
     return dice, other
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_lossopt._validation import check_int, sparse_label_poison
+from keras_lossopt._validation import check_int
+from keras_lossopt._value_checks import sparse_label_poison
 
 __all__ = ["distance_to_nearest", "signed_distance_maps"]
 

@@ -6,16 +6,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_int, check_per_class, check_probability
-from keras_lossopt.losses._probabilities import cross_entropy, power, sigmoid_parts, softmax_parts
-from keras_lossopt.losses.base import SparseTargetLoss
-from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import (
+from keras_lossopt._targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
 )
+from keras_lossopt._validation import check_choice, check_ignore_index, check_per_class, check_probability
+from keras_lossopt.losses._probabilities import cross_entropy, power, sigmoid_parts, softmax_parts
+from keras_lossopt.losses.base import SparseTargetLoss
+from keras_lossopt.losses.contract import FamilyFromMode
+from keras_lossopt.losses.registry import register_alias
 
 __all__ = ["FocalLoss", "focal_loss"]
 
@@ -125,6 +126,8 @@ class FocalLoss(SparseTargetLoss):
         Lin, Goyal, Girshick, He, Dollar (2017). Focal Loss for Dense Object Detection. ICCV.
     """
 
+    loss_family = FamilyFromMode()
+
     def __init__(
         self,
         mode="multiclass",
@@ -150,14 +153,7 @@ class FocalLoss(SparseTargetLoss):
         self.label_smoothing = check_probability("label_smoothing", label_smoothing)
         if self.label_smoothing >= 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1). Received: label_smoothing={label_smoothing}")
-        if ignore_index is not None:
-            ignore_index = check_int("ignore_index", ignore_index)
-            if self.mode != "multiclass":
-                raise ValueError(
-                    f"`ignore_index` applies to sparse multiclass targets only. Received: "
-                    f"ignore_index={ignore_index} with mode={self.mode!r}"
-                )
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index, self.mode)
 
     def call(self, y_true, y_pred):
         return focal_loss(

@@ -18,12 +18,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lossopt._targets import OVERLAP_MODES, overlap_inputs
 from keras_lossopt._validation import check_choice, check_int, check_positive
 from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.losses.contract import FamilyFromMode
 from keras_lossopt.losses.distance_maps import foreground_and_background_distances, spatial_shape
-from keras_lossopt.losses.overlap import select_classes
+from keras_lossopt.losses.region import select_classes
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import OVERLAP_MODES, overlap_inputs
 
 __all__ = ["HausdorffDTLoss", "HausdorffERLoss", "hausdorff_dt_loss", "hausdorff_er_loss"]
 
@@ -126,6 +127,8 @@ def hausdorff_er_loss(
 
 class DistanceLoss(LossFunctionBase):
     """Shared arguments of the per-position distance losses."""
+
+    loss_family = FamilyFromMode()
 
     def __init__(self, mode, from_logits, include_background, reduction, name, dtype):
         super().__init__(name=name, reduction=reduction, dtype=dtype)

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_in_range, check_int, check_non_negative, check_positive
+from keras_lossopt._targets import multiclass_targets
+from keras_lossopt._validation import check_ignore_index, check_in_range, check_non_negative, check_positive
 from keras_lossopt.losses._probabilities import cross_entropy, softmax_parts
 from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.class_balanced import check_class_counts, check_num_classes
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = ["LDAMLoss", "LogitAdjustedLoss", "ldam_loss", "ldam_margins", "logit_adjusted_loss"]
 
@@ -51,15 +51,25 @@ def ldam_margins(class_counts, max_margin=0.5) -> np.ndarray:
     return margins * (check_positive("max_margin", max_margin) / margins.max())
 
 
-def ldam_loss(y_true, y_pred, *, margins, scale=30.0, ignore_index=None):
-    """Per-sample LDAM loss. See `LDAMLoss`.
+def ldam_loss(y_true, y_pred, *, class_counts, max_margin=0.5, s=30.0, ignore_index=None):
+    """Per-sample LDAM loss. See `LDAMLoss` for the arguments and the formula.
 
     Args:
-        margins: per-class margins, e.g. from `ldam_margins`.
+        y_true: sparse class indices `(N, ...)` or one-hot targets of the shape of `y_pred`.
+        y_pred: logits `(N, ..., C)`.
+        class_counts: training samples per class (the margins follow `ldam_margins`).
+        max_margin: the largest margin, the rarest class'. Default 0.5.
+        s: logit scale. Default 30.0.
+        ignore_index: sparse label whose positions are 0. Default None.
 
     Returns:
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
+    margins = ldam_margins(check_class_counts("class_counts", class_counts), check_positive("max_margin", max_margin))
+    return _ldam_from_margins(y_true, y_pred, margins, check_positive("s", s), check_ignore_index(ignore_index))
+
+
+def _ldam_from_margins(y_true, y_pred, margins, scale, ignore_index):
     targets, _ = multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
     largest = float(np.max(margins))
     margins = ops.convert_to_tensor(np.asarray(margins, np.float64), dtype=y_pred.dtype)
@@ -137,6 +147,8 @@ class LogitAdjustedLoss(SparseTargetLoss):
         Adjustment. ICLR.
     """
 
+    loss_family = "softmax_ce"
+
     def __init__(
         self,
         class_counts=None,
@@ -153,7 +165,7 @@ class LogitAdjustedLoss(SparseTargetLoss):
         self.log_priors = np.log(priors)
         self.tau = check_non_negative("tau", tau)
         self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def call(self, y_true, y_pred):
         given = "class_counts" if self.class_counts is not None else "class_priors"
@@ -226,6 +238,8 @@ class LDAMLoss(SparseTargetLoss):
         Label-Distribution-Aware Margin Loss. NeurIPS.
     """
 
+    loss_family = "softmax_ce"
+
     def __init__(
         self,
         class_counts,
@@ -241,11 +255,11 @@ class LDAMLoss(SparseTargetLoss):
         self.max_margin = check_positive("max_margin", max_margin)
         self.s = check_positive("s", s)
         self.margins = ldam_margins(self.class_counts, self.max_margin)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def call(self, y_true, y_pred):
         _check_classes("class_counts", self.class_counts, y_true, y_pred, self.ignore_index)
-        return ldam_loss(y_true, y_pred, margins=self.margins, scale=self.s, ignore_index=self.ignore_index)
+        return _ldam_from_margins(y_true, y_pred, self.margins, self.s, self.ignore_index)
 
     def get_config(self):
         return {

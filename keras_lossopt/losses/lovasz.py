@@ -24,10 +24,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_int
-from keras_lossopt.losses.overlap import RegionLoss
+from keras_lossopt._targets import overlap_inputs
+from keras_lossopt._validation import check_choice, check_ignore_index
+from keras_lossopt.losses.region import RegionLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import overlap_inputs
 
 __all__ = ["LovaszHingeLoss", "LovaszSoftmaxLoss", "lovasz_hinge_loss", "lovasz_softmax_loss"]
 
@@ -203,7 +203,7 @@ class LovaszSoftmaxLoss(RegionLoss):
         super().__init__(per_image=per_image, reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.classes = check_choice("classes", classes, CLASS_SETS)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def region_loss(self, y_true, y_pred, weight):
         return lovasz_softmax_loss(
@@ -275,7 +275,7 @@ class LovaszHingeLoss(RegionLoss):
         dtype=None,
     ):
         super().__init__(per_image=per_image, reduction=reduction, name=name, dtype=dtype)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def region_loss(self, y_true, y_pred, weight):
         return lovasz_hinge_loss(y_true, y_pred, per_image=self.per_image, ignore_index=self.ignore_index, mask=weight)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_in_range, check_int, check_non_negative
+from keras_lossopt._targets import multiclass_targets
+from keras_lossopt._validation import check_ignore_index, check_in_range, check_non_negative
 from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, softmax_parts
 from keras_lossopt.losses.base import SparseTargetLoss
 from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import multiclass_targets
 
 __all__ = [
     "GeneralizedCrossEntropyLoss",
@@ -20,26 +18,6 @@ __all__ = [
     "generalized_cross_entropy_loss",
     "symmetric_cross_entropy_loss",
 ]
-
-# Names before the FocalLoss / focal_loss naming pattern; they still work, with a warning.
-DEPRECATED_NAMES = {
-    "GeneralizedCrossEntropy": "GeneralizedCrossEntropyLoss",
-    "SymmetricCrossEntropy": "SymmetricCrossEntropyLoss",
-    "generalized_cross_entropy": "generalized_cross_entropy_loss",
-    "symmetric_cross_entropy": "symmetric_cross_entropy_loss",
-}
-
-
-def __getattr__(name):
-    if name in DEPRECATED_NAMES:
-        new_name = DEPRECATED_NAMES[name]
-        warnings.warn(
-            f"`{name}` is deprecated and will be removed; use `{new_name}` (same arguments).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return globals()[new_name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def generalized_cross_entropy_loss(y_true, y_pred, *, q=0.7, from_logits=False, label_smoothing=0.0, ignore_index=None):
@@ -128,6 +106,8 @@ class GeneralizedCrossEntropyLoss(SparseTargetLoss):
         Networks with Noisy Labels. NeurIPS.
     """
 
+    loss_family = "softmax_ce"
+
     def __init__(
         self,
         q=0.7,
@@ -142,7 +122,7 @@ class GeneralizedCrossEntropyLoss(SparseTargetLoss):
         self.q = check_in_range("q", q, 0.0, 1.0, low_inclusive=False)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def call(self, y_true, y_pred):
         return generalized_cross_entropy_loss(
@@ -208,6 +188,8 @@ class SymmetricCrossEntropyLoss(SparseTargetLoss):
         with Noisy Labels. ICCV.
     """
 
+    loss_family = "softmax_ce"
+
     def __init__(
         self,
         alpha=0.1,
@@ -228,7 +210,7 @@ class SymmetricCrossEntropyLoss(SparseTargetLoss):
         self.log_zero = float(log_zero)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_in_range("label_smoothing", label_smoothing, 0.0, 1.0, high_inclusive=False)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def call(self, y_true, y_pred):
         return symmetric_cross_entropy_loss(
@@ -253,10 +235,6 @@ class SymmetricCrossEntropyLoss(SparseTargetLoss):
             "ignore_index": self.ignore_index,
         }
 
-
-# `.keras` files saved before the rename name the old classes; they load into the new ones.
-keras.saving.get_custom_objects()["keras_lossopt>GeneralizedCrossEntropy"] = GeneralizedCrossEntropyLoss
-keras.saving.get_custom_objects()["keras_lossopt>SymmetricCrossEntropy"] = SymmetricCrossEntropyLoss
 
 register_alias("generalized_cross_entropy", GeneralizedCrossEntropyLoss)
 register_alias("gce", GeneralizedCrossEntropyLoss)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_non_negative
-from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
-from keras_lossopt.losses.base import SparseTargetLoss
-from keras_lossopt.losses.focal import FocalLoss, focal_loss
-from keras_lossopt.losses.registry import register_alias
-from keras_lossopt.losses.targets import (
+from keras_lossopt._targets import (
     binary_targets,
     multiclass_targets,
     per_class_vector,
     softmax_log_probs,
 )
+from keras_lossopt._validation import check_choice, check_non_negative
+from keras_lossopt.losses._probabilities import cross_entropy, one_hot_rows, power, sigmoid_parts, softmax_parts
+from keras_lossopt.losses.base import SparseTargetLoss
+from keras_lossopt.losses.contract import FamilyFromMode
+from keras_lossopt.losses.focal import FocalLoss, focal_loss
+from keras_lossopt.losses.registry import register_alias
 
 __all__ = ["PolyLoss", "poly1_term", "poly_loss"]
 
@@ -181,6 +182,8 @@ class PolyLoss(SparseTargetLoss):
         Leng, Tan, Liu, Cubuk, Shi, Cheng, Anguelov, Tan (2022). PolyLoss: A Polynomial
         Expansion Perspective of Classification Loss Functions. ICLR.
     """
+
+    loss_family = FamilyFromMode()
 
     def __init__(
         self,

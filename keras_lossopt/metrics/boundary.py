@@ -8,7 +8,7 @@ distance is the Euclidean distance to the nearest edge position of the other mas
 in the graph: `keras_lossopt.losses.distance_to_nearest`). Unit spacing.
 
 Predictions are made hard like `DiceScore`'s (arg-max for softmax outputs, a threshold for
-sigmoid outputs); targets follow the loss conventions (`keras_lossopt.losses.overlap_inputs`).
+sigmoid outputs); targets follow the loss conventions (`keras_lossopt._targets.overlap_inputs`).
 The metrics average the per-image, per-class values over every batch, skipping undefined
 (NaN) values - an image and class empty in both masks - as MONAI's `"mean"` reduction does.
 """
@@ -18,8 +18,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_lossopt._targets import overlap_inputs
 from keras_lossopt._validation import check_choice, check_in_range, check_per_class
-from keras_lossopt.losses import distance_to_nearest, overlap_inputs
+from keras_lossopt.losses.distance_maps import distance_to_nearest
 
 __all__ = ["HausdorffDistance", "SurfaceDice", "hausdorff_distance", "surface_dice"]
 

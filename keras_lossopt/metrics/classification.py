@@ -18,7 +18,8 @@ import math
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_in_range, check_int, check_numeric_tensor, sparse_label_poison
+from keras_lossopt._validation import check_in_range, check_int, check_numeric_tensor
+from keras_lossopt._value_checks import sparse_label_poison
 
 __all__ = ["ClassRecall", "ConfusionMatrixMetric", "MacroF1", "WorstClassRecall"]
 

@@ -4,7 +4,7 @@ The metrics accumulate hard true positives, false positives and false negatives 
 over every batch (not a mean of per-batch scores), so the result is the dataset-level
 score; under `tf.distribute` Keras sums the count variables across replicas.
 Predictions are made hard (arg-max for softmax outputs, a threshold for sigmoid outputs);
-targets follow the loss conventions (`keras_lossopt.losses.overlap_inputs`).
+targets follow the loss conventions (`keras_lossopt._targets.overlap_inputs`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_int, check_probability
-from keras_lossopt.losses import overlap_inputs
+from keras_lossopt._targets import overlap_inputs
+from keras_lossopt._validation import check_choice, check_ignore_index, check_int, check_probability
 
 __all__ = ["DiceScore", "IoUScore", "SegmentationScore"]
 
@@ -41,7 +41,7 @@ class SegmentationScore(keras.metrics.Metric):
         self.mode = check_choice("mode", mode, MODES)
         self.from_logits = bool(from_logits)
         self.threshold = check_probability("threshold", threshold)
-        self.ignore_index = None if ignore_index is None else check_int("ignore_index", ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.include_background = bool(include_background)
         if not self.include_background and self.num_classes == 1:
             raise ValueError("`include_background=False` needs num_classes > 1: class 0 is the background.")

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_non_negative, check_positive
+from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
 from keras_lossopt.shaping.tracking import TermWeightCallback
 
 __all__ = ["DynamicWeightAveraging", "GradNorm", "UncertaintyWeighting", "dwa_weights"]
@@ -90,8 +91,7 @@ class UncertaintyWeighting(TermWeightCallback):
                 "distribution strategy or on JAX, fit builds the optimizer before the callbacks see the model)."
             )
         # The composites' formula changed: let fit trace new train and test functions.
-        model.train_function = None
-        model.test_function = None
+        retrace_steps(model)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -251,7 +251,6 @@ class GradNorm(TermWeightCallback):
         if shared_layer is not None and not isinstance(shared_layer, (str, keras.layers.Layer)):
             raise ValueError(f"`shared_layer` must be a layer or a layer name. Received: {shared_layer!r}")
         self.shared_layer = shared_layer
-        self._original_train_step = None
 
     def set_model(self, model) -> None:
         super().set_model(model)
@@ -294,25 +293,19 @@ class GradNorm(TermWeightCallback):
         self._steps = keras.Variable(0.0, dtype="float32", trainable=False, name="gradnorm_steps")
         self._optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
         self._optimizer.build(self._weight_variables)
-        model = self.model
-        self._original_train_step = model.train_step
-        model.train_step = self._train_step
-        model.make_train_function(force=True)
+        wrap_train_step(self.model, self._train_step)
 
     def on_train_end(self, logs=None) -> None:
         super().on_train_end(logs)
-        if self._original_train_step is not None:
-            del self.model.train_step  # back to the class' method
-            self._original_train_step = None
-            self.model.make_train_function(force=True)
+        unwrap_train_step(self.model)
 
-    def _train_step(self, data):
+    def _train_step(self, train_step, data):
         import tensorflow as tf  # GradNorm's adapter: per-term gradients on the shared layer
 
         shared = [weight.value for weight in self.shared_weights]  # the backend's tf.Variables
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
             tape.watch(shared)
-            logs = self._original_train_step(data)
+            logs = train_step(data)
         values = [self.term_index[t].last_term_values[t] for t in self.term_names]
         norms = []
         for term, value in zip(self.term_names, values):

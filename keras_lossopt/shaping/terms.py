@@ -1,9 +1,10 @@
-"""Loss terms for composites: functions, rewards (subtracted), confidence and output penalties.
+"""Loss terms for composites: rewards (subtracted), confidence and output penalties.
 
 Each term is a `keras.losses.Loss` returning one value per sample (`call`), reduced by the
 loss contract, so it also works alone. Terms that take a user function check its output
-at the first call: it must keep the batch axis, since a value already reduced over the
-batch cannot be weighted per sample, masked or averaged correctly.
+at every call (`check_per_sample`): it must keep the batch axis, since a value already
+reduced over the batch cannot be weighted per sample, masked or averaged correctly. A plain
+function becomes a term through `keras_lossopt.losses.FunctionTerm`.
 
 A term's `weight` attribute is the weight a `CompositeLoss` gives it when none is set
 there (`FocalLoss() + ConfidencePenalty(beta=0.1)` weights the penalty by 0.1), and
@@ -12,8 +13,6 @@ there (`FocalLoss() + ConfidencePenalty(beta=0.1)` weights the penalty by 0.1), 
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 import numpy as np
 from keras import ops
@@ -21,95 +20,15 @@ from keras import ops
 from keras_lossopt._validation import (
     check_arguments_accepted,
     check_choice,
+    check_function,
     check_int,
     check_non_negative,
-    is_concrete,
-    probability_poison,
+    check_per_sample,
 )
+from keras_lossopt._value_checks import is_concrete, probability_poison
 from keras_lossopt.losses.base import LossFunctionBase
 
-__all__ = ["ConfidencePenalty", "FunctionTerm", "OutputPenalty", "RewardTerm", "check_per_sample"]
-
-
-def check_per_sample(term: str, values: Any, y_pred: Any):
-    """`values` as a tensor, after checking that it keeps the batch axis of `y_pred`.
-
-    Args:
-        term: the term's name, for the error message.
-        values: what the term's function returned.
-        y_pred: the predictions it was computed from.
-
-    Returns:
-        `values` as a tensor of shape `(N, ...)`.
-
-    Raises:
-        ValueError: when `values` is a scalar or its first axis is not the batch axis.
-    """
-    values = ops.convert_to_tensor(values)
-    if len(values.shape) == 0:
-        raise ValueError(
-            f"Term {term!r} returned a single value for the batch; a term must return one value per sample, "
-            f"shape (N, ...), so that it can be weighted, masked and reduced. Received: a scalar for "
-            f"y_pred of shape {tuple(y_pred.shape)}"
-        )
-    leading, batch = values.shape[0], y_pred.shape[0]
-    # A per-sample value computed from a batch of unknown size has an unknown first axis too.
-    if (batch is not None and leading is not None and leading != batch) or (batch is None and leading is not None):
-        raise ValueError(
-            f"Term {term!r} returned values of shape {tuple(values.shape)}, which cannot be reduced to one value "
-            f"per sample of y_pred with shape {tuple(y_pred.shape)}; return one value per sample, shape (N, ...)."
-        )
-    return values
-
-
-def _callable(name: str, fn: Any) -> Any:
-    if isinstance(fn, dict):
-        fn = keras.saving.deserialize_keras_object(fn)
-    if not callable(fn) or isinstance(fn, type):
-        raise ValueError(f"`{name}` must be a function. Received: {name}={fn!r}")
-    return fn
-
-
-@keras.saving.register_keras_serializable(package="keras_lossopt")
-class FunctionTerm(LossFunctionBase):
-    """A loss term from a function `(y_true, y_pred) -> per-sample loss`.
-
-    `CompositeLoss` wraps plain functions in it. The function's output is checked at the
-    first call (one value per sample).
-
-    Args:
-        fn: the function; saved by name, so register it with
-            `keras.saving.register_keras_serializable` to reload without `custom_objects`.
-        reduction: Keras reduction. Default `"sum_over_batch_size"`.
-        name: loss name. Default: the function's name.
-        dtype: computation dtype. Default None.
-
-    Raises:
-        TypeError: for a `fn` that cannot take two positional arguments (`y_true`, `y_pred`).
-        ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
-
-    Examples:
-        >>> import numpy as np
-        >>> from keras import ops
-        >>> def abs_error(y_true, y_pred):
-        ...     return ops.mean(ops.abs(y_true - y_pred), axis=-1)
-        >>> float(FunctionTerm(abs_error)(np.zeros((2, 3)), np.ones((2, 3))))
-        1.0
-    """
-
-    def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None):
-        fn = _callable("fn", fn)
-        check_arguments_accepted(
-            "fn", fn, ["y_true", "y_pred"], hint="; for a cost of the prediction alone use OutputPenalty(fn)."
-        )
-        super().__init__(name=name or getattr(fn, "__name__", "function_term"), reduction=reduction, dtype=dtype)
-        self.fn = fn
-
-    def call(self, y_true, y_pred):
-        return check_per_sample(self.name, self.fn(y_true, y_pred), y_pred)
-
-    def get_config(self):
-        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
+__all__ = ["ConfidencePenalty", "OutputPenalty", "RewardTerm"]
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -140,7 +59,7 @@ class OutputPenalty(LossFunctionBase):
 
     def __init__(self, fn, weight=1.0, reduction="sum_over_batch_size", name="output_penalty", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.fn = _callable("fn", fn)
+        self.fn = check_function("fn", fn)
         check_arguments_accepted(
             "fn", self.fn, ["y_pred"], hint="; OutputPenalty calls fn(y_pred): for fn(y_true, y_pred) use FunctionTerm."
         )
@@ -217,6 +136,11 @@ class ConfidencePenalty(LossFunctionBase):
     def weight(self) -> float:
         """The default weight in a composite: `beta`."""
         return self.beta
+
+    @property
+    def loss_family(self) -> str:
+        """What `y_pred` is: class scores through a softmax (multiclass) or sigmoids (multilabel)."""
+        return "softmax_ce" if self.mode == "multiclass" else "sigmoid_ce"
 
     def standardize_inputs(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
@@ -312,7 +236,7 @@ class RewardTerm(LossFunctionBase):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.fn = _callable("fn", fn)
+        self.fn = check_function("fn", fn)
         self.differentiable = bool(differentiable)
         check_arguments_accepted("fn", self.fn, ["y_true", "y_pred" if self.differentiable else "classes"])
         self.weight = check_non_negative("weight", weight)

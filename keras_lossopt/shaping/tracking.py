@@ -11,6 +11,7 @@ input layer holds the container too, see `_sequential_state_holder`). From then 
 
 * the term weights are non-trainable variables of the model (in `model.non_trainable_variables`),
   and uncertainty weighting's log-variances trainable ones;
+* every `WeightPenalty` term penalizes this model's kernels;
 * the per-term means are model metrics: `loss_<term>` in the training logs, `val_loss_<term>`
   in the validation logs, reset at each epoch like Keras' own trackers.
 
@@ -24,7 +25,9 @@ from typing import Any
 import keras
 
 from keras_lossopt._validation import check_choice
-from keras_lossopt.shaping.composite import CompositeLoss
+from keras_lossopt.losses.composite import CompositeLoss
+from keras_lossopt.losses.weight_penalty import WeightPenalty
+from keras_lossopt.shaping._keras_model import sequential_state_holder
 from keras_lossopt.shaping.terms import RewardTerm
 
 __all__ = ["TermWeightCallback", "composite_losses", "track_loss_terms"]
@@ -50,31 +53,6 @@ class _LossTermStates(keras.layers.Layer):
 
     def call(self, *args, **kwargs):  # pragma: no cover - state only
         raise NotImplementedError("loss_term_states holds state and is not called.")
-
-
-def _sequential_state_holder(model: keras.Model) -> keras.layers.Layer | None:
-    """For a `keras.Sequential` model: the layer of its stack that must also hold the loss-term states.
-
-    Keras adapter (private attribute `_layers`; behaviour checked with Keras 3.15): a layer set
-    as a model attribute is tracked through the model's tracker, whose layer list is the
-    model's `_layers` for functional and subclassed models. `keras.Sequential.__init__` rebinds
-    `_layers` to its own layer stack after the tracker exists, so on a Sequential model the
-    attached layer lands in a list nothing reads: its variables are neither trained nor part
-    of the model's state and its metrics never reach the logs. A layer of the stack is walked
-    like any sublayer, so the states are attached to one as well: the `InputLayer` (not in
-    `model.layers`, so not in the summary or the config), or, for a model not built yet (no
-    `keras.Input`; `fit` builds it only when it traces its first step), the first layer.
-    `TermWeightCallback.on_train_begin` checks that the states are reachable (a frozen first
-    layer would hide them). `tests/shaping/test_model_kinds.py` has a test that fails when
-    Keras stops dropping attribute layers on Sequential models.
-
-    Returns:
-        The holding layer, or None for a model that is not Sequential (or has no layer).
-    """
-    if not isinstance(model, keras.Sequential):
-        return None
-    stack = list(getattr(model, "_layers", None) or [])
-    return stack[0] if stack else None
 
 
 def composite_losses(model: keras.Model) -> list[CompositeLoss]:
@@ -152,13 +130,16 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
                 "accept new layers). Call keras_lossopt.shaping.track_loss_terms(model) after compile and "
                 f"before the model is built, or assign composite.state in the model's __init__. Keras said: {error}"
             ) from None
-    holder = _sequential_state_holder(model)
+    holder = sequential_state_holder(model)
     if holder is not None and getattr(holder, CONTAINER_ATTRIBUTE, None) is not container:
         setattr(holder, CONTAINER_ATTRIBUTE, container)
     attached = {id(state) for state in container.states}
     for composite in composites:
         if id(composite.state) not in attached:
             container.states.append(composite.state)
+        for loss in composite.terms.values():
+            if isinstance(loss, WeightPenalty):
+                loss.bind(model)
     return composites
 
 

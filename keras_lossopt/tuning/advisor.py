@@ -27,7 +27,7 @@ from keras_lossopt._validation import check_int
 from keras_lossopt.tuning.search_space import LOSS_CANDIDATES, resolve_candidates
 from keras_lossopt.tuning.validation import _infer_task, _one_hot_classes, check_labels, stratification_key
 
-__all__ = ["Advice", "LabelProfile", "LossAdvice", "advise", "class_balanced_beta", "profile_labels"]
+__all__ = ["Advice", "LabelProfile", "LossAdvice", "advise", "profile_labels"]
 
 #: Imbalance ratio (largest / smallest class) from which the long-tail rules apply.
 LONG_TAIL_RATIO = 3.0

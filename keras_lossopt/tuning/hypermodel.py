@@ -17,12 +17,15 @@ import keras
 import keras_tuner
 
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.tuning import tuners as loss_tuners
 from keras_lossopt.tuning.objectives import (
     check_logged_objective,
     check_search_objective,
-    macro_f1_objective,
-    segmentation_objective,
+    default_metrics,
+    default_objective,
 )
+from keras_lossopt.tuning.optimizer_space import choose_optimizer, select_optimizers
+from keras_lossopt.tuning.regularization_space import choose_regularization, smoothable_candidates
 from keras_lossopt.tuning.search_space import (
     TASKS,
     LossCandidate,
@@ -32,50 +35,10 @@ from keras_lossopt.tuning.search_space import (
     resolve_candidates,
 )
 
-__all__ = ["TUNERS", "LossSearchHyperModel", "default_metrics", "default_objective", "make_tuner"]
+__all__ = ["TUNERS", "LossSearchHyperModel", "make_tuner"]
 
 TUNERS = ("bayesian", "random", "hyperband", "grid")
 """The values of `make_tuner(tuner=...)`."""
-
-
-def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:
-    """The metrics a loss search logs for a task (and ranks by, through `default_objective`).
-
-    binary/multiclass: `macro_f1`, `worst_class_recall`, `accuracy`; multilabel: `auc`
-    (macro over labels); segmentation: `iou_score` (mean IoU over classes), `dice_score`,
-    per-pixel `worst_class_recall`, `accuracy`.
-    """
-    from keras_lossopt import metrics
-
-    if task == "multilabel":
-        return [keras.metrics.AUC(multi_label=True, from_logits=from_logits, name="auc")]
-    classes = 2 if task == "binary" else num_classes
-    accuracy = (
-        keras.metrics.BinaryAccuracy(threshold=0.0 if from_logits else 0.5, name="accuracy")
-        if task == "binary"
-        else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    )
-    if task == "segmentation":
-        return [
-            metrics.IoUScore(num_classes, from_logits=from_logits),
-            metrics.DiceScore(num_classes, from_logits=from_logits),
-            metrics.WorstClassRecall(num_classes, from_logits=from_logits),
-            accuracy,
-        ]
-    return [
-        metrics.MacroF1(classes, from_logits=from_logits),
-        metrics.WorstClassRecall(classes, from_logits=from_logits),
-        accuracy,
-    ]
-
-
-def default_objective(task: str) -> keras_tuner.Objective:
-    """`val_iou_score` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
-    if task == "segmentation":
-        return segmentation_objective("iou_score")
-    if task == "multilabel":
-        return keras_tuner.Objective("val_auc", direction="max")
-    return macro_f1_objective()
 
 
 def _takes_hp(build_model: Callable) -> bool:
@@ -114,6 +77,14 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         learning_rate_range: `(low, high)` of the tuned rate. Default (1e-3, 1e-2): with
             the 20-30 epochs of a short search, Adam below 1e-3 leaves small models
             under-trained, and those trials only tell the oracle about the rate.
+        search_optimizer: also search the optimizer family and its parameters
+            (`choose_optimizer`): True for every family in `DEFAULT_OPTIMIZERS`, or a list of
+            family names; the family's own learning-rate range then replaces
+            `tune_learning_rate`. Default False (Adam).
+        search_regularization: also search the regularization strengths
+            (`choose_regularization`): an L2 `WeightPenalty` term on every kernel, label
+            smoothing for the losses that take it, and the rate of the model's Dropout
+            layers when it has some. Default False.
         metrics: metrics to compile with. Default: `default_metrics(task, ...)`.
         jit_compile: passed to `compile`. Default `"auto"`.
         name: hypermodel name. Default None.
@@ -143,6 +114,8 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         tune_learning_rate: bool = True,
         learning_rate: float = 1e-3,
         learning_rate_range: tuple[float, float] = (1e-3, 1e-2),
+        search_optimizer: bool | Sequence[str] = False,
+        search_regularization: bool = False,
         metrics: Sequence[Any] | None = None,
         jit_compile: bool | str = "auto",
         name: str | None = None,
@@ -169,6 +142,25 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
             raise ValueError(f"`learning_rate_range` must be (low, high) with 0 < low < high. Received: {(low, high)}")
         self.learning_rate_range = (low, high)
         self.learning_rate = float(learning_rate)
+        if isinstance(search_optimizer, bool):
+            self.optimizers = select_optimizers() if search_optimizer else None
+        else:
+            self.optimizers = select_optimizers(search_optimizer)
+        if not isinstance(search_regularization, bool):
+            raise ValueError(f"`search_regularization` must be True or False. Received: {search_regularization!r}")
+        self.search_regularization = search_regularization
+        self.smoothable = (
+            smoothable_candidates(
+                self.candidates,
+                lambda c: (
+                    None
+                    if c.needs_class_counts and class_counts is None
+                    else build_loss(c, from_logits=self.from_logits, class_counts=class_counts)
+                ),
+            )
+            if search_regularization
+            else []
+        )
         self.metrics = None if metrics is None else list(metrics)
         self.jit_compile = jit_compile
         self._takes_hp = _takes_hp(build_model)
@@ -178,14 +170,20 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
         if not isinstance(model, keras.Model):
             raise ValueError(f"`build_model` must return a keras.Model. Received: {type(model).__name__}")
         loss = choose_loss(hp, self.task, self.candidates, from_logits=self.from_logits, class_counts=self.class_counts)
-        learning_rate = self.learning_rate
-        if self.tune_learning_rate:
-            learning_rate = hp.Float("learning_rate", *self.learning_rate_range, sampling="log")
+        if self.optimizers is not None:
+            optimizer = choose_optimizer(hp, self.optimizers)
+        else:
+            learning_rate = self.learning_rate
+            if self.tune_learning_rate:
+                learning_rate = hp.Float("learning_rate", *self.learning_rate_range, sampling="log")
+            optimizer = keras.optimizers.Adam(learning_rate)
+        if self.search_regularization:
+            loss = choose_regularization(hp, model, loss, smoothable=self.smoothable, chosen_loss=hp.get("loss"))
         metrics = self.metrics
         if metrics is None:
             metrics = default_metrics(self.task, self._num_classes(model), from_logits=self.from_logits)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=optimizer,
             loss=loss,
             # Weighted: validation sample weights (a cross-validated search's balanced folds) reach the
             # metrics; without weights they are the plain metrics.
@@ -297,8 +295,6 @@ def make_tuner(
         ValueError: for an unknown tuner, a `val_loss`/undirected objective, folds with
             Hyperband, or starting points with a grid.
     """
-    from keras_lossopt.tuning import tuners as loss_tuners
-
     tuner = check_choice("tuner", tuner, TUNERS)
     search_objective = check_search_objective(default_objective(hypermodel.task) if objective is None else objective)
     folds = check_int("folds", folds, minimum=1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keras_lossopt._validation import check_choice, check_int
 
@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METRIC_NAMES",
-    "MAXIMIZED_METRICS",
     "check_logged_objective",
     "check_search_objective",
     "class_recall_objective",
+    "default_metrics",
+    "default_objective",
     "macro_f1_objective",
     "objective",
-    "objective_direction",
     "robust_accuracy_objective",
     "segmentation_objective",
     "worst_class_recall_objective",
@@ -240,3 +240,45 @@ def check_search_objective(value) -> keras_tuner.Objective | list[keras_tuner.Ob
         "`objective` must be a metric name or a keras_tuner.Objective. "
         f"Received: {value!r} of type {type(value).__name__}"
     )
+
+
+def default_metrics(task: str, num_classes: int, *, from_logits: bool = True) -> list[Any]:
+    """The metrics a loss search logs for a task (and ranks by, through `default_objective`).
+
+    binary/multiclass: `macro_f1`, `worst_class_recall`, `accuracy`; multilabel: `auc`
+    (macro over labels); segmentation: `iou_score` (mean IoU over classes), `dice_score`,
+    per-pixel `worst_class_recall`, `accuracy`.
+    """
+    import keras  # here, not at the top: the command checks objectives before Keras starts
+
+    from keras_lossopt import metrics
+
+    if task == "multilabel":
+        return [keras.metrics.AUC(multi_label=True, from_logits=from_logits, name="auc")]
+    classes = 2 if task == "binary" else num_classes
+    accuracy = (
+        keras.metrics.BinaryAccuracy(threshold=0.0 if from_logits else 0.5, name="accuracy")
+        if task == "binary"
+        else keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    )
+    if task == "segmentation":
+        return [
+            metrics.IoUScore(num_classes, from_logits=from_logits),
+            metrics.DiceScore(num_classes, from_logits=from_logits),
+            metrics.WorstClassRecall(num_classes, from_logits=from_logits),
+            accuracy,
+        ]
+    return [
+        metrics.MacroF1(classes, from_logits=from_logits),
+        metrics.WorstClassRecall(classes, from_logits=from_logits),
+        accuracy,
+    ]
+
+
+def default_objective(task: str) -> keras_tuner.Objective:
+    """`val_iou_score` for segmentation, `val_auc` for multilabel, `val_macro_f1` otherwise (all maximized)."""
+    if task == "segmentation":
+        return segmentation_objective("iou_score")
+    if task == "multilabel":
+        return objective("val_auc", "max")
+    return macro_f1_objective()

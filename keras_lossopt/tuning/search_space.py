@@ -35,7 +35,6 @@ __all__ = [
     "Param",
     "build_loss",
     "choose_loss",
-    "loss_hyperparameter_name",
     "resolve_candidates",
     "select_candidates",
 ]

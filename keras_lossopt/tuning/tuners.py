@@ -9,11 +9,9 @@
   `tuner="hyperband"` prunes by epochs instead (keras-tuner's Hyperband).
 * **Early stopping** of every model on the search objective (`patience` epochs).
 * **Starting points**: the first trials take given hyperparameter values (the advisor's
-  picks, `advice_starting_points`), then the oracle's own method continues. keras-tuner's
-  oracles draw new configurations through `Oracle._random_values` (RandomSearch always,
-  BayesianOptimization for its `num_initial_points` first trials, Hyperband for the first
-  round of each bracket), so the starting points are served there; a point already tried
-  (a resumed search) is skipped through the oracle's own duplicate check.
+  picks, `advice_starting_points`), then the oracle's own method continues; a point already
+  tried (a resumed search) is skipped. How the oracles serve them is the adapter
+  `tuning/_keras_tuner.py`.
 
 Every trial records its wall time (`seconds` in its metrics); `search_summary(tuner)`
 gives the search's wall time and the trial at which the final best was first reached.
@@ -31,6 +29,7 @@ import keras_tuner
 import numpy as np
 
 from keras_lossopt._validation import check_int, check_non_negative
+from keras_lossopt.tuning._keras_tuner import BayesianOracle, HyperbandOracle, RandomOracle, init_tuner
 from keras_lossopt.tuning.search_space import LOSS_HP, loss_hyperparameter_name
 from keras_lossopt.tuning.validation import (
     best_epoch_score,
@@ -50,52 +49,6 @@ __all__ = [
 ]
 
 LEARNING_RATE_HP = "learning_rate"
-
-
-def _within(hp, value):
-    """`value` moved into the range (or options) of keras-tuner hyperparameter `hp`."""
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Choice):
-        return value if value in hp.values else hp.default
-    if isinstance(hp, (keras_tuner.engine.hyperparameters.Float, keras_tuner.engine.hyperparameters.Int)):
-        return type(hp.default)(np.clip(value, hp.min_value, hp.max_value))
-    return value
-
-
-class _StartingPoints:
-    """Oracle mixin: serve `starting_points` (hyperparameter values) before random ones."""
-
-    def __init__(self, *args, starting_points: Sequence[Mapping[str, Any]] = (), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.starting_points = [dict(point) for point in starting_points]
-
-    def _complete(self, point: Mapping[str, Any]) -> dict[str, Any]:
-        # Walk the space like `_random_values` so that conditional parameters are active
-        # exactly when their loss is chosen; unspecified ones take their defaults.
-        hps = keras_tuner.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if hps.is_active(hp):
-                hps.values[hp.name] = _within(hp, point[hp.name]) if hp.name in point else hp.default
-        return hps.values
-
-    def _random_values(self):
-        for point in self.starting_points:
-            values = self._complete(point)
-            if not self._duplicate(values):
-                return values
-        return super()._random_values()
-
-
-class _BayesianOracle(_StartingPoints, keras_tuner.oracles.BayesianOptimizationOracle):
-    pass
-
-
-class _RandomOracle(_StartingPoints, keras_tuner.oracles.RandomSearchOracle):
-    pass
-
-
-class _HyperbandOracle(_StartingPoints, keras_tuner.oracles.HyperbandOracle):
-    pass
 
 
 class _LossSearch:
@@ -212,7 +165,7 @@ class _LossSearch:
 
 def _tuner_init(tuner, oracle, hypermodel, folds, split_seed, prune_margin, patience, kwargs):
     tuner._configure(folds, split_seed, prune_margin, patience, kwargs.pop("balanced_validation", True))
-    keras_tuner.Tuner.__init__(tuner, oracle=oracle, hypermodel=hypermodel, **kwargs)
+    init_tuner(tuner, oracle, hypermodel, **kwargs)
 
 
 class LossSearchBayesian(_LossSearch, keras_tuner.BayesianOptimization):
@@ -251,7 +204,7 @@ class LossSearchBayesian(_LossSearch, keras_tuner.BayesianOptimization):
         seed: int | None = None,
         **kwargs,
     ):
-        oracle = _BayesianOracle(
+        oracle = BayesianOracle(
             objective=objective,
             max_trials=max_trials,
             num_initial_points=num_initial_points or len(starting_points) + 2,
@@ -291,7 +244,7 @@ class LossSearchRandom(_LossSearch, keras_tuner.RandomSearch):
         seed: int | None = None,
         **kwargs,
     ):
-        oracle = _RandomOracle(objective=objective, max_trials=max_trials, seed=seed, starting_points=starting_points)
+        oracle = RandomOracle(objective=objective, max_trials=max_trials, seed=seed, starting_points=starting_points)
         _tuner_init(self, oracle, hypermodel, folds, split_seed, prune_margin, patience, kwargs)
 
 
@@ -324,7 +277,7 @@ class LossSearchHyperband(_LossSearch, keras_tuner.Hyperband):
         seed: int | None = None,
         **kwargs,
     ):
-        oracle = _HyperbandOracle(
+        oracle = HyperbandOracle(
             objective=objective, max_epochs=max_epochs, factor=factor, seed=seed, starting_points=starting_points
         )
         _tuner_init(self, oracle, hypermodel, 1, 0, 0.0, patience, kwargs)
@@ -362,7 +315,14 @@ class LossSearchGrid(_LossSearch, keras_tuner.GridSearch):
         _tuner_init(self, oracle, hypermodel, folds, split_seed, prune_margin, patience, kwargs)
 
 
-def advice_starting_points(advice, candidates=None, *, learning_rate: float | None = 3e-3) -> list[dict[str, Any]]:
+def advice_starting_points(
+    advice,
+    candidates=None,
+    *,
+    learning_rate: float | None = 3e-3,
+    optimizer: str | None = None,
+    weight_penalty: float | None = None,
+) -> list[dict[str, Any]]:
     """The advisor's ranked losses as hyperparameter values for a search's first trials.
 
     Args:
@@ -371,6 +331,11 @@ def advice_starting_points(advice, candidates=None, *, learning_rate: float | No
             are dropped. Default: all picks.
         learning_rate: the learning rate of every starting point, or None to leave the
             tuner's default. Default 3e-3.
+        optimizer: for a search of the optimizer (`search_optimizer`), the family of every
+            starting point (e.g. `"adam"`); its rate is then `"<family>/learning_rate"`.
+            Default None.
+        weight_penalty: for a search of the regularization, the L2 strength of every
+            starting point (`"regularization/l2"`). Default None.
 
     Returns:
         A list of `{"loss": name, "<name>/<argument>": value, "learning_rate": ...}`.
@@ -382,8 +347,12 @@ def advice_starting_points(advice, candidates=None, *, learning_rate: float | No
             continue
         point: dict[str, Any] = {LOSS_HP: item.candidate}
         point.update({loss_hyperparameter_name(item.candidate, k): v for k, v in item.parameters.items()})
+        if optimizer is not None:
+            point["optimizer"] = optimizer
         if learning_rate is not None:
-            point[LEARNING_RATE_HP] = float(learning_rate)
+            point[LEARNING_RATE_HP if optimizer is None else f"{optimizer}/{LEARNING_RATE_HP}"] = float(learning_rate)
+        if weight_penalty is not None:
+            point["regularization/l2"] = float(weight_penalty)
         points.append(point)
     return points
 

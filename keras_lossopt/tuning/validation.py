@@ -19,19 +19,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from keras_lossopt._validation import check_choice, check_class_labels, check_int
+from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "balanced_weights",
-    "best_epoch_score",
-    "check_class_labels",
     "check_labels",
-    "cross_validate",
     "cross_validate_loss",
-    "early_stopping",
-    "stratification_key",
     "stratified_folds",
-    "validation_weights",
 ]
 
 _TASKS = ("binary", "multiclass", "multilabel", "segmentation")
@@ -403,7 +397,6 @@ def cross_validate_loss(
     import keras
 
     from keras_lossopt import losses
-    from keras_lossopt.tuning.hypermodel import default_metrics, default_objective
 
     target = default_objective(task) if objective is None else None
     name = objective or target.name

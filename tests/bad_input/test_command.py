@@ -19,6 +19,7 @@ import pytest
 
 from keras_lossopt import datasets, tuning
 from keras_lossopt.cli import main as main_module
+from keras_lossopt.tuning import objectives as tuning_objectives
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -310,8 +311,8 @@ API_CASES = [
     (lambda: tuning.objective("val_loss"), ValueError, r"different scales"),
     (lambda: tuning.objective("val_my_score"), ValueError, r"direction='max' or 'min'"),
     (lambda: tuning.objective("val_macro_f1", direction="up"), ValueError, r"`direction` must be one of"),
-    (lambda: tuning.objective_direction("val_macro_f"), ValueError, r"Did you mean 'val_macro_f1'\?"),
-    (lambda: tuning.objective_direction(""), ValueError, r"non-empty metric name"),
+    (lambda: tuning_objectives.objective_direction("val_macro_f"), ValueError, r"Did you mean 'val_macro_f1'\?"),
+    (lambda: tuning_objectives.objective_direction(""), ValueError, r"non-empty metric name"),
     (lambda: tuning.check_search_objective(3), ValueError, r"must be a metric name or a keras_tuner\.Objective"),
     (
         lambda: tuning.check_logged_objective("val_recall_class_7", ["loss", "val_loss", "val_macro_f1"]),

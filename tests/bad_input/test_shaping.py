@@ -352,3 +352,74 @@ def test_a_nan_reward_is_named_in_fit():
     model = _reward_model(RewardTerm(_nan_rewards, differentiable=False, from_logits=True, num_samples=2))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Reward 'reward' returned 8 non-finite value\(s\) of 8"):
         model.fit(np.zeros((4, 3), "float32"), np.arange(4) % 3, batch_size=4, verbose=0)
+
+
+# -- loss arithmetic: what it supports, said when something else is tried -----------------------
+
+ARITHMETIC = [
+    (
+        "weight as text",
+        lambda: FocalLoss() * "0.5",
+        r"weighted by a number.*Received: '0.5' of type str.*float\('0.5'\)",
+    ),
+    ("text times a loss", lambda: "0.5" * FocalLoss(), r"Received: '0.5' of type str"),
+    ("weight as bool", lambda: FocalLoss() * True, r"Received: True of type bool"),
+    ("weight as list", lambda: FocalLoss() * [0.5], r"Received: \[0.5\] of type list"),
+    ("subtraction", lambda: FocalLoss() - DiceLoss(), r"cannot be subtracted.*`loss \+ loss`.*RewardTerm"),
+    ("subtraction from a number", lambda: 1.0 - DiceLoss(), r"cannot be subtracted.*RewardTerm"),
+    ("negation", lambda: -DiceLoss(), r"cannot be negated.*RewardTerm"),
+    ("division", lambda: FocalLoss() / 2, r"cannot be divided.*multiply by 1/x"),
+    ("composite minus a loss", lambda: (FocalLoss() + DiceLoss()) - DiceLoss(), r"cannot be subtracted"),
+]
+
+
+@pytest.mark.parametrize(("case", "action", "message"), ARITHMETIC, ids=[c[0] for c in ARITHMETIC])
+def test_loss_arithmetic_says_what_it_supports(case, action, message):
+    with pytest.raises(TypeError, match=message):
+        action()
+
+
+@pytest.mark.parametrize(
+    "factor", [0.5, 2, np.float32(0.5), np.int64(2), keras.ops.convert_to_tensor(0.5), np.array(0.5)], ids=repr
+)
+def test_numbers_of_every_kind_weight_a_loss(factor):
+    composite = FocalLoss() * factor
+    assert composite.weights_dict() == {"focal": pytest.approx(float(factor))}
+    assert (factor * DiceLoss()).weights_dict() == {"dice": pytest.approx(float(factor))}
+
+
+LAYER_TERMS = [
+    ("layer in a dict", lambda: CompositeLoss({"a": keras.layers.Dense(3)}), r"Term 'a' is a Keras layer \(Dense\)"),
+    (
+        "model in a list",
+        lambda: CompositeLoss([FocalLoss(), keras.Sequential([keras.layers.Dense(1)])]),
+        r"is a Keras layer \(Sequential\)",
+    ),
+    ("loss class, not instance", lambda: CompositeLoss({"a": FocalLoss}), r"Term 'a' must be a keras.losses.Loss"),
+    (
+        "function of one argument",
+        lambda: CompositeLoss({"a": lambda y_pred: y_pred}),
+        r"`terms\['a'\]` must be a function of 2 positional arguments",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "message"), LAYER_TERMS, ids=[c[0] for c in LAYER_TERMS])
+def test_terms_that_are_not_losses_are_refused_at_construction(case, build, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        build()
+
+
+def test_uncertainty_weights_and_log_variances_reload_in_their_places(tmp_path):
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    loss = FocalLoss(from_logits=True) + 0.5 * DiceLoss(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.1), loss=loss)
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    model.fit(x, np.arange(16) % 3, epochs=2, verbose=0, callbacks=[UncertaintyWeighting()])
+    variances = {t: float(keras.ops.convert_to_numpy(v)) for t, v in loss.state.log_variances.items()}
+    model.save(tmp_path / "model.keras")
+    restored = keras.models.load_model(tmp_path / "model.keras").loss
+    assert restored.weights_dict() == {"focal": 1.0, "dice": 0.5}
+    reloaded = {t: float(keras.ops.convert_to_numpy(v)) for t, v in restored.state.log_variances.items()}
+    assert reloaded == pytest.approx(variances)

@@ -2,7 +2,7 @@
 
 Binary and multi-label targets must lie in [0, 1] (0/1 or soft); `ConfidencePenalty` with
 `from_logits=False` needs probabilities. One policy for every run mode
-(`keras_lossopt._validation`): eagerly a ValueError naming the argument; in a compiled `fit`
+(`keras_lossopt._value_checks`): eagerly a ValueError naming the argument; in a compiled `fit`
 without XLA an `InvalidArgumentError` with the same message; under `jit_compile=True`, where
 XLA compiles assertions away, the batch's loss is NaN (never a finite, wrong value).
 """

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lossopt.callbacks.causes import describe_causes, rank_causes, training_start
+from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.pretraining import check_training_setup
+from keras_lossopt.callbacks.training_start import training_start
 
 L = keras.layers
 

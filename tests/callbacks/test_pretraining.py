@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_lossopt.callbacks.pretraining import check_training_setup, loss_family, output_activations
+from keras_lossopt.callbacks.loss_fit import loss_family, output_activations
+from keras_lossopt.callbacks.pretraining import check_training_setup
 
 L = keras.layers
 # Keras warns about a softmax over one unit itself (one of the faults checked here).

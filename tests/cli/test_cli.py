@@ -75,6 +75,7 @@ def test_compare_writes_a_complete_report_with_consistent_numbers(tmp_path, caps
     assert csv_lines[0].startswith("loss,seed,accuracy,macro_f1,worst_class_recall")
     assert len(csv_lines) == 5
     assert "| focal |" in (out / "report.md").read_text()
+    assert "folds that weigh every class the same" in (out / "report.md").read_text()
     assert leftovers(tmp_path) == []
 
 

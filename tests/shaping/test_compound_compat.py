@@ -1,4 +1,4 @@
-"""DiceCELoss / DiceFocalLoss as composites: .keras files saved by the earlier classes still load and agree."""
+"""DiceCELoss / DiceFocalLoss as composites: the .keras files of tests/shaping/data (no state) load and agree."""
 
 import json
 import pathlib
@@ -17,7 +17,7 @@ SAVED = json.loads((DATA / "values.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(SAVED))
-def test_files_saved_before_the_conversion_load_with_the_same_config_and_value(name):
+def test_files_without_composite_state_load_with_the_same_config_and_value(name):
     model = keras.models.load_model(DATA / f"{name}.keras")  # no custom_objects
     loss = model.loss
     assert isinstance(loss, (DiceCELoss, DiceFocalLoss)) and isinstance(loss, CompositeLoss)
@@ -44,8 +44,7 @@ def test_compound_terms_are_named_logged_and_schedulable(rng):
 
 def test_importing_shaping_first_works():
     code = (
-        "import keras_lossopt.shaping.composite as c, keras_lossopt.losses as l; "
-        "print(issubclass(l.DiceCELoss, c.CompositeLoss))"
+        "import keras_lossopt.shaping as s, keras_lossopt.losses as l; print(issubclass(l.DiceCELoss, s.CompositeLoss))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().endswith("True"), out.stderr[-2000:]

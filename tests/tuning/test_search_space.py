@@ -13,9 +13,9 @@ from keras_lossopt.tuning import (
     Param,
     build_loss,
     choose_loss,
-    loss_hyperparameter_name,
     resolve_candidates,
 )
+from keras_lossopt.tuning.search_space import loss_hyperparameter_name
 
 NUM_CLASSES = 3
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_lossopt import tuning
-from keras_lossopt.tuning import validation
+from keras_lossopt.tuning import advisor, search_space, validation
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_first_trials_are_the_advisors_picks(tmp_path, data, tuner_name):
         assert values["loss"] == pick.candidate
         assert values["learning_rate"] == 3e-3
         for argument, value in pick.parameters.items():
-            assert values[tuning.loss_hyperparameter_name(pick.candidate, argument)] == pytest.approx(value)
-    beta = tuning.class_balanced_beta(np.bincount(y))
+            assert values[search_space.loss_hyperparameter_name(pick.candidate, argument)] == pytest.approx(value)
+    beta = advisor.class_balanced_beta(np.bincount(y))
     picked = next(v for v in first if v["loss"] == "class_balanced_focal")
     assert picked["class_balanced_focal/beta"] == pytest.approx(beta)  # (50 - 1) / 50 lies inside the range
 

@@ -1,4 +1,4 @@
-"""Target and prediction conventions shared by the losses.
+"""Target and prediction conventions shared by the losses and the metrics.
 
 * Multiclass (softmax) losses accept sparse integer targets of shape `y_pred.shape[:-1]`
   (or with a trailing 1) and dense one-hot/soft targets of shape `y_pred.shape`.
@@ -14,10 +14,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_lossopt._validation import binary_target_poison, check_shapes_match, sparse_label_poison
-
-# The one convention other packages use (keras_lossopt.metrics); the rest serves the losses.
-__all__ = ["overlap_inputs"]
+from keras_lossopt._validation import check_shapes_match
+from keras_lossopt._value_checks import binary_target_poison, sparse_label_poison
 
 
 def _epsilon(dtype):

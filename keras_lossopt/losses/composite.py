@@ -21,7 +21,8 @@ calls it in `set_model`. Attached, the per-term means also appear in the trainin
 validation logs as `loss_<term>` / `val_loss_<term>` (and so in `History`, `CSVLogger`,
 TensorBoard).
 
-Arithmetic builds the same object: `FocalLoss() + 0.5 * DiceLoss()` equals
+Arithmetic (`LossArithmetic`, inherited by every keras-lossopt loss) builds the same object:
+`FocalLoss() + 0.5 * DiceLoss()` equals
 `CompositeLoss({"focal": FocalLoss(), "dice": DiceLoss()}, weights={"focal": 1.0, "dice": 0.5})`.
 Term names come from the loss names without their `_loss` suffix. The operators belong to
 keras-lossopt losses: a Keras loss joins with `+` next to one of them (`FocalLoss() +
@@ -39,14 +40,63 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt._validation import check_choice
-from keras_lossopt.losses.base import LossFunctionBase, merge_masks, replicas_in_sync
+from keras_lossopt._reduction import REDUCTIONS, replicas_in_sync
+from keras_lossopt._validation import check_arguments_accepted, check_choice, check_function, check_per_sample
+from keras_lossopt.losses._composite_state import CompositeLossState
+from keras_lossopt.losses._keras_mask import with_keras_mask
+from keras_lossopt.losses.contract import LossContract, merge_masks
 from keras_lossopt.losses.registry import get as get_loss
-from keras_lossopt.shaping.terms import FunctionTerm
 
-__all__ = ["CompositeLoss", "CompositeLossState", "TermMean", "child_loss", "task_losses", "term_name_of"]
+__all__ = ["CompositeLoss", "FunctionTerm"]
 
-_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
+
+class LossArithmetic:
+    """`+` and `*` on losses: `FocalLoss() + 0.5 * DiceLoss()` is a `CompositeLoss`.
+
+    A mixin of `LossFunctionBase` and `CompositeLoss`; 0 is the identity of `+`, so
+    `sum(losses)` works.
+    """
+
+    def __add__(self, other):
+        return CompositeLoss.from_operands(self, other)
+
+    def __radd__(self, other):
+        return CompositeLoss.from_operands(other, self)
+
+    def __mul__(self, factor):
+        return CompositeLoss.scaled(self, factor)
+
+    __rmul__ = __mul__
+
+    def __sub__(self, other):
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(self, '-', other)}")
+
+    def __rsub__(self, other):
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(other, '-', self)}")
+
+    def __neg__(self):
+        raise TypeError(f"Losses cannot be negated: {ARITHMETIC}. Received: -{type(self).__name__}")
+
+    def __truediv__(self, other):
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(self, '/', other)}")
+
+    def __rtruediv__(self, other):
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(other, '/', self)}")
+
+
+#: What loss arithmetic supports, for the errors of the operators it does not.
+ARITHMETIC = (
+    "loss arithmetic has `loss + loss` (a CompositeLoss of both) and `number * loss` (a weight >= 0); "
+    "to subtract a quantity use RewardTerm(fn), which the composite subtracts (weight * reward), and "
+    "to divide multiply by 1/x"
+)
+
+
+def _operands(left: Any, operator: str, right: Any) -> str:
+    def shown(value):
+        return type(value).__name__ if isinstance(value, keras.losses.Loss) else repr(value)
+
+    return f"{shown(left)} {operator} {shown(right)}"
 
 
 def term_name_of(loss: Any) -> str:
@@ -84,12 +134,9 @@ def child_loss(loss, y_true, y_pred, sample_weight, mask):
     Returns:
         What the term returns with its reduction.
     """
-    if isinstance(loss, LossFunctionBase):
+    if isinstance(loss, LossContract):
         return loss.masked_call(y_true, y_pred, sample_weight, mask)
-    if mask is not None:
-        y_pred = ops.convert_to_tensor(y_pred)
-        y_pred._keras_mask = ops.cast(mask, "bool")
-    return loss(y_true, y_pred, sample_weight=sample_weight)
+    return loss(y_true, with_keras_mask(y_pred, mask), sample_weight=sample_weight)
 
 
 def _check_weight(term: str, weight: Any) -> float:
@@ -105,6 +152,22 @@ def _check_weight(term: str, weight: Any) -> float:
     return value
 
 
+def _scale_factor(factor: Any) -> float:
+    """A loss's weight factor as a float: numbers, NumPy scalars and 0-d tensors; nothing else."""
+    wanted = "A loss is weighted by a number, e.g. 0.5 * FocalLoss()"
+    if isinstance(factor, str):
+        raise TypeError(
+            f"{wanted}. Received: {factor!r} of type str; convert text (a weight read from a config file) "
+            f"with float({factor!r})."
+        )
+    if isinstance(factor, (bool, np.bool_)) or not hasattr(factor, "__float__"):
+        raise TypeError(f"{wanted}; {ARITHMETIC}. Received: {factor!r} of type {type(factor).__name__}")
+    try:
+        return float(factor)
+    except (TypeError, ValueError):
+        raise TypeError(f"{wanted}. Received: {factor!r} of type {type(factor).__name__}") from None
+
+
 def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
     """A loss object for `term`, reduced with `reduction`."""
     if isinstance(term, CompositeLoss):
@@ -114,8 +177,15 @@ def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
         )
     if isinstance(term, (str, dict)):
         term = get_loss(term)
+    if isinstance(term, keras.layers.Layer):
+        raise ValueError(
+            f"Term {name!r} is a Keras layer ({type(term).__name__}), not a loss: a term must be a "
+            "keras.losses.Loss, a loss name or config, or a function (y_true, y_pred) -> per-sample loss "
+            "(a cost of the model's output alone: OutputPenalty(fn))."
+        )
     if not isinstance(term, keras.losses.Loss):
         if callable(term) and not isinstance(term, type):
+            check_arguments_accepted(f"terms[{name!r}]", term, ["y_true", "y_pred"])
             return FunctionTerm(term, reduction=reduction, name=name)
         raise ValueError(
             f"Term {name!r} must be a keras.losses.Loss, a loss name or config, or a function "
@@ -127,86 +197,8 @@ def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
     return type(term).from_config({**config, "reduction": reduction})
 
 
-class TermMean(keras.metrics.Mean):
-    """Running mean of one term's unweighted value; restarts every epoch, so it is not saved."""
-
-    def save_own_variables(self, store):
-        pass
-
-    def load_own_variables(self, store):
-        pass
-
-
-class CompositeLossState(keras.layers.Layer):
-    """The state of one `CompositeLoss`: term weights, optional log-variances, per-term means.
-
-    A layer so that a model can track it (`track_loss_terms`): its variables then belong to
-    the model's state and its metrics to the model's metrics. It has no `call`.
-
-    Args:
-        weights: `{term name: initial weight}`.
-        name: layer name.
-    """
-
-    def __init__(self, weights: Mapping[str, float], name: str = "composite_loss_state"):
-        super().__init__(name=name)
-        self.term_names = tuple(weights)
-        self.term_weights = {
-            term: self.add_weight(
-                shape=(),
-                initializer=keras.initializers.Constant(value),
-                trainable=False,
-                dtype="float32",
-                name=f"weight_{term}",
-            )
-            for term, value in weights.items()
-        }
-        self.term_trackers = {term: TermMean(name=f"loss_{term}") for term in self.term_names}
-        self.log_variances: dict[str, Any] = {}
-        # A layer without inputs: built once its variables exist (Keras rebuilds unbuilt layers).
-        self.built = True
-
-    def add_log_variances(self, initial: float = 0.0) -> dict[str, Any]:
-        """Creates (once) one trainable log-variance per term for uncertainty weighting."""
-        if not self.log_variances:
-            self.log_variances = {
-                term: self.add_weight(
-                    shape=(),
-                    initializer=keras.initializers.Constant(initial),
-                    trainable=True,
-                    dtype="float32",
-                    name=f"log_variance_{term}",
-                )
-                for term in self.term_names
-            }
-        return self.log_variances
-
-    def load_own_variables(self, store):
-        """Loads the weights (and log-variances) saved with a model; keeps the config's when none were saved.
-
-        Files written before a loss became a composite (`DiceCELoss`, `DiceFocalLoss`) hold
-        no state for it: the weights then come from the loss config alone.
-        """
-        saved = len(store.keys())
-        if saved == 0:
-            return
-        if saved > len(self.term_names) and not self.log_variances:
-            self.add_log_variances()
-        own = list(self.term_weights.values()) + list(self.log_variances.values())
-        if saved != len(own):
-            raise ValueError(
-                f"{self.name} expected {len(own)} saved variables (weights of {list(self.term_names)}"
-                f"{' and log-variances' if self.log_variances else ''}), found {saved}."
-            )
-        for index, variable in enumerate(own):
-            variable.assign(store[str(index)])
-
-    def call(self, *args, **kwargs):  # pragma: no cover - state only
-        raise NotImplementedError("CompositeLossState holds state and is not called.")
-
-
 @keras.saving.register_keras_serializable(package="keras_lossopt")
-class CompositeLoss(LossFunctionBase):
+class CompositeLoss(LossArithmetic, LossContract):
     """Weighted sum of named loss terms; weights can be scheduled or balanced during training.
 
     Use it to add secondary terms to a primary loss (a Dice term beside cross-entropy, a
@@ -267,7 +259,7 @@ class CompositeLoss(LossFunctionBase):
         name: str = "composite_loss",
         dtype: Any = None,
     ):
-        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("reduction", reduction, REDUCTIONS)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         named = self._named_terms(terms)
         self.terms = {term: _as_term(term, loss, reduction) for term, loss in named.items()}
@@ -491,8 +483,7 @@ class CompositeLoss(LossFunctionBase):
     @classmethod
     def scaled(cls, loss: Any, factor: Any) -> CompositeLoss:
         """`factor * loss`: a composite whose weights are multiplied by `factor` (>= 0)."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            return NotImplemented
+        factor = _scale_factor(factor)
         factor = _check_weight("<scale factor>", factor)
         if isinstance(loss, CompositeLoss):
             weights = {t: w * factor for t, w in loss.weights_dict().items()}
@@ -519,26 +510,43 @@ class CompositeLoss(LossFunctionBase):
         return cls(**config)
 
 
-def task_losses(losses: Mapping[str, Any]) -> dict[str, CompositeLoss]:
-    """One single-term `CompositeLoss` per output of a multi-output model, named after the output.
+@keras.saving.register_keras_serializable(package="keras_lossopt")
+class FunctionTerm(LossArithmetic, LossContract):
+    """A loss term from a function `(y_true, y_pred) -> per-sample loss`.
 
-    Compile a multi-output model with it (`model.compile(loss=task_losses({"digit": ce, "size": "mse"}))`)
-    so that schedules and adaptive weighting address each output's loss by the output's name.
+    `CompositeLoss` wraps plain functions in it. The function's output is checked at each
+    call (one value per sample).
 
     Args:
-        losses: `{output name: loss}`; a loss is anything `CompositeLoss` accepts as a term.
-
-    Returns:
-        `{output name: CompositeLoss({output name: loss})}`.
+        fn: the function; saved by name, so register it with
+            `keras.saving.register_keras_serializable` to reload without `custom_objects`.
+        reduction: Keras reduction. Default `"sum_over_batch_size"`.
+        name: loss name. Default: the function's name.
+        dtype: computation dtype. Default None.
 
     Raises:
-        ValueError: as `CompositeLoss`.
+        TypeError: for a `fn` that cannot take two positional arguments (`y_true`, `y_pred`).
+        ValueError: when `fn` is not a function, or returns a scalar or values without the batch axis.
 
     Examples:
-        >>> losses = task_losses({"digit": "sparse_categorical_crossentropy", "size": "mse"})
-        >>> [loss.term_names for loss in losses.values()]
-        [('digit',), ('size',)]
+        >>> import numpy as np
+        >>> from keras import ops
+        >>> def abs_error(y_true, y_pred):
+        ...     return ops.mean(ops.abs(y_true - y_pred), axis=-1)
+        >>> float(FunctionTerm(abs_error)(np.zeros((2, 3)), np.ones((2, 3))))
+        1.0
     """
-    if not isinstance(losses, Mapping) or not losses:
-        raise ValueError(f"`losses` must be a non-empty dict {{output name: loss}}. Received: {losses!r}")
-    return {output: CompositeLoss({output: loss}, name=f"{output}_loss") for output, loss in losses.items()}
+
+    def __init__(self, fn, reduction="sum_over_batch_size", name=None, dtype=None):
+        fn = check_function("fn", fn)
+        check_arguments_accepted(
+            "fn", fn, ["y_true", "y_pred"], hint="; for a cost of the prediction alone use OutputPenalty(fn)."
+        )
+        super().__init__(name=name or getattr(fn, "__name__", "function_term"), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return check_per_sample(self.name, self.fn(y_true, y_pred), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "fn": keras.saving.serialize_keras_object(self.fn)}
