@@ -30,6 +30,7 @@ def logit_adjusted_loss(y_true, y_pred, *, log_priors, tau=1.0, label_smoothing=
     Returns:
         Tensor of shape `y_pred.shape[:-1]`; 0 where the sparse label is `ignore_index`.
     """
+    y_pred = ops.convert_to_tensor(y_pred)  # NumPy input: torch tensors do not mix with arrays in `+`
     targets, _ = multiclass_targets(y_true, y_pred, label_smoothing=label_smoothing, ignore_index=ignore_index)
     shift = np.asarray(log_priors, np.float64) * tau
     # max(z) plus the middle of the shifts keeps every exponent within half their spread
@@ -70,6 +71,7 @@ def ldam_loss(y_true, y_pred, *, class_counts, max_margin=0.5, s=30.0, ignore_in
 
 
 def _ldam_from_margins(y_true, y_pred, margins, scale, ignore_index):
+    y_pred = ops.convert_to_tensor(y_pred)  # NumPy input: torch tensors do not mix with arrays in `-`
     targets, _ = multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
     largest = float(np.max(margins))
     margins = ops.convert_to_tensor(np.asarray(margins, np.float64), dtype=y_pred.dtype)
