@@ -48,6 +48,7 @@ from keras_lossopt.adversarial._checks import (
     check_single_input_output,
     prepare_batch,
 )
+from keras_lossopt.adversarial._keras_random import copy_random_states
 from keras_lossopt.adversarial.differentiability import check_differentiable
 from keras_lossopt.adversarial.objectives import detect_from_logits
 
@@ -262,17 +263,6 @@ class Attack:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
-
-
-def copy_random_states(sources, targets):
-    """Sets each target `keras.random.SeedGenerator` to its source's state (the public `state` variable).
-
-    A compiled function shared by several attacks draws from the generators it was traced
-    with; the calling attack lends them its own states before the call and takes them back
-    after, so each attack keeps its own random stream.
-    """
-    for source, target in zip(sources, targets):
-        target.state.assign(source.state.value)
 
 
 # model -> {structure: (compiled generate, the twin it was traced with)}; weak in the model.

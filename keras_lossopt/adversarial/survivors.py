@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_lossopt.adversarial.base import Attack, copy_random_states, expand_like
+from keras_lossopt.adversarial._keras_random import copy_random_states
+from keras_lossopt.adversarial.base import Attack, expand_like
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
 
 __all__ = ["SurvivorAttack"]

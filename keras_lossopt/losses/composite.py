@@ -32,7 +32,6 @@ keras.losses.MeanSquaredError()`), but `0.5 * keras.losses.MeanSquaredError()` n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +42,15 @@ from keras import ops
 from keras_lossopt._reduction import REDUCTIONS, replicas_in_sync
 from keras_lossopt._validation import check_arguments_accepted, check_choice, check_function, check_per_sample
 from keras_lossopt.losses._composite_state import CompositeLossState
-from keras_lossopt.losses._keras_mask import with_keras_mask
+from keras_lossopt.losses._terms import (
+    ARITHMETIC,
+    check_term_weight,
+    child_loss,
+    own_mask,
+    scale_factor,
+    shown_operands,
+    term_name_of,
+)
 from keras_lossopt.losses.contract import LossContract, merge_masks
 from keras_lossopt.losses.registry import get as get_loss
 
@@ -69,103 +76,19 @@ class LossArithmetic:
     __rmul__ = __mul__
 
     def __sub__(self, other):
-        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(self, '-', other)}")
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {shown_operands(self, '-', other)}")
 
     def __rsub__(self, other):
-        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {_operands(other, '-', self)}")
+        raise TypeError(f"Losses cannot be subtracted: {ARITHMETIC}. Received: {shown_operands(other, '-', self)}")
 
     def __neg__(self):
         raise TypeError(f"Losses cannot be negated: {ARITHMETIC}. Received: -{type(self).__name__}")
 
     def __truediv__(self, other):
-        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(self, '/', other)}")
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {shown_operands(self, '/', other)}")
 
     def __rtruediv__(self, other):
-        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {_operands(other, '/', self)}")
-
-
-#: What loss arithmetic supports, for the errors of the operators it does not.
-ARITHMETIC = (
-    "loss arithmetic has `loss + loss` (a CompositeLoss of both) and `number * loss` (a weight >= 0); "
-    "to subtract a quantity use RewardTerm(fn), which the composite subtracts (weight * reward), and "
-    "to divide multiply by 1/x"
-)
-
-
-def _operands(left: Any, operator: str, right: Any) -> str:
-    def shown(value):
-        return type(value).__name__ if isinstance(value, keras.losses.Loss) else repr(value)
-
-    return f"{shown(left)} {operator} {shown(right)}"
-
-
-def term_name_of(loss: Any) -> str:
-    """The default term name of a loss or function: its name without a trailing `_loss`.
-
-    Args:
-        loss: a `keras.losses.Loss` or a function.
-
-    Returns:
-        `"focal"` for `FocalLoss()`, `"dice"` for `DiceLoss()`, the function's `__name__` for a function.
-    """
-    name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
-    name = str(name)
-    return name[: -len("_loss")] if name.endswith("_loss") and len(name) > len("_loss") else name
-
-
-def _own_mask(loss, y_true, y_pred):
-    compute_mask = getattr(loss, "compute_mask", None)
-    return None if compute_mask is None else compute_mask(y_true, y_pred)
-
-
-def child_loss(loss, y_true, y_pred, sample_weight, mask):
-    """A term's reduced loss, with the composite's input mask passed on.
-
-    keras-lossopt terms take the mask through `masked_call`; a Keras loss reads it from
-    `y_pred`, so the mask goes back onto the tensor (the attribute Keras reads).
-
-    Args:
-        loss: the term.
-        y_true: targets.
-        y_pred: predictions.
-        sample_weight: optional weights.
-        mask: optional input mask (the Keras mask of the composite's `y_pred`).
-
-    Returns:
-        What the term returns with its reduction.
-    """
-    if isinstance(loss, LossContract):
-        return loss.masked_call(y_true, y_pred, sample_weight, mask)
-    return loss(y_true, with_keras_mask(y_pred, mask), sample_weight=sample_weight)
-
-
-def _check_weight(term: str, weight: Any) -> float:
-    try:
-        value = float(weight)
-    except (TypeError, ValueError):
-        raise ValueError(f"The weight of term {term!r} must be a number. Received: {weight!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"The weight of term {term!r} must be finite and >= 0 (subtract a quantity with RewardTerm). "
-            f"Received: {weight!r}"
-        )
-    return value
-
-
-def _scale_factor(factor: Any) -> float:
-    """A loss's weight factor as a float: numbers, NumPy scalars and 0-d tensors; nothing else."""
-    wanted = "A loss is weighted by a number, e.g. 0.5 * FocalLoss()"
-    if isinstance(factor, str):
-        raise TypeError(
-            f"{wanted}. Received: {factor!r} of type str; convert text (a weight read from a config file) "
-            f"with float({factor!r})."
-        )
-    if isinstance(factor, (bool, np.bool_)) or not hasattr(factor, "__float__"):
-        raise TypeError(f"{wanted}; {ARITHMETIC}. Received: {factor!r} of type {type(factor).__name__}")
-    try:
-        return float(factor)
-    except (TypeError, ValueError):
-        raise TypeError(f"{wanted}. Received: {factor!r} of type {type(factor).__name__}") from None
+        raise TypeError(f"Losses cannot be divided: {ARITHMETIC}. Received: {shown_operands(other, '/', self)}")
 
 
 def _as_term(name: str, term: Any, reduction: Any) -> keras.losses.Loss:
@@ -311,7 +234,7 @@ class CompositeLoss(LossArithmetic, LossContract):
         if unknown:
             check_choice("weights key", unknown[0], list(named))
         return {
-            term: _check_weight(term, weights[term] if term in weights else getattr(loss, "weight", 1.0))
+            term: check_term_weight(term, weights[term] if term in weights else getattr(loss, "weight", 1.0))
             for term, loss in named.items()
         }
 
@@ -341,7 +264,7 @@ class CompositeLoss(LossArithmetic, LossContract):
         """
         for term, value in weights.items():
             check_choice("term", term, self.term_names)
-            value = _check_weight(term, value)
+            value = check_term_weight(term, value)
             self.state.term_weights[term].assign(value)
             self._assigned_weights[term] = value
 
@@ -393,7 +316,7 @@ class CompositeLoss(LossArithmetic, LossContract):
         axes = tuple(range(1, len(value.shape)))
         if not axes:
             return value
-        valid = merge_masks(value.dtype, mask, _own_mask(loss, y_true, y_pred))
+        valid = merge_masks(value.dtype, mask, own_mask(loss, y_true, y_pred))
         if valid is None:
             return ops.mean(value, axis=axes)
         valid = ops.broadcast_to(valid, ops.shape(value))
@@ -483,8 +406,8 @@ class CompositeLoss(LossArithmetic, LossContract):
     @classmethod
     def scaled(cls, loss: Any, factor: Any) -> CompositeLoss:
         """`factor * loss`: a composite whose weights are multiplied by `factor` (>= 0)."""
-        factor = _scale_factor(factor)
-        factor = _check_weight("<scale factor>", factor)
+        factor = scale_factor(factor)
+        factor = check_term_weight("<scale factor>", factor)
         if isinstance(loss, CompositeLoss):
             weights = {t: w * factor for t, w in loss.weights_dict().items()}
             return cls(dict(loss.terms), weights, reduction=loss.reduction, name=loss.name)
