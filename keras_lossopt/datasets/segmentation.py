@@ -27,6 +27,44 @@ SHAPE_KINDS = ("circle", "rectangle", "triangle", "ellipse", "ring")
 _COLOURS = np.array([[0.9, 0.3, 0.3], [0.3, 0.8, 0.3], [0.3, 0.4, 0.9], [0.9, 0.8, 0.2], [0.8, 0.3, 0.9]], np.float32)
 
 
+def split_sizes(num_images, validation_split, test_split):
+    """`(train, validation, test)` image counts of a generated set, checked before generating it.
+
+    Raises:
+        ValueError: for a split outside [0, 1), splits that sum to 1 or more, or no image left to train on.
+    """
+    check_in_range("validation_split", validation_split, 0.0, 1.0, high_inclusive=False)
+    check_in_range("test_split", test_split, 0.0, 1.0, high_inclusive=False)
+    if validation_split + test_split >= 1.0:
+        raise ValueError(
+            "`validation_split + test_split` must be < 1. "
+            f"Received: validation_split={validation_split}, test_split={test_split}"
+        )
+    n_test = round(test_split * num_images)
+    n_val = round(validation_split * num_images)
+    n_train = num_images - n_test - n_val
+    if n_train < 1:
+        raise ValueError(f"No training images left: num_images={num_images} is too small for the splits.")
+    return n_train, n_val, n_test
+
+
+def split_images(name, x, y, *, validation_split, test_split, num_classes, class_names):
+    """A segmentation `Dataset` of generated images, split in order (the images are already random)."""
+    n_train, n_val, _ = split_sizes(len(x), validation_split, test_split)
+    return Dataset(
+        name=name,
+        task="segmentation",
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_val=x[n_train : n_train + n_val],
+        y_val=y[n_train : n_train + n_val],
+        x_test=x[n_train + n_val :],
+        y_test=y[n_train + n_val :],
+        num_classes=num_classes,
+        class_names=class_names,
+    )
+
+
 def _shape_mask(kind, rows, cols, centre, area, rng):
     """Boolean mask of one shape of about `area` pixels centred at `centre`."""
     cy, cx = centre
@@ -178,13 +216,7 @@ def load_shapes(
         >>> bool(data.class_counts("train")[1:].sum() < 0.08 * data.y_train.size)
         True
     """
-    check_in_range("validation_split", validation_split, 0.0, 1.0, high_inclusive=False)
-    check_in_range("test_split", test_split, 0.0, 1.0, high_inclusive=False)
-    if validation_split + test_split >= 1.0:
-        raise ValueError(
-            "`validation_split + test_split` must be < 1. "
-            f"Received: validation_split={validation_split}, test_split={test_split}"
-        )
+    split_sizes(num_images, validation_split, test_split)
     x, y = make_shapes(
         num_images,
         image_size=image_size,
@@ -196,20 +228,12 @@ def load_shapes(
         channels=channels,
         seed=seed,
     )
-    n_test = round(test_split * num_images)
-    n_val = round(validation_split * num_images)
-    n_train = num_images - n_test - n_val
-    if n_train < 1:
-        raise ValueError(f"No training images left: num_images={num_images} is too small for the splits.")
-    return Dataset(
-        name="shapes",
-        task="segmentation",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_val=x[n_train : n_train + n_val],
-        y_val=y[n_train : n_train + n_val],
-        x_test=x[n_train + n_val :],
-        y_test=y[n_train + n_val :],
+    return split_images(
+        "shapes",
+        x,
+        y,
+        validation_split=validation_split,
+        test_split=test_split,
         num_classes=num_classes,
         class_names=("background", *SHAPE_KINDS[: num_classes - 1]),
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_lossopt._validation import check_in_range, check_int, check_non_negative
 from keras_lossopt.datasets.builtin import LOADERS, Dataset
+from keras_lossopt.datasets.segmentation import split_images, split_sizes
 
 __all__ = ["load_vessels", "make_vessels"]
 
@@ -173,13 +174,7 @@ def load_vessels(
         >>> data.x_train.shape[1:], data.num_classes, data.class_names
         ((32, 32, 1), 2, ('background', 'vessel'))
     """
-    check_in_range("validation_split", validation_split, 0.0, 1.0, high_inclusive=False)
-    check_in_range("test_split", test_split, 0.0, 1.0, high_inclusive=False)
-    if validation_split + test_split >= 1.0:
-        raise ValueError(
-            "`validation_split + test_split` must be < 1. "
-            f"Received: validation_split={validation_split}, test_split={test_split}"
-        )
+    split_sizes(num_images, validation_split, test_split)
     x, y = make_vessels(
         num_images,
         image_size=image_size,
@@ -189,20 +184,12 @@ def load_vessels(
         noise=noise,
         seed=seed,
     )
-    n_test = round(test_split * num_images)
-    n_val = round(validation_split * num_images)
-    n_train = num_images - n_test - n_val
-    if n_train < 1:
-        raise ValueError(f"No training images left: num_images={num_images} is too small for the splits.")
-    return Dataset(
-        name="vessels",
-        task="segmentation",
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_val=x[n_train : n_train + n_val],
-        y_val=y[n_train : n_train + n_val],
-        x_test=x[n_train + n_val :],
-        y_test=y[n_train + n_val :],
+    return split_images(
+        "vessels",
+        x,
+        y,
+        validation_split=validation_split,
+        test_split=test_split,
         num_classes=2,
         class_names=("background", "vessel"),
     )
