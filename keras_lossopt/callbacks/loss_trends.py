@@ -58,7 +58,7 @@ from keras_lossopt.callbacks.findings import Finding
 
 __all__ = ["LOSS_KINDS", "LossTrendDetector"]
 
-LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric", "overfitting")
+LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric", "overfitting", "no_signal")
 """The finding kinds `LossTrendDetector` reports."""
 _START = 5  # batches that define the starting loss level of the oscillation test
 _STALL_MEAN = 10  # the smallest number of losses averaged at each end by the stall test
@@ -80,6 +80,14 @@ STILL_WEIGHTS_EVIDENCE = (
     "learning-rate-too-small, dying-ReLU, deep-sigmoid and tiny-initialization faults by 0.0 to 0.003 (8 runs); "
     "in the calibration run of 54 runs: healthy 0.022 to 5.6 (15 stalls), those faults 0.0 to 0.002 (11 stalls)"
 )
+#: The fewest epochs of validation losses the `no_signal` rule (judged at the end of training) needs.
+SIGNAL_EPOCHS = 3
+#: The best validation loss must get this share below the trivial baseline loss (see `SIGNAL_EVIDENCE`).
+SIGNAL_MARGIN = 0.03
+#: A recent validation accuracy this far above the majority class' share has found signal:
+#: the corpus' own margin for "a healthy run trained" (`runner.ACCURACY_MARGIN`).
+SIGNAL_ACCURACY_GAIN = 0.05
+_SIGNAL_LAST = 3  # epochs averaged for the recent validation accuracy (one epoch is noisy on 128 samples)
 
 
 class LossTrendDetector:
@@ -106,6 +114,17 @@ class LossTrendDetector:
             every stall is a problem.
         still_weights: relative weight change below which a stall is a problem. Default
             `STILL_WEIGHTS`.
+        baseline_loss: the trivial baseline loss (`trivial_baseline.trivial_loss`: the
+            best constant prediction's), for the `no_signal` rule; None (default): no
+            such rule.
+        baseline_accuracy: the accuracy of always predicting the most frequent class
+            (`trivial_baseline.trivial_accuracy`); with a logged validation accuracy, a
+            run whose recent validation accuracy beats it by `SIGNAL_ACCURACY_GAIN` has
+            found signal. None (default): the loss alone decides.
+        signal_epochs: epochs after which a validation loss that never beat the baseline
+            by `signal_margin` can be a `no_signal` problem. Default `SIGNAL_EPOCHS`.
+        signal_margin: the share of the baseline loss the best validation loss must get
+            below. Default `SIGNAL_MARGIN`.
 
     Raises:
         ValueError: for an invalid argument.
@@ -131,6 +150,10 @@ class LossTrendDetector:
         overfit_epochs: int = 3,
         weight_change: Callable[[], float | None] | None = None,
         still_weights: float = STILL_WEIGHTS,
+        baseline_loss: float | None = None,
+        baseline_accuracy: float | None = None,
+        signal_epochs: int = SIGNAL_EPOCHS,
+        signal_margin: float = SIGNAL_MARGIN,
     ):
         self.window = check_int("window", window, minimum=4)
         self.oscillation_threshold = check_positive("oscillation_threshold", oscillation_threshold)
@@ -145,6 +168,16 @@ class LossTrendDetector:
             raise ValueError(f"`weight_change` must be a callable or None. Received: weight_change={weight_change!r}")
         self.weight_change = weight_change
         self.still_weights = check_positive("still_weights", still_weights)
+        if baseline_loss is not None and not (isinstance(baseline_loss, (int, float)) and baseline_loss > 0):
+            raise ValueError(
+                f"`baseline_loss` must be a positive number or None. Received: baseline_loss={baseline_loss!r}"
+            )
+        self.baseline_loss = None if baseline_loss is None else float(baseline_loss)
+        self.baseline_accuracy = (
+            None if baseline_accuracy is None else check_probability("baseline_accuracy", baseline_accuracy)
+        )
+        self.signal_epochs = check_int("signal_epochs", signal_epochs, minimum=1)
+        self.signal_margin = check_probability("signal_margin", signal_margin)
         # O(window) work per batch: the first losses, the last `window`, and the whole
         # series only until the stall test has run.
         self.start_losses: list[float] = []
@@ -212,6 +245,47 @@ class LossTrendDetector:
         if stalled is not None:
             findings.append(self._finding("stalled_metric", step, stalled, self._stall_severity(stalled)))
         return [f for f in findings if f is not None]
+
+    def finish(self, step: int) -> list[Finding]:
+        """Runs the rules that judge the whole run, at the end of training (`no_signal`).
+
+        Args:
+            step: the last optimizer step (0-based).
+
+        Returns:
+            The findings (a `no_signal` at most once per run).
+        """
+        evidence = self._no_signal()
+        found = None if evidence is None else self._finding("no_signal", step, evidence)
+        return [] if found is None else [found]
+
+    def _no_signal(self) -> dict[str, float] | None:
+        """The weights moved, yet the model never beat a constant prediction on the validation data."""
+        baseline = self.baseline_loss
+        if baseline is None or "no_signal" in self.reported or len(self.val_losses) < self.signal_epochs:
+            return None
+        best = min(self.val_losses)
+        if best < (1 - self.signal_margin) * baseline:
+            return None
+        evidence = {
+            "best_val_loss": best,
+            "baseline_loss": baseline,
+            "best_over_baseline": best / baseline,
+            "margin": self.signal_margin,
+            "epochs": len(self.val_losses),
+        }
+        if self.baseline_accuracy is not None and self.val_accuracies:
+            # An overconfident classifier can sit above the baseline loss while it beats
+            # chance (the corpus' healthy hard-binary and hard-multiclass runs did).
+            recent = max(float(np.mean(v[-_SIGNAL_LAST:])) for v in self.val_accuracies.values())
+            evidence.update(val_accuracy_recent=recent, baseline_accuracy=self.baseline_accuracy)
+            if recent >= self.baseline_accuracy + SIGNAL_ACCURACY_GAIN:
+                return None
+        change = self.weight_change() if self.weight_change is not None else None
+        if change is None or not math.isfinite(change) or change < self.still_weights:
+            return None  # weights that barely moved: a stall (too small steps), judged by the stall rules
+        evidence["relative_weight_change"] = float(change)
+        return evidence
 
     def _stalled_metric(self) -> dict[str, float] | None:
         p = self.metric_patience
