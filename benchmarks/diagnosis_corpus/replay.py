@@ -32,7 +32,7 @@ from benchmarks.diagnosis_corpus.runner import TRACES, trace_path
 from keras_lossopt.callbacks.detection import GradientDetector
 from keras_lossopt.callbacks.loss_trends import LossTrendDetector
 
-__all__ = ["REPLAYED_KINDS", "load_trace", "replay_gradients", "replay_record", "replay_trends"]
+__all__ = ["REPLAYED_KINDS", "load_trace", "replay_gradients", "replay_record", "replay_trends", "replayed_records"]
 
 #: The kinds whose decisions a replay re-makes (the others keep their recorded decision).
 REPLAYED_KINDS = ("vanishing", "exploding", "oscillating_loss", "stalled_loss", "stalled_metric", "overfitting")
@@ -156,3 +156,34 @@ def replay_record(
     new = [_as_record(f, "monitor", recorded) for f in gradient]
     new += [_as_record(f, "diagnostics", recorded) for f in trends]
     return {**record, "findings": kept + new, "replayed": True}
+
+
+_BASELINES: dict[str, tuple] = {}
+
+
+def replayed_records(
+    records: Mapping[str, Mapping],
+    traces: pathlib.Path = TRACES,
+    *,
+    detector_args: Mapping | None = None,
+    trend_args: Mapping | None = None,
+) -> dict[str, dict]:
+    """`replay_record` over many records (the probe baselines computed once per run and kept)."""
+    from benchmarks.diagnosis_corpus.runner import probe_baselines
+    from benchmarks.diagnosis_corpus.space import RunSpec
+
+    out = {}
+    for run_id, record in records.items():
+        if not record.get("batch_losses"):
+            out[run_id] = dict(record)
+            continue
+        if run_id not in _BASELINES:
+            _BASELINES[run_id] = probe_baselines(RunSpec.from_dict(record["spec"]))
+        out[run_id] = replay_record(
+            record,
+            load_trace(run_id, traces),
+            _BASELINES[run_id],
+            detector_args=detector_args,
+            trend_args=trend_args,
+        )
+    return out
