@@ -72,8 +72,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       it.
     * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
       batch-to-batch change exceeds `oscillation_threshold` (1.0) times the starting loss,
-      the loss has not gone down, and it stays at or above 90% of where it started (the
-      noise guard of `LossTrendDetector`: small-batch noise swings around a falling loss).
+      the loss has not gone down, and it climbed to 1.5x where it started or above (the
+      noise guard of `LossTrendDetector`: small-batch noise swings around a level that
+      falls or stays at the start).
     * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
       `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
       batches for the batch-to-batch noise to be below half the tolerance.
