@@ -51,6 +51,7 @@ CAUSE_KEYS = (
     "saturating_activations",
     "dead_relu",
     "missing_normalization",
+    "shuffled_labels",
 )
 """Every cause `rank_causes` can name, as the `key` of a `Cause`."""
 
@@ -107,6 +108,9 @@ _PRIORS = {
     "exploding": _PRIORS["non_finite"],
     "stalled_metric": _PRIORS["stalled_loss"],
     "overfitting": {"missing_normalization": 0.1},
+    # The weights moved and the validation loss never beat the trivial baseline: a check
+    # before training that failed (the loss against the output, the data) comes first.
+    "no_signal": {"loss_mismatch": 1.0, "non_finite_data": 1.0, "shuffled_labels": 0.9, "input_scale": 0.5},
 }
 
 # Thresholds of the evidence (each with its reason).
@@ -240,6 +244,16 @@ def rank_causes(
             )
     if kind == "dying_relu":
         _negative_biases(all_layers, layers, start, add)
+    if kind == "no_signal":
+        add(
+            "shuffled_labels",
+            1.0,
+            "the weights moved, yet the validation loss never got below the loss of a constant prediction (the "
+            "trivial baseline): the labels do not follow the inputs as the model sees them (shuffled or "
+            "misaligned labels, or inputs without signal for them)",
+            "check that inputs and labels are shuffled and split together, the label column, and the features",
+            {},
+        )
     hidden = [layer for layer in all_layers if layer.trainable_weights]
     normalized = any("Normalization" in type(layer).__name__ for layer in all_layers)
     if not normalized and len(hidden) >= 4:
