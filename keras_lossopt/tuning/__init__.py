@@ -6,6 +6,9 @@
   AdaGrad) the same way, each with its own learning-rate range and parameters.
 * `LossSearchHyperModel(build_model, task, ...)` and `make_tuner(...)` - any model becomes
   a loss search with RandomSearch, BayesianOptimization, Hyperband or GridSearch.
+* `configuration_from_hyperparameters(hypermodel, hp)` - a trial's loss, optimizer and
+  regularization as a JSON-ready dict; `compile_arguments(configuration, model)` rebuilds
+  its compile.
 * `advise(y, x=x)` - the loss advisor: label profile, ranked losses with parameters from the data.
 * Honest selection: `make_tuner(..., folds=3)` scores trials by stratified k-fold
   cross-validation (`tuning.validation`), races hopeless trials over folds, stops every
@@ -36,6 +39,7 @@ _EXPORTS = {
     "search_summary": "tuners",
     "FoldScores": "validation",
     "check_labels": "validation",
+    "cross_validate_configuration": "validation",
     "cross_validate_loss": "validation",
     "stratified_folds": "validation",
     "LossSearchBayesian": "tuners",
@@ -63,6 +67,11 @@ _EXPORTS = {
     "choose_optimizer": "optimizer_space",
     "select_optimizers": "optimizer_space",
     "choose_regularization": "regularization_space",
+    "CONFIGURATION_FORMAT": "configuration",
+    "compile_arguments": "configuration",
+    "configuration_from_hyperparameters": "configuration",
+    "configured_loss": "configuration",
+    "split_hyperparameters": "configuration",
     "DEFAULT_CANDIDATES": "search_space",
     "LOSS_CANDIDATES": "search_space",
     "TASKS": "search_space",
