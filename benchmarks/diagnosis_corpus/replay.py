@@ -17,7 +17,10 @@ after each batch, the epoch logs) and its trace (the `GradientMonitor` tables, s
 The other findings (checks before training, dead and saturated units, non-finite losses
 and weights found outside the gradient rows) keep their recorded decision. A replayed
 finding takes the ranked causes that the run recorded for the same kind (or for a kind
-with the same causes); causes need the model, which a replay does not rebuild.
+with the same causes); causes need the model, which a replay does not rebuild. The cause
+priors changed since the corpus ran (`RECORDED_PRIORS`) are re-applied to the recorded
+strengths (a strength is prior x severity), and the learning rate's cause of a vanishing
+finding is added from the trace's update ratios, as `causes.rank_causes` does.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from benchmarks.diagnosis_corpus.runner import TRACES, trace_path
+from keras_lossopt.callbacks import causes as causes_module
 from keras_lossopt.callbacks.detection import GradientDetector
 from keras_lossopt.callbacks.loss_trends import LossTrendDetector
 
@@ -39,6 +43,14 @@ REPLAYED_KINDS = ("vanishing", "exploding", "oscillating_loss", "stalled_loss", 
 _GRADIENT_REPLAYED = ("vanishing", "exploding")
 _REGRESSION_LOSSES = ("mse", "mae", "huber")
 _READ_EVERY = 16  # GradientMonitor's default detect_every_n_steps
+#: (finding kind, cause) -> the prior the corpus' runs were ranked with (rules version
+#: 2479f66f0134), where `causes._PRIORS` has changed since.
+RECORDED_PRIORS = {
+    ("non_finite", "target_scale"): 0.9,
+    ("exploding", "target_scale"): 0.9,
+    ("vanishing", "initial_weight_scale"): 0.6,
+    ("vanishing", "learning_rate_high"): None,  # not a cause of vanishing then
+}
 # Kinds with the same causes (causes.py's _PRIORS), to borrow ranked causes from.
 _SAME_CAUSES = {
     "exploding": ("non_finite",),
@@ -107,16 +119,50 @@ def replay_trends(record: Mapping, baselines: tuple = (None, None), **detector_a
     return findings
 
 
+def _update_ratio_before(trace: Mapping[str, np.ndarray] | None, step: int, records: int = 20) -> float | None:
+    """`TrainingStart.update_ratio_before` on a trace: the median whole-model ratio of the last records."""
+    if trace is None or not len(trace.get("steps", ())):
+        return None
+    ratios = np.asarray(trace["update_ratio"][:, -1], dtype="float64")
+    keep = (np.asarray(trace["steps"]) < step) & np.isfinite(ratios)
+    recent = ratios[keep][-records:]
+    return float(np.median(recent)) if recent.size else None
+
+
+def rerank(finding: Mapping, trace: Mapping[str, np.ndarray] | None) -> dict:
+    """The finding with its recorded causes re-ranked under the current priors (see the module docstring)."""
+    keys, strengths = list(finding.get("causes") or []), list(finding.get("cause_strengths") or [])
+    kind = finding["kind"]
+    priors = causes_module._PRIORS.get(kind, {})
+    if len(strengths) != len(keys) or not any(k == kind for k, _ in RECORDED_PRIORS):
+        return dict(finding)
+    ranked = {}
+    for key, strength in zip(keys, strengths):
+        old = RECORDED_PRIORS.get((kind, key))
+        ranked[key] = strength * priors[key] / old if old and key in priors else strength
+    if RECORDED_PRIORS.get((kind, "learning_rate_high"), 0) is None and "learning_rate_high" in priors:
+        ratio = _update_ratio_before(trace, int(finding["step"]))
+        if ratio is not None and ratio > causes_module.HIGH_UPDATE_RATIO:
+            severity = causes_module._severity(ratio / causes_module.HIGH_UPDATE_RATIO)
+            ranked["learning_rate_high"] = max(
+                ranked.get("learning_rate_high", 0.0), priors["learning_rate_high"] * severity
+            )
+    order = sorted(ranked.items(), key=lambda item: -item[1])[:3]
+    return {**finding, "causes": [k for k, _ in order], "cause_strengths": [round(v, 4) for _, v in order]}
+
+
 def _as_record(finding, source: str, recorded: Sequence[Mapping]) -> dict:
     causes: list[str] = []
+    strengths: list[float] = []
     for kind in (finding.kind, *_SAME_CAUSES.get(finding.kind, ())):
         match = [f for f in recorded if f["kind"] == kind and f.get("causes")]
         if match:
-            causes = list(match[0]["causes"])
+            causes, strengths = list(match[0]["causes"]), list(match[0].get("cause_strengths") or [])
             break
     if finding.kind == "no_signal":
-        causes = ["shuffled_labels"]
+        causes, strengths = ["shuffled_labels"], [1.0]
     return {
+        "cause_strengths": strengths,
         "kind": finding.kind,
         "severity": finding.severity,
         "step": int(finding.step),
@@ -155,7 +201,7 @@ def replay_record(
     kept = [f for f in recorded if f["kind"] not in replayed_kinds]
     new = [_as_record(f, "monitor", recorded) for f in gradient]
     new += [_as_record(f, "diagnostics", recorded) for f in trends]
-    return {**record, "findings": kept + new, "replayed": True}
+    return {**record, "findings": [rerank(f, trace) for f in kept + new], "replayed": True}
 
 
 _BASELINES: dict[str, tuple] = {}

@@ -60,7 +60,11 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
     "non_finite": {
         "non_finite_data": 1.0,
         "non_finite_forward": 1.0,
-        "target_scale": 0.9,
+        # Regression targets in natural units train fine (the issue's independent set: RMS
+        # 24-178); the measured update ratio says what the steps did. The ported AUTOTRAINER
+        # case reg20_sgd_explode (targets RMS 179, SGD 0.1) changed its weights by 5.7x their
+        # norm in its first step: below the learning rate's 0.75 at full severity.
+        "target_scale": 0.6,
         "input_scale": 0.9,
         "initial_weight_scale": 0.8,
         "learning_rate_high": 0.75,
@@ -68,10 +72,17 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
     },
     "vanishing": {
         "loss_mismatch": 0.95,
+        # An initial scale 10x off Glorot's explains vanishing by itself (and makes every
+        # update large relative to tiny weights): it outranks the learning rate.
+        "initial_weight_scale": 0.9,
+        # Steps that change the weights by more than their norm saturate or kill the units
+        # below: the corpus' calibration run learning_rate_too_large/100026 (RMSprop 5.3)
+        # changed its weights by 66x their norm at step 0 and had all six tanh layers
+        # saturated at step 1 and vanishing gradients at step 2 (blamed on the tanh stack).
+        "learning_rate_high": 0.85,
         "saturating_activations": 0.8,
         "dead_relu": 0.7,
         "input_scale": 0.6,
-        "initial_weight_scale": 0.6,
         "missing_normalization": 0.2,
     },
     "dying_relu": {
