@@ -241,7 +241,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> None:
     """The objective and the report folder of a search, once the task is known."""
     from keras_lossopt.cli.paths import DataError, check_output_folder
-    from keras_lossopt.tuning.objectives import DEFAULT_METRIC_NAMES, check_logged_objective
+    from keras_lossopt.tuning._command import DEFAULT_METRIC_NAMES, check_logged_objective
 
     if args.objective is not None:
         metrics = DEFAULT_METRIC_NAMES[task]
@@ -265,8 +265,7 @@ def _check_inputs(args: argparse.Namespace):
     from keras_lossopt.cli.data import load_data
     from keras_lossopt.cli.models import model_builder
     from keras_lossopt.cli.paths import DataError
-    from keras_lossopt.tuning.search_space import select_candidates
-    from keras_lossopt.tuning.validation import check_labels
+    from keras_lossopt.tuning._command import check_labels, select_candidates
 
     dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
     if args.command == "search" and args.folds is None:

@@ -31,7 +31,6 @@ from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import (
     LossSearchHyperModel,
     advise,
-    check_labels,
     check_search_objective,
     configuration_from_hyperparameters,
     configured_loss,
@@ -39,8 +38,8 @@ from keras_lossopt.tuning import (
     default_objective,
     make_tuner,
     search_summary,
-    split_hyperparameters,
 )
+from keras_lossopt.tuning._command import check_labels, split_hyperparameters
 
 __all__ = ["pooled", "run_search"]
 

@@ -1,7 +1,7 @@
 """`keras-lossopt search`'s results: the leaderboard, the recommended trial, its configuration, the report folder.
 
 The leaderboard has one row per finished trial, its hyperparameters sorted into the parts of
-the search (`tuning.configuration.split_hyperparameters`): the loss and its parameters, the
+the search (`split_hyperparameters`): the loss and its parameters, the
 learning rate, the optimizer family and its parameters, the regularization strengths. The
 recommended trial is chosen by `recommendation.recommend` (a tie inside the noise of the same
 folds goes to the lowest spread); its whole configuration is written to `configuration.json`
@@ -19,7 +19,7 @@ import keras_tuner
 from keras_lossopt.cli import report
 from keras_lossopt.cli.part_gains import part_gains_table
 from keras_lossopt.cli.recommendation import recommend
-from keras_lossopt.tuning.configuration import split_hyperparameters
+from keras_lossopt.tuning._command import split_hyperparameters
 
 __all__ = [
     "configuration_lines",

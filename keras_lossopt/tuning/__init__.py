@@ -29,6 +29,8 @@ from typing import Any
 # Public name -> the module that defines it (each module's __all__). The names load on
 # first use: the search space and the objective checks need neither Keras nor
 # keras-tuner, so the command checks its arguments with them before TensorFlow starts.
+# What only the command needs (its checks before TensorFlow starts, the parts of a trial)
+# is not public: `keras_lossopt.tuning._command` hands it to the command.
 _EXPORTS = {
     "Advice": "advisor",
     "LabelProfile": "advisor",
@@ -38,7 +40,6 @@ _EXPORTS = {
     "advice_starting_points": "tuners",
     "search_summary": "tuners",
     "FoldScores": "validation",
-    "check_labels": "validation",
     "cross_validate_configuration": "validation",
     "cross_validate_loss": "validation",
     "stratified_folds": "validation",
@@ -51,8 +52,6 @@ _EXPORTS = {
     "default_metrics": "objectives",
     "default_objective": "objectives",
     "make_tuner": "hypermodel",
-    "DEFAULT_METRIC_NAMES": "objectives",
-    "check_logged_objective": "objectives",
     "check_search_objective": "objectives",
     "class_recall_objective": "objectives",
     "macro_f1_objective": "objectives",
@@ -71,7 +70,6 @@ _EXPORTS = {
     "compile_arguments": "configuration",
     "configuration_from_hyperparameters": "configuration",
     "configured_loss": "configuration",
-    "split_hyperparameters": "configuration",
     "DEFAULT_CANDIDATES": "search_space",
     "LOSS_CANDIDATES": "search_space",
     "TASKS": "search_space",
@@ -80,7 +78,6 @@ _EXPORTS = {
     "build_loss": "search_space",
     "choose_loss": "search_space",
     "resolve_candidates": "search_space",
-    "select_candidates": "search_space",
 }
 
 __all__ = sorted(_EXPORTS)

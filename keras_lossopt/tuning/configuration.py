@@ -33,7 +33,6 @@ __all__ = [
     "compile_arguments",
     "configuration_from_hyperparameters",
     "configured_loss",
-    "split_hyperparameters",
 ]
 
 CONFIGURATION_FORMAT = 1

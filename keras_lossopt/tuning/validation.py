@@ -23,7 +23,6 @@ from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "check_labels",
     "cross_validate_configuration",
     "cross_validate_loss",
     "stratified_folds",

@@ -326,7 +326,7 @@ API_CASES = [
     (lambda: tuning_objectives.objective_direction(""), ValueError, r"non-empty metric name"),
     (lambda: tuning.check_search_objective(3), ValueError, r"must be a metric name or a keras_tuner\.Objective"),
     (
-        lambda: tuning.check_logged_objective("val_recall_class_7", ["loss", "val_loss", "val_macro_f1"]),
+        lambda: tuning_objectives.check_logged_objective("val_recall_class_7", ["loss", "val_loss", "val_macro_f1"]),
         ValueError,
         r"'val_recall_class_7' is never logged.*Logged metrics: val_macro_f1\.",
     ),
