@@ -1,9 +1,9 @@
 """Lovasz-softmax against segmentation_models_pytorch's, side by side on the same CPU and batch.
 
-Times one forward+backward step (the loss and its gradient with respect to the
-probabilities) of our `LovaszSoftmaxLoss` and `DiceLoss` in three TensorFlow modes (eager,
-`tf.function`, `tf.function(jit_compile=True)`) and of smp's `LovaszLoss` and `DiceLoss`
-(multiclass, `from_logits=False`, batch counts: the same losses) on the same arrays. smp runs
+Times one forward+backward step (the loss and its gradient with respect to the logits) of our
+`LovaszSoftmaxLoss` and `DiceLoss` in three TensorFlow modes (eager, `tf.function`,
+`tf.function(jit_compile=True)`) and of smp's `LovaszLoss` and `DiceLoss` (multiclass, from
+logits, batch counts: the same losses) on the same arrays. smp runs
 in its own Python environment (`--peer-python`; torch and segmentation-models-pytorch are
 never a dependency of keras-lossopt) as a worker process started once and driven round by
 round (`benchmarks/lovasz_peer_worker.py`), so each round times ours and then the peer back to
@@ -40,34 +40,35 @@ WORKER = pathlib.Path(__file__).with_name("lovasz_peer_worker.py")
 
 
 def make_batch(shape, seed=0):
-    """Sparse labels (80% background) and softmax probabilities of random logits, as `bench_losses`."""
+    """Sparse labels (80% background) and N(0, 2) logits, as `bench_losses`."""
     rng = np.random.default_rng(seed)
     batch, height, width, classes = shape
     labels = rng.integers(1, classes, size=(batch, height, width))
     labels[rng.uniform(size=labels.shape) < 0.8] = 0
-    logits = rng.normal(scale=2.0, size=shape)
-    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
-    return labels.astype("int32"), probabilities.astype("float32")
+    return labels.astype("int32"), rng.normal(scale=2.0, size=shape).astype("float32")
 
 
 def our_steps():
-    """name -> {mode -> step(labels, probabilities) returning (loss, gradient)}."""
+    """name -> {mode -> step(labels, logits) returning (loss, gradient)}."""
     import tensorflow as tf
 
     from keras_lossopt import losses
 
     def step_of(loss):
-        def step(labels, probabilities):
+        def step(labels, logits):
             with tf.GradientTape() as tape:
-                tape.watch(probabilities)
-                value = loss(labels, probabilities)
-            return value, tape.gradient(value, probabilities)
+                tape.watch(logits)
+                value = loss(labels, logits)
+            return value, tape.gradient(value, logits)
 
         return step
 
     steps = {}
-    for name, loss in (("lovasz", losses.LovaszSoftmaxLoss()), ("dice", losses.DiceLoss(per_image=False))):
+    ours = (
+        ("lovasz", losses.LovaszSoftmaxLoss(from_logits=True)),
+        ("dice", losses.DiceLoss(from_logits=True, per_image=False)),
+    )
+    for name, loss in ours:
         step = step_of(loss)
         steps[name] = {
             "eager": step,
@@ -91,8 +92,8 @@ def _time(step, arguments, number):
 def run_shape(shape, *, peer_python, threads, rounds, number):
     import tensorflow as tf
 
-    labels, probabilities = make_batch(shape)
-    arguments = (tf.constant(labels), tf.constant(probabilities))
+    labels, logits = make_batch(shape)
+    arguments = (tf.constant(labels), tf.constant(logits))
     steps = our_steps()
     values = {name: float(modes["eager"](*arguments)[0]) for name, modes in steps.items()}
     for modes in steps.values():
@@ -100,7 +101,7 @@ def run_shape(shape, *, peer_python, threads, rounds, number):
             step(*arguments)  # trace and compile outside the timed rounds
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "batch.npz")
-        np.savez(path, labels=labels, probabilities=probabilities)
+        np.savez(path, labels=labels, logits=logits)
         worker = subprocess.Popen(
             [peer_python, str(WORKER), path, str(threads), str(number)],
             stdin=subprocess.PIPE,
@@ -171,13 +172,15 @@ def assemble(results, command):
     agreement = max(abs(r["values"]["lovasz"] - r["peer_values"]["lovasz"]) for r in results)
     body = "\n".join(
         [
-            "One step = the loss and its gradient with respect to the probabilities. Ours: "
-            "`LovaszSoftmaxLoss()` (batch, classes present) and `DiceLoss(per_image=False)` on sparse labels, "
-            "eager (`tf.GradientTape`), in `tf.function` and in `tf.function(jit_compile=True)`; smp "
-            f"{versions['smp']} on torch {versions['torch']} (CPU wheel), in its own environment: "
-            "`LovaszLoss('multiclass', per_image=False, from_logits=False)` and "
-            "`DiceLoss('multiclass', from_logits=False)`, eager (torch has no compiled default). Same arrays "
-            "(labels 80% background, softmax of N(0, 2) logits), same thread count for both libraries. "
+            "One step = the loss and its gradient with respect to the logits. Ours: "
+            "`LovaszSoftmaxLoss(from_logits=True)` (batch, classes present) and "
+            "`DiceLoss(from_logits=True, per_image=False)` on sparse labels, eager (`tf.GradientTape`), in "
+            "`tf.function` and in `tf.function(jit_compile=True)`; smp "
+            f"{versions['smp']} on torch {versions['torch']} (run on the CPU), in its own environment: "
+            "`LovaszLoss('multiclass', per_image=False)` (its `lovasz_softmax` after a softmax; it applies the "
+            "softmax whatever `from_logits` says, hence logits for both) and "
+            "`DiceLoss('multiclass', from_logits=True)`, eager (torch's default). Same arrays "
+            "(labels 80% background, N(0, 2) logits), same thread count for both libraries. "
             f"Each of {len(results[0]['timings'])} rounds times every implementation back to back (ours, then "
             "smp's worker process); the table gives medians over rounds, and ratios are medians of the "
             "per-round ratios. `cpu` is the process CPU time per step (robust to other jobs when one thread "

@@ -3,8 +3,9 @@
 Runs in a separate Python environment that has torch and segmentation-models-pytorch (never
 a dependency of keras-lossopt), started once by the benchmark and driven over stdin: each
 line `round` times `number` forward+backward steps of smp's `LovaszLoss` and `DiceLoss`
-(multiclass, on probabilities: `from_logits=False`) on the benchmark's batch and answers one
-JSON line of milliseconds per step, wall and CPU time; `quit` ends it.
+(multiclass, from logits: both apply the softmax) on the benchmark's batch and answers one
+JSON line of milliseconds per step, wall and CPU time; `quit` ends it. Logits, because smp's
+multiclass `LovaszLoss` applies a softmax whatever its `from_logits` says (smp 0.6.0).
 
     python benchmarks/lovasz_peer_worker.py BATCH.npz THREADS NUMBER
 """
@@ -25,15 +26,15 @@ def main(argv):
     torch.set_num_threads(threads)
     batch = np.load(path)
     # smp takes channels first; the copy is made once, outside the timed steps.
-    probabilities = torch.tensor(np.ascontiguousarray(batch["probabilities"].transpose(0, 3, 1, 2)))
+    logits = torch.tensor(np.ascontiguousarray(batch["logits"].transpose(0, 3, 1, 2)))
     labels = torch.tensor(batch["labels"].astype("int64"))
     functions = {
-        "lovasz": smp.losses.LovaszLoss("multiclass", per_image=False, from_logits=False),
-        "dice": smp.losses.DiceLoss("multiclass", from_logits=False),
+        "lovasz": smp.losses.LovaszLoss("multiclass", per_image=False),
+        "dice": smp.losses.DiceLoss("multiclass", from_logits=True),
     }
 
     def step(loss):
-        y_pred = probabilities.clone().requires_grad_(True)
+        y_pred = logits.clone().requires_grad_(True)
         value = loss(y_pred, labels)
         value.backward()
         return float(value.detach()), y_pred.grad
