@@ -26,8 +26,8 @@ import warnings
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_shapes_match
-from keras_lossopt.losses.distance_maps import axis_spacing, check_spacing, signed_maps_of_targets, spatial_shape
+from keras_lossopt._validation import check_choice, check_shapes_match, check_spacing
+from keras_lossopt.losses.distance_maps import axis_spacing, signed_maps_of_targets, spatial_shape
 from keras_lossopt.losses.hausdorff import DistanceLoss, dense_inputs
 from keras_lossopt.losses.region import select_classes
 from keras_lossopt.losses.registry import register_alias

@@ -25,28 +25,10 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_lossopt._validation import check_int, check_per_class
+from keras_lossopt._validation import check_int, check_spacing
 from keras_lossopt._value_checks import sparse_label_poison
 
 __all__ = ["distance_to_nearest", "signed_distance_maps"]
-
-
-def check_spacing(spacing):
-    """`spacing` checked at construction: None, one size > 0 for every axis, or one per spatial axis.
-
-    Returns None, a float or a tuple of floats (a tuple, so that a configuration compares equal
-    after a JSON round trip).
-    """
-    if spacing is None:
-        return None
-    checked = check_per_class("spacing", spacing)
-    values = checked if isinstance(checked, tuple) else (checked,)
-    if any(value <= 0 for value in values):
-        raise ValueError(
-            "`spacing` must be the size (> 0) of a pixel or voxel, one value or one per spatial axis. "
-            f"Received: spacing={spacing!r}"
-        )
-    return checked
 
 
 def axis_spacing(spacing, spatial, what="y_pred"):

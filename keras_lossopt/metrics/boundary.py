@@ -21,8 +21,8 @@ import keras
 from keras import ops
 
 from keras_lossopt._targets import overlap_inputs
-from keras_lossopt._validation import check_choice, check_in_range, check_per_class
-from keras_lossopt.losses.distance_maps import check_spacing, distance_to_nearest
+from keras_lossopt._validation import check_choice, check_in_range, check_per_class, check_spacing
+from keras_lossopt.losses.distance_maps import distance_to_nearest
 
 __all__ = ["HausdorffDistance", "SurfaceDice", "hausdorff_distance", "surface_dice"]
 
