@@ -314,6 +314,8 @@ def _write_report(output: str, results: Mapping[str, Any], table: str, finished:
             f"{validation}, {finished} finished trials of at most {settings['epochs']} epochs (early stopping). "
             f"Model: {results['model']}.",
             "",
+            f"Keras {report.describe_backend(results['backend'])}.",
+            "",
             f"Wall time of the trials: {timing['seconds']:.0f} s; the final best was first reached at trial "
             f"{timing.get('best_found_at', '-')} of {timing['trials_run']}.",
             "",
@@ -420,6 +422,8 @@ def run_search(
         + (f"{folds}-fold cross-validation" if folds > 1 else "validation split")
     )
     print_fn(f"advisor: {advice.profile.summary()}; first trials: {', '.join(a.candidate for a in advice.ranked)}")
+    backend = report.backend_info()
+    print_fn(report.describe_backend(backend))
     _search_trials(
         tuner,
         dataset,
@@ -464,6 +468,7 @@ def run_search(
     )
     results = {
         "command": "search",
+        "backend": backend,
         "dataset": {
             "name": dataset.name,
             "task": dataset.task,
