@@ -23,7 +23,6 @@ from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "check_labels",
     "cross_validate_loss",
     "stratified_folds",
 ]
@@ -398,20 +397,35 @@ def cross_validate_loss(
 
     from keras_lossopt import losses
 
+    config = losses.serialize(loss)
+
+    def compile_fold(model):
+        return {"optimizer": keras.optimizers.Adam(learning_rate), "loss": losses.get(config)}
+
+    return cross_validate_compiled(
+        make_model, compile_fold, x, y, task=task, num_classes=num_classes, folds=folds, epochs=epochs,
+        batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
+    )  # fmt: skip
+
+
+def cross_validate_compiled(
+    make_model, compile_fold, x, y, *, task, num_classes, folds, epochs, batch_size, objective, seed, balanced
+) -> FoldScores:
+    """Trains one model per fold, compiled with `compile_fold(model)` (a dict of `compile` arguments)."""
+    import keras
+
     target = default_objective(task) if objective is None else None
     name = objective or target.name
     direction = "max" if target is None else target.direction
     labels = np.asarray(y)
     strata = labels.reshape(len(labels), -1)[:, 0] if task == "binary" else labels
     splits = stratified_folds(strata, folds, task=task, seed=seed)
-    config = losses.serialize(loss)
 
     def score_fold(train, validation, number):
         keras.utils.set_random_seed(seed + number)
         model = make_model()
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=losses.get(config),
+            **compile_fold(model),
             weighted_metrics=default_metrics(task, num_classes),  # the balanced weights reach them
         )
         weights = validation_weights(y[validation], task) if balanced else None
