@@ -1,7 +1,8 @@
-"""GradientMonitor: recorded statistics against an independent GradientTape + NumPy
-float64 reference on the same step (same weights, same batch), across model kinds,
-jit_compile, MirroredStrategy, mixed precision and clipping; logs, TensorBoard, actions,
-report/plot, config and deepcopy."""
+"""GradientMonitor: recorded statistics against an independent reference on the same step
+(same weights, same batch): the backend's own gradient function (tf.GradientTape, jax.grad,
+torch.autograd) and NumPy float64, across model kinds, jit_compile, MirroredStrategy, mixed
+precision and clipping; logs, TensorBoard, actions, report/plot, config and deepcopy. Every
+test runs on the backend of KERAS_BACKEND."""
 
 import copy
 import glob
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lossopt.callbacks import Finding, GradientMonitor, TrainingProblemError
+from tests.backends import BACKEND, jit_compile_setting, loss_gradients, tensorflow_only
 from tests.callbacks.problem_bench import CASES, run_case
 
 L = keras.layers
@@ -64,10 +66,14 @@ class WeightsBeforeEachStep(keras.callbacks.Callback):
         self.weights = []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+        self.weights.append(current_weights(self.model))
 
     def on_train_end(self, logs=None):
-        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+        self.weights.append(current_weights(self.model))
+
+
+def current_weights(model):
+    return [keras.ops.convert_to_numpy(v).astype("float64") for v in model.trainable_variables]
 
 
 def owner_index(model, monitor):
@@ -83,12 +89,11 @@ def owner_index(model, monitor):
     return [index.get(id(v), len(monitor.history.layers) - 1) for v in model.trainable_variables]
 
 
-def tape_gradients(model, weights, x, y):
+def reference_gradients(model, weights, x, y):
+    """The gradients at `weights`, by the backend's own gradient function."""
     for v, w in zip(model.trainable_variables, weights):
         v.assign(w.astype("float32"))
-    with tf.GradientTape() as tape:
-        loss = LOSS(y, model(x, training=True))
-    return [g.numpy().astype("float64") for g in tape.gradient(loss, model.trainable_variables)]
+    return loss_gradients(model, LOSS, x, y)
 
 
 def per_group(values, owners, groups, reduce):
@@ -98,16 +103,19 @@ def per_group(values, owners, groups, reduce):
     return out
 
 
-def fit(model, monitor, *, epochs=1, extra=(), jit_compile=False, optimizer=None, x=None, y=None):
+def fit(model, monitor, *, epochs=1, extra=(), jit_compile="auto", optimizer=None, x=None, y=None):
+    # "auto": what a user gets by default (jax.jit on JAX, eager torch, no XLA for TensorFlow on CPU).
     model.compile(optimizer=optimizer or keras.optimizers.SGD(0.05), loss=LOSS, jit_compile=jit_compile)
     if x is None:
         x, y = data()
     return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor, *extra])
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["plain", "compiled"])
 @pytest.mark.parametrize("kind", list(GROUPS))
-def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, jit_compile):
+def test_recorded_statistics_equal_the_backends_own_gradients_on_the_same_step(kind, jit_compile):
+    # "compiled": XLA on TensorFlow and JAX; torch trains eagerly (Keras' default there).
+    jit_compile = jit_compile and jit_compile_setting()
     build, names = GROUPS[kind]
     model = build()
     monitor, weights = GradientMonitor(), WeightsBeforeEachStep()
@@ -121,7 +129,7 @@ def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, ji
     # Step 1, not 0: an unbuilt subclassed model has no weights before its first step.
     for step in (1, 3):
         batch = slice(step * BATCH, (step + 1) * BATCH)
-        grads = tape_gradients(model, weights.weights[step], x[batch], y[batch])
+        grads = reference_gradients(model, weights.weights[step], x[batch], y[batch])
         sumsq = per_group([np.sum(g**2) for g in grads], owners, groups, lambda a, b: a + b)
         maxabs = per_group([np.max(np.abs(g)) for g in grads], owners, groups, max)
         np.testing.assert_allclose(h.grad_norm[step], np.sqrt(sumsq), rtol=2e-5)
@@ -136,18 +144,19 @@ def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, ji
         np.testing.assert_allclose(h.global_update_ratio[step], math.sqrt(update.sum() / norm.sum()), rtol=1e-3)
 
 
+@tensorflow_only
 def test_mirrored_strategy_records_the_reduced_gradient(two_device_strategy):
     with two_device_strategy.scope():
         model = sequential()
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
     x, y = data()
-    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
+    initial = current_weights(model)
     monitor = GradientMonitor(every_n_steps=2)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
     assert monitor.history.steps.tolist() == [0, 2]
     reference = sequential()
     reference.build((None, 6))
-    grads = tape_gradients(reference, initial, x[:BATCH], y[:BATCH])
+    grads = reference_gradients(reference, initial, x[:BATCH], y[:BATCH])
     expected = [
         math.sqrt(np.sum(grads[0] ** 2) + np.sum(grads[1] ** 2)),
         math.sqrt(np.sum(grads[2] ** 2) + np.sum(grads[3] ** 2)),
@@ -163,14 +172,10 @@ def test_mixed_precision_records_the_unscaled_gradients():
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     x, y = data()
-    initial = [v.numpy() for v in model.trainable_variables]
-    with tf.GradientTape() as tape:
-        loss = LOSS(y[:BATCH], model(x[:BATCH], training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    expected = math.sqrt(sum(float(np.sum(g.numpy().astype("float64") ** 2)) for g in grads))
+    grads = loss_gradients(model, LOSS, x[:BATCH], y[:BATCH])
+    expected = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
     monitor = GradientMonitor()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    assert all(np.array_equal(a, b) for a, b in zip(initial, initial))
     # The loss scale is 2**15: a scaled gradient would be ~32768 times larger.
     assert monitor.history.global_grad_norm[0] == pytest.approx(expected, rel=1e-3)
 
@@ -191,8 +196,8 @@ def test_norm_after_clipping(clip, reference):
     model = sequential()
     x, y = data()
     model.build((None, 6))
-    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
-    grads = tape_gradients(sequential_like(model), initial, x[:BATCH], y[:BATCH])
+    initial = current_weights(model)
+    grads = reference_gradients(sequential_like(model), initial, x[:BATCH], y[:BATCH])
     clipped = reference(grads)
     monitor = GradientMonitor(every_n_steps=4)
     fit(model, monitor, optimizer=keras.optimizers.SGD(0.05, **clip))
@@ -388,6 +393,10 @@ def test_uncompiled_model_is_a_clear_error():
         monitor.on_train_begin()
 
 
+TORCH_ONE_STEP = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch trainer allows steps_per_execution=1 only")
+
+
+@TORCH_ONE_STEP
 def test_steps_per_execution_records_inside_the_graph():
     # With several steps per call the recording is decided by a cond on the iteration.
     x, y = data()
@@ -424,6 +433,7 @@ def test_reading_every_16_steps_keeps_every_record_of_reading_at_each_step():
         np.testing.assert_allclose(other.update_ratio, histories[0].update_ratio, rtol=1e-4)
 
 
+@TORCH_ONE_STEP
 def test_several_steps_per_call_keep_each_recorded_step():
     x, y = data()
     keras.utils.set_random_seed(3)
