@@ -18,7 +18,11 @@ from keras_lossopt.losses._keras_mask import keras_mask_of, with_keras_mask
 from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
 from keras_lossopt.tuning import _keras_tuner
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the TensorFlow trainer's internals")
+# The mask adapter has an implementation per backend and is tested on each; the other adapters
+# rely on the TensorFlow trainer's internals.
+tensorflow_internals = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the TensorFlow trainer's internals"
+)
 
 
 # -- losses/_keras_mask.py ---------------------------------------------------------------
@@ -36,6 +40,12 @@ def test_keras_losses_read_the_mask_the_adapter_writes():
     mask = np.array([[True, True, False], [True, False, False]])
     masked = keras.losses.MeanSquaredError()(y_true, with_keras_mask(y_pred, mask))
     assert float(masked) == pytest.approx((1 + 4 + 9) / 3)
+
+
+def test_the_mask_written_is_read_back_and_a_plain_tensor_has_none():
+    tensor = with_keras_mask(np.ones((2, 3), "float32"), np.array([[True, False, True], [False, True, True]]))
+    np.testing.assert_array_equal(np.asarray(keras_mask_of(tensor)), [[True, False, True], [False, True, True]])
+    assert keras_mask_of(keras.ops.ones((2, 3))) is None
 
 
 # -- _registration.py --------------------------------------------------------------------
@@ -65,6 +75,7 @@ def _model():
     return model
 
 
+@tensorflow_internals
 def test_fit_runs_the_wrapped_train_step_and_the_class_one_after_unwrapping():
     model, calls = _model(), []
     x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
@@ -82,6 +93,7 @@ def test_fit_runs_the_wrapped_train_step_and_the_class_one_after_unwrapping():
     assert len(calls) == traced and "train_step" not in vars(model)
 
 
+@tensorflow_internals
 def test_fit_and_evaluate_rebuild_their_functions_once_reset():
     model = _model()
     x, y = np.ones((8, 3), "float32"), np.ones((8, 1), "float32")
@@ -122,6 +134,7 @@ def _tuner(kind, tmp_path, oracle_class, **oracle_args):
     return Tuner()
 
 
+@tensorflow_internals
 @pytest.mark.parametrize(
     "kind, oracle_class, oracle_args",
     [
@@ -140,6 +153,7 @@ def test_the_first_trial_is_the_starting_point_and_it_is_not_repeated(tmp_path, 
     assert {name: second.hyperparameters.values[name] for name in START} != START
 
 
+@tensorflow_internals
 def test_init_tuner_gives_what_the_keras_tuner_constructor_gives(tmp_path):
     ours = _tuner(keras_tuner.BayesianOptimization, tmp_path / "ours", _keras_tuner.BayesianOracle, max_trials=2)
     theirs = keras_tuner.BayesianOptimization(
