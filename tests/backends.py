@@ -110,9 +110,9 @@ def loss_gradients(model, loss_fn, x, y):
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, variables)
     elif BACKEND == "jax":
-        import jax
-
         import inspect
+
+        import jax
 
         non_trainable = [v.value for v in model.non_trainable_variables]
         # Keras' __call__ passes `training` only to a `call` that takes it; stateless_call does not check.

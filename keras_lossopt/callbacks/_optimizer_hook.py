@@ -265,8 +265,6 @@ class OptimizerHook:
         tf.cond(record, reduce_and_record, lambda: None)
 
     def _after_cross_replica(self, distribution, step, record):
-        import tensorflow as tf
-
         first = distribution.experimental_local_results
         step, record = first(step)[0], first(record)[0]
         self.recorder.after(step, record)

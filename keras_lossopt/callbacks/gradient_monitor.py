@@ -132,7 +132,9 @@ class GradientMonitor(keras.callbacks.Callback):
         log_dir: if given, TensorBoard scalars (global and per-layer norms, update
             ratios) and histograms (the distribution of the per-layer norms and update
             ratios across layers) are written there at each recorded step; the writer
-            opens at the first record and needs no tensorboard package. Default None.
+            opens at the first record and needs no tensorboard package (it writes
+            through TensorFlow's summary writer: TensorFlow must be installed, also
+            on JAX and torch). Default None.
         detect_every_n_steps: how often, in optimizer steps, the host reads the records
             and runs detection (also at each epoch end and at once on a non-finite loss).
             Default 16: a finding comes at most 15 steps after its step, for a tenth of
