@@ -301,16 +301,17 @@ def problems(seeds: list[int]) -> str:
 
 def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: list[str]) -> str:
     from benchmarks.diagnosis_corpus.analysis import corpus_tables
+    from benchmarks.diagnosis_corpus.replay import replayed_records
     from benchmarks.diagnosis_corpus.runner import load_records, run_corpus
     from benchmarks.diagnosis_corpus.space import corpus_specs, peer_cases, split_of
 
     specs = corpus_specs(healthy, faulty) + peer_cases()
     if not analyse_only:
         run_corpus([s for s in specs if split_of(s) in splits], workers=workers)
-    # The latest record of each run: the calibration half may have run under the rules
-    # before its thresholds were set from it (the tables name the rules versions).
-    cached = load_records()
-    records = {s.id: cached[s.id] for s in specs if s.id in cached}
+    # Records that carry the signals the rules read (per-batch losses, weight movement,
+    # gradient traces), re-decided by the rules of this checkout; older records are left out.
+    cached = {k: r for k, r in load_records().items() if r.get("batch_losses")}
+    records = replayed_records({s.id: cached[s.id] for s in specs if s.id in cached})
     missing = collections.Counter(split_of(s) for s in specs if s.id not in records)
     coverage = (
         f"{len(records)} of the {len(specs)} runs are in the cache"
@@ -324,14 +325,17 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
     return (
         f"The diagnosis corpus of `benchmarks/diagnosis_corpus/`: {healthy} healthy draws and {faulty} faulty runs "
         "(fault families in turn), seeded, split by seed parity into a calibration half (even seeds; every "
-        "threshold was set on it) and a held-out half (odd seeds; reported first), plus the 18 ported "
-        "AUTOTRAINER/DeepDiagnosis cases. Each run trains with the default `GradientMonitor()` and "
-        "`TrainingDiagnostics(probe_x=, probe_y=)` on the first 128 training samples, as a new user would; "
-        'a run is flagged when a finding of severity "problem" is reported. Runs trained on '
+        "threshold was set on it, `python -m benchmarks.diagnosis_corpus.calibrate`) and a held-out half (odd "
+        "seeds; reported first, never used to set a threshold), plus the 18 ported AUTOTRAINER/DeepDiagnosis "
+        "cases. Each run trains with the default `GradientMonitor()` and `TrainingDiagnostics(probe_x=, probe_y=)` "
+        "on the first 128 training samples, as a new user would, and records what the rules read (per-batch "
+        "losses, how far the weights moved after each batch, the epoch logs, the monitor's per-step gradient "
+        'tables); a run is flagged when a finding of severity "problem" is reported. The decisions below are '
+        "those of the rules in this checkout, replayed on the recorded signals (`benchmarks/diagnosis_corpus/"
+        "replay.py`: the gradient and loss-trend rules re-decided exactly; checks before training and the "
+        "activation checks as recorded; causes as ranked during the run). Runs trained on "
         f"{workers} worker processes (one TensorFlow thread each) on the shared 2-core machine, under the load "
-        "of other jobs: the seconds are wall time under load. " + coverage + "The calibration half ran under the "
-        "provisional thresholds (its rule table shows the rates that set the final ones; the rules version names "
-        "the code); the held-out half and the peer cases ran under the final code.\n\n" + corpus_tables(records)
+        "of other jobs: the seconds are wall time under load. " + coverage + "\n\n" + corpus_tables(records)
     )
 
 

@@ -28,10 +28,10 @@ import sys
 
 # Subpackages whose import registers classes with Keras' serialization (losses, metrics,
 # composite terms, attacks, AdversarialModel, callbacks), so `keras.models.load_model` finds
-# them without `custom_objects`. The first three need only Keras; the others import
-# TensorFlow at module level.
-KERAS_ONLY = ("losses", "metrics", "shaping")
-NEEDS_TENSORFLOW = ("callbacks", "adversarial")
+# them without `custom_objects`. The first four need only Keras (the attacks import a backend's
+# autodiff inside functions, on every backend); the others import TensorFlow at module level.
+KERAS_ONLY = ("losses", "metrics", "shaping", "adversarial")
+NEEDS_TENSORFLOW = ("callbacks",)
 
 
 def is_initializing(module) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from benchmarks.report import markdown_table
 
-__all__ = ["corpus_tables", "first_problem", "flagged", "top_cause", "trained", "wilson"]
+__all__ = ["corpus_tables", "first_problem", "flagged", "rule_table", "top_cause", "trained", "wilson"]
 
 SETUP_KINDS = ("non_finite_data", "non_finite_forward", "input_scale", "target_scale", "loss_mismatch")
 
@@ -111,19 +111,8 @@ def _split_tables(records: list, split: str) -> str:
         f"- planted cause ranked first: {_rate(s['cause_first'], s['detected'])} of the detections",
         "",
     ]
-    kinds = collections.Counter()
-    info = collections.Counter()
-    for r in healthy:
-        kinds.update({f["kind"] for f in problems(r)})
-        info.update({f["kind"] for f in r.get("findings", []) if f.get("severity") == "information"})
-    rows = [[kind, _rate(kinds[kind], len(healthy)), info[kind]] for kind in sorted(set(kinds) | set(info))]
-    if rows:
-        lines.append(
-            markdown_table(
-                ["rule", "healthy runs flagged (problem) [Wilson 95%]", "healthy runs with it as information"], rows
-            )
-        )
-        lines.append("")
+    lines.append(rule_table(healthy, faulty))
+    lines.append("")
     by_family = collections.defaultdict(list)
     for r in faulty:
         by_family[r["spec"]["family"]].append(r)
@@ -148,6 +137,43 @@ def _split_tables(records: list, split: str) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def rule_table(healthy: list, faulty: list) -> str:
+    """Per rule: healthy runs it flags as a problem (Wilson 95%), healthy runs with it as information,
+    faulty runs where it is the first problem, and of those, the planted cause ranked first."""
+    kinds: collections.Counter = collections.Counter()
+    info: collections.Counter = collections.Counter()
+    for r in healthy:
+        kinds.update({f["kind"] for f in problems(r)})
+        info.update({f["kind"] for f in r.get("findings", []) if f.get("severity") == "information"})
+    first: collections.Counter = collections.Counter()
+    right: collections.Counter = collections.Counter()
+    for r in faulty:
+        found = first_problem(r)
+        if found is not None:
+            first[found["kind"]] += 1
+            right[found["kind"]] += top_cause(found) == r["spec"]["planted_cause"]
+    rows = [
+        [
+            kind,
+            _rate(kinds[kind], len(healthy)),
+            info[kind],
+            first[kind],
+            f"{right[kind]}/{first[kind]}" if first[kind] else "-",
+        ]
+        for kind in sorted(set(kinds) | set(info) | set(first))
+    ]
+    return markdown_table(
+        [
+            "rule",
+            "healthy runs flagged (problem) [Wilson 95%]",
+            "healthy runs with it as information",
+            "faulty runs where it is the first problem",
+            "of those, planted cause ranked first",
+        ],
+        rows,
+    )
 
 
 def peer_table(records: list) -> str:

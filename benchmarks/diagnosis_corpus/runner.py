@@ -32,12 +32,19 @@ __all__ = ["RESULTS", "load_records", "rules_version", "run_corpus", "run_spec"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "diagnosis_corpus" / "results.jsonl"
+#: Per-run gradient tables (`GradientMonitor.history`, float32), one compressed file per
+#: run, so that the gradient rules can be re-decided without training (see `replay`).
+TRACES = ROOT / "benchmarks" / "diagnosis_corpus" / "traces"
 #: Bumped when the corpus' way of running changes (the rules' own changes are hashed).
-CORPUS_VERSION = 3
+#: 4: records carry the per-batch losses and the weights' movement, and traces are written.
+CORPUS_VERSION = 4
+_TRACE_FIELDS = ("grad_norm", "nonfinite_share", "update_ratio", "weight_norm", "max_abs")
 #: Margin over the trivial baseline a healthy run must reach to count as trained: accuracy
 #: gained (classification), or the share of the baseline's squared error left (regression).
 ACCURACY_MARGIN = 0.05
 REGRESSION_SHARE = 0.8
+#: Training samples in the diagnostics' probe batch.
+PROBE = 128
 
 
 def rules_version() -> str:
@@ -93,7 +100,9 @@ def _score(kind: str, units: int, prediction: np.ndarray, y_val: np.ndarray) -> 
 
 def _finding_record(finding, source: str) -> dict:
     causes = [c.key for c in getattr(finding, "causes", ())][:3]
+    strengths = [round(float(c.strength), 4) for c in getattr(finding, "causes", ())][:3]
     return {
+        "cause_strengths": strengths,
         "kind": finding.kind,
         "severity": getattr(finding, "severity", "problem"),
         "step": int(finding.step),
@@ -104,17 +113,55 @@ def _finding_record(finding, source: str) -> dict:
     }
 
 
-def run_spec(spec: RunSpec) -> dict:
-    """Trains `spec` with the default callbacks and returns its record (see the module docstring)."""
+def _movement_recorder(diagnostics):
+    """A callback recording, after each batch, how far the weights moved since the start
+    (`TrainingDiagnostics`' own measure), so the stall rules replay without training."""
     import keras
 
-    from benchmarks.diagnosis_corpus.models import build_model, output_units
-    from keras_lossopt.callbacks import GradientMonitor, TrainingDiagnostics
+    class MovementRecorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.moved: list[float | None] = []
 
-    kind, classes, _ = TASKS[spec.task]
+        def on_train_batch_end(self, batch, logs=None):
+            self.moved.append(diagnostics._weight_change())
+
+    return MovementRecorder()
+
+
+def _round(values, digits: int = 6) -> list:
+    out = []
+    for v in values:
+        v = float("nan") if v is None else float(v)
+        out.append(float(f"{v:.{digits}g}") if math.isfinite(v) else (None if math.isnan(v) else v))
+    return out
+
+
+def _gradient_trace(monitor) -> dict:
+    history = monitor.history
+    if history is None or not len(history):
+        return {}
+    tables = history.as_dict()
+    out = {"layers": np.asarray(tables["layers"]).astype(str), "steps": np.asarray(tables["steps"], "int32")}
+    for field in _TRACE_FIELDS:
+        # The last column is the whole model, as in `GradientHistory.extend`'s blocks.
+        out[field] = np.concatenate(
+            [np.asarray(tables[field]), np.asarray(tables[f"global_{field}"])[:, None]], axis=1
+        ).astype("float32")
+    return out
+
+
+def trace_path(run_id: str, root: pathlib.Path = TRACES) -> pathlib.Path:
+    return root / (run_id.replace("/", "__") + ".npz")
+
+
+def _prepared(spec: RunSpec):
+    """The run's data as it trains: (data, x, y, output units, y_fit, y_val_fit)."""
+    from benchmarks.diagnosis_corpus.models import output_units
+
+    _, classes, _ = TASKS[spec.task]
     data = load_task(spec.task, spec.seed, spec.n_train)
     rng = np.random.default_rng(spec.seed + 1)
-    x, x_val = data.x_train * spec.input_scale, data.x_val * spec.input_scale
+    x = data.x_train * spec.input_scale
     y = data.y_train
     if spec.shuffle_labels:
         y = rng.permutation(y)
@@ -125,13 +172,34 @@ def run_spec(spec: RunSpec) -> dict:
         flat[rows, rng.integers(flat.shape[1], size=len(rows))] = np.nan
         x = flat.reshape(x.shape)
     units = output_units(spec, classes)
-    y_fit, y_val_fit = _targets(spec, y, classes, units), _targets(spec, data.y_val, classes, units)
+    return data, x, y, units, _targets(spec, y, classes, units), _targets(spec, data.y_val, classes, units)
+
+
+def probe_baselines(spec: RunSpec) -> tuple[float | None, float | None]:
+    """The trivial baseline loss and accuracy of the run's probe targets (as `TrainingDiagnostics` measures them)."""
+    from keras_lossopt.callbacks.trivial_baseline import trivial_accuracy, trivial_loss
+
+    _, _, _, units, y_fit, _ = _prepared(spec)
+    return trivial_loss(_loss(spec.loss), y_fit[:PROBE], units), trivial_accuracy(y_fit[:PROBE], units)
+
+
+def run_spec(spec: RunSpec) -> dict:
+    """Trains `spec` with the default callbacks and returns its record (see the module docstring)."""
+    import keras
+
+    from benchmarks.diagnosis_corpus.models import build_model
+    from keras_lossopt.callbacks import GradientMonitor, TrainingDiagnostics
+
+    kind, classes, _ = TASKS[spec.task]
+    data, x, _, units, y_fit, y_val_fit = _prepared(spec)
+    x_val = data.x_val * spec.input_scale
     keras.utils.set_random_seed(spec.seed)
     model = build_model(spec, x.shape[1:], classes)
     metrics = ["accuracy"] if kind == "classification" else []
     model.compile(optimizer=_optimizer(spec), loss=_loss(spec.loss), metrics=metrics)
     monitor = GradientMonitor()
-    diagnostics = TrainingDiagnostics(probe_x=x[:128], probe_y=y_fit[:128])
+    diagnostics = TrainingDiagnostics(probe_x=x[:PROBE], probe_y=y_fit[:PROBE])
+    movement = _movement_recorder(diagnostics)
     started = time.perf_counter()
     error = None
     history = {}
@@ -145,7 +213,7 @@ def run_spec(spec: RunSpec) -> dict:
                 epochs=spec.epochs,
                 validation_data=(x_val, y_val_fit),
                 verbose=0,
-                callbacks=[monitor, diagnostics],
+                callbacks=[monitor, diagnostics, movement],
             )
             history = fit.history
         except Exception as exc:  # a run that breaks is recorded, not fatal to the corpus
@@ -163,6 +231,9 @@ def run_spec(spec: RunSpec) -> dict:
         trained = finite and score <= REGRESSION_SHARE * baseline
     findings = [_finding_record(f, "monitor") for f in monitor.findings]
     findings += [_finding_record(f, "diagnostics") for f in diagnostics.findings]
+    trace = _gradient_trace(monitor)
+    batch_losses = _round(diagnostics.batch_losses)
+    moved = _round(getattr(movement, "moved", []), 4)
     keras.backend.clear_session()
     return {
         "id": spec.id,
@@ -178,6 +249,9 @@ def run_spec(spec: RunSpec) -> dict:
         "steps": int(spec.epochs * -(-spec.n_train // spec.batch_size)),
         "seconds": round(seconds, 3),
         "error": error,
+        "batch_losses": batch_losses,
+        "weights_moved": moved,
+        "trace": trace,
     }
 
 
@@ -247,6 +321,10 @@ def run_corpus(
         with context.Pool(workers, initializer=_init_worker, maxtasksperchild=25) as pool, path.open("a") as out:
             results: Iterable[dict] = pool.imap_unordered(_run_dict, todo)
             for done, record in enumerate(results, 1):
+                trace = record.pop("trace", None)
+                if trace:
+                    TRACES.mkdir(parents=True, exist_ok=True)
+                    np.savez_compressed(trace_path(record["id"]), **trace)
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 cached[record["id"]] = record

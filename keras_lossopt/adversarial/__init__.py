@@ -15,7 +15,9 @@
   `RobustnessEvaluation` (also re-exported by `keras_lossopt.callbacks`) and its figure
   `plot_adversarial_grid`.
 
-The attacks and the training step use the TensorFlow backend.
+The attacks, the evaluation and the training step run on TensorFlow, JAX and PyTorch: the
+input gradient, the compiler and the training step's parameter gradient are each backend's own
+(`_backend.py`), everything else is `keras.ops`.
 """
 
 from keras_lossopt.adversarial.apgd import APGD_LOSSES, AutoProjectedGradientDescent, apgd_checkpoints

@@ -12,7 +12,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_class_labels
@@ -138,26 +137,27 @@ def prepare_batch(x, y):
         TypeError: for inputs that are not numbers.
         ValueError: when `x` and `y` hold different numbers of samples.
     """
-    numpy_in = not tf.is_tensor(x)
+    numpy_in = not ops.is_tensor(x)
     x_array = np.asarray(x) if numpy_in else x
     if numpy_in and x_array.dtype.kind not in "biuf":
         raise TypeError(f"`x` must be a numeric array. Received: x of dtype {x_array.dtype}")
     in_dtype = keras.backend.standardize_dtype(x_array.dtype)
     work_dtype = in_dtype if in_dtype.startswith(("float", "bfloat")) else "float32"
-    x_tensor = tf.identity(tf.cast(tf.convert_to_tensor(x_array), work_dtype))
-    y_array = y if tf.is_tensor(y) else np.asarray(y)
-    if y_array.ndim == 0 or len(x_tensor.shape) == 0 or y_array.shape[0] != x_tensor.shape[0]:
+    # A copy (`ops.copy`): nothing downstream may write into the caller's array.
+    x_tensor = ops.copy(ops.cast(ops.convert_to_tensor(x_array), work_dtype))
+    y_array = y if ops.is_tensor(y) else np.asarray(y)
+    if len(y_array.shape) == 0 or len(x_tensor.shape) == 0 or y_array.shape[0] != x_tensor.shape[0]:
         raise ValueError(
             "`x` and `y` must hold the same number of samples (one label per input). "
             f"Received: x.shape={tuple(x_tensor.shape)}, y.shape={tuple(y_array.shape)}"
         )
-    if not tf.is_tensor(y) and y_array.dtype.kind in "OSU":
+    if not ops.is_tensor(y) and y_array.dtype.kind in "OSU":
         raise TypeError(f"`y` must hold numeric labels. Received: y of dtype {y_array.dtype}")
-    y_tensor = tf.convert_to_tensor(y_array)
+    y_tensor = ops.convert_to_tensor(y_array)
 
     def to_output(result):
-        result = tf.cast(result, in_dtype)
-        return result.numpy() if numpy_in else result
+        result = ops.cast(result, in_dtype)
+        return ops.convert_to_numpy(result) if numpy_in else result
 
     return x_tensor, y_tensor, to_output
 

@@ -36,11 +36,12 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
+from keras_lossopt.adversarial._backend import eager_function, value_and_input_gradient
 from keras_lossopt.adversarial._checks import output_classes
+from keras_lossopt.adversarial.base import write_row
 from keras_lossopt.adversarial.differentiability import NotDifferentiableError
 from keras_lossopt.adversarial.dlr import dlr_loss, targeted_dlr_loss
 from keras_lossopt.adversarial.objectives import (
@@ -286,13 +287,13 @@ class AutoProjectedGradientDescent(SurvivorAttack):
                 return ops.sign(gradient)
             return gradient / (_l2(gradient) + 1e-12)
 
+        def total(x):
+            scores = class_scores(model(x, training=False), from_logits)
+            value = self._loss_values(labels, targets, scores)
+            return ops.sum(value), (value, scores)
+
         def evaluate(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                scores = class_scores(model(x, training=False), from_logits)
-                value = self._loss_values(labels, targets, scores)
-                total = ops.sum(value)
-            gradient = tape.gradient(total, x)
+            (value, scores), gradient = value_and_input_gradient(total, x)
             if gradient is None:
                 raise NotDifferentiableError(
                     f"Cannot attack model {model.name!r}: its output has no gradient with respect to its input."
@@ -301,10 +302,10 @@ class AutoProjectedGradientDescent(SurvivorAttack):
 
         # The reference's start: eps times a random direction scaled to unit norm (the boundary).
         if norm == "linf":
-            t = keras.random.uniform(tf.shape(x0), -1.0, 1.0, dtype=dtype, seed=seed_generator)
+            t = keras.random.uniform(ops.shape(x0), -1.0, 1.0, dtype=dtype, seed=seed_generator)
             t = t / (ops.max(ops.abs(t), axis=tuple(range(1, len(x0.shape))), keepdims=True) + 1e-12)
         else:
-            t = keras.random.normal(tf.shape(x0), dtype=dtype, seed=seed_generator)
+            t = keras.random.normal(ops.shape(x0), dtype=dtype, seed=seed_generator)
             t = t / (_l2(t) + 1e-12)
         x_start = x0 + eps * t
         x_start = x_start if self.clip is None else ops.clip(x_start, self.clip[0], self.clip[1])
@@ -313,8 +314,10 @@ class AutoProjectedGradientDescent(SurvivorAttack):
 
         record_arrays = ()
         if record:
-            record_arrays = tuple(tf.TensorArray(t.dtype, size=steps + 1) for t in (x_start, loss0, step0))
-            record_arrays = tuple(a.write(0, v) for a, v in zip(record_arrays, (x_start, loss0, step0)))
+            # One buffer row per iteration, written by index (graph code on every backend).
+            record_arrays = tuple(
+                write_row(ops.zeros((steps + 1, *ops.shape(v)), v.dtype), 0, v) for v in (x_start, loss0, step0)
+            )
 
         def body(i, x, x_prev, grad, loss_prev, step, x_best, grad_best, loss_best, x_fooling, fooled, increases,
                  best_at_check, reduced_last, *arrays):  # fmt: skip
@@ -340,12 +343,12 @@ class AutoProjectedGradientDescent(SurvivorAttack):
             x_next = ops.where(_expand(halve, x), x_best, x_new)
             gradient = ops.where(_expand(halve, x), grad_best, gradient)
             if arrays:
-                arrays = tuple(arr.write(i + 1, v) for arr, v in zip(arrays, (x_next, loss, step)))
+                arrays = tuple(write_row(arr, i + 1, v) for arr, v in zip(arrays, (x_next, loss, step)))
             return (i + 1, x_next, x, gradient, loss, step, x_best, grad_best, loss_best, x_fooling, fooled,
                     increases, best_at_check, reduced_last, *arrays)  # fmt: skip
 
         state = (
-            tf.constant(0),
+            ops.convert_to_tensor(0, "int32"),
             x_start,
             x_start,
             grad0,
@@ -361,12 +364,12 @@ class AutoProjectedGradientDescent(SurvivorAttack):
             ops.ones_like(fooled0),
             *record_arrays,
         )
-        out = tf.while_loop(lambda i, *_: i < steps, body, state, maximum_iterations=steps)
+        out = ops.while_loop(lambda i, *_: i < steps, body, state, maximum_iterations=steps)
         x_best, x_fooling, fooled = out[6], out[9], out[10]
-        x_adv = tf.stop_gradient(ops.where(_expand(fooled, x0), x_fooling, x_best))
+        x_adv = ops.stop_gradient(ops.where(_expand(fooled, x0), x_fooling, x_best))
         if not record:
             return x_adv, fooled
-        history = {key: arr.stack() for key, arr in zip(("x", "loss", "step_size"), out[14:])}
+        history = dict(zip(("x", "loss", "step_size"), out[14:]))
         return x_adv, fooled, history
 
     # ----------------------------------------------------------------- rounds
@@ -415,10 +418,11 @@ class AutoProjectedGradientDescent(SurvivorAttack):
         if self.loss == "targeted_dlr":
             scores = class_scores(model(x_tensor, training=False), from_logits)
             targets = _ranked_classes(scores, target_rank or 2)
-        x_adv, fooled, history = tf.function(
-            lambda x: self.single_run(model, x, tf.constant(labels), targets, record=True)
+        x_adv, fooled, history = eager_function(
+            lambda x: self.single_run(model, x, ops.convert_to_tensor(labels, "int32"), targets, record=True)
         )(x_tensor)
-        return {key: value.numpy() for key, value in {**history, "x_adv": x_adv, "fooled": fooled}.items()}
+        values = {**history, "x_adv": x_adv, "fooled": fooled}
+        return {key: ops.convert_to_numpy(value) for key, value in values.items()}
 
 
 def _ranked_classes(scores, rank):

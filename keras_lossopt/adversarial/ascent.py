@@ -7,12 +7,14 @@ Every such attack is an L-inf or L2 ascent on a per-sample objective (see `objec
 
 where `d_t` is `sign(g_t)` (L-inf) or `g_t / ||g_t||_2` (L2) for the input gradient `g_t`
 of the objective (MI-FGSM first accumulates L1-normalized gradients with momentum). The
-loop runs as one `tf.while_loop` inside one `tf.function` per model (traced once and cached;
-no Python loop per step), and the same graph code runs inside `AdversarialModel.train_step`.
+loop runs as one `keras.ops.while_loop` inside one compiled function per model (a `tf.function`
+on TensorFlow, `jax.jit` on JAX, traced once and cached; eager on PyTorch), and the same graph
+code runs inside `AdversarialModel.train_step`.
 Projecting onto the ball and then clipping to the valid range keeps every iterate in both
 when `x` itself lies in the range: clipping moves each coordinate towards `x`.
 
-The attacks use the TensorFlow backend (input gradients with `tf.GradientTape`).
+The input gradient is each backend's own (`_backend.value_and_input_gradient`: `tf.GradientTape`,
+`jax.value_and_grad`, `torch.autograd.grad`); everything else is `keras.ops`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_int, check_non_negative, check_positive
+from keras_lossopt.adversarial._backend import value_and_input_gradient
 from keras_lossopt.adversarial._checks import output_classes
-from keras_lossopt.adversarial.base import CompiledAttack, keep_stronger
+from keras_lossopt.adversarial.base import CompiledAttack, keep_stronger, write_row
 from keras_lossopt.adversarial.differentiability import (
     NotDifferentiableError,
     check_output_dtype,
@@ -165,10 +167,11 @@ class GradientAttack(CompiledAttack):
         else:
             success = None
         seed_generator = seed_generator or self._own_seed_generator()
-        ta = tf.TensorArray(x.dtype, size=self.restarts * (self.steps + 1)) if record else None
+        # The trajectory: one buffer row per iterate, written in place by index (graph code on every backend).
+        path = ops.zeros((self.restarts * (self.steps + 1), *ops.shape(x)), x.dtype) if record else None
         best = None
         for restart in range(self.restarts):
-            x_adv, ta = self._ascend(model, x, y, objective, seed_generator, ta, restart, eps_scale)
+            x_adv, path = self._ascend(model, x, y, objective, seed_generator, path, restart, eps_scale)
             if self.restarts == 1 or record:
                 best = (x_adv, None, None)
                 continue
@@ -177,8 +180,8 @@ class GradientAttack(CompiledAttack):
             hit = success(y, y_pred) if success is not None else ops.zeros_like(value, dtype="bool")
             best = keep_stronger(best, (x_adv, value, hit))
         if record:
-            return ta.stack()
-        return tf.stop_gradient(best[0])
+            return path
+        return ops.stop_gradient(best[0])
 
     def objective(self, model, default_loss=None):
         """`(objective, success)` for `model`: see `objectives.make_objective`."""
@@ -189,7 +192,7 @@ class GradientAttack(CompiledAttack):
                 loss = "cross_entropy"
         return make_objective(loss, self.resolved_from_logits(model), self.targeted)
 
-    def _ascend(self, model, x0, y, objective, seed_generator, ta, restart, eps_scale=None):
+    def _ascend(self, model, x0, y, objective, seed_generator, path, restart, eps_scale=None):
         eps, step, norm = self.eps, self.effective_step_size, self.norm
         dtype = x0.dtype
         if eps_scale is not None:
@@ -198,10 +201,11 @@ class GradientAttack(CompiledAttack):
         x = x0
         if self.random_start:
             x = self._clip(x0 + self._random_delta(x0, seed_generator, eps))
-        if ta is not None:
-            ta = ta.write(restart * (self.steps + 1), x)
+        first_row = restart * (self.steps + 1)
+        if path is not None:
+            path = write_row(path, first_row, x)
 
-        def body(i, x, velocity, ta):
+        def body(i, x, velocity, *rest):
             gradient = self._input_gradient(model, x, y, objective)
             if self.decay is not None:
                 # MI-FGSM: accumulate L1-normalized gradients with momentum `decay`.
@@ -218,46 +222,36 @@ class GradientAttack(CompiledAttack):
                 scale = ops.minimum(1.0, ops.divide_no_nan(ops.cast(eps, dtype), _per_sample_norm(delta, "l2")))
                 scale = ops.where(_per_sample_norm(delta, "l2") > 0, scale, ops.ones_like(scale))
                 x = x0 + delta * scale
-            x = tf.stop_gradient(self._clip(x))
-            if ta is not None:
-                ta = ta.write(restart * (self.steps + 1) + i + 1, x)
-            return i + 1, x, velocity, ta
+            x = ops.stop_gradient(self._clip(x))
+            rest = tuple(write_row(buffer, first_row + i + 1, x) for buffer in rest)
+            return (i + 1, x, velocity, *rest)
 
-        velocity = ops.zeros_like(x0)
+        loop_vars = (ops.convert_to_tensor(0, "int32"), x, ops.zeros_like(x0)) + ((path,) if path is not None else ())
         if self.steps == 1:
-            _, x, _, ta = body(0, x, velocity, ta)
-            return x, ta
-        loop_vars = (tf.constant(0), x, velocity) + ((ta,) if ta is not None else ())
-
-        def cond(i, *_):
-            return i < self.steps
-
-        def loop_body(i, x, velocity, *rest):
-            i, x, velocity, new_ta = body(i, x, velocity, rest[0] if rest else None)
-            return (i, x, velocity) + ((new_ta,) if rest else ())
-
-        out = tf.while_loop(cond, loop_body, loop_vars, maximum_iterations=self.steps)
-        return out[1], (out[3] if ta is not None else None)
+            out = body(*loop_vars)
+        else:
+            out = ops.while_loop(lambda i, *_: i < self.steps, body, loop_vars, maximum_iterations=self.steps)
+        return out[1], (out[3] if path is not None else None)
 
     def _input_gradient(self, model, x, y, objective):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
+        def total(x):
             y_pred = model(x, training=False)
             check_output_dtype(model, y_pred, x)
-            value = ops.sum(objective(y, y_pred))
-        gradient = tape.gradient(value, x)
+            return ops.sum(objective(y, y_pred)), ()
+
+        _, gradient = value_and_input_gradient(total, x)
         if gradient is None:
             raise NotDifferentiableError(not_differentiable_message(model, x, "the gradient is None"))
         return gradient
 
     def _random_delta(self, x, seed_generator, eps):
-        shape, dtype = tf.shape(x), x.dtype
+        shape, dtype = ops.shape(x), x.dtype
         if self.norm == "linf":
             return eps * keras.random.uniform(shape, -1.0, 1.0, dtype=dtype, seed=seed_generator)
         # Uniform in the L2 ball: a Gaussian direction and radius eps * u ** (1 / d).
         direction = keras.random.normal(shape, dtype=dtype, seed=seed_generator)
         direction = ops.divide_no_nan(direction, _per_sample_norm(direction, "l2"))
         dims = float(np.prod(x.shape[1:]))
-        radius_shape = tf.concat([shape[:1], tf.ones([len(x.shape) - 1], tf.int32)], axis=0)
+        radius_shape = (shape[0],) + (1,) * (len(x.shape) - 1)
         u = keras.random.uniform(radius_shape, dtype=dtype, seed=seed_generator)
         return direction * eps * ops.power(u, 1.0 / dims)

@@ -24,6 +24,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_lossopt._validation import check_choice
 from keras_lossopt.adversarial._checks import check_norm, output_classes
@@ -202,9 +203,9 @@ class AutoAttack(Attack):
         return {**result, "x_adv": to_output(result["x_adv"])}
 
     def _run(self, model, x, y):
-        x_work = x.numpy()  # the checked copy: the caller's x is never written
+        x_work = ops.convert_to_numpy(x)  # the checked copy: the caller's x is never written
         from_logits = self.resolved_from_logits(model)
-        labels, clean, _ = clean_predictions(model, x_work, y.numpy(), from_logits)
+        labels, clean, _ = clean_predictions(model, x_work, ops.convert_to_numpy(y), from_logits)
         seconds = {}
 
         def attack(index, member, state):

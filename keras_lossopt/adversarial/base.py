@@ -34,10 +34,10 @@ import weakref
 from typing import Any
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_int, check_non_negative
+from keras_lossopt.adversarial._backend import compile_attack_function
 from keras_lossopt.adversarial._checks import (
     check_clip,
     check_from_logits,
@@ -67,6 +67,13 @@ def _snake(name: str) -> str:
 def expand_like(mask, x):
     """`mask` `(N,)` reshaped to broadcast against the batch `x`."""
     return ops.reshape(mask, (-1,) + (1,) * (len(x.shape) - 1))
+
+
+def write_row(buffer, row, value):
+    """`buffer` with `buffer[row] = value` (graph code; `row` may be a loop counter), for recorded trajectories."""
+    rows = ops.arange(ops.shape(buffer)[0], dtype="int32")
+    selected = ops.reshape(ops.equal(rows, ops.cast(row, "int32")), (-1,) + (1,) * len(value.shape))
+    return ops.where(selected, ops.expand_dims(value, 0), buffer)
 
 
 def keep_stronger(best, candidate):
@@ -282,7 +289,9 @@ class CompiledAttack(Attack):
     attack, and each call lends the twin the caller's random state and takes it back after,
     so results equal those of an unshared function. Kept in a `WeakKeyDictionary` keyed by
     the model (referenced weakly inside the function too), one per set of options and input
-    dtype, traced with `reduce_retracing=True`.
+    dtype: a `tf.function` traced with `reduce_retracing=True` on TensorFlow, a `jax.jit` on
+    JAX (the model's variables passed in, so a later training step is seen), eager on PyTorch
+    (`_backend.compile_attack_function`).
     """
 
     def generate(self, model, x, y, **options):  # pragma: no cover - every subclass implements it
@@ -307,7 +316,12 @@ class CompiledAttack(Attack):
         config = {k: v for k, v in self.get_config().items() if k != "name"}
         # The label layout and the input rank are part of the key: `reduce_retracing` may then relax
         # the batch size (and feature sizes), never the rank that the objectives read.
-        layout = (len(x.shape), x.dtype.name, tuple(y.shape[1:]), y.dtype.name)
+        layout = (
+            len(x.shape),
+            keras.backend.standardize_dtype(x.dtype),
+            tuple(y.shape[1:]),
+            keras.backend.standardize_dtype(y.dtype),
+        )
         key = (type(self), repr(config), tuple(sorted(options.items())), layout)
         if key not in functions:
             twin = copy.deepcopy(self)  # never called by users: it only traces
@@ -316,6 +330,7 @@ class CompiledAttack(Attack):
                 # model initialization would shift); their states are always lent by the caller.
                 member._seed_generator = keras.random.SeedGenerator(0)
             # A partial, not a closure: TensorFlow counts traces per code object, across models.
-            function = functools.partial(_generate, twin, weakref.ref(model), options)
-            functions[key] = (tf.function(function, reduce_retracing=True), twin)
+            model_ref = weakref.ref(model)
+            function = functools.partial(_generate, twin, model_ref, options)
+            functions[key] = (compile_attack_function(function, model_ref, twin.random_generators()), twin)
         return functions[key]

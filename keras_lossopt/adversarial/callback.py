@@ -21,9 +21,10 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
+from keras_lossopt.adversarial._backend import is_tf_dataset
 from keras_lossopt.adversarial._checks import check_input_range, check_labels_for_model
 from keras_lossopt.adversarial.evaluation import STRENGTHS, evaluate_robustness, resolve_evaluation_attack
 from keras_lossopt.adversarial.objectives import class_scores, detect_from_logits, predicted_labels, sparse_labels
@@ -178,7 +179,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         config = self.get_config()
         data = config.pop("validation_data")
         config = copy.deepcopy(config, memo)
-        data = data if isinstance(data, tf.data.Dataset) else copy.deepcopy(data, memo)
+        data = data if is_tf_dataset(data) else copy.deepcopy(data, memo)
         return type(self).from_config({**config, "validation_data": data})
 
     # ----------------------------------------------------------------- callback hooks
@@ -186,14 +187,14 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         self._reset()
         if self.validation_data is None:
             raise ValueError("RobustnessEvaluation needs `validation_data`: (x, y) arrays or a tf.data.Dataset.")
-        if not isinstance(self.validation_data, tf.data.Dataset):
+        if not is_tf_dataset(self.validation_data):
             # Labels against the model's classes: known only now that the model is.
             x, y = (np.asarray(part) for part in self.validation_data[:2])
             model = self._target_model()
             check_labels_for_model(y, model, x, name="validation_data")
             if hasattr(self.attack, "prepare") and len(x) and self.attack.eps > 0:
                 # The attack's model checks (classes, from_logits, gradient) now, not after the first epoch.
-                self.attack.prepare(model, tf.convert_to_tensor(x[:16], "float32"), tf.convert_to_tensor(y[:16]))
+                self.attack.prepare(model, ops.convert_to_tensor(x[:16], "float32"), ops.convert_to_tensor(y[:16]))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -236,7 +237,7 @@ class RobustnessEvaluation(keras.callbacks.Callback):
         data = self.validation_data
         if self.max_samples is None:
             return data
-        if isinstance(data, tf.data.Dataset):
+        if is_tf_dataset(data):
             return data.unbatch().take(self.max_samples) if _is_batched(data) else data.take(self.max_samples)
         return tuple(np.asarray(part)[: self.max_samples] for part in data[:2])
 
@@ -272,7 +273,7 @@ def _check_validation_data(data, attack):
     """Shape and range checks of `validation_data` that need no model (None is allowed for configs)."""
     if data is None:
         return
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
             raise ValueError(
@@ -302,7 +303,7 @@ def _is_batched(dataset):
 
 
 def _first_arrays(data, limit):
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
         xs, ys = [], []
         source = data.unbatch() if _is_batched(data) else data
         for element in source.take(limit):
@@ -352,9 +353,9 @@ def plot_adversarial_grid(model, x, x_adv, y, path):
     from_logits = detect_from_logits(model)
     scores_clean = class_scores(model(x, training=False), from_logits)
     scores_adv = class_scores(model(x_adv, training=False), from_logits)
-    labels = np.asarray(sparse_labels(tf.convert_to_tensor(y), scores_clean.shape[-1]))
-    pred_clean = np.asarray(predicted_labels(scores_clean))
-    pred_adv = np.asarray(predicted_labels(scores_adv))
+    labels = np.asarray(ops.convert_to_numpy(sparse_labels(ops.convert_to_tensor(y), scores_clean.shape[-1])))
+    pred_clean = np.asarray(ops.convert_to_numpy(predicted_labels(scores_clean)))
+    pred_adv = np.asarray(ops.convert_to_numpy(predicted_labels(scores_adv)))
     n = len(x)
     figure = Figure(figsize=(1.4 * n, 3.2))
     FigureCanvasAgg(figure)

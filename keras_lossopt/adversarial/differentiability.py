@@ -14,8 +14,9 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
+
+from keras_lossopt.adversarial._backend import is_traced, value_and_input_gradient
 
 __all__ = ["NotDifferentiableError"]
 
@@ -54,7 +55,7 @@ def _first_blocking_layer(model, x):
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1 or x is None:
         return None
-    eager = tf.executing_eagerly()
+    eager = not is_traced(x)
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -65,16 +66,17 @@ def _first_blocking_layer(model, x):
         dtype = keras.backend.standardize_dtype(layer.output.dtype)
         if not dtype.startswith(("float", "bfloat")):
             return layer, f"outputs {dtype}"
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = probe(x, training=False)
-            total = ops.sum(ops.cast(out, "float32") * _probe_weights(out))
-        gradient = tape.gradient(total, x)
+        _, gradient = value_and_input_gradient(lambda x, probe=probe: _probe_total(probe, x), x)
         if gradient is None:
             return layer, "passes no gradient"
-        if eager and not np.any(gradient.numpy()):
+        if eager and not np.any(ops.convert_to_numpy(gradient)):
             return layer, "passes an all-zero gradient"
     return None
+
+
+def _probe_total(model, x):
+    out = ops.cast(model(x, training=False), "float32")
+    return ops.sum(out * _probe_weights(out)), ()
 
 
 def _probe_weights(out):
@@ -95,22 +97,19 @@ def check_differentiable(model, x, y, objective):
     """
     x = x[:16]
     y = y[:16]
-    with tf.GradientTape() as tape:
-        tape.watch(x)
+
+    def total(x):
         y_pred = model(x, training=False)
         check_output_dtype(model, y_pred, x)
-        value = ops.sum(objective(y, y_pred))
-    gradient = tape.gradient(value, x)
+        return ops.sum(objective(y, y_pred)), ()
+
+    _, gradient = value_and_input_gradient(total, x)
     if gradient is None:
         raise NotDifferentiableError(not_differentiable_message(model, x, "the gradient is None"))
-    if np.any(gradient.numpy()):
+    if np.any(ops.convert_to_numpy(gradient)):
         return
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        out = ops.cast(model(x, training=False), "float32")
-        total = ops.sum(out * _probe_weights(out))
-    probe_gradient = tape.gradient(total, x)
-    if probe_gradient is not None and np.any(probe_gradient.numpy()):
+    _, probe_gradient = value_and_input_gradient(lambda x: _probe_total(model, x), x)
+    if probe_gradient is not None and np.any(ops.convert_to_numpy(probe_gradient)):
         return  # only the loss is flat here (e.g. a saturated softmax)
     found = _first_blocking_layer(model, x)
     if found is not None and not found[0].weights:

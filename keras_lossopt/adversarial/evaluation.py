@@ -15,10 +15,10 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.adversarial._backend import is_tf_dataset
 from keras_lossopt.adversarial._checks import check_labels_for_model
 from keras_lossopt.adversarial.attacks import ProjectedGradientDescent
 from keras_lossopt.adversarial.autoattack import AutoAttack
@@ -104,7 +104,7 @@ def _batches(model, data, batch_size):
 
     `samples` is known for arrays; for a dataset only `num_batches` may be known.
     """
-    if isinstance(data, tf.data.Dataset):
+    if is_tf_dataset(data):
         spec = data.element_spec
         if not isinstance(spec, tuple) or len(spec) < 2:
             raise ValueError(f"A dataset must yield (x, y) or (x, y, sample_weight). Received element_spec={spec}")

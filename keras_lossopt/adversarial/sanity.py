@@ -21,9 +21,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_lossopt.adversarial._backend import value_and_input_gradient
 from keras_lossopt.adversarial.apgd import AutoProjectedGradientDescent
 from keras_lossopt.adversarial.objectives import (
     class_scores,
@@ -58,15 +58,17 @@ def zero_gradient_warning(model, x, y):
     Returns:
         A message or None.
     """
-    x = tf.convert_to_tensor(np.asarray(x, dtype="float32"))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
+    x = ops.convert_to_tensor(np.asarray(x, dtype="float32"))
+    labels = ops.convert_to_tensor(y)
+
+    def total(x):
         scores = class_scores(model(x, training=False), detect_from_logits(model))
-        loss = ops.sum(cross_entropy_from_scores(sparse_labels(ops.convert_to_tensor(y), scores.shape[-1]), scores))
-    gradient = tape.gradient(loss, x)
+        return ops.sum(cross_entropy_from_scores(sparse_labels(labels, scores.shape[-1]), scores)), ()
+
+    _, gradient = value_and_input_gradient(total, x)
     if gradient is None:
         return "The input gradient is None: gradient attacks cannot run; the robust accuracy is not a bound."
-    flat = np.abs(gradient.numpy().reshape(len(x), -1)).sum(axis=1)
+    flat = np.abs(ops.convert_to_numpy(gradient).reshape(len(x), -1)).sum(axis=1)
     zero = int((flat == 0).sum())
     if zero == 0:
         return None

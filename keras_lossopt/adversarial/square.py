@@ -30,10 +30,10 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._validation import check_choice, check_in_range, check_int
+from keras_lossopt.adversarial._keras_random import draw_with_state, generator_state, set_generator_state
 from keras_lossopt.adversarial.objectives import class_scores, margin_from_scores, sparse_labels
 from keras_lossopt.adversarial.survivors import SurvivorAttack
 
@@ -239,35 +239,41 @@ class SquareAttack(SurvivorAttack):
             side = ops.cast(ops.clip(ops.round(ops.sqrt(p * features)), 1, min(height, width)), "int32")
             return side, side
 
-        def body(i, best, margin):
+        def draws():
+            n = ops.shape(images)[0]
+            return (
+                keras.random.uniform((n,), seed=seed_generator),
+                keras.random.uniform((n,), seed=seed_generator),
+                ops.sign(keras.random.uniform((n, 1, 1, channels), -1.0, 1.0, seed=seed_generator)),
+            )
+
+        def body(i, best, margin, random_state):
             active = margin >= 0.0
             side_h, side_w = window_side(i)
-            n = ops.shape(images)[0]
+            (top, left, signs), random_state = draw_with_state(seed_generator, random_state, draws)
             # Positions uniform in [0, H - s) as the reference draws them (random_int(0, h - s)).
-            top = ops.cast(
-                keras.random.uniform((n,), seed=seed_generator) * ops.cast(height - side_h, "float32"), "int32"
-            )
-            left = ops.cast(
-                keras.random.uniform((n,), seed=seed_generator) * ops.cast(width - side_w, "float32"), "int32"
-            )
+            top = ops.cast(top * ops.cast(height - side_h, "float32"), "int32")
+            left = ops.cast(left * ops.cast(width - side_w, "float32"), "int32")
             top, left = ops.reshape(top, (-1, 1, 1, 1)), ops.reshape(left, (-1, 1, 1, 1))
             window = ops.logical_and(
                 ops.logical_and(rows >= top, rows < top + side_h),
                 ops.logical_and(columns >= left, columns < left + side_w),
             )
-            signs = ops.sign(keras.random.uniform((n, 1, 1, channels), -1.0, 1.0, seed=seed_generator))
             candidate = ops.where(window, images + eps * ops.cast(signs, images.dtype), best)
             candidate = self._clip(ops.minimum(ops.maximum(candidate, images - eps), images + eps))
             new_margin = self._margin(model, candidate, labels, from_logits, shape)
             better = ops.logical_and(active, ops.logical_or(new_margin < margin, new_margin < 0.0))
             best = ops.where(ops.reshape(better, (-1, 1, 1, 1)), candidate, best)
             margin = ops.where(better, new_margin, margin)
-            return i + 1, best, margin
+            return i + 1, best, margin, random_state
 
-        def cond(i, best, margin):
+        def cond(i, best, margin, random_state):
             return ops.logical_and(i < last, ops.any(margin >= 0.0))
 
-        _, best, margin = tf.while_loop(cond, body, (ops.convert_to_tensor(first, "int32"), best, margin))
+        # The generator's state is a loop variable: every query draws anew on every backend.
+        loop_vars = (ops.convert_to_tensor(first, "int32"), best, margin, generator_state(seed_generator))
+        _, best, margin, random_state = ops.while_loop(cond, body, loop_vars)
+        set_generator_state(seed_generator, random_state)
         return ops.reshape(best, shape), margin
 
     # ----------------------------------------------------------------- rounds
@@ -290,10 +296,12 @@ class SquareAttack(SurvivorAttack):
         first, last = round_argument
         options = {"seed_generator": seed_generator, "eps_scale": eps_scale, "budget": budget}
 
-        def fresh():
-            return self.start(model, x, labels, **options)
-
-        best, margin = tf.cond(ops.equal(first, 0), fresh, lambda: tuple(state))
+        # Both branches are computed (one forward pass): a `cond` branch that draws from the generator
+        # would not hand its new state out of a traced JAX branch.
+        fresh_best, fresh_margin = self.start(model, x, labels, **options)
+        restart = ops.equal(first, 0)
+        best = ops.where(restart, fresh_best, ops.convert_to_tensor(state[0]))
+        margin = ops.where(restart, fresh_margin, ops.convert_to_tensor(state[1]))
         best, margin = self.search(model, x, labels, best, margin, first, last, **options)
         return best, margin < 0.0, (best, margin)
 

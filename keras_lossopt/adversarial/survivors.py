@@ -31,9 +31,9 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_lossopt.adversarial._backend import compile_attack_function
 from keras_lossopt.adversarial._keras_random import copy_random_states
 from keras_lossopt.adversarial.base import Attack, expand_like
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
@@ -175,11 +175,14 @@ class SurvivorAttack(Attack):
             )
             best = ops.where(expand_like(fooled, x), best, x_run)
             fooled = ops.logical_or(fooled, fooled_run)
-        return tf.stop_gradient(best)
+        return ops.stop_gradient(best)
 
     # ----------------------------------------------------------------- eager entry point
     def perturb(self, model, x, y):
-        x_work, y_array = x.numpy(), y.numpy()  # x is the checked copy: the caller's x is never written
+        x_work, y_array = (
+            ops.convert_to_numpy(x),
+            ops.convert_to_numpy(y),
+        )  # x is the checked copy: the caller's x is never written
         labels, standing, num_classes = clean_predictions(model, x_work, y_array, self.resolved_from_logits(model))
         rounds = self.rounds(num_classes)
         state = tuple(np.asarray(s) for s in self.initial_state(x_work))
@@ -188,13 +191,14 @@ class SurvivorAttack(Attack):
 
         def attack(index, argument, state_rows):
             x_adv, fooled, new_state = run(
-                tf.constant(x_work[index]),
-                tf.constant(labels[index], tf.int32),
-                tuple(tf.constant(value, tf.int32) for value in argument),
-                tuple(tf.constant(rows) for rows in state_rows),
+                ops.convert_to_tensor(x_work[index]),
+                ops.convert_to_tensor(labels[index], "int32"),
+                tuple(ops.convert_to_tensor(value, "int32") for value in argument),
+                tuple(ops.convert_to_tensor(rows) for rows in state_rows),
                 budget,
             )
-            return x_adv.numpy(), fooled.numpy(), tuple(s.numpy() for s in new_state)
+            to_numpy = ops.convert_to_numpy
+            return to_numpy(x_adv), to_numpy(fooled), tuple(to_numpy(s) for s in new_state)
 
         own = [self._own_seed_generator()]
         copy_random_states(own, [generator])  # the shared trace draws from this attack's own stream
@@ -216,17 +220,22 @@ class SurvivorAttack(Attack):
         if key not in functions:
             model_ref = weakref.ref(model)  # the cache is keyed weakly by the model: do not keep it alive
             generator = keras.random.SeedGenerator(0)  # created eagerly; each call loads the caller's state
-            # The survivors shrink round by round: one trace for every batch size.
-            signature = (
-                tf.TensorSpec((None, *x.shape[1:]), x.dtype),
-                tf.TensorSpec((None,), "int32"),
-                tuple(tf.TensorSpec((), "int32") for _ in range(argument_length)),
-                tuple(tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in state),
-                {name: tf.TensorSpec((None,) * len(v.shape), v.dtype) for name, v in budget.items()},
-            )
+
+            # The survivors shrink round by round: on TensorFlow one trace for every batch size (a `None`
+            # batch dimension); jax.jit compiles once per survivor count.
+            def signature(tf):
+                return (
+                    tf.TensorSpec((None, *x.shape[1:]), x.dtype),
+                    tf.TensorSpec((None,), "int32"),
+                    tuple(tf.TensorSpec((), "int32") for _ in range(argument_length)),
+                    tuple(tf.TensorSpec((None, *s.shape[1:]), s.dtype) for s in state),
+                    {name: tf.TensorSpec((None,) * len(v.shape), v.dtype) for name, v in budget.items()},
+                )
+
             # A partial, not a closure: TensorFlow counts traces per code object, so the one trace of
             # each (model, structure) would add up across models into a "frequent retracing" warning.
             # With a fixed input_signature these functions cannot retrace at all.
             round_function = functools.partial(_run_round, self, model_ref, generator)
-            functions[key] = (tf.function(round_function, input_signature=signature), generator)
+            compiled = compile_attack_function(round_function, model_ref, [generator], signature=signature)
+            functions[key] = (compiled, generator)
         return functions[key]

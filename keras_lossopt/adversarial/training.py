@@ -1,10 +1,12 @@
 """Adversarial training inside `model.fit`: `AdversarialModel` and its four methods.
 
 `AdversarialModel(model, attack, method=...)` is a `keras.Model` whose `train_step`
-attacks each batch (in the same compiled graph: one `tf.while_loop`, no extra `fit`
-calls) and trains on the result. Data, `sample_weight`, callbacks, `jit_compile`,
-`evaluate`, `predict` and saving work as for any Keras model; `evaluate` and `predict`
-use clean inputs. The wrapped model stays reachable as `.model` and saves on its own.
+attacks each batch (in the same compiled step: one `keras.ops.while_loop`, no extra `fit`
+calls) and trains on the result, on TensorFlow, JAX and PyTorch (the parameter gradient and
+the optimizer step are each backend's own: `_backend.adversarial_train_step`). Data,
+`sample_weight`, callbacks, `jit_compile`, `evaluate`, `predict` and saving work as for any
+Keras model; `evaluate` and `predict` use clean inputs. The wrapped model stays reachable
+as `.model` and saves on its own.
 
 Training metrics compiled with `metrics=[...]` are measured on the adversarial batch (for
 every method), so `accuracy` during training is the accuracy on training attacks; the
@@ -18,11 +20,11 @@ import copy
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_lossopt._reduction import reduce_loss_values
 from keras_lossopt._validation import check_choice, check_int, check_non_negative, check_probability
+from keras_lossopt.adversarial._backend import adversarial_train_step, assert_within, replicas_in_sync
 from keras_lossopt.adversarial._checks import check_from_logits, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.attacks import FastGradientMethod
 from keras_lossopt.adversarial.objectives import (
@@ -214,7 +216,7 @@ class AdversarialModel(keras.Model):
         attack = self._training_attack
         eps_scale = self._eps_scale()
         if self.method == "trades":
-            clean_scores = tf.stop_gradient(class_scores(self.model(x, training=False), self._from_logits()))
+            clean_scores = ops.stop_gradient(class_scores(self.model(x, training=False), self._from_logits()))
             from_logits = self._from_logits()
 
             def kl_objective(_, y_pred):
@@ -243,7 +245,7 @@ class AdversarialModel(keras.Model):
         Returns:
             The `History` of `keras.Model.fit`.
         """
-        if isinstance(x, np.ndarray) or tf.is_tensor(x):
+        if isinstance(x, np.ndarray) or ops.is_tensor(x):
             check_input_range(x, self._training_attack.clip, self._training_attack)
         return super().fit(x, y, *args, **kwargs)
 
@@ -256,49 +258,42 @@ class AdversarialModel(keras.Model):
             "them into that range. Set `clip` on the attack to the range of your data, or None."
         )
         tolerance = 1e-6 * (clip[1] - clip[0])
-        tf.debugging.assert_greater_equal(ops.min(x), ops.cast(clip[0] - tolerance, x.dtype), message=message)
-        tf.debugging.assert_less_equal(ops.max(x), ops.cast(clip[1] + tolerance, x.dtype), message=message)
+        assert_within(x, clip[0] - tolerance, clip[1] + tolerance, message)
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    def train_step(self, *args):
+        """One step of adversarial training: `(data)`, or `(state, data)` on JAX (Keras' own signatures)."""
+        return adversarial_train_step(self, args, self._checked_adversarial, self._adversarial_loss, self._track_loss)
+
+    def _checked_adversarial(self, x, y):
         self._check_input_range(x)
-        x_adv = tf.stop_gradient(self._adversarial(x, y))
-        with tf.GradientTape() as tape:
-            if self.method in ("madry", "fast"):
-                y_pred_adv = self(x_adv, training=True)
-                loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True)
-            else:
-                if self.single_pass:
-                    y_pred, y_pred_adv = ops.split(self(ops.concatenate([x, x_adv], axis=0), training=True), 2)
-                else:
-                    y_pred = self(x, training=True)
-                    y_pred_adv = self(x_adv, training=True)
-                clean_loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-                if self.method == "mixed":
-                    adv_loss = self.compute_loss(
-                        x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True
-                    )
-                    weight = self.adversarial_weight
-                    loss = (1.0 - weight) * clean_loss + weight * adv_loss
-                else:
-                    from_logits = self._from_logits()
-                    kl = kl_divergence_from_scores(
-                        class_scores(y_pred, from_logits), class_scores(y_pred_adv, from_logits)
-                    )
-                    loss = clean_loss + self.beta * reduce_loss_values(kl, sample_weight)
-            self._track_loss(loss, x)
-            scaled_loss = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply(gradients, variables)
-        return self.compute_metrics(x_adv, y, y_pred_adv, sample_weight=sample_weight)
+        return self._adversarial(x, y)
+
+    def _adversarial_loss(self, x, x_adv, y, sample_weight):
+        """`(loss, y_pred_adv)`: the method's training loss (training-mode passes) and the outputs on `x_adv`."""
+        if self.method in ("madry", "fast"):
+            y_pred_adv = self(x_adv, training=True)
+            loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True)
+            return loss, y_pred_adv
+        if self.single_pass:
+            y_pred, y_pred_adv = ops.split(self(ops.concatenate([x, x_adv], axis=0), training=True), 2)
+        else:
+            y_pred = self(x, training=True)
+            y_pred_adv = self(x_adv, training=True)
+        clean_loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        if self.method == "mixed":
+            adv_loss = self.compute_loss(x=x_adv, y=y, y_pred=y_pred_adv, sample_weight=sample_weight, training=True)
+            weight = self.adversarial_weight
+            return (1.0 - weight) * clean_loss + weight * adv_loss, y_pred_adv
+        from_logits = self._from_logits()
+        kl = kl_divergence_from_scores(class_scores(y_pred, from_logits), class_scores(y_pred_adv, from_logits))
+        return clean_loss + self.beta * reduce_loss_values(kl, sample_weight), y_pred_adv
 
     def _track_loss(self, loss, x):
         # Keras scales losses by 1 / replicas under tf.distribute; the logged loss is unscaled.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = replicas_in_sync()
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=ops.shape(x)[0])
+                metric.update_state(ops.stop_gradient(loss) * replicas, sample_weight=ops.shape(x)[0])
 
     def get_config(self):
         return {

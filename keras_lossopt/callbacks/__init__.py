@@ -30,6 +30,7 @@ from keras_lossopt.callbacks.loss_trends import LOSS_KINDS, LossTrendDetector
 from keras_lossopt.callbacks.policy import ON_PROBLEM, REMEDY_OPTIONS, ProblemPolicy, Remedies
 from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS, check_training_setup
 from keras_lossopt.callbacks.training_start import TrainingStart, training_start
+from keras_lossopt.callbacks.trivial_baseline import trivial_accuracy, trivial_loss
 
 _FROM_ADVERSARIAL = ("RobustnessEvaluation", "plot_adversarial_grid")
 
@@ -62,6 +63,8 @@ __all__: list[str] = [
     "plot_adversarial_grid",
     "rank_causes",
     "training_start",
+    "trivial_accuracy",
+    "trivial_loss",
 ]
 
 

@@ -51,6 +51,7 @@ CAUSE_KEYS = (
     "saturating_activations",
     "dead_relu",
     "missing_normalization",
+    "shuffled_labels",
 )
 """Every cause `rank_causes` can name, as the `key` of a `Cause`."""
 
@@ -59,7 +60,11 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
     "non_finite": {
         "non_finite_data": 1.0,
         "non_finite_forward": 1.0,
-        "target_scale": 0.9,
+        # Regression targets in natural units train fine (the issue's independent set: RMS
+        # 24-178); the measured update ratio says what the steps did. The ported AUTOTRAINER
+        # case reg20_sgd_explode (targets RMS 179, SGD 0.1) changed its weights by 5.7x their
+        # norm in its first step: below the learning rate's 0.75 at full severity.
+        "target_scale": 0.6,
         "input_scale": 0.9,
         "initial_weight_scale": 0.8,
         "learning_rate_high": 0.75,
@@ -67,10 +72,17 @@ _PRIORS: Mapping[str, Mapping[str, float]] = {
     },
     "vanishing": {
         "loss_mismatch": 0.95,
+        # An initial scale 10x off Glorot's explains vanishing by itself (and makes every
+        # update large relative to tiny weights): it outranks the learning rate.
+        "initial_weight_scale": 0.9,
+        # Steps that change the weights by more than their norm saturate or kill the units
+        # below: the corpus' calibration run learning_rate_too_large/100026 (RMSprop 5.3)
+        # changed its weights by 66x their norm at step 0 and had all six tanh layers
+        # saturated at step 1 and vanishing gradients at step 2 (blamed on the tanh stack).
+        "learning_rate_high": 0.85,
         "saturating_activations": 0.8,
         "dead_relu": 0.7,
         "input_scale": 0.6,
-        "initial_weight_scale": 0.6,
         "missing_normalization": 0.2,
     },
     "dying_relu": {
@@ -107,6 +119,9 @@ _PRIORS = {
     "exploding": _PRIORS["non_finite"],
     "stalled_metric": _PRIORS["stalled_loss"],
     "overfitting": {"missing_normalization": 0.1},
+    # The weights moved and the validation loss never beat the trivial baseline: a check
+    # before training that failed (the loss against the output, the data) comes first.
+    "no_signal": {"loss_mismatch": 1.0, "non_finite_data": 1.0, "shuffled_labels": 0.9, "input_scale": 0.5},
 }
 
 # Thresholds of the evidence (each with its reason).
@@ -240,6 +255,16 @@ def rank_causes(
             )
     if kind == "dying_relu":
         _negative_biases(all_layers, layers, start, add)
+    if kind == "no_signal":
+        add(
+            "shuffled_labels",
+            1.0,
+            "the weights moved, yet the validation loss never got below the loss of a constant prediction (the "
+            "trivial baseline): the labels do not follow the inputs as the model sees them (shuffled or "
+            "misaligned labels, or inputs without signal for them)",
+            "check that inputs and labels are shuffled and split together, the label column, and the features",
+            {},
+        )
     hidden = [layer for layer in all_layers if layer.trainable_weights]
     normalized = any("Normalization" in type(layer).__name__ for layer in all_layers)
     if not normalized and len(hidden) >= 4:

@@ -31,6 +31,7 @@ from keras_lossopt.callbacks.loss_trends import OSCILLATION_THRESHOLD, LossTrend
 from keras_lossopt.callbacks.policy import ProblemPolicy
 from keras_lossopt.callbacks.pretraining import check_training_setup
 from keras_lossopt.callbacks.training_start import TrainingStart, training_start
+from keras_lossopt.callbacks.trivial_baseline import trivial_accuracy, trivial_loss
 
 __all__ = ["TrainingDiagnostics"]
 
@@ -72,8 +73,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       it.
     * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
       batch-to-batch change exceeds `oscillation_threshold` (1.0) times the starting loss,
-      the loss has not gone down, and it stays at or above 90% of where it started (the
-      noise guard of `LossTrendDetector`: small-batch noise swings around a falling loss).
+      the loss has not gone down, and it climbed to 1.5x where it started or above (the
+      noise guard of `LossTrendDetector`: small-batch noise swings around a level that
+      falls or stays at the start).
     * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
       `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
       batches for the batch-to-batch noise to be below half the tolerance.
@@ -85,6 +87,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       the learning rate); a plateau after the weights moved is information.
     * overfitting (information): the validation loss stays above its best for 3 epochs
       while the training loss falls.
+    * no_signal (at the end of training): with `probe_y` and at least
+      `loss_trends.SIGNAL_EPOCHS` epochs of validation data, the best validation loss is
+      not below `1 - loss_trends.SIGNAL_MARGIN` (0.95) times the trivial baseline loss of
+      the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
+      a logged validation accuracy (mean of the last 3 epochs) does not beat the majority
+      class' share of the probe by 0.05, and the weights moved: labels shuffled against
+      the inputs, or inputs without signal for the labels.
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
       diagnosis (SGD at 2 trains many models): what the steps do is judged by the
@@ -259,6 +268,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             self._start.setup_findings.extend(setup)
             for finding in setup:
                 self._handle(finding)
+            if self.probe_y is not None:
+                self._trends.baseline_loss, self._trends.baseline_accuracy = _probe_baselines(self.model, self.probe_y)
         lr = learning_rate_of(optimizer)
         if self.lr_range is not None and lr is not None:
             low, high = self.lr_range
@@ -292,6 +303,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._check_activations()
         for finding in self._trends.update_epoch(self._step - 1, logs or {}):
+            self._report(finding.kind, finding.layers, dict(finding.evidence), finding.severity)
+
+    def on_train_end(self, logs=None):
+        for finding in self._trends.finish(self._step - 1):
             self._report(finding.kind, finding.layers, dict(finding.evidence), finding.severity)
 
     # -- checks --------------------------------------------------------------------------
@@ -408,6 +423,17 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         elif self._probe_model is None and self.model is not None:
             lines.append("Activation checks skipped (no ReLU/sigmoid/tanh layer, or a subclassed model).")
         return format_report("Training diagnostics report", self.findings, lines)
+
+
+def _probe_baselines(model: keras.Model, probe_y: Any) -> tuple[float | None, float | None]:
+    """The trivial baseline loss and accuracy on the probe targets (single-output models with a known size)."""
+    outputs = getattr(model, "outputs", None)
+    loss = getattr(model, "loss", None)
+    if loss is None or not outputs or len(outputs) != 1 or outputs[0].shape[-1] is None:
+        return None, None
+    units = int(outputs[0].shape[-1])
+    value = trivial_loss(loss, probe_y, units)
+    return (value if value is not None and value > 0 else None), trivial_accuracy(probe_y, units)
 
 
 def _check_lr_range(lr_range: Any) -> tuple[float, float] | None:

@@ -39,6 +39,7 @@ FINDING_KINDS = (
     "stalled_metric",
     "learning_rate",
     "overfitting",
+    "no_signal",
     # Checks before training (`pretraining.check_training_setup`), made at step -1.
     "non_finite_data",
     "non_finite_forward",
@@ -81,6 +82,10 @@ REMEDIES: Mapping[str, str] = {
         "and check for dead or saturated layers"
     ),
     "learning_rate": "use a learning rate in the usual range (Adam ~1e-4..1e-2, SGD ~1e-3..1e-1)",
+    "no_signal": (
+        "check that the inputs and the labels are aligned (shuffle them together, never separately; the right "
+        "label column; the same order after a merge or a split), and that the inputs carry signal for the labels"
+    ),
     "overfitting": (
         "stop at the best validation epoch (EarlyStopping(restore_best_weights=True)), add regularization "
         "(Dropout, weight decay, data augmentation), use a smaller model or more data"

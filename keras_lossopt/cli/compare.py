@@ -21,7 +21,8 @@ from keras_lossopt.cli.recommendation import recommend
 from keras_lossopt.cli.training import targets, train_once
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import build_loss, default_objective, resolve_candidates
-from keras_lossopt.tuning.validation import check_labels, cross_validate_loss
+from keras_lossopt.tuning._command import check_labels
+from keras_lossopt.tuning.validation import cross_validate_loss
 
 __all__ = ["run_compare"]
 

@@ -4,6 +4,7 @@
     keras-lossopt compare --data mnist-imbalanced --losses crossentropy,focal,poly1
     keras-lossopt compare --data my.csv --target label
     keras-lossopt search --tuner bayesian --max-trials 20 --directory my-search
+    keras-lossopt search --space loss,optimizer,regularization --max-trials 30   # the whole training objective
     keras-lossopt advise --data my.csv --target label   # ranked losses with parameters, nothing trained
 
 Bad input ends with one line `keras-lossopt: error: ...` and exit status 2 (set
@@ -76,6 +77,15 @@ def _loss_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected comma-separated loss names")
     return names
+
+
+def _space(text: str) -> list[str]:
+    from keras_lossopt.cli.space import parse_space
+
+    try:
+        return parse_space(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _data_arguments(data) -> None:
@@ -162,9 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     search = commands.add_parser(
-        "search", help="keras-tuner search over the loss, its parameters and the learning rate"
+        "search",
+        help="keras-tuner search over the loss, its parameters and the learning rate (with --space: also the "
+        "optimizer and the regularization)",
     )
     _common(search, epochs=20)
+    search.add_argument(
+        "--space",
+        type=_space,
+        default=["loss"],
+        help="the searched parts, comma-separated from loss, optimizer, regularization (the loss always): "
+        "optimizer adds the family (adam, adamw, sgd, rmsprop, adagrad) and its parameters, regularization "
+        "an L2 weight penalty, label smoothing and the rate of the model's Dropout layers; with more than "
+        "one part the report measures what each adds. Default: loss",
+    )
     search.add_argument("--tuner", default="bayesian", choices=("bayesian", "random", "hyperband"))
     search.add_argument("--max-trials", type=_positive_int, default=10, help="default: 10 (not used by hyperband)")
     search.add_argument(
@@ -173,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where trials are kept; rerun to resume. Default: keras-lossopt-search",
     )
     search.add_argument(
-        "--project-name", type=_folder_name, help="sub-folder of --directory. Default: the dataset name"
+        "--project-name",
+        type=_folder_name,
+        help="sub-folder of --directory. Default: the dataset name, followed by the --space parts after loss "
+        "(digits-imbalanced-optimizer-regularization)",
     )
     search.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     search.add_argument(
@@ -217,7 +241,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _check_search_settings(args: argparse.Namespace, task: str, output: str) -> None:
     """The objective and the report folder of a search, once the task is known."""
     from keras_lossopt.cli.paths import DataError, check_output_folder
-    from keras_lossopt.tuning.objectives import DEFAULT_METRIC_NAMES, check_logged_objective
+    from keras_lossopt.tuning._command import DEFAULT_METRIC_NAMES, check_logged_objective
 
     if args.objective is not None:
         metrics = DEFAULT_METRIC_NAMES[task]
@@ -241,8 +265,7 @@ def _check_inputs(args: argparse.Namespace):
     from keras_lossopt.cli.data import load_data
     from keras_lossopt.cli.models import model_builder
     from keras_lossopt.cli.paths import DataError
-    from keras_lossopt.tuning.search_space import select_candidates
-    from keras_lossopt.tuning.validation import check_labels
+    from keras_lossopt.tuning._command import check_labels, select_candidates
 
     dataset = load_data(args.data, target=args.target, task=args.task, seed=args.seed)
     if args.command == "search" and args.folds is None:
@@ -261,7 +284,8 @@ def _check_inputs(args: argparse.Namespace):
         model_builder(dataset)  # the default model's own limits (the U-Net's even image sides)
     if args.command != "search":
         return dataset, None
-    project = args.project_name or dataset.name.replace(os.sep, "_")
+    # Trials of different spaces do not compare, so each space has its own default project.
+    project = args.project_name or "-".join([dataset.name.replace(os.sep, "_"), *args.space[1:]])
     args.output = args.output or os.path.join(args.directory, f"{project}-report")
     _check_search_settings(args, dataset.task, args.output)
     return dataset, project
@@ -351,6 +375,7 @@ def _run(args: argparse.Namespace, dataset, project: str | None) -> None:
         output=args.output,
         folds=args.folds,
         role=args.role,
+        space=args.space,
     )
 
 

@@ -102,6 +102,7 @@ REPORT_FILES = frozenset(
     {
         "advice.json",
         "best_loss.json",
+        "configuration.json",
         "curves.png",
         "metrics.png",
         "report.md",

@@ -18,19 +18,28 @@ import numpy as np
 from keras_lossopt import losses
 from keras_lossopt.cli import report
 from keras_lossopt.cli.distributed import SearchRole
-from keras_lossopt.cli.recommendation import recommend
-from keras_lossopt.cli.training import targets, train_once
+from keras_lossopt.cli.part_gains import measure_part_gains, part_gains_table
+from keras_lossopt.cli.search_report import (
+    configuration_lines,
+    leaderboard_rows,
+    leaderboard_table,
+    recommend_trial,
+    write_search_report,
+)
+from keras_lossopt.cli.training import targets, train_configuration
 from keras_lossopt.datasets import Dataset
 from keras_lossopt.tuning import (
     LossSearchHyperModel,
-    advice_starting_points,
     advise,
-    check_labels,
     check_search_objective,
+    configuration_from_hyperparameters,
+    configured_loss,
+    cross_validate_configuration,
     default_objective,
     make_tuner,
     search_summary,
 )
+from keras_lossopt.tuning._command import check_labels, split_hyperparameters
 
 __all__ = ["pooled", "run_search"]
 
@@ -160,79 +169,6 @@ def _finished_trials(tuner: keras_tuner.Tuner, search_objective: keras_tuner.Obj
     return sorted(finished, key=lambda t: t.score, reverse=search_objective.direction == "max")
 
 
-def _leaderboard_rows(ranked: Sequence, objective_name: str) -> list[dict[str, Any]]:
-    """One row per trial: rank, trial id, loss, learning rate, the loss' parameters, score, fold spread."""
-    rows = []
-    for rank, trial in enumerate(ranked, start=1):
-        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
-
-        def metric(name, trial=trial):
-            return float(trial.metrics.get_last_value(name)) if trial.metrics.exists(name) else None
-
-        rows.append(
-            {
-                "rank": rank,
-                "trial": trial.trial_id,
-                "loss": values.pop("loss"),
-                "learning_rate": values.pop("learning_rate", None),
-                "parameters": {k.split("/", 1)[-1]: v for k, v in values.items()},
-                objective_name: float(trial.score),
-                "fold_std": metric("fold_std"),
-                "folds_run": metric("folds_run"),
-                "fold_scores": [metric(f"fold_{k}") for k in range(int(metric("folds_run") or 0))],
-            }
-        )
-    return rows
-
-
-def _recommend_trial(leaderboard: Sequence[Mapping[str, Any]], objective: keras_tuner.Objective) -> dict[str, Any]:
-    """The trial to recommend: the best score, or a tie inside the noise of the same folds.
-
-    `recommendation.recommend` pairs the trials over the folds they share (each trial's
-    `fold_<k>` scores); a trial raced out after fewer folds never ties. With a fixed
-    validation split (folds=1) there is one score per trial and no tie can be judged.
-    """
-    labels = {f"#{row['rank']} {row['loss']}": row for row in leaderboard}
-    scores = {label: row["fold_scores"] or [row[objective.name]] for label, row in labels.items()}
-    pick = recommend(
-        scores, direction=objective.direction, ranking={label: row[objective.name] for label, row in labels.items()}
-    )
-    row = labels[pick.chosen]
-    return {
-        **pick.to_dict(),
-        "label": pick.chosen,
-        "rank": row["rank"],
-        "trial": row["trial"],
-        "loss": row["loss"],
-        "summary": pick.describe(),
-    }
-
-
-def _leaderboard_table(
-    leaderboard: Sequence[Mapping[str, Any]], objective_name: str, recommended: Mapping[str, Any]
-) -> str:
-    """The markdown table of `_leaderboard_rows`, the recommended and tied trials marked."""
-    tied = recommended["tie"] or []
-
-    def decision(row):
-        label = f"#{row['rank']} {row['loss']}"
-        return "recommended" if label == recommended["label"] else ("tied" if label in tied else "")
-
-    rows = [
-        [
-            row["rank"],
-            row["loss"],
-            ", ".join(f"{k}={_fmt(v)}" for k, v in row["parameters"].items()) or "-",
-            _fmt(row["learning_rate"]) if row["learning_rate"] is not None else "-",
-            f"{row[objective_name]:.4f}"
-            + (f" ± {row['fold_std']:.4f} ({int(row['folds_run'])} folds)" if row["fold_std"] is not None else ""),
-            decision(row),
-        ]
-        for row in leaderboard
-    ]
-    return report.markdown_table(["rank", "loss", "parameters", "learning_rate", objective_name, "decision"], rows)
-
-
 def _evaluate_best_trial(
     tuner: keras_tuner.Tuner,
     hypermodel: LossSearchHyperModel,
@@ -245,14 +181,15 @@ def _evaluate_best_trial(
     batch_size: int,
     seed: int,
 ) -> tuple[keras.losses.Loss, dict[str, float]]:
-    """The best trial's loss and the test-split scores of its model.
+    """The best trial's loss (its label smoothing included, its weight penalty left out) and its test-split scores.
 
     A cross-validated trial trained one model per fold and kept none, so the best
-    configuration is trained once more on the training split (as `compare` trains); so is
-    the best of a distributed search whose workers kept their checkpoints on their own disks
-    (no shared `--directory`).
+    configuration (loss, optimizer, regularization) is trained once more on the training
+    split (as `compare` trains); so is the best of a distributed search whose workers kept
+    their checkpoints on their own disks (no shared `--directory`).
     """
-    best_loss = hypermodel.loss_from_hyperparameters(best_trial.hyperparameters)
+    configuration = configuration_from_hyperparameters(hypermodel, best_trial.hyperparameters)
+    best_loss = configured_loss(configuration)
     best_model = None
     if folds == 1:
         try:
@@ -265,80 +202,44 @@ def _evaluate_best_trial(
     if best_model is not None:
         outputs = best_model.predict(dataset.x_test, batch_size=256, verbose=0)
         return best_loss, report.scores(dataset.task, dataset.y_test, outputs, dataset.num_classes)
-    hp = best_trial.hyperparameters
-    learning_rate = float(hp.get("learning_rate")) if "learning_rate" in hp.values else hypermodel.learning_rate
-    scores, _ = train_once(
-        dataset,
-        make_model,
-        losses.get(losses.serialize(best_loss)),
-        seed=seed,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    scores, _ = train_configuration(dataset, make_model, configuration, seed=seed, epochs=epochs, batch_size=batch_size)
     return best_loss, scores
 
 
-def _write_report(output: str, results: Mapping[str, Any], table: str, finished: int) -> None:
-    settings, leaderboard, recommended = results["settings"], results["leaderboard"], results["recommended"]
-    objective_name = settings["objective"]["name"]
-    shown = ", ".join(f"{k}={v:.3f}" for k, v in results["best_test_scores"].items())
-    with report.atomic_folder(output) as folder:
-        report.write_json(folder / "results.json", results)
-        report.write_json(folder / "best_loss.json", results["best_loss"])
-        report.write_csv(
-            folder / "results.csv",
-            [{**{k: v for k, v in row.items() if k != "parameters"}, **row["parameters"]} for row in leaderboard],
-        )
-        plotted = report.plot_metrics(
-            folder / "trials.png",
-            {
-                f"#{row['rank']} {row['loss']}": {objective_name: (row[objective_name], row["fold_std"] or 0.0)}
-                for row in leaderboard
-            },
-            recommended=recommended["label"],
-            tied=recommended["tie"] or (),
-        )
-        timing = results["timing"]
-        legend = report.class_legend(results["dataset"]["class_names"])
-        validation = (
-            f"stratified {settings['folds']}-fold cross-validation on the training and validation splits "
-            "(score: mean over folds ± spread)"
-            if settings["folds"] > 1
-            else "the validation split"
-        )
-        lines = [
-            f"# Loss search on {results['dataset']['name']}",
-            "",
-            f"Tuner: {settings['tuner']}, objective {objective_name} ({settings['objective']['direction']}) on "
-            f"{validation}, {finished} finished trials of at most {settings['epochs']} epochs (early stopping). "
-            f"Model: {results['model']}.",
-            "",
-            f"Wall time of the trials: {timing['seconds']:.0f} s; the final best was first reached at trial "
-            f"{timing.get('best_found_at', '-')} of {timing['trials_run']}.",
-            "",
-            table,
-            "",
-            "## The advisor's picks (the first trials)",
-            "",
-            results["advice"]["profile_summary"],
-            "",
-            *([f"{legend[0].upper()}{legend[1:]}.", ""] if legend else []),
-            results["advice"]["table"],
-            "",
-            f"Recommended: trial {recommended['label']}, config in `best_loss.json` "
-            "(load it with `keras_lossopt.losses.get(json.load(open('best_loss.json')))`).",
-            "",
-            f"Decision: {recommended['summary']}.",
-            "",
-            f"Rule: {recommended['rule']}.",
-            "",
-            f"The recommended configuration on the test split: {shown}.",
-            "",
-        ]
-        if plotted:
-            lines += ["![objective per trial](trials.png)", ""]
-        (folder / "report.md").write_text("\n".join(lines))
+def _check_resumed_space(tuner: keras_tuner.Tuner, space: Sequence[str], project_dir: str) -> None:
+    """A resumed search must vary the parts its stored trials varied: else their scores do not compare."""
+    for trial in tuner.oracle.trials.values():
+        parts = split_hyperparameters(trial.hyperparameters.values)
+        stored = ["loss"] + ["optimizer"] * (parts["optimizer"] is not None)
+        stored += ["regularization"] * (parts["regularization"] is not None)
+        if stored != list(space):
+            raise ValueError(
+                f"the trials in {project_dir} searched --space {','.join(stored)}, not {','.join(space)}: rerun "
+                f"with --space {','.join(stored)}, or start another search with --project-name or --overwrite"
+            )
+
+
+def _measure_part_gains(
+    configuration, dataset: Dataset, make_model, *, folds: int, epochs: int, batch_size: int, seed: int,
+    objective: keras_tuner.Objective, print_fn,
+) -> dict[str, Any]:  # fmt: skip
+    """The gain of each searched part, on the folds and seed of the search (`part_gains`)."""
+    if folds < 2:
+        return {
+            "skipped": "Not measured: the gain of a part is judged paired over cross-validation folds, and this "
+            "search ranked on a fixed validation split (--folds 1); rerun with --folds 3 to measure it."
+        }
+    x, y = pooled(dataset)
+    steps = len(configuration["space"])
+    print_fn(f"measuring what each searched part adds: {steps} configurations x {folds} folds")
+
+    def score(step):
+        return cross_validate_configuration(
+            make_model, step, x, y, num_classes=dataset.num_classes, folds=folds, epochs=epochs,
+            batch_size=batch_size, objective=objective.name, seed=seed,
+        ).scores  # fmt: skip
+
+    return measure_part_gains(configuration, score, direction=objective.direction)
 
 
 def run_search(
@@ -360,8 +261,14 @@ def run_search(
     folds: int = 1,
     print_fn: Callable[[str], None] = print,
     role: SearchRole | None = None,
+    space: Sequence[str] = ("loss",),
 ) -> dict[str, Any]:
     """Runs (or resumes) the search from the advisor's picks, prints the leaderboard, writes the report folder.
+
+    `space` names the searched parts (`space.SPACE_PARTS`): the loss always, the optimizer and
+    the regularization when named. The report gives the recommended trial's whole
+    configuration (also written to `configuration.json`) and, for more than one part, what
+    each part adds on the search's folds (`part_gains`).
 
     In keras-tuner's distributed mode (`role`, from `distributed.search_role`) the chief serves
     the trials, waits for the workers to finish them and alone writes the report; a worker
@@ -376,7 +283,15 @@ def run_search(
     if dataset.task != "segmentation":
         # With folds every model trains on part of train+val; the priors are those of the pool.
         counts = np.bincount(labels.ravel(), minlength=dataset.num_classes) if folds > 1 else dataset.class_counts()
-    hypermodel = LossSearchHyperModel(make_model, task=dataset.task, candidates=loss_names, class_counts=counts)
+    space = list(space)
+    hypermodel = LossSearchHyperModel(
+        make_model,
+        task=dataset.task,
+        candidates=loss_names,
+        class_counts=counts,
+        search_optimizer="optimizer" in space,
+        search_regularization="regularization" in space,
+    )
     advice = advise(
         labels if folds > 1 else dataset.y_train,
         dataset.task,
@@ -396,6 +311,7 @@ def run_search(
         "project_name": project_name,
         "seed": seed,
         "folds": folds,
+        "space": space,
     }
     tuner = make_tuner(
         hypermodel,
@@ -408,15 +324,18 @@ def run_search(
         overwrite=overwrite,
         seed=seed,
         folds=folds,
-        starting_points=advice_starting_points(advice, hypermodel.candidates),
+        starting_points=hypermodel.starting_points(advice),
     )
+    if role is None or role.is_chief:  # a worker's oracle holds no trials
+        _check_resumed_space(tuner, space, tuner.project_dir)
     print_fn(dataset.summary())
     legend = report.class_legend(dataset.class_names)
     if legend:
         print_fn(legend)
     print_fn(
         f"model: {model_description}; losses: {', '.join(c.name for c in hypermodel.candidates)}; "
-        f"tuner: {tuner_name}; objective: {search_objective.name} ({search_objective.direction}); "
+        f"searched: {', '.join(space)}; tuner: {tuner_name}; "
+        f"objective: {search_objective.name} ({search_objective.direction}); "
         + (f"{folds}-fold cross-validation" if folds > 1 else "validation split")
     )
     print_fn(f"advisor: {advice.profile.summary()}; first trials: {', '.join(a.candidate for a in advice.ranked)}")
@@ -437,13 +356,15 @@ def run_search(
         )
         return {"command": "search", "role": "worker", "tuner_id": role.tuner_id, "trials_run": progress.trials}
     ranked = _finished_trials(tuner, search_objective)
-    leaderboard = _leaderboard_rows(ranked, search_objective.name)
-    recommended = _recommend_trial(leaderboard, search_objective)
+    leaderboard = leaderboard_rows(ranked, search_objective.name)
+    recommended = recommend_trial(leaderboard, search_objective)
     timing = search_summary(tuner)
+    best_trial = ranked[recommended["rank"] - 1]
+    configuration = configuration_from_hyperparameters(hypermodel, best_trial.hyperparameters)
     best_loss, test_scores = _evaluate_best_trial(
         tuner,
         hypermodel,
-        ranked[recommended["rank"] - 1],
+        best_trial,
         dataset,
         folds=folds,
         make_model=make_model,
@@ -451,17 +372,29 @@ def run_search(
         batch_size=batch_size,
         seed=seed,
     )
-    table = _leaderboard_table(leaderboard, search_objective.name, recommended)
+    table = leaderboard_table(leaderboard, search_objective.name, recommended)
     print_fn("")
     print_fn(table)
     shown = ", ".join(f"{k}={v:.3f}" for k, v in test_scores.items())
     print_fn(f"\nrecommended: trial {recommended['summary']}")
     print_fn(f"  (rule: {recommended['rule']})")
+    print_fn("the recommended configuration:\n" + "\n".join(configuration_lines(configuration)))
     print_fn(f"the recommended configuration ({type(best_loss).__name__}) on the test split: {shown}")
     print_fn(
         f"search wall time {timing['seconds']:.0f} s over {timing['trials_run']} trials; the final best was first "
         f"reached at trial {timing.get('best_found_at', '-')}"
     )
+    gains = None
+    if len(space) > 1:
+        gains = _measure_part_gains(
+            configuration, dataset, make_model, folds=folds, epochs=epochs, batch_size=batch_size, seed=seed,
+            objective=search_objective, print_fn=print_fn,
+        )  # fmt: skip
+        if "skipped" in gains:
+            print_fn(gains["skipped"])
+        else:
+            print_fn(part_gains_table(gains, search_objective.name))
+            print_fn(f"parts: {gains['recommended']['summary']}")
     results = {
         "command": "search",
         "dataset": {
@@ -475,11 +408,13 @@ def run_search(
         "leaderboard": leaderboard,
         "recommended": recommended,
         "best_loss": losses.serialize(best_loss),
+        "configuration": configuration,
+        "part_gains": gains,
         "best_test_scores": test_scores,
         "timing": {k: v for k, v in timing.items() if k != "trials"},
         "trials": timing["trials"],
         "advice": {**advice.to_dict(), "table": advice.table(), "profile_summary": advice.profile.summary()},
     }
-    _write_report(output, results, table, finished=len(ranked))
-    print_fn(f"report and best_loss.json written to {output}")
+    write_search_report(output, results, table, finished=len(ranked))
+    print_fn(f"report, best_loss.json and configuration.json written to {output}")
     return results

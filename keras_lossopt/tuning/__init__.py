@@ -6,6 +6,9 @@
   AdaGrad) the same way, each with its own learning-rate range and parameters.
 * `LossSearchHyperModel(build_model, task, ...)` and `make_tuner(...)` - any model becomes
   a loss search with RandomSearch, BayesianOptimization, Hyperband or GridSearch.
+* `configuration_from_hyperparameters(hypermodel, hp)` - a trial's loss, optimizer and
+  regularization as a JSON-ready dict; `compile_arguments(configuration, model)` rebuilds
+  its compile.
 * `advise(y, x=x)` - the loss advisor: label profile, ranked losses with parameters from the data.
 * Honest selection: `make_tuner(..., folds=3)` scores trials by stratified k-fold
   cross-validation (`tuning.validation`), races hopeless trials over folds, stops every
@@ -26,6 +29,8 @@ from typing import Any
 # Public name -> the module that defines it (each module's __all__). The names load on
 # first use: the search space and the objective checks need neither Keras nor
 # keras-tuner, so the command checks its arguments with them before TensorFlow starts.
+# What only the command needs (its checks before TensorFlow starts, the parts of a trial)
+# is not public: `keras_lossopt.tuning._command` hands it to the command.
 _EXPORTS = {
     "Advice": "advisor",
     "LabelProfile": "advisor",
@@ -35,7 +40,7 @@ _EXPORTS = {
     "advice_starting_points": "tuners",
     "search_summary": "tuners",
     "FoldScores": "validation",
-    "check_labels": "validation",
+    "cross_validate_configuration": "validation",
     "cross_validate_loss": "validation",
     "stratified_folds": "validation",
     "LossSearchBayesian": "tuners",
@@ -47,8 +52,6 @@ _EXPORTS = {
     "default_metrics": "objectives",
     "default_objective": "objectives",
     "make_tuner": "hypermodel",
-    "DEFAULT_METRIC_NAMES": "objectives",
-    "check_logged_objective": "objectives",
     "check_search_objective": "objectives",
     "class_recall_objective": "objectives",
     "macro_f1_objective": "objectives",
@@ -63,6 +66,10 @@ _EXPORTS = {
     "choose_optimizer": "optimizer_space",
     "select_optimizers": "optimizer_space",
     "choose_regularization": "regularization_space",
+    "CONFIGURATION_FORMAT": "configuration",
+    "compile_arguments": "configuration",
+    "configuration_from_hyperparameters": "configuration",
+    "configured_loss": "configuration",
     "DEFAULT_CANDIDATES": "search_space",
     "LOSS_CANDIDATES": "search_space",
     "TASKS": "search_space",
@@ -71,7 +78,6 @@ _EXPORTS = {
     "build_loss": "search_space",
     "choose_loss": "search_space",
     "resolve_candidates": "search_space",
-    "select_candidates": "search_space",
 }
 
 __all__ = sorted(_EXPORTS)

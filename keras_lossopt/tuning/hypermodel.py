@@ -24,8 +24,13 @@ from keras_lossopt.tuning.objectives import (
     default_metrics,
     default_objective,
 )
-from keras_lossopt.tuning.optimizer_space import choose_optimizer, select_optimizers
-from keras_lossopt.tuning.regularization_space import choose_regularization, smoothable_candidates
+from keras_lossopt.tuning.optimizer_space import (
+    build_optimizer,
+    choose_optimizer,
+    optimizer_hyperparameter_name,
+    select_optimizers,
+)
+from keras_lossopt.tuning.regularization_space import STARTING_PENALTY, choose_regularization, smoothable_candidates
 from keras_lossopt.tuning.search_space import (
     TASKS,
     LossCandidate,
@@ -232,6 +237,47 @@ class LossSearchHyperModel(keras_tuner.HyperModel):
             if loss_hyperparameter_name(chosen, p.argument) in hp.values
         }
         return build_loss(candidate, values, from_logits=self.from_logits, class_counts=self.class_counts)
+
+    def starting_points(self, advice, learning_rate: float = 3e-3) -> list[dict[str, Any]]:
+        """The advisor's ranked losses as the first trials of this hypermodel's whole space.
+
+        Each point is one of the advisor's losses with its parameters (`advice_starting_points`),
+        trained with Adam at `learning_rate` (the family's own rate when the optimizer is
+        searched: Adam when it is among the families, else the first family) and, when the
+        regularization is searched, an L2 penalty of 1e-4 (a common weight decay).
+
+        Args:
+            advice: an `Advice` from `tuning.advise`.
+            learning_rate: the starting learning rate. Default 3e-3.
+
+        Returns:
+            A list of hyperparameter values, for `make_tuner(starting_points=...)`.
+        """
+        family = None
+        if self.optimizers is not None:
+            names = [c.name for c in self.optimizers]
+            family = "adam" if "adam" in names else names[0]
+        return loss_tuners.advice_starting_points(
+            advice,
+            self.candidates,
+            learning_rate=learning_rate,
+            optimizer=family,
+            weight_penalty=STARTING_PENALTY if self.search_regularization else None,
+        )
+
+    def optimizer_from_hyperparameters(self, hp):
+        """The optimizer a trial's hyperparameters describe (a new one), as `build` made it."""
+        if self.optimizers is None:
+            tuned = self.tune_learning_rate and "learning_rate" in hp.values
+            return keras.optimizers.Adam(hp.get("learning_rate") if tuned else self.learning_rate)
+        chosen = hp.get("optimizer")
+        candidate = next(c for c in self.optimizers if c.name == chosen)
+        values = {
+            p.argument: hp.get(optimizer_hyperparameter_name(chosen, p.argument))
+            for p in candidate.all_params
+            if optimizer_hyperparameter_name(chosen, p.argument) in hp.values
+        }
+        return build_optimizer(candidate, values)
 
 
 def _is_metric(metric) -> bool:

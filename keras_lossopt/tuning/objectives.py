@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     import keras_tuner
 
 __all__ = [
-    "DEFAULT_METRIC_NAMES",
-    "check_logged_objective",
     "check_search_objective",
     "class_recall_objective",
     "default_metrics",

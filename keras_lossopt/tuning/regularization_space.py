@@ -28,7 +28,9 @@ PENALTY_HP = "regularization/l2"
 LABEL_SMOOTHING_HP = "regularization/label_smoothing"
 DROPOUT_HP = "regularization/dropout"
 PENALTY_RANGE = (1e-6, 1e-2)
-"""Log-uniform range of the searched L2 strength (1e-4, a common weight decay, is the first trial's)."""
+"""Log-uniform range of the searched L2 strength."""
+STARTING_PENALTY = 1e-4
+"""The L2 strength of the first trials (a common weight decay)."""
 
 
 def smoothable_candidates(candidates: Sequence[Any], build) -> list[str]:
@@ -62,6 +64,29 @@ def _dropout_layers(model: keras.Model) -> list[keras.layers.Dropout]:
     return found
 
 
+def with_label_smoothing(loss, smoothing: float):
+    """The loss rebuilt from its config with `label_smoothing` set (the loss must take it)."""
+    return type(loss).from_config({**loss.get_config(), "label_smoothing": float(smoothing)})
+
+
+def set_dropout_rate(model: keras.Model, rate: float) -> int:
+    """Sets `rate` on every `keras.layers.Dropout` of `model` (nested models too); returns how many.
+
+    Keras reads a Dropout layer's rate when the model's step is traced, so it is set before
+    the model is compiled.
+    """
+    dropouts = _dropout_layers(model)
+    for layer in dropouts:
+        layer.rate = float(rate)
+    return len(dropouts)
+
+
+def penalized_loss(loss, l2: float, model: keras.Model, name: str = ""):
+    """`CompositeLoss({name: loss, "weight_penalty": WeightPenalty(l2=l2)})`, the penalty bound to `model`."""
+    penalty = WeightPenalty(l2=l2).bind(model)
+    return CompositeLoss({name or "loss": loss, "weight_penalty": penalty})
+
+
 def choose_regularization(hp, model: keras.Model, loss, *, smoothable: Sequence[str] = (), chosen_loss: str = ""):
     """Declares the regularization strengths in `hp`, applies the dropout rate; returns the loss to compile.
 
@@ -82,12 +107,9 @@ def choose_regularization(hp, model: keras.Model, loss, *, smoothable: Sequence[
         with hp.conditional_scope("loss", list(smoothable)):
             smoothing = hp.Float(LABEL_SMOOTHING_HP, 0.0, 0.2, default=0.0)
         if chosen_loss in smoothable:
-            loss = type(loss).from_config({**loss.get_config(), "label_smoothing": smoothing})
+            loss = with_label_smoothing(loss, smoothing)
     dropouts = _dropout_layers(model)
     if dropouts:
-        rate = hp.Float(DROPOUT_HP, 0.0, 0.6, default=float(dropouts[0].rate))
-        for layer in dropouts:
-            layer.rate = rate
-    strength = hp.Float(PENALTY_HP, *PENALTY_RANGE, sampling="log", default=1e-4)
-    penalty = WeightPenalty(l2=strength).bind(model)
-    return CompositeLoss({chosen_loss or "loss": loss, "weight_penalty": penalty})
+        set_dropout_rate(model, hp.Float(DROPOUT_HP, 0.0, 0.6, default=float(dropouts[0].rate)))
+    strength = hp.Float(PENALTY_HP, *PENALTY_RANGE, sampling="log", default=STARTING_PENALTY)
+    return penalized_loss(loss, strength, model, chosen_loss)

@@ -36,7 +36,6 @@ __all__ = [
     "build_loss",
     "choose_loss",
     "resolve_candidates",
-    "select_candidates",
 ]
 
 TASKS = ("binary", "multiclass", "multilabel", "segmentation")

@@ -23,7 +23,7 @@ from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "check_labels",
+    "cross_validate_configuration",
     "cross_validate_loss",
     "stratified_folds",
 ]
@@ -398,20 +398,84 @@ def cross_validate_loss(
 
     from keras_lossopt import losses
 
+    config = losses.serialize(loss)
+
+    def compile_fold(model):
+        return {"optimizer": keras.optimizers.Adam(learning_rate), "loss": losses.get(config)}
+
+    return _cross_validate_compiled(
+        make_model, compile_fold, x, y, task=task, num_classes=num_classes, folds=folds, epochs=epochs,
+        batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
+    )  # fmt: skip
+
+
+def cross_validate_configuration(
+    make_model: Callable,
+    configuration,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    folds: int = 3,
+    epochs: int = 30,
+    batch_size: int = 64,
+    objective: str | None = None,
+    seed: int = 0,
+    balanced: bool = True,
+) -> FoldScores:
+    """The cross-validated score of a whole configuration (loss, optimizer, regularization).
+
+    The same folds, early stopping and best-epoch score as a search with `folds` and
+    `seed`, for a configuration from `configuration_from_hyperparameters` (or one with a
+    part left out, to measure what that part adds).
+
+    Args:
+        make_model: returns a fresh, uncompiled model with logits out.
+        configuration: the configuration (`tuning.configuration`); its `task` is used.
+        x: inputs (training and validation data together).
+        y: targets in the form the loss takes (`(N, 1)` floats for binary).
+        num_classes: classes of the task (2 for binary).
+        folds: number of folds, at least 2. Default 3.
+        epochs: the most epochs per fold. Default 30.
+        batch_size: Default 64.
+        objective: the metric, e.g. `"val_macro_f1"`. Default: the task's search objective.
+        seed: seed of the folds and of the weights. Default 0.
+        balanced: weigh every class equally in the validation folds. Default True.
+
+    Returns:
+        A `FoldScores`.
+    """
+    from keras_lossopt.tuning.configuration import compile_arguments, configured_loss
+
+    configured_loss(configuration)  # a bad configuration fails before the first fold trains
+
+    def compile_fold(model):
+        return compile_arguments(configuration, model)
+
+    return _cross_validate_compiled(
+        make_model, compile_fold, x, y, task=configuration["task"], num_classes=num_classes, folds=folds,
+        epochs=epochs, batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
+    )  # fmt: skip
+
+
+def _cross_validate_compiled(
+    make_model, compile_fold, x, y, *, task, num_classes, folds, epochs, batch_size, objective, seed, balanced
+) -> FoldScores:
+    """Trains one model per fold, compiled with `compile_fold(model)` (a dict of `compile` arguments)."""
+    import keras
+
     target = default_objective(task) if objective is None else None
     name = objective or target.name
     direction = "max" if target is None else target.direction
     labels = np.asarray(y)
     strata = labels.reshape(len(labels), -1)[:, 0] if task == "binary" else labels
     splits = stratified_folds(strata, folds, task=task, seed=seed)
-    config = losses.serialize(loss)
 
     def score_fold(train, validation, number):
         keras.utils.set_random_seed(seed + number)
         model = make_model()
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=losses.get(config),
+            **compile_fold(model),
             weighted_metrics=default_metrics(task, num_classes),  # the balanced weights reach them
         )
         weights = validation_weights(y[validation], task) if balanced else None

@@ -38,4 +38,4 @@ def trained_probs(trained):
 
 
 def accuracy(model, x, y):
-    return float(np.mean(np.argmax(np.asarray(model(x, training=False)), axis=-1) == y))
+    return float(np.mean(np.argmax(keras.ops.convert_to_numpy(model(x, training=False)), axis=-1) == y))

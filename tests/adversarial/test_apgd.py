@@ -3,7 +3,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.adversarial import (
     AutoProjectedGradientDescent,
@@ -13,6 +12,7 @@ from keras_lossopt.adversarial import (
     dlr_loss,
     targeted_dlr_loss,
 )
+from tests.backends import tensorflow_only, to_numpy
 
 EPS = 0.1
 
@@ -179,14 +179,14 @@ def test_dlr_losses_match_their_formulas_in_float64(rng):
     logits = rng.normal(size=(64, 10)) * 3
     labels = rng.integers(0, 10, size=64)
     targets = (labels + rng.integers(1, 10, size=64)) % 10
-    value = np.asarray(dlr_loss(labels, logits))
+    value = to_numpy(dlr_loss(labels, logits))
     assert value.dtype == np.float64
     np.testing.assert_allclose(value, numpy_dlr(logits, labels), rtol=1e-12)
     np.testing.assert_allclose(
-        np.asarray(targeted_dlr_loss(labels, targets, logits)), numpy_targeted_dlr(logits, labels, targets), rtol=1e-12
+        to_numpy(targeted_dlr_loss(labels, targets, logits)), numpy_targeted_dlr(logits, labels, targets), rtol=1e-12
     )
     # Invariant to shifting and positive scaling (what makes it robust to a saturated softmax).
-    np.testing.assert_allclose(np.asarray(dlr_loss(labels, 7.0 * logits - 2.0)), value, rtol=1e-9)
+    np.testing.assert_allclose(to_numpy(dlr_loss(labels, 7.0 * logits - 2.0)), value, rtol=1e-9)
     assert np.all((value > 0) == (np.argmax(logits, axis=1) != labels))
 
 
@@ -214,19 +214,22 @@ def test_examples_stay_in_the_eps_ball_and_the_clip_range(trained, digits, norm,
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd20_and_leaves_misclassified_inputs_alone(trained, digits):
     _, _, x, y = digits
-    predicted = np.argmax(np.asarray(trained(x)), axis=1)
+    predicted = np.argmax(to_numpy(trained(x)), axis=1)
     x_apgd = AutoProjectedGradientDescent(EPS, steps=30, seed=0)(trained, x, y)
     x_pgd = ProjectedGradientDescent(EPS, steps=20, seed=0)(trained, x, y)
-    robust_apgd = np.argmax(np.asarray(trained(x_apgd)), axis=1) == y
-    robust_pgd = np.argmax(np.asarray(trained(x_pgd)), axis=1) == y
+    robust_apgd = np.argmax(to_numpy(trained(x_apgd)), axis=1) == y
+    robust_pgd = np.argmax(to_numpy(trained(x_pgd)), axis=1) == y
     assert robust_apgd.mean() <= robust_pgd.mean()
     assert robust_apgd.mean() < (predicted == y).mean()  # it does break some
     wrong = predicted != y
     np.testing.assert_array_equal(x_apgd[wrong], x[wrong])  # never attacked: wrong to begin with
 
 
+@tensorflow_only  # a tf.function with jit_compile; on JAX every call is jax.jit-compiled
 @pytest.mark.slow  # XLA compiles the while loops on CPU in tens of seconds
 def test_generate_is_graph_code_that_compiles_with_xla(trained, digits):
+    import tensorflow as tf
+
     _, _, x, y = digits
     attack = AutoProjectedGradientDescent(EPS, steps=5, loss="targeted_dlr", num_target_classes=1, seed=0)
     attack._own_seed_generator()

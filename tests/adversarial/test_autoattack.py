@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.adversarial import (
     AutoAttack,
@@ -12,12 +11,13 @@ from keras_lossopt.adversarial import (
     robust_accuracy,
 )
 from keras_lossopt.adversarial.sanity import eps_growth_warning, zero_gradient_warning
+from tests.backends import to_numpy
 
 EPS = 0.1
 
 
 def correct(model, x, y):
-    return np.argmax(np.asarray(model(x, training=False)), axis=1) == y
+    return np.argmax(to_numpy(model(x, training=False)), axis=1) == y
 
 
 class ShatteredGradient(keras.layers.Layer):
@@ -28,12 +28,13 @@ class ShatteredGradient(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        @tf.custom_gradient
+        @keras.ops.custom_gradient
         def scramble(v):
-            def gradient(upstream):
-                return upstream * tf.sign(tf.sin(1e4 * v) + 0.3)
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return upstream * keras.ops.sign(keras.ops.sin(1e4 * v) + 0.3)
 
-            return tf.identity(v), gradient
+            return v * 1.0, gradient
 
         return scramble(inputs)
 
@@ -81,7 +82,7 @@ def test_a_model_that_ignores_its_input_fails_the_eps_and_gradient_checks(digits
     _, _, x, y = digits
     constant = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, kernel_initializer="zeros",
                                                                         bias_initializer="random_normal")])  # fmt: skip
-    label = int(np.argmax(np.asarray(constant(x[:1]))[0]))
+    label = int(np.argmax(to_numpy(constant(x[:1]))[0]))
     x, y = x[y == label][:8], y[y == label][:8]  # all correct, and no budget can change that
     assert "all-zero input gradient" in zero_gradient_warning(constant, x, y)
     with pytest.warns(UserWarning, match="all-zero gradient"):  # the attack's own check warns too

@@ -6,7 +6,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.adversarial import (
     AdversarialModel,
@@ -80,6 +79,8 @@ def test_worst_case_over_attacks_with_a_dataset_and_an_adversarial_model(digits)
     attacks = default_evaluation_attacks(0.1, steps=5, seed=0)
     model = AdversarialModel(classifier(), FastGradientMethod(0.1), method="fast")
     model.compile("adam", LOGITS_CE)
+    import tensorflow as tf  # tf.data feeds the callback on every backend
+
     data = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(32)
     callback = RobustnessEvaluation(attacks, data)
     history = model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])

@@ -4,7 +4,6 @@ import logging
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_lossopt.adversarial import (
     FastGradientMethod,
@@ -16,10 +15,11 @@ from keras_lossopt.adversarial import (
     robust_accuracy,
 )
 from keras_lossopt.adversarial.base import _SHARED_GENERATE
+from tests.backends import tensorflow_only, to_numpy
 
 
 def predictions(model, x):
-    return np.argmax(np.asarray(model(x, training=False)), axis=-1)
+    return np.argmax(to_numpy(model(x, training=False)), axis=-1)
 
 
 def test_generate_adversarial_over_arrays_and_datasets_matches_one_call(trained, digits, capsys):
@@ -29,6 +29,8 @@ def test_generate_adversarial_over_arrays_and_datasets_matches_one_call(trained,
     from_arrays = generate_adversarial(trained, (x, y), attack, batch_size=50, verbose=1)
     assert "128/128" in capsys.readouterr().out  # the progress bar counts samples
     np.testing.assert_allclose(from_arrays, expected, atol=1e-7)
+    import tensorflow as tf  # tf.data feeds the evaluation on every backend
+
     batched = tf.data.Dataset.from_tensor_slices((x, y)).batch(40)
     unbatched = tf.data.Dataset.from_tensor_slices((x, y))
     np.testing.assert_allclose(generate_adversarial(trained, batched, attack, verbose=0), expected, atol=1e-7)
@@ -94,7 +96,10 @@ def test_strongest_attack_config_and_bad_input():
         robust_accuracy(keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)]), np.zeros((2, 2)), [0, 1])
 
 
+@tensorflow_only  # TensorFlow's tracing count and its "retracing" warning; test_attacks counts traces on JAX
 def test_repeated_evaluations_share_one_trace_and_log_no_retracing_warning(rng):
+    import tensorflow as tf
+
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     x = rng.uniform(size=(12, 6)).astype("float32")
@@ -121,3 +126,32 @@ def test_a_shared_trace_keeps_each_attacks_own_random_stream(rng):
     first, second = attack(model, x, y), attack(model, x, y)
     assert not np.array_equal(first, second)  # the stream goes on: a new random start
     np.testing.assert_array_equal(ProjectedGradientDescent(0.1, steps=3, seed=5)(model, x, y), first)
+
+
+def test_robust_accuracy_equals_a_float64_numpy_reference_on_a_linear_model(rng):
+    """FGSM on a linear softmax model written out in NumPy: the same examples and the same robust accuracy."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    w, b = (v.astype("float64") for v in model.get_weights())
+    x = rng.uniform(0.1, 0.9, size=(200, 8)).astype("float32")
+    logits = x.astype("float64") @ w + b
+    y = logits.argmax(axis=1)
+    y[::5] = (y[::5] + 1) % 4  # some samples misclassified to begin with
+    eps = 0.05
+    # d CE / d x = (softmax(xW + b) - onehot(y)) W^T; FGSM moves each input by eps * sign(gradient).
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    gradient = (probs - np.eye(4)[y]) @ w.T
+    x_adv = np.clip(x + eps * np.sign(gradient), 0.0, 1.0)
+    adv_logits = x_adv @ w + b
+    clean = logits.argmax(1) == y
+    robust = clean & (adv_logits.argmax(1) == y)
+    decided = (np.abs(gradient) > 1e-6).all(axis=1) & (
+        np.sort(adv_logits, 1)[:, -1] - np.sort(adv_logits, 1)[:, -2] > 1e-4
+    )
+    assert decided.mean() > 0.9 and 0.1 < robust.mean() < clean.mean()  # the attack breaks some, not all
+    attack = FastGradientMethod(eps, loss="cross_entropy")
+    x_attacked = attack(model, x, y)
+    np.testing.assert_allclose(x_attacked[decided], x_adv[decided], atol=1e-6)
+    got = robust_accuracy(model, x[decided], y[decided], attack, batch_size=64)
+    assert got == pytest.approx(robust[decided].mean(), abs=1e-12)

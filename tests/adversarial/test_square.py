@@ -8,6 +8,7 @@ from keras_lossopt.adversarial import (
     SquareAttack,
     square_p_schedule,
 )
+from tests.backends import to_numpy
 
 EPS = 0.1
 
@@ -28,7 +29,7 @@ def test_examples_stay_in_the_eps_ball_and_the_clip_range(rng, shape):
     model = keras.Sequential([keras.Input(shape[1:]), keras.layers.Flatten(), keras.layers.Dense(4)])
     x = rng.uniform(0.0, 1.0, size=shape).astype("float32")
     x[0] = 0.0  # at the edge of the range: clipping matters
-    y = np.argmax(np.asarray(model(x)), axis=1)  # all correct: every sample is attacked
+    y = np.argmax(to_numpy(model(x)), axis=1)  # all correct: every sample is attacked
     x_adv = SquareAttack(EPS, queries=60, seed=0)(model, x, y)
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
@@ -44,9 +45,9 @@ def test_square_breaks_a_model_without_input_gradients(trained, digits):
     )
     with pytest.raises(NotDifferentiableError):
         AutoProjectedGradientDescent(EPS, steps=5)(quantized, x, y)
-    correct = np.argmax(np.asarray(quantized(x)), axis=1) == y
+    correct = np.argmax(to_numpy(quantized(x)), axis=1) == y
     x_adv = SquareAttack(0.15, queries=300, seed=0)(quantized, x, y)
-    robust = np.argmax(np.asarray(quantized(x_adv)), axis=1) == y
+    robust = np.argmax(to_numpy(quantized(x_adv)), axis=1) == y
     assert robust.sum() < correct.sum()
     np.testing.assert_array_equal(x_adv[~correct], x[~correct])  # wrong to begin with: untouched
 
@@ -54,8 +55,8 @@ def test_square_breaks_a_model_without_input_gradients(trained, digits):
 def test_more_queries_break_more_samples(trained, digits):
     _, _, x, y = digits
     x, y = x[:64], y[:64]
-    few = np.argmax(np.asarray(trained(SquareAttack(EPS, queries=20, seed=0)(trained, x, y))), axis=1) == y
-    many = np.argmax(np.asarray(trained(SquareAttack(EPS, queries=400, seed=0)(trained, x, y))), axis=1) == y
+    few = np.argmax(to_numpy(trained(SquareAttack(EPS, queries=20, seed=0)(trained, x, y))), axis=1) == y
+    many = np.argmax(to_numpy(trained(SquareAttack(EPS, queries=400, seed=0)(trained, x, y))), axis=1) == y
     assert many.sum() < few.sum()
 
 

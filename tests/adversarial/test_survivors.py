@@ -4,10 +4,10 @@ import logging
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_lossopt.adversarial import AutoProjectedGradientDescent, SquareAttack, evaluate_robustness
 from keras_lossopt.adversarial.survivors import _SHARED_ROUNDS, attack_survivors
+from tests.backends import BACKEND, tensorflow_only, to_numpy
 
 
 def test_the_loop_attacks_only_the_samples_standing_and_carries_their_state():
@@ -45,29 +45,37 @@ def _model(seed=0):
 
 
 def _shared_traces(model):
+    """TensorFlow's tracing count of each shared round function (None elsewhere: jax.jit compiles per shape)."""
+    if BACKEND != "tensorflow":
+        return None
     return [function.experimental_get_tracing_count() for function, _ in _SHARED_ROUNDS.get(model, {}).values()]
 
 
 def test_attacks_of_one_structure_share_one_trace_and_keep_their_own_random_stream(rng):
     model = _model()
     x = rng.uniform(size=(16, 6)).astype("float32")
-    y = np.argmax(np.asarray(model(x)), axis=-1)
+    y = np.argmax(to_numpy(model(x)), axis=-1)
     first = AutoProjectedGradientDescent(0.1, steps=10, seed=3)(model, x, y)
     again = AutoProjectedGradientDescent(0.1, steps=10, seed=3)(model, x, y)  # a new object, same seed
     np.testing.assert_array_equal(first, again)  # the shared trace drew from the new object's stream
     other_budget = AutoProjectedGradientDescent(0.3, steps=25, seed=3)(model, x, y)
     assert np.abs(other_budget - x).max() <= 0.3 + 1e-6 and np.abs(other_budget - x).max() > 0.1
-    assert _shared_traces(model) == [1]  # eps and steps are tensors of the one trace
+    assert _shared_traces(model) in ([1], None)  # eps and steps are tensors of the one trace
+    assert len(_SHARED_ROUNDS[model]) == 1
     square = SquareAttack(0.1, queries=20, seed=1)
     square(model, x, y)
     SquareAttack(0.2, queries=20, seed=1)(model, x, y)
-    assert sorted(_shared_traces(model)) == [1, 1]
+    assert _shared_traces(model) in ([1, 1], None)
+    assert len(_SHARED_ROUNDS[model]) == 2
 
 
+@tensorflow_only  # TensorFlow's tracing count and its "retracing" warning
 def test_a_standard_evaluation_logs_no_retracing_warning_and_traces_once(rng):
+    import tensorflow as tf
+
     model = _model(1)
     x = rng.uniform(size=(40, 6)).astype("float32")
-    y = np.argmax(np.asarray(model(x)), axis=-1)
+    y = np.argmax(to_numpy(model(x)), axis=-1)
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
@@ -91,7 +99,7 @@ def test_the_seed_state_of_a_keras_seed_generator_can_be_handed_over():
     keras.random.uniform((3,), seed=source)
     target.state.assign(source.state.value)
     np.testing.assert_array_equal(
-        np.asarray(keras.random.uniform((3,), seed=target)), np.asarray(keras.random.uniform((3,), seed=source))
+        to_numpy(keras.random.uniform((3,), seed=target)), to_numpy(keras.random.uniform((3,), seed=source))
     )
 
 
@@ -101,7 +109,7 @@ def test_the_shared_rounds_do_not_keep_models_alive(rng):
 
     model = _model(2)
     x = rng.uniform(size=(8, 6)).astype("float32")
-    SquareAttack(0.1, queries=5, seed=0)(model, x, np.argmax(np.asarray(model(x)), axis=-1))
+    SquareAttack(0.1, queries=5, seed=0)(model, x, np.argmax(to_numpy(model(x)), axis=-1))
     ((function, _),) = _SHARED_ROUNDS[model].values()
     refs = weakref.ref(model), weakref.ref(function)
     del model, function

@@ -191,6 +191,17 @@ COMMAND_CASES = [
     (["search", *GOOD, "--directory", "a_file"], r"--directory a_file is a file"),
     (["search", *GOOD, "--project-name", "a/b"], r"--project-name: expected a plain folder name"),
     ([*SEARCH, "--output", "trials"], r"--output trials would replace the search --directory"),
+    # the searched parts of a search (--space)
+    (
+        [*SEARCH, "--space", "loss,optimiser"],
+        r"--space: unknown part 'optimiser' in 'loss,optimiser'; allowed parts: loss, optimizer, regularization; "
+        r"did you mean 'optimizer'\?",
+    ),
+    ([*SEARCH, "--space", "loss,weights"], r"unknown part 'weights' .*allowed parts: loss, optimizer, regularization$"),
+    ([*SEARCH, "--space", "optimizer,regularization"], r"leaves out 'loss': the search always chooses the loss"),
+    ([*SEARCH, "--space", "loss,optimizer,loss"], r"--space: 'loss,optimizer,loss' names 'loss' twice"),
+    ([*SEARCH, "--space", ", ,"], r"--space: expected comma-separated parts from loss, optimizer, regularization"),
+    (["compare", *GOOD, "--space", "loss,optimizer"], r"unrecognized arguments: --space loss,optimizer"),
     # the objective of a search
     ([*SEARCH, "--objective", "val_recall_class_7"], r"'val_recall_class_7' is never logged.*val_macro_f1"),
     ([*SEARCH, "--objective", "val_macro_f"], r"never logged.*Did you mean 'val_macro_f1'\?"),
@@ -315,7 +326,7 @@ API_CASES = [
     (lambda: tuning_objectives.objective_direction(""), ValueError, r"non-empty metric name"),
     (lambda: tuning.check_search_objective(3), ValueError, r"must be a metric name or a keras_tuner\.Objective"),
     (
-        lambda: tuning.check_logged_objective("val_recall_class_7", ["loss", "val_loss", "val_macro_f1"]),
+        lambda: tuning_objectives.check_logged_objective("val_recall_class_7", ["loss", "val_loss", "val_macro_f1"]),
         ValueError,
         r"'val_recall_class_7' is never logged.*Logged metrics: val_macro_f1\.",
     ),

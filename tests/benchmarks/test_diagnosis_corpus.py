@@ -117,28 +117,41 @@ def test_information_does_not_flag_and_the_earliest_problem_names_the_cause():
     assert math.isfinite(wilson(counts["healthy_flagged"], counts["healthy"])[1])
 
 
-# The regression guard: a fixed sample of 20 corpus runs (calibration half and peer cases,
-# the quickest of each kind), trained for real with the default callbacks. Healthy runs
-# must train and stay free of problems; faulty runs must be detected with the planted
-# cause ranked first.
-GUARD_HEALTHY = ["healthy/46", "healthy/28", "healthy/40", "healthy/58", "healthy/38", "healthy/14", "healthy/48"]
-GUARD_FAULTY = [
-    "nan_in_data/100036",
-    "learning_rate_too_small/100028",
-    "learning_rate_too_large/100006",
-    "wrong_loss/100002",
-    "dying_relu/100032",
-    "wrong_output_activation/100020",
-    "unnormalized_inputs/100004",
-    "bad_initialization/100030",
-    "deep_sigmoid/100034",
-]
-GUARD_PEERS = [
-    "peer/circle_nan_inputs",
-    "peer/circle_oscillating_sgd",
-    "peer/blob_unscaled_inputs",
+# The regression guard: a fixed sample of the corpus' calibration half and peer cases.
+# Most runs are replayed: their recorded signals (tests/benchmarks/data, written by
+# tests/benchmarks/guard_data.py) go through the current rules, without training. A few
+# short runs train for real and must agree with their own replay (the replay is what the
+# corpus tables are made of) as well as keep their diagnosis. Healthy runs must stay free
+# of problems; faulty runs must be detected with the planted cause ranked first.
+GUARD_REPLAYED = [
+    # Healthy: batch sizes 1-4 (per-sample noise), SGD at 0.76, RNN, CNN, slow runs near
+    # their baseline, and two repaired peer cases.
+    "healthy/22",
+    "healthy/34",
+    "healthy/46",
+    "healthy/10",
+    "healthy/40",
+    "healthy/48",
+    "healthy/66",
     "peer/blob_sgd_batch1",
+    "peer/circle_adam_repaired",
+    # Faulty: every fault family, and three peer faults.
+    "nan_in_data/100036",
+    "learning_rate_too_large/100026",
+    "learning_rate_too_small/100008",
+    "dying_relu/100012",
+    "wrong_output_activation/100000",
+    "wrong_loss/100022",
+    "unnormalized_inputs/100024",
+    "deep_sigmoid/100014",
+    "bad_initialization/100030",
+    "shuffled_labels/100038",
+    "peer/circle_oscillating_sgd",
+    "peer/blob_adam_1e-6",
+    "peer/circle_gradient_vanish",
 ]
+# The quickest runs (under 200 steps or a few seconds each on an idle 2-core machine).
+GUARD_TRAINED = ["peer/reg20_sgd_explode", "healthy/28", "learning_rate_too_small/100028", "healthy/14"]
 
 
 @pytest.fixture(scope="module")
@@ -146,17 +159,51 @@ def corpus_by_id():
     return {spec.id: spec for spec in corpus_specs() + peer_cases()}
 
 
+@pytest.fixture(scope="module")
+def guard_runs():
+    from tests.benchmarks.guard_data import load_guard
+
+    return load_guard()
+
+
+def check_diagnosis(spec, record):
+    problems = [f"{f['kind']}: {f['causes'][:1]}" for f in record["findings"] if f["severity"] == "problem"]
+    if spec.group == "healthy":
+        assert problems == [], f"{spec.id} flagged: {problems}"
+    else:
+        assert flagged(record), f"{spec.id} missed; findings: {[f['kind'] for f in record['findings']]}"
+        assert top_cause(first_problem(record)) == spec.planted_cause, f"{spec.id}: {problems}"
+
+
+@pytest.mark.parametrize("run_id", GUARD_REPLAYED)
+def test_replayed_corpus_runs_keep_their_diagnosis(corpus_by_id, guard_runs, run_id):
+    from benchmarks.diagnosis_corpus.replay import replay_record
+    from benchmarks.diagnosis_corpus.runner import probe_baselines
+
+    records, traces = guard_runs
+    spec = corpus_by_id[run_id]
+    record = records[run_id]
+    assert RunSpec.from_dict(record["spec"]) == spec  # the recorded run is the corpus' run
+    if spec.group == "healthy":
+        assert record["trained"], f"{run_id} did not beat its baseline"
+    check_diagnosis(spec, replay_record(record, traces.get(run_id), probe_baselines(spec)))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("run_id", GUARD_HEALTHY + GUARD_FAULTY + GUARD_PEERS)
-def test_sampled_corpus_runs_keep_their_diagnosis(corpus_by_id, run_id):
-    from benchmarks.diagnosis_corpus.runner import run_spec
+@pytest.mark.parametrize("run_id", GUARD_TRAINED)
+def test_trained_corpus_runs_keep_their_diagnosis_and_agree_with_their_replay(corpus_by_id, run_id):
+    from benchmarks.diagnosis_corpus.replay import REPLAYED_KINDS, replay_record
+    from benchmarks.diagnosis_corpus.runner import probe_baselines, run_spec
 
     spec = corpus_by_id[run_id]
     record = run_spec(spec)
-    problems = [f"{f['kind']}: {f['causes'][:1]}" for f in record["findings"] if f["severity"] == "problem"]
     if spec.group == "healthy":
         assert record["trained"], f"{run_id} did not beat its baseline: {record['score']} vs {record['baseline']}"
-        assert problems == [], f"{run_id} flagged: {problems}"
-    else:
-        assert flagged(record), f"{run_id} missed; findings: {record['findings']}"
-        assert top_cause(first_problem(record)) == spec.planted_cause, f"{run_id}: {problems}"
+    check_diagnosis(spec, record)
+    replayed = replay_record(record, record["trace"], probe_baselines(spec))
+    kinds = (*REPLAYED_KINDS, "no_signal")
+
+    def decisions(findings):
+        return sorted((f["kind"], f["step"], f["severity"]) for f in findings if f["kind"] in kinds)
+
+    assert decisions(replayed["findings"]) == decisions(record["findings"])

@@ -40,8 +40,8 @@ def test_per_sample_noise_of_batch_size_one_is_not_an_oscillation(rng):
     assert [f.kind for f in feed(LossTrendDetector(), losses)] == []
 
 
-def test_batch_of_32_alternating_losses_oscillate():
-    findings = feed(LossTrendDetector(), np.tile([1.0, 3.0], 15))
+def test_batch_of_32_alternating_losses_that_climb_oscillate():
+    findings = feed(LossTrendDetector(), [1.0, 3.0, 1.0, 3.0, 1.0] + [3.0, 6.0] * 15)
     assert [(f.kind, f.step) for f in findings] == [("oscillating_loss", 19)]
 
 
@@ -151,7 +151,7 @@ def test_a_stalled_loss_with_moving_weights_is_information(rng):
 def test_a_swinging_loss_with_still_weights_is_not_an_oscillation():
     # Batch size 4 at SGD 1e-7: the loss swings by its per-sample noise around a model
     # that does not move; the same swings with moving weights are an oscillation.
-    swings = np.tile([1.0, 3.0], 15)
+    swings = [1.0, 3.0, 1.0, 3.0, 1.0] + [3.0, 6.0] * 15
     still = LossTrendDetector(weight_change=lambda: 1e-6)
     assert feed(still, swings) == []
     moving = LossTrendDetector(weight_change=lambda: 0.5)
@@ -194,6 +194,7 @@ def test_overfitting_is_information_after_k_epochs_above_the_best(train, val, fi
     "kwargs, match",
     [
         ({"window": 3}, r"`window` must be >= 4"),
+        ({"oscillation_rise": 0}, r"`oscillation_rise` must be > 0"),
         ({"stall_steps": 10}, r"`stall_steps` must be >= 20"),
         ({"oscillation_threshold": 0}, r"`oscillation_threshold` must be > 0"),
         ({"metric_rate": 2.0}, r"`metric_rate`"),
@@ -201,8 +202,75 @@ def test_overfitting_is_information_after_k_epochs_above_the_best(train, val, fi
         ({"overfit_epochs": 0}, r"`overfit_epochs` must be >= 1"),
         ({"still_weights": 0}, r"`still_weights` must be > 0"),
         ({"weight_change": 0.1}, r"`weight_change` must be a callable"),
+        ({"baseline_loss": 0.0}, r"`baseline_loss` must be a positive number or None"),
+        ({"baseline_accuracy": 1.5}, r"`baseline_accuracy`"),
+        ({"signal_epochs": 0}, r"`signal_epochs` must be >= 1"),
+        ({"signal_margin": -0.1}, r"`signal_margin`"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LossTrendDetector(**kwargs)
+
+
+def run_epochs(detector, train, val, accuracy=None):
+    found = []
+    for epoch, (t, v) in enumerate(zip(train, val)):
+        logs = {"loss": t, "val_loss": v}
+        if accuracy is not None:
+            logs["val_accuracy"] = accuracy[epoch]
+        found += detector.update_epoch(10 * epoch + 9, logs)
+    return found + detector.finish(10 * len(val) - 1)
+
+
+# Shapes of the corpus' calibration runs: shuffled labels keep the validation loss at the
+# trivial baseline (ln 3 for three balanced classes) while the weights move.
+SHUFFLED_VAL = [1.125, 1.112, 1.105, 1.101, 1.099, 1.102]
+LEARNING_VAL = [1.09, 0.95, 0.80, 0.71, 0.66, 0.62]
+
+
+@pytest.mark.parametrize(
+    "val, moved, accuracy, fires",
+    [
+        (SHUFFLED_VAL, 0.3, None, True),
+        (SHUFFLED_VAL, 0.001, None, False),  # weights that stayed put: the stall rules judge it
+        (LEARNING_VAL, 0.3, None, False),
+        # Above the baseline loss but clearly above chance: an overconfident classifier.
+        (SHUFFLED_VAL, 0.3, [0.45, 0.47, 0.48, 0.50, 0.51, 0.52], False),
+        (SHUFFLED_VAL, 0.3, [0.33, 0.36, 0.31, 0.34, 0.35, 0.33], True),
+        (SHUFFLED_VAL[:2], 0.3, None, False),  # too few epochs to judge
+        # Within the margin of the baseline but below it and still falling 1.4% per epoch:
+        # a slow run finding signal (the corpus' healthy RMSprop run on five classes).
+        ([1.16, 1.14, 1.12, 1.10, 1.085, 1.07], 0.3, None, False),
+        ([1.16, 1.14, 1.12, 1.10, 1.10, 1.099], 0.3, None, True),  # flat at the baseline
+    ],
+)
+def test_no_signal_when_the_validation_loss_never_beats_the_trivial_baseline(val, moved, accuracy, fires):
+    baseline = math.log(3)
+    detector = LossTrendDetector(
+        weight_change=lambda: moved, baseline_loss=baseline, baseline_accuracy=1 / 3 if accuracy else None
+    )
+    found = [f for f in run_epochs(detector, [1.1] * len(val), val, accuracy) if f.kind == "no_signal"]
+    assert bool(found) == fires
+    if fires:
+        (finding,) = found
+        assert finding.severity == "problem" and finding.step == 10 * len(val) - 1
+        assert finding.evidence["best_over_baseline"] == pytest.approx(min(val) / baseline)
+        assert min(val) >= (1 - detector.signal_margin) * baseline
+
+
+def test_no_signal_needs_a_baseline():
+    detector = LossTrendDetector(weight_change=lambda: 0.3)
+    assert [f.kind for f in run_epochs(detector, [1.1] * 6, SHUFFLED_VAL) if f.kind == "no_signal"] == []
+
+
+def test_a_swing_at_the_starting_level_is_noise_and_a_climbing_swing_oscillates():
+    # Alternating losses swing by the starting loss: at the start's level they are noise
+    # (a small batch), climbed to 2.5x the start they oscillate (steps too large).
+    start = [1.0, 3.0, 1.0, 3.0, 1.0]
+    at_start = LossTrendDetector(weight_change=lambda: 0.3)
+    assert [f.kind for f in feed(at_start, start + [0.9, 3.3] * 30) if f.kind == "oscillating_loss"] == []
+    climbing = LossTrendDetector(weight_change=lambda: 0.3)
+    found = [f for f in feed(climbing, start + [3.0, 6.0] * 30) if f.kind == "oscillating_loss"]
+    window = np.array((start + [3.0, 6.0] * 30)[found[0].step - 19 : found[0].step + 1])
+    assert np.quantile(window, 0.25) >= climbing.oscillation_rise * np.median(start)

@@ -5,7 +5,7 @@ import json
 import keras_tuner
 import numpy as np
 
-from keras_lossopt.cli import search as search_module
+from keras_lossopt.cli import search_report
 from keras_lossopt.cli.main import main
 from keras_lossopt.cli.paths import REPORT_FILES
 from keras_lossopt.cli.recommendation import recommend
@@ -106,15 +106,15 @@ def test_search_summary_reports_a_tie_of_trials_and_marks_it_in_the_leaderboard(
         _row(3, "focal", [0.70, 0.72], score=0.75),  # raced out after two folds
         _row(4, "crossentropy", [0.60, 0.62, 0.61]),
     ]
-    recommended = search_module._recommend_trial(board, objective)
+    recommended = search_report.recommend_trial(board, objective)
     assert (recommended["rank"], recommended["loss"], recommended["trial"]) == (2, "logit_adjusted", "02")
     assert recommended["tie"] == ["#1 class_balanced_focal", "#2 logit_adjusted"]
     assert recommended["summary"].startswith(
         "#2 logit_adjusted: a tie within the noise between #1 class_balanced_focal"
     )
-    table = search_module._leaderboard_table(board, "val_macro_f1", recommended)
+    table = search_report.leaderboard_table(board, "val_macro_f1", recommended)
     assert [line.rsplit("|", 2)[-2].strip() for line in table.splitlines()[2:]] == ["tied", "recommended", "", ""]
     # a fixed validation split: one score per trial, no tie can be judged
     single = [{**row, "fold_scores": [], "fold_std": None, "folds_run": None} for row in board]
-    best = search_module._recommend_trial(single, objective)
+    best = search_report.recommend_trial(single, objective)
     assert best["rank"] == 1 and best["tie"] is None and "no tie can be judged" in best["summary"]

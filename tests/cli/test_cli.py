@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, recall_score
 
-from keras_lossopt import losses
+from keras_lossopt import losses, tuning
 from keras_lossopt.cli import compare as compare_module
 from keras_lossopt.cli.main import main
 from keras_lossopt.cli.paths import REPORT_FILES
@@ -354,3 +354,51 @@ def test_compare_on_the_builtin_shapes_segmentation_set(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["model"] == "small U-Net"
     assert 0 <= results["runs"][0]["mean_iou"] <= 1
+
+
+@pytest.mark.slow
+def test_a_joint_search_reports_the_whole_configuration_and_what_each_part_adds(tmp_path, capsys, rng):
+    x = rng.normal(size=(60, 3)).astype("float32")
+    y = (x[:, 0] > 0.3).astype("int64") + (x[:, 1] > 0.8).astype("int64")
+    np.savez(tmp_path / "tiny.npz", x=x, y=y)
+    directory, out = tmp_path / "search", tmp_path / "report"
+    common = ["search", "--data", str(tmp_path / "tiny.npz"), "--tuner", "random", "--losses", "crossentropy,focal",
+              "--epochs", "1", "--batch-size", "32", "--folds", "2", "--directory", str(directory)]  # fmt: skip
+    space = ["--space", "regularization,loss,optimizer"]
+    status, stdout, err = run(capsys, *common, *space, "--max-trials", "2", "--output", str(out))
+    assert status == 0, err
+    assert "searched: loss, optimizer, regularization" in stdout
+    assert (directory / "tiny-optimizer-regularization").is_dir()  # its own default project
+    results = json.loads((out / "results.json").read_text())
+    configuration = json.loads((out / "configuration.json").read_text())
+    assert configuration == results["configuration"] and configuration["space"] == results["settings"]["space"]
+    winner = results["leaderboard"][results["recommended"]["rank"] - 1]
+    assert (
+        configuration["loss"]["name"] == winner["loss"] and configuration["optimizer"]["family"] == winner["optimizer"]
+    )
+    assert configuration["regularization"]["l2"] == winner["regularization"]["l2"]
+    assert winner["optimizer"] in ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+    # best_loss.json is the configuration's loss (without the penalty, which needs a model).
+    assert json.loads((out / "best_loss.json").read_text()) == losses.serialize(tuning.configured_loss(configuration))
+    gains = results["part_gains"]
+    assert [s["label"] for s in gains["steps"]] == [
+        "loss only",
+        "loss + optimizer",
+        "loss + optimizer + regularization",
+    ]
+    assert all(len(s["scores"]) == 2 for s in gains["steps"]) and gains["paired_over"] == "2 folds"
+    for gain, (before, after) in zip(gains["gains"], zip(gains["steps"], gains["steps"][1:])):
+        assert gain["gain"] == pytest.approx(np.mean(after["scores"]) - np.mean(before["scores"]))
+        assert gain["verdict"] == ("tie" if abs(gain["gain"]) <= gain["standard_error"] else
+                                   "gain" if gain["gain"] > 0 else "worse")  # fmt: skip
+    text = (out / "report.md").read_text()
+    assert "## The recommended configuration" in text and f"- loss: {winner['loss']}" in text
+    assert "- weight penalty: L2 " in text and "- dropout: not searched (the model has no Dropout layer)" in text
+    assert "## What each searched part adds" in text and "| loss + optimizer |" in text
+    assert "optimizer" in (out / "results.csv").read_text().splitlines()[0]
+    assert {p.name for p in out.iterdir()} <= REPORT_FILES
+    # Resuming the same project with another space would mix trials that do not compare.
+    status, _, err = run(capsys, *common, "--space", "loss", "--project-name", "tiny-optimizer-regularization",
+                         "--output", str(tmp_path / "other"))  # fmt: skip
+    assert status == 2 and "searched --space loss,optimizer,regularization, not loss" in err
+    assert not (tmp_path / "other").exists()

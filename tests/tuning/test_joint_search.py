@@ -104,3 +104,21 @@ def test_bad_search_options_raise():
         tuning.LossSearchHyperModel(build_plain, candidates=["crossentropy"], search_optimizer=["adamm"])
     with pytest.raises(ValueError, match="search_regularization"):
         tuning.LossSearchHyperModel(build_plain, candidates=["crossentropy"], search_regularization="yes")
+
+
+def test_the_hypermodel_starts_its_whole_space_from_the_advice(data):
+    _, y = data
+    advice = tuning.advise(y, candidates=["crossentropy", "focal"])
+    joint = tuning.LossSearchHyperModel(
+        build_plain, candidates=["crossentropy", "focal"], search_optimizer=["sgd", "rmsprop"],
+        search_regularization=True,
+    )  # fmt: skip
+    points = joint.starting_points(advice)
+    assert [p["loss"] for p in points] == [a.candidate for a in advice.ranked]
+    # No Adam among the families: the first family starts, at the advisor's rate, with the usual weight decay.
+    assert all(p["optimizer"] == "sgd" and p["sgd/learning_rate"] == 3e-3 for p in points)
+    assert all(p["regularization/l2"] == 1e-4 and "learning_rate" not in p for p in points)
+    loss_only = tuning.LossSearchHyperModel(build_plain, candidates=["crossentropy", "focal"])
+    assert all(set(p) <= {"loss", "learning_rate", "focal/gamma", "focal/label_smoothing", "focal/alpha"}
+               for p in loss_only.starting_points(advice))  # fmt: skip
+    assert all(p["learning_rate"] == 3e-3 for p in loss_only.starting_points(advice))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_lossopt import tuning
+from keras_lossopt.tuning.objectives import DEFAULT_METRIC_NAMES
 
 
 def rank_two_trials(search_objective, name="val_f1_score"):
@@ -96,10 +97,10 @@ def test_a_raw_tuner_ranking_by_val_loss_stops_at_the_first_trial(tmp_path, rng)
     assert np.all([t.status != "COMPLETED" for t in tuner.oracle.trials.values()])
 
 
-@pytest.mark.parametrize("task", sorted(tuning.DEFAULT_METRIC_NAMES))
+@pytest.mark.parametrize("task", sorted(DEFAULT_METRIC_NAMES))
 def test_default_metric_names_are_the_names_default_metrics_compiles(task):
     compiled = [m.name for m in tuning.default_metrics(task, 3)]
-    assert compiled == list(tuning.DEFAULT_METRIC_NAMES[task])
+    assert compiled == list(DEFAULT_METRIC_NAMES[task])
     assert tuning.default_objective(task).name == f"val_{compiled[0]}"
 
 

@@ -1,0 +1,88 @@
+"""Threshold sweeps on the corpus' calibration half, by replay (no training).
+
+Prints, for the calibration half only (even seeds; the held-out half is never read here),
+what the current rules flag on healthy runs that trained and what they miss of the faulty
+runs, then, for each swept threshold, the healthy runs flagged as a problem and the faulty
+runs detected at each value. The thresholds in `keras_lossopt.callbacks` name the rates
+printed here.
+
+    python -m benchmarks.diagnosis_corpus.calibrate
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from collections.abc import Mapping, Sequence
+
+from benchmarks.diagnosis_corpus.analysis import first_problem, problems, split_groups, top_cause
+from benchmarks.diagnosis_corpus.replay import replayed_records
+from benchmarks.diagnosis_corpus.runner import load_records
+
+__all__ = ["SWEEPS", "main", "sweep"]
+
+#: (label, rule family, argument, values): the thresholds swept.
+SWEEPS: Sequence[tuple[str, str, str, Sequence[float]]] = (
+    ("oscillation threshold", "trend", "oscillation_threshold", (0.5, 1.0, 1.5, 2.0, 3.0)),
+    ("no_signal margin", "trend", "signal_margin", (0.01, 0.02, 0.03, 0.05, 0.1)),
+    ("still weights", "trend", "still_weights", (0.001, 0.002, 0.005, 0.01)),
+    ("vanishing ratio", "gradient", "vanishing_ratio", (1e-4, 3e-4, 1e-3, 3e-3)),
+    ("exploding growth", "gradient", "exploding_growth", (1e2, 1e3, 1e4)),
+)
+
+
+def _counts(records: Sequence[Mapping]) -> tuple[int, int, int, int]:
+    healthy, _, faulty = split_groups(records, "calibration")
+    return (
+        sum(bool(problems(r)) for r in healthy),
+        len(healthy),
+        sum(bool(problems(r)) for r in faulty),
+        len(faulty),
+    )
+
+
+def sweep(records: Mapping[str, Mapping], kind: str, argument: str, values: Sequence[float]) -> list[str]:
+    """One line per value: healthy runs flagged and faulty runs detected on the calibration half."""
+    lines = []
+    for value in values:
+        args = {"trend_args" if kind == "trend" else "detector_args": {argument: value}}
+        replayed = replayed_records(records, **args)
+        flagged, healthy, detected, faulty = _counts(list(replayed.values()))
+        lines.append(f"  {argument}={value:g}: healthy flagged {flagged}/{healthy}, detected {detected}/{faulty}")
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--no-sweeps", action="store_true", help="only the current rules' decisions")
+    args = parser.parse_args(argv)
+    # Only runs that recorded the signals the rules read (the current corpus version).
+    records = {k: r for k, r in load_records().items() if r.get("split") == "calibration" and r.get("batch_losses")}
+    replayed = replayed_records(records)
+    healthy, dropped, faulty = split_groups(list(replayed.values()), "calibration")
+    flagged, n_healthy, detected, n_faulty = _counts(list(replayed.values()))
+    print(f"calibration half: {n_healthy} healthy runs that trained ({len(dropped)} dropped), {n_faulty} faulty")
+    print(f"healthy flagged as a problem: {flagged}/{n_healthy}; faulty detected: {detected}/{n_faulty}")
+    by_rule = collections.Counter(f["kind"] for r in healthy for f in {f["kind"]: f for f in problems(r)}.values())
+    print("healthy runs flagged, per rule:", dict(by_rule))
+    for r in healthy:
+        if problems(r):
+            s = r["spec"]
+            print(
+                f"  {r['id']}: {[f['kind'] for f in problems(r)]} ({s['task']}, {s['architecture']}, "
+                f"{s['optimizer']} {s['learning_rate']:.3g}, batch {s['batch_size']})"
+            )
+    for r in faulty:
+        first = first_problem(r)
+        if first is None:
+            print(f"  missed {r['id']}: {[f['kind'] for f in r['findings']]}")
+        elif top_cause(first) != r["spec"]["planted_cause"]:
+            print(f"  wrong cause {r['id']}: {first['kind']} -> {first.get('causes')}")
+    if not args.no_sweeps:
+        for label, kind, argument, values in SWEEPS:
+            print(label)
+            print("\n".join(sweep(records, kind, argument, values)))
+
+
+if __name__ == "__main__":
+    main()
