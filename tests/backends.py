@@ -131,3 +131,50 @@ def jit_compile_setting():
 def to_numpy(x):
     """A backend tensor (or NumPy value) as a NumPy array."""
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def loss_gradients(model, loss_fn, x, y):
+    """Gradients of `loss_fn(y, model(x, training=True))` by the backend's own autodiff.
+
+    `tf.GradientTape` on TensorFlow, `jax.grad` over `model.stateless_call` on JAX,
+    `torch.autograd.grad` on torch: independent of how Keras' train step takes them.
+
+    Args:
+        model: a built Keras model.
+        loss_fn: `(y_true, y_pred) -> scalar loss`.
+        x: the batch inputs (NumPy).
+        y: the batch targets (NumPy).
+
+    Returns:
+        One float64 NumPy array per `model.trainable_variables` entry.
+    """
+    variables = model.trainable_variables
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, variables)
+    elif BACKEND == "jax":
+        import inspect
+
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        # Keras' __call__ passes `training` only to a `call` that takes it; stateless_call does not check.
+        takes_training = "training" in inspect.signature(model.call).parameters
+        kwargs = {"training": True} if takes_training else {}
+
+        def loss_of(trainable):
+            y_pred, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
+            return loss_fn(y, y_pred)
+
+        grads = jax.grad(loss_of)([v.value for v in variables])
+    elif BACKEND == "torch":
+        import torch
+
+        loss = loss_fn(y, model(x, training=True))
+        grads = torch.autograd.grad(loss, [v.value for v in variables])
+    else:
+        raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
+    return [to_numpy(g).astype("float64") for g in grads]
