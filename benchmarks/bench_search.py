@@ -310,8 +310,12 @@ def assemble(results, command):
             + " Budget (the notes give each set's): 160 images of 48x48 pixels (112 train / 24 validation / "
             "24 test), 20 epochs of batch 8, 6 search trials over 3 folds, 3 seeds. Ties: the one-standard-error "
             "rule of `keras-lossopt compare` (`keras_lossopt.cli.recommendation`) paired over the seeds. The runs "
-            "used nice 10 on the shared 2-core machine (load 8-14 from other sessions), so wall times are "
-            "measured under load; IoU is not affected."
+            "used nice 10 on the shared 2-core machine, so wall times are measured under load; IoU is not "
+            "affected. The fixed rows of both sets ran first, side by side (load about 12 from other sessions, "
+            "26 min), the two searches after them, side by side (load about 20; shapes 13 min, vessels 50 min "
+            "with the retraining): the search-to-compare wall-time ratios mix the two loads and overstate the "
+            "search's cost, and on vessels racing stopped no trial because every loss scored within its 0.05 "
+            "margin."
         )
     else:
         section = ("bench_search", "Loss search versus fixed losses and the advisor")
