@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_int, check_positive, check_probability
+from keras_lossopt.callbacks._training_state import sync_training_state
 from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.findings import (
     REMEDIES,
@@ -336,6 +337,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if self._probe_model is None:
             return
         severity = "problem" if at_start else "information"
+        # Mid-epoch on JAX the probe model's (shared) variables hold the fit's weights only after a sync.
+        sync_training_state(self.model)
         outputs = self._probe_model(self.probe_x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
