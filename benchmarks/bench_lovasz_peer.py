@@ -159,7 +159,7 @@ with its gradient) the same probe measured 167 ms in `tf.function` and 332 ms un
 work (`argsort`, two batched gathers and the gathers' gradient) and 144 ms and 335 ms after it. With
 two threads ours sorts the classes in parallel in one op while smp loops over the classes in Python;
 torch's two OpenMP threads also spin-wait under this machine's load (smp's CPU time per step rises
-from about 160 ms to 870 ms), so the two-thread rows overstate our advantage and are not the like-
+from about 150 ms to 850 ms), so the two-thread rows overstate our advantage and are not the like-
 for-like figure."""
 
 
