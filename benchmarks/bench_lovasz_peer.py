@@ -149,17 +149,18 @@ def summarize(result, clock):
     return rows
 
 
-READING = """Reading. With one thread each (like for like), ours in `tf.function` costs about 1.1x smp's
-step, eager 1.4x and more, under `jit_compile=True` about 2x: not yet at most as slow. The gap is the
+READING = """Reading. With one thread each (like for like), ours in `tf.function` costs about 1.1x smp's step,
+eager 1.4x and more, under `jit_compile=True` about 2x: not yet at most as slow. The gap is the
 sort: in a probe on the large batch (CPU time, one thread) TensorFlow's TopK kernel sorted the 5 x
 262,144 errors in 108 ms where torch.sort takes about 90 ms, and XLA's CPU sort (a compiled
 comparator called per comparison) took 297 ms; the rest of our step (one gather, one scatter, the
-cumulative sum) costs about what smp's does. Before this change (`argsort`, two gathers and the
-gather's gradient) the same probe took 167 ms in `tf.function` and 332 ms under XLA for the Lovasz
-extension alone, now 151 ms and 321 ms. With two threads ours sorts the classes in parallel in one
-op while smp loops over the classes in Python; torch's two OpenMP threads also spin-wait under
-this machine's load (smp's CPU time per step rises from about 160 ms to 870 ms), so the two-thread
-rows overstate our advantage and are not the like-for-like figure."""
+cumulative sum) costs about what smp's does. For the Lovasz extension alone (sort to weighted sum,
+with its gradient) the same probe measured 167 ms in `tf.function` and 332 ms under XLA before this
+work (`argsort`, two batched gathers and the gathers' gradient) and 144 ms and 335 ms after it. With
+two threads ours sorts the classes in parallel in one op while smp loops over the classes in Python;
+torch's two OpenMP threads also spin-wait under this machine's load (smp's CPU time per step rises
+from about 150 ms to 850 ms), so the two-thread rows overstate our advantage and are not the like-
+for-like figure."""
 
 
 def assemble(results, command):

@@ -77,22 +77,22 @@ def lovasz_extension(errors, targets):
     length = errors.shape[-1] if errors.shape[-1] is not None else ops.shape(errors)[-1]
     # top_k over the whole axis is a descending sort; equal errors keep the lower index first.
     _, order = ops.top_k(ops.stop_gradient(errors), length)
-    sorted_targets = ops.take_along_axis(targets, order, axis=-1)
-    increments = lovasz_gradient(ops.stop_gradient(sorted_targets))
-    weights = ops.stop_gradient(_unsort(increments, order))
-    return ops.sum(errors * weights, axis=-1)
+    positions = _flat_positions(order)
+    flat_targets = ops.reshape(ops.stop_gradient(targets), (-1,))
+    sorted_targets = ops.reshape(ops.take(flat_targets, positions, axis=0), ops.shape(order))
+    increments = lovasz_gradient(sorted_targets)
+    # The sort undone by one scatter: weights[..., order[..., k]] = increments[..., k].
+    total = math.prod(errors.shape) if None not in errors.shape else ops.size(errors)
+    weights = ops.segment_sum(ops.reshape(increments, (-1,)), positions, num_segments=total)
+    return ops.sum(errors * ops.stop_gradient(ops.reshape(weights, ops.shape(errors))), axis=-1)
 
 
-def _unsort(sorted_values, order):
-    """`values` with `values[..., order[..., k]] = sorted_values[..., k]`: a sort undone, by one scatter."""
-    shape = ops.shape(sorted_values)
-    length = shape[-1]
-    static = sorted_values.shape
-    total = math.prod(static) if None not in static else ops.size(sorted_values)
-    flat_order = ops.reshape(order, (-1, length))
-    offsets = ops.expand_dims(ops.arange(ops.shape(flat_order)[0], dtype=order.dtype) * length, -1)
-    positions = ops.reshape(flat_order + offsets, (-1,))
-    return ops.reshape(ops.segment_sum(ops.reshape(sorted_values, (-1,)), positions, num_segments=total), shape)
+def _flat_positions(order):
+    """The positions `order` points at in the flattened array: one index vector for the gather and the scatter."""
+    length = ops.shape(order)[-1]
+    rows = ops.reshape(order, (-1, length))
+    offsets = ops.expand_dims(ops.arange(ops.shape(rows)[0], dtype=order.dtype) * length, -1)
+    return ops.reshape(rows + offsets, (-1,))
 
 
 def _merge_validity(valid, mask):
