@@ -410,7 +410,9 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
         'tables); a run is flagged when a finding of severity "problem" is reported. The decisions below are '
         "those of the rules in this checkout, replayed on the recorded signals (`benchmarks/diagnosis_corpus/"
         "replay.py`: the gradient and loss-trend rules re-decided exactly; checks before training and the "
-        "activation checks as recorded; causes as ranked during the run). Runs trained on "
+        "activation checks as recorded; causes as ranked during the run, with the cause priors changed since "
+        "re-applied to the recorded strengths; the gradient traces are not committed, and without them the "
+        "gradient findings keep their recorded decision). Runs trained on "
         f"{workers} worker processes (one TensorFlow thread each) on the shared 2-core machine, under the load "
         "of other jobs: the seconds are wall time under load. " + coverage + "\n\n" + corpus_tables(records)
     )

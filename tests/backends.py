@@ -60,6 +60,52 @@ def value_and_gradient(fn, x, dtype="float32"):
     raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
 
 
+def value_and_variable_gradients(fn, variables):
+    """`(fn(), [d fn() / d v for v in variables])` as NumPy, by the backend's own autodiff.
+
+    Args:
+        fn: takes no argument, reads the Keras `variables` (e.g. a model's forward and loss) and
+            returns a scalar.
+        variables: Keras variables.
+
+    Returns:
+        The value (a float) and one NumPy gradient per variable (zeros where it is unconnected).
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = fn()
+        grads = tape.gradient(value, [v.value for v in variables], unconnected_gradients="zero")
+    elif BACKEND == "jax":
+        import jax
+
+        def at(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn()
+
+        value, grads = jax.value_and_grad(at)([v.value for v in variables])
+    elif BACKEND == "torch":
+        import torch
+
+        value = fn()
+        leaves = [v.value for v in variables]
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
+    else:
+        raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
+    return float(to_numpy(value)), [to_numpy(g) for g in grads]
+
+
+def float64_available():
+    """Whether float64 computes in float64 (JAX truncates it to float32 unless `jax_enable_x64`)."""
+    if BACKEND != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
 def compiled(fn):
     """`fn` under the backend's compiler: XLA (tf.function jit_compile) on TF, jax.jit on JAX.
 

@@ -6,6 +6,10 @@ signals are pure NumPy, so a run's record (per-batch losses, how far the weights
 after each batch, the epoch logs) and its trace (the `GradientMonitor` tables, see
 `runner.TRACES`) replay them exactly:
 
+The traces stay on the machine that ran the corpus (about 17 KB per run, ignored by git;
+the regression guard's are in tests/benchmarks/data): without its trace a run's gradient
+findings keep their recorded decision.
+
 * `GradientDetector` (vanishing, exploding, non-finite gradients) over the trace's rows,
   read in blocks of 16 as `GradientMonitor` reads them, with the regression loss scale the
   monitor sets from the first loss;
