@@ -28,6 +28,7 @@ __all__ = [
     "check_positive",
     "check_probability",
     "check_shapes_match",
+    "check_spacing",
 ]
 
 
@@ -156,6 +157,24 @@ def check_per_class(
             f"Received {array.size} values: {name}={_fmt(array)}"
         )
     return tuple(_check_one(v, f"{name}[{i}]") for i, v in enumerate(array.tolist()))
+
+
+def check_spacing(spacing: Any) -> float | tuple[float, ...] | None:
+    """`spacing` checked at construction: None, one size > 0 for every axis, or one per spatial axis.
+
+    Returns None, a float or a tuple of floats (a tuple, so that a configuration compares equal
+    after a JSON round trip).
+    """
+    if spacing is None:
+        return None
+    checked = check_per_class("spacing", spacing)
+    values = checked if isinstance(checked, tuple) else (checked,)
+    if any(value <= 0 for value in values):
+        raise ValueError(
+            "`spacing` must be the size (> 0) of a pixel or voxel, one value or one per spatial axis. "
+            f"Received: spacing={spacing!r}"
+        )
+    return checked
 
 
 def check_class_labels(y: Any, num_classes: int | None = None, *, name: str | None = None,

@@ -60,6 +60,52 @@ def value_and_gradient(fn, x, dtype="float32"):
     raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
 
 
+def value_and_variable_gradients(fn, variables):
+    """`(fn(), [d fn() / d v for v in variables])` as NumPy, by the backend's own autodiff.
+
+    Args:
+        fn: takes no argument, reads the Keras `variables` (e.g. a model's forward and loss) and
+            returns a scalar.
+        variables: Keras variables.
+
+    Returns:
+        The value (a float) and one NumPy gradient per variable (zeros where it is unconnected).
+    """
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = fn()
+        grads = tape.gradient(value, [v.value for v in variables], unconnected_gradients="zero")
+    elif BACKEND == "jax":
+        import jax
+
+        def at(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn()
+
+        value, grads = jax.value_and_grad(at)([v.value for v in variables])
+    elif BACKEND == "torch":
+        import torch
+
+        value = fn()
+        leaves = [v.value for v in variables]
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
+    else:
+        raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
+    return float(to_numpy(value)), [to_numpy(g) for g in grads]
+
+
+def float64_available():
+    """Whether float64 computes in float64 (JAX truncates it to float32 unless `jax_enable_x64`)."""
+    if BACKEND != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
 def compiled(fn):
     """`fn` under the backend's compiler: XLA (tf.function jit_compile) on TF, jax.jit on JAX.
 
@@ -85,3 +131,50 @@ def jit_compile_setting():
 def to_numpy(x):
     """A backend tensor (or NumPy value) as a NumPy array."""
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def loss_gradients(model, loss_fn, x, y):
+    """Gradients of `loss_fn(y, model(x, training=True))` by the backend's own autodiff.
+
+    `tf.GradientTape` on TensorFlow, `jax.grad` over `model.stateless_call` on JAX,
+    `torch.autograd.grad` on torch: independent of how Keras' train step takes them.
+
+    Args:
+        model: a built Keras model.
+        loss_fn: `(y_true, y_pred) -> scalar loss`.
+        x: the batch inputs (NumPy).
+        y: the batch targets (NumPy).
+
+    Returns:
+        One float64 NumPy array per `model.trainable_variables` entry.
+    """
+    variables = model.trainable_variables
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, variables)
+    elif BACKEND == "jax":
+        import inspect
+
+        import jax
+
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        # Keras' __call__ passes `training` only to a `call` that takes it; stateless_call does not check.
+        takes_training = "training" in inspect.signature(model.call).parameters
+        kwargs = {"training": True} if takes_training else {}
+
+        def loss_of(trainable):
+            y_pred, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
+            return loss_fn(y, y_pred)
+
+        grads = jax.grad(loss_of)([v.value for v in variables])
+    elif BACKEND == "torch":
+        import torch
+
+        loss = loss_fn(y, model(x, training=True))
+        grads = torch.autograd.grad(loss, [v.value for v in variables])
+    else:
+        raise NotImplementedError(f"no gradient helper for the {BACKEND!r} backend")
+    return [to_numpy(g).astype("float64") for g in grads]

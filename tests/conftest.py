@@ -73,6 +73,8 @@ def two_device_strategy():
 
 def _with_nan_convention(op, convention):
     """`op` whose NaN inputs give NaN ("propagate") or whose NaN results give 0 ("zero")."""
+    if keras.backend.backend() != "tensorflow":
+        return _with_nan_convention_in_keras_ops(op, convention)
 
     def wrapped(x, *args, **kwargs):
         out = op(x, *args, **kwargs)
@@ -86,6 +88,36 @@ def _with_nan_convention(op, convention):
     return wrapped
 
 
+def _with_nan_convention_in_keras_ops(op, convention):
+    # JAX and torch: `where`, `isnan` and `cast` of these backends do not call max/min.
+    ops = keras.ops
+
+    def wrapped(x, *args, **kwargs):
+        out = op(x, *args, **kwargs)
+        if convention == "zero":
+            return ops.where(ops.isnan(out), ops.zeros_like(out), out)
+        is_nan = ops.isnan(ops.cast(x, out.dtype))
+        if args:
+            is_nan = ops.logical_or(is_nan, ops.isnan(ops.cast(args[0], out.dtype)))
+        return ops.where(is_nan, ops.full_like(out, float("nan")), out)
+
+    return wrapped
+
+
+def _max_min_functions():
+    """The max/min functions the backend's relu and maximum/minimum go through."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [(jax.nn, "relu"), (jax.numpy, "maximum"), (jax.numpy, "minimum")]
+    if backend == "torch":
+        import torch
+
+        return [(torch.nn.functional, "relu"), (torch, "relu"), (torch, "maximum"), (torch, "minimum")]
+    return [(tf.nn, "relu"), (tf.math, "maximum"), (tf, "maximum"), (tf.math, "minimum"), (tf, "minimum")]
+
+
 @pytest.fixture(params=["propagate", "zero"])
 def nan_max_convention(request, monkeypatch):
     """Runs a test under both conventions CPUs use for max/min with a NaN operand.
@@ -93,8 +125,9 @@ def nan_max_convention(request, monkeypatch):
     `relu(nan)` is NaN on some CPUs and 0 on others (x86 MAXPS returns its second operand
     when either is NaN, and compilers order the operands differently); a test whose
     outcome depends on it passes on one machine and fails on the next. Tests that push
-    NaN through a network take this fixture, so both outcomes are checked on every CPU.
+    NaN through a network take this fixture, so both outcomes are checked on every CPU,
+    on the backend under test (TensorFlow's, JAX's or torch's relu and maximum/minimum).
     """
-    for module, name in [(tf.nn, "relu"), (tf.math, "maximum"), (tf, "maximum"), (tf.math, "minimum"), (tf, "minimum")]:
+    for module, name in _max_min_functions():
         monkeypatch.setattr(module, name, _with_nan_convention(getattr(module, name), request.param))
     return request.param

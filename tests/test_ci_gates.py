@@ -85,6 +85,7 @@ def test_the_ci_mkdocs_command_fails_on_a_single_warning(tmp_path):
 GATING_TOOLS = (
     "pytest",
     "pytest-timeout",
+    "pytest-xdist",
     "ruff",
     "mkdocs",
     "mkdocs-material",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from keras_lossopt import _registration
+from keras_lossopt.callbacks import _optimizer_hook, _training_state
 from keras_lossopt.losses._keras_mask import keras_mask_of, with_keras_mask
 from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
 from keras_lossopt.tuning import _keras_tuner
@@ -160,3 +161,114 @@ def test_init_tuner_gives_what_the_keras_tuner_constructor_gives(tmp_path):
         _Space(), objective=keras_tuner.Objective("score", "max"), max_trials=2, directory=str(tmp_path / "theirs")
     )
     assert set(vars(ours)) == set(vars(theirs))
+
+
+# -- callbacks/_optimizer_hook.py and callbacks/_training_state.py (every backend) ---------
+
+
+def _fit_data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(16, 3)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+
+
+def test_apply_without_variables_pairs_the_gradients_with_the_private_build_list():
+    # Keras' JAX step calls `apply(grads)`; the hook pairs the gradients the same way.
+    first, second = keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros(3, "float32"))
+    optimizer = keras.optimizers.SGD(1.0)
+    optimizer.build([second, first])
+    hook = _optimizer_hook.OptimizerHook.__new__(_optimizer_hook.OptimizerHook)
+    hook.optimizer = optimizer
+    assert [id(v) for v in hook.gradient_variables()] == [id(second), id(first)]
+    optimizer.apply([keras.ops.ones((3,)), 2 * keras.ops.ones((2,))])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(second), -np.ones(3))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(first), -2 * np.ones(2))
+
+
+def test_a_variable_taken_out_of_the_private_list_leaves_the_optimizer():
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build([keras.Variable(np.zeros(2, "float32"))])
+    before = len(optimizer.variables)
+    extra = optimizer.add_variable((2,), initializer="zeros", dtype="float32", name="extra")
+    assert len(optimizer.variables) == before + 1
+    optimizer._variables.pop(next(i for i, v in enumerate(optimizer._variables) if v is extra))
+    assert len(optimizer.variables) == before and all(v is not extra for v in optimizer.variables)
+
+
+def _labelled_traces(make):
+    """The labels the train steps of two made functions saw when they were traced (or run)."""
+    model = _model()
+    x, y = _fit_data()
+    labels, current = [], ["first"]
+    step = model.train_step
+
+    def labelled(*args):
+        labels.append(current[0])
+        return step(*args)
+
+    model.train_step = labelled  # `make_train_function` reads the instance attribute
+    make(model)
+    first = model.train_function
+    make(model)
+    second = model.train_function
+
+    class Switch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            current[0] = "first" if batch % 2 == 0 else "second"
+            model.train_function = first if batch % 2 == 0 else second
+
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Switch()])
+    return set(labels)
+
+
+def test_each_train_function_made_by_the_adapter_traces_its_own_step():
+    assert _labelled_traces(_optimizer_hook._make_own_train_function) == {"first", "second"}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit's trace cache")
+def test_jax_train_functions_made_from_one_train_step_share_one_trace():
+    # Why the adapter makes a new function per train function on JAX; when this fails, JAX
+    # traces each jit apart and `_make_own_train_function` can call make_train_function.
+    assert _labelled_traces(lambda model: model.make_train_function(force=True)) == {"first"}
+
+
+def test_after_a_sync_the_variables_hold_the_fit_and_the_next_step_reads_them():
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # steps keep the weights where they are
+    kernel = model.layers[-1].kernel
+    x, y = _fit_data()
+    seen = []
+
+    class Reset(keras.callbacks.Callback):
+        # `model` from the closure: `Callback.model` would sync on JAX by itself.
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                _training_state.sync_training_state(model)
+                seen.append(keras.ops.convert_to_numpy(kernel))
+                kernel.assign(np.full((3, 1), 7.0, "float32"))
+
+    initial = keras.ops.convert_to_numpy(kernel)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Reset()])
+    np.testing.assert_array_equal(seen[0], initial)  # the fit's value, not an emptied variable's
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), np.full((3, 1), 7.0))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX trainer's state")
+def test_jax_variables_do_not_hold_the_fit_during_an_epoch_without_a_sync():
+    # Why the adapter syncs: mid-epoch a JAX variable's own value is gone and an assignment
+    # is overwritten by the fit's state at the end of the epoch.
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    kernel = model.layers[-1].kernel
+    x, y = _fit_data()
+    emptied = []
+
+    class Assign(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:
+                emptied.append(kernel._value is None)
+                kernel.assign(np.full((3, 1), 7.0, "float32"))
+
+    initial = keras.ops.convert_to_numpy(kernel)
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[Assign()])
+    assert emptied == [True]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(kernel), initial)

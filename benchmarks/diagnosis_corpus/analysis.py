@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from benchmarks.report import markdown_table
 
-__all__ = ["corpus_tables", "first_problem", "flagged", "rule_table", "top_cause", "trained", "wilson"]
+__all__ = ["corpus_tables", "first_problem", "flagged", "rule_table", "top_cause", "trained", "verdicts", "wilson"]
 
 SETUP_KINDS = ("non_finite_data", "non_finite_forward", "input_scale", "target_scale", "loss_mismatch")
 
@@ -204,12 +204,59 @@ def peer_table(records: list) -> str:
     return head + "\n\n" + table
 
 
+def verdicts(records: Iterable[Mapping]) -> str:
+    """The issue's targets against the held-out half and the peer cases, each met or not, with its numbers."""
+    values = list(records)
+    s = summary(values, "held-out")
+    low, high = wilson(s["healthy_flagged"], s["healthy"])
+    rate = s["healthy_flagged"] / max(s["healthy"], 1)
+    detected = s["detected"] / max(s["faulty"], 1)
+    first = s["cause_first"] / max(s["detected"], 1)
+    peers = [r for r in values if r.get("split") == "peer"]
+    peer_faulty = [r for r in peers if r["spec"]["group"] == "faulty"]
+    peer_healthy = [r for r in peers if r["spec"]["group"] == "healthy"]
+    peer_hits = sum(flagged(r) for r in peer_faulty)
+    peer_alarms = sum(flagged(r) for r in peer_healthy)
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    rows = [
+        [
+            "healthy runs flagged as a problem: at most 1%, upper end of the 95% interval at most 3%",
+            f"{s['healthy_flagged']}/{s['healthy']} = {100 * rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}]",
+            f"rate {met(rate <= 0.01)}, interval {met(high <= 0.03)}",
+        ],
+        [
+            "faulty runs detected: at least 95%",
+            f"{s['detected']}/{s['faulty']} = {100 * detected:.1f}%",
+            met(detected >= 0.95),
+        ],
+        [
+            "planted cause ranked first: at least 90% of detections",
+            f"{s['cause_first']}/{s['detected']} = {100 * first:.1f}%",
+            met(first >= 0.9),
+        ],
+        [
+            "ported peer runs: 12/12 faulty detected, 0/6 healthy flagged",
+            f"{peer_hits}/{len(peer_faulty)}, {peer_alarms}/{len(peer_healthy)}",
+            met(peer_hits == len(peer_faulty) == 12 and peer_alarms == 0 and len(peer_healthy) == 6),
+        ],
+    ]
+    return markdown_table(["target (held-out half)", "measured", "verdict"], rows)
+
+
 def corpus_tables(records: Mapping[str, Mapping]) -> str:
-    """The markdown of the corpus section: both halves, then the peer cases and the timing."""
+    """The markdown of the corpus section: the targets, both halves, then the peer cases and the timing."""
     values = list(records.values())
     seconds = [r.get("seconds", 0.0) for r in values if r.get("seconds")]
     errors = [r for r in values if r.get("error")]
-    parts = [_split_tables(values, "held-out"), _split_tables(values, "calibration"), peer_table(values)]
+    parts = [
+        verdicts(values),
+        _split_tables(values, "held-out"),
+        _split_tables(values, "calibration"),
+        peer_table(values),
+    ]
     if seconds:
         median = sorted(seconds)[len(seconds) // 2]
         ended = f"; {len(errors)} runs ended with an error (counted as they are)" if errors else ""

@@ -6,6 +6,10 @@ signals are pure NumPy, so a run's record (per-batch losses, how far the weights
 after each batch, the epoch logs) and its trace (the `GradientMonitor` tables, see
 `runner.TRACES`) replay them exactly:
 
+The traces stay on the machine that ran the corpus (about 17 KB per run, ignored by git;
+the regression guard's are in tests/benchmarks/data): without its trace a run's gradient
+findings keep their recorded decision.
+
 * `GradientDetector` (vanishing, exploding, non-finite gradients) over the trace's rows,
   read in blocks of 16 as `GradientMonitor` reads them, with the regression loss scale the
   monitor sets from the first loss;
@@ -119,14 +123,19 @@ def replay_trends(record: Mapping, baselines: tuple = (None, None), **detector_a
     return findings
 
 
-def _update_ratio_before(trace: Mapping[str, np.ndarray] | None, step: int, records: int = 20) -> float | None:
-    """`TrainingStart.update_ratio_before` on a trace: the median whole-model ratio of the last records."""
+def _update_ratio_before(trace: Mapping[str, np.ndarray] | None, step: int, records: int = 10) -> float | None:
+    """The learning rate's evidence for a vanishing finding, as `rank_causes` takes it from `TrainingStart`:
+    the median whole-model ratio of the last records, or the largest earlier one if it replaced the weights."""
     if trace is None or not len(trace.get("steps", ())):
         return None
     ratios = np.asarray(trace["update_ratio"][:, -1], dtype="float64")
     keep = (np.asarray(trace["steps"]) < step) & np.isfinite(ratios)
     recent = ratios[keep][-records:]
-    return float(np.median(recent)) if recent.size else None
+    if not recent.size:
+        return None
+    largest = float(ratios[keep].max())
+    typical = float(np.median(recent))
+    return max(typical, largest) if largest >= causes_module.REPLACING_UPDATE_RATIO else typical
 
 
 def rerank(finding: Mapping, trace: Mapping[str, np.ndarray] | None) -> dict:

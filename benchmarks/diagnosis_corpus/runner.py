@@ -6,8 +6,9 @@ the findings of both callbacks (kind, severity, step, layers, the causes ranked 
 whether the run trained (its validation metric against the task's trivial baseline), the
 epoch logs and the time the fit took. `run_corpus` runs many specs over worker processes
 (2 by default: one per core of the shared machine) and appends each record to a JSON-lines
-cache as it arrives; a spec already in the cache under the same rules version is not
-trained again, so the analysis re-runs without retraining.
+cache as it arrives; a spec already in the cache under the same `CORPUS_VERSION` is not
+trained again (its decisions are replayed under the current rules, see `replay.py`), so the
+analysis re-runs without retraining.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ ACCURACY_MARGIN = 0.05
 REGRESSION_SHARE = 0.8
 #: Training samples in the diagnostics' probe batch.
 PROBE = 128
+
+
+def recorded_version(record: dict) -> int | None:
+    """The `CORPUS_VERSION` a record was made under (4: the first with per-batch losses, before the field)."""
+    if "corpus_version" in record:
+        return int(record["corpus_version"])
+    return 4 if record.get("batch_losses") else None
 
 
 def rules_version() -> str:
@@ -240,6 +248,7 @@ def run_spec(spec: RunSpec) -> dict:
         "spec": spec.to_dict(),
         "split": split_of(spec),
         "rules": rules_version(),
+        "corpus_version": CORPUS_VERSION,
         "metric": "accuracy" if kind == "classification" else "mse",
         "score": score,
         "baseline": baseline,
@@ -310,9 +319,10 @@ def _interleaved(specs: Sequence[RunSpec]) -> list[RunSpec]:
 def run_corpus(
     specs: Sequence[RunSpec], *, workers: int = 2, path: pathlib.Path = RESULTS, progress: bool = True
 ) -> dict[str, dict]:
-    """Runs the specs not yet cached under the current rules; returns the records of all `specs`."""
-    rules = rules_version()
-    cached = load_records(path, rules)
+    """Runs the specs not yet cached under the current `CORPUS_VERSION`; returns the records of all `specs`."""
+    # Decisions are replayed from what a run recorded (`replay.py`), so a run is redone only
+    # when what is recorded changed (`CORPUS_VERSION`), not when the rules did.
+    cached = {k: r for k, r in load_records(path).items() if recorded_version(r) == CORPUS_VERSION}
     todo = [s.to_dict() for s in _interleaved(specs) if s.id not in cached]
     if todo:
         path.parent.mkdir(parents=True, exist_ok=True)

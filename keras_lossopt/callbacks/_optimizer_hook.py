@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt.callbacks._recorder import GradientRecorder
+from keras_lossopt.callbacks._recorder import GradientRecorder, value_now
 
 __all__ = ["OptimizerHook"]
 
@@ -178,11 +178,11 @@ class OptimizerHook:
         self._record_function = self._plain_function = None
         if getattr(model, "steps_per_execution", 1) == 1:
             self.mode = "always"
-            model.make_train_function(force=True)
+            _make_own_train_function(model)
             self._record_function = model.train_function
             if self.recorder.every_n_steps > 1:
                 self.mode = "off"
-                model.make_train_function(force=True)
+                _make_own_train_function(model)
                 self._plain_function = model.train_function
         else:
             self.mode = "cond"
@@ -209,8 +209,9 @@ class OptimizerHook:
         recorder = self.recorder
         grads = list(grads)
         self.ensure_variables(trainable_variables)
-        variables = list(trainable_variables) if trainable_variables is not None else recorder.variables
-        step = ops.cast(ops.convert_to_tensor(self.optimizer.iterations), "int64")
+        variables = self.gradient_variables(trainable_variables)
+        # Read now: torch's `apply` increments the counter in place before the recording reads it.
+        step = value_now(self.optimizer.iterations)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         context = _replica_context()
         if context is None and self.mode == "always":
@@ -220,7 +221,7 @@ class OptimizerHook:
         else:
             record = ops.equal(ops.mod(step, recorder.every_n_steps), 0)
         if context is None:
-            ops.cond(record, lambda: recorder.before(pairs, step), lambda: None)
+            recorder.before(pairs, step, record)
         else:
             # A collective inside a `cond` in replica context is not supported, so the
             # recorded-step branch runs in cross-replica context (as LossScaleOptimizer
@@ -230,10 +231,23 @@ class OptimizerHook:
             )
         result = self._original(grads, trainable_variables)
         if context is None:
-            ops.cond(record, lambda: recorder.after(step), lambda: None)
+            recorder.after(step, record)
         else:
             context.merge_call(self._after_cross_replica, args=(step, record))
         return result
+
+    def gradient_variables(self, trainable_variables=None) -> list[Any]:
+        """The variables `apply`'s gradients belong to, in their order.
+
+        Keras' JAX step calls `apply(grads)` without variables (inside `stateless_apply`);
+        the gradients then follow the list the optimizer was built with, the private
+        `_trainable_variables` that `apply` itself falls back to. That list is not
+        `model.trainable_variables` in general (a subclassed model's own weights, layers
+        created in another order), so the pairing must come from the optimizer.
+        """
+        if trainable_variables is not None:
+            return list(trainable_variables)
+        return list(self.optimizer._trainable_variables)
 
     def _before_cross_replica(self, distribution, grads, variables, step, record):
         import tensorflow as tf
@@ -246,16 +260,43 @@ class OptimizerHook:
                 tf.distribute.ReduceOp.SUM,
                 [(g, v.value if hasattr(v, "value") else v) for g, v in zip(grads, variables)],
             )
-            self.recorder.before(list(zip([first(r)[0] for r in reduced], variables)), step)
+            self.recorder.before(list(zip([first(r)[0] for r in reduced], variables)), step, True)
 
         tf.cond(record, reduce_and_record, lambda: None)
 
     def _after_cross_replica(self, distribution, step, record):
-        import tensorflow as tf
-
         first = distribution.experimental_local_results
         step, record = first(step)[0], first(record)[0]
-        tf.cond(record, lambda: self.recorder.after(step), lambda: None)
+        self.recorder.after(step, record)
+
+
+def _make_own_train_function(model: Any) -> None:
+    """`model.make_train_function(force=True)`, with a trace of its own on every backend.
+
+    Keras' JAX trainer jits `model.train_step`, and `jax.jit` keys its trace cache on the
+    function: two train functions made from the same bound method (equal by `==`) share
+    one trace, so the plain function would run the recording traced first. There the
+    step is made from a new function object (an instance attribute `train_step`, which
+    `make_train_function` reads), then the attribute is put back as it was.
+    TensorFlow's `tf.function` and torch trace each made function apart.
+    """
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return
+    own = vars(model).get("train_step")
+    step = model.train_step
+
+    def train_step(state, data):
+        return step(state, data)
+
+    model.train_step = train_step
+    try:
+        model.make_train_function(force=True)
+    finally:
+        if own is None:
+            del model.train_step
+        else:
+            model.train_step = own
 
 
 def _replica_context() -> Any:

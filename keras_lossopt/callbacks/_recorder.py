@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["GradientRecorder", "layer_groups"]
+__all__ = ["GradientRecorder", "layer_groups", "value_now"]
 
 # Columns of a record's gradient statistics (one row per layer group, last row: the whole
 # model). The summed columns come first so that one segment sum fills them.
@@ -70,12 +70,66 @@ def layer_groups(model: keras.Model) -> list[tuple[str, list[Any]]]:
 
 
 def _dense_values(gradient: Any) -> Any:
-    # Sparse gradients (embeddings) carry their non-zero rows in `.values`; the
-    # statistics read those rows (exact unless an index repeats in the batch).
-    values = getattr(gradient, "values", None)
-    if values is not None and hasattr(gradient, "indices"):
-        gradient = values
+    # TensorFlow's sparse gradients (`IndexedSlices`, from embeddings) carry their non-zero
+    # rows in `.values`; the statistics read those rows (exact unless an index repeats in
+    # the batch). A torch tensor also has `values` and `indices`, but as methods of its
+    # sparse layouts: Keras' torch step passes dense `.grad` tensors.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(gradient, tf.IndexedSlices):
+            gradient = gradient.values
     return ops.cast(gradient, "float32")
+
+
+def value_now(variable: Any) -> Any:
+    """The variable's value read at this point of the step, unaffected by later writes."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        # JAX arrays are immutable and Keras' stateless step maps each variable to an
+        # array: the current value is already a snapshot (a copy would go through the
+        # Variable's `__jax_array__`, which JAX refuses while tracing).
+        return variable.value
+    if backend == "torch":
+        # The optimizer writes the parameter in place.
+        return ops.copy(variable.value)
+    # `ops.copy` reads the value here; a bare conversion may be read lazily where it is
+    # used, i.e. after the update (measured: the update then reads as zero).
+    return ops.copy(variable)
+
+
+def _assign_when(condition, variables: Sequence[Any], values: Callable[[], Sequence[Any]]) -> None:
+    """Writes `values()` into `variables` when `condition` holds; nothing otherwise.
+
+    `values` is only evaluated when the condition holds (it must not write itself). On
+    TensorFlow (`tf.cond`) and torch (eager Python branches) the writes sit inside the
+    branch. JAX's `lax.cond` is functional: a write inside a branch escapes it and
+    happens at every step, so there the branch returns the new values (or the current
+    ones) and the writes follow the `cond`.
+    """
+    variables = list(variables)
+    if not variables:
+        return
+    if condition is True:
+        for variable, value in zip(variables, values()):
+            variable.assign(value)
+        return
+    if keras.backend.backend() == "jax":
+        current = [v.value for v in variables]
+        chosen = ops.cond(
+            condition,
+            lambda: [ops.cast(x, v.dtype) for x, v in zip(values(), variables)],
+            lambda: current,
+        )
+        for variable, value in zip(variables, chosen):
+            variable.assign(value)
+        return
+
+    def write():
+        for variable, value in zip(variables, values()):
+            variable.assign(value)
+
+    ops.cond(condition, write, lambda: None)
 
 
 class GradientRecorder:
@@ -93,6 +147,7 @@ class GradientRecorder:
             often, counted in recorded steps).
         clipping: `() -> (clipnorm, global_clipnorm, clipvalue)` of the optimizer, read
             while the step is traced.
+        step_dtype: the dtype of the optimizer's step counter (int32 on JAX without x64).
 
     Attributes:
         groups: `(name, variables)` per layer group.
@@ -117,10 +172,12 @@ class GradientRecorder:
         good_norm: float = float("inf"),
         records: int = 1,
         clipping: Callable[[], tuple[Any, Any, Any]] = lambda: (None, None, None),
+        step_dtype: str = "int64",
     ):
         self.model = model
         self._add_variable = add_variable
         self._clipping = clipping
+        self.step_dtype = step_dtype
         self.every_n_steps = int(every_n_steps)
         self.good_norm = float(good_norm)
         self.records = max(1, int(records))
@@ -154,7 +211,7 @@ class GradientRecorder:
         rows = len(self.groups) + 1
         add = self._add_variable
         self.table = add((self.records, rows, _COLUMNS), "float32", "statistics", -1.0)
-        self.snapshot_step = add((), "int64", "snapshot_step", -1)
+        self.snapshot_step = add((), self.step_dtype, "snapshot_step", -1)
         self.snapshots = [add(tuple(v.shape), v.dtype, f"snapshot_{i}", "zeros") for i, v in enumerate(self.variables)]
 
     # -- in the train step -------------------------------------------------------------
@@ -168,42 +225,55 @@ class GradientRecorder:
         table is written once.
         """
         variables = [v for _, v in pairs]
-        # `ops.copy` reads the value here; a bare conversion may be read lazily where it
-        # is used, i.e. after the update (measured: the update then reads as zero).
-        before = [ops.copy(v) for v in variables]
+        before = [value_now(v) for v in variables]
         gradient_table, good = self._gradient_table([_dense_values(g) for g, _ in pairs], variables)
         weight_sumsq = _sums_of_squares([ops.cast(b, "float32") for b in before])
         good = ops.logical_and(good, ops.isfinite(ops.sum(weight_sumsq)))
         # The update is measured from `before`; the last good weights are kept only every
         # `snapshot_every` steps, which saves a copy of all weights at most steps.
         due = ops.equal(ops.mod(step, self.snapshot_every), 0)
-        ops.cond(ops.logical_and(good, due), lambda: self._take_snapshot(before, variables, step), lambda: None)
+        self._snapshot_when(ops.logical_and(good, due), before, variables, step)
         result = apply()
         after = [ops.cast(ops.convert_to_tensor(v), "float32") for v in variables]
         update_sumsq = _sums_of_squares([a - ops.cast(b, "float32") for a, b in zip(after, before)])
         update_table = self._per_group(ops.stack([update_sumsq, weight_sumsq], axis=1), variables)
-        self._write(step, 0, ops.concatenate([gradient_table, update_table, self._step_columns(step)], axis=1))
+        row = ops.concatenate([gradient_table, update_table, self._step_columns(step)], axis=1)
+        self.table.assign(self._written(step, 0, row))
         return result
 
-    def before(self, pairs, step):
-        """Statistics before `apply` where the update is measured from the snapshot."""
-        variables = [v for _, v in pairs]
-        gradient_table, good = self._gradient_table([_dense_values(g) for g, _ in pairs], variables)
-        before = [ops.copy(v) for v in variables]
-        weight_sumsq = _sums_of_squares([ops.cast(b, "float32") for b in before])
-        good = ops.logical_and(good, ops.isfinite(ops.sum(weight_sumsq)))
-        weight_table = self._per_group(weight_sumsq[:, None], variables)
-        rows = len(self.groups) + 1
-        self._write(
-            step,
-            0,
-            ops.concatenate(
-                [gradient_table, ops.zeros((rows, 1), "float32"), weight_table, self._step_columns(step)], axis=1
-            ),
-        )
-        ops.cond(good, lambda: self._take_snapshot(before, variables, step), lambda: None)
+    def before(self, pairs, step, record):
+        """Statistics before `apply` where the update is measured from the snapshot.
 
-    def after(self, step):
+        Args:
+            pairs: `(gradient, variable)` pairs of the step.
+            step: the optimizer step.
+            record: boolean tensor, whether this step is recorded (nothing is computed
+                or written otherwise).
+        """
+        variables = [v for _, v in pairs]
+        snapshot_of = {id(v): s for s, v in zip(self.snapshots, self.variables)}
+        kept = [v for v in variables if id(v) in snapshot_of]
+        targets = [self.table, self.snapshot_step, *(snapshot_of[id(v)] for v in kept)]
+
+        def values():
+            gradient_table, good = self._gradient_table([_dense_values(g) for g, _ in pairs], variables)
+            before = [value_now(v) for v in variables]
+            weight_sumsq = _sums_of_squares([ops.cast(b, "float32") for b in before])
+            good = ops.logical_and(good, ops.isfinite(ops.sum(weight_sumsq)))
+            weight_table = self._per_group(weight_sumsq[:, None], variables)
+            rows = len(self.groups) + 1
+            row = ops.concatenate(
+                [gradient_table, ops.zeros((rows, 1), "float32"), weight_table, self._step_columns(step)], axis=1
+            )
+            # The snapshot only moves at good steps: the branch keeps the old one otherwise.
+            current = [ops.convert_to_tensor(s) for s in targets[1:]]
+            now = [ops.cast(step, self.snapshot_step.dtype), *(value_now(v) for v in kept)]
+            snapshot = ops.cond(good, lambda: now, lambda: current)
+            return [self._written(step, 0, row), *snapshot]
+
+        _assign_when(record, targets, values)
+
+    def after(self, step, record):
         """Measures the update from the snapshot (taken only at good steps: NaN otherwise)."""
         snapshot_of = {id(v): s for s, v in zip(self.snapshots, self.variables)}
         variables = [v for v in self.variables if id(v) in snapshot_of]
@@ -217,22 +287,28 @@ class GradientRecorder:
         def unknown():
             return ops.full((len(self.groups) + 1, 1), float("nan"), dtype="float32")
 
-        taken = ops.equal(ops.convert_to_tensor(self.snapshot_step), step)
-        self._write(step, _UPDATE_COLUMN, ops.cond(taken, measure, unknown))
+        def values():
+            taken = ops.equal(ops.convert_to_tensor(self.snapshot_step), ops.cast(step, self.snapshot_step.dtype))
+            return [self._written(step, _UPDATE_COLUMN, ops.cond(taken, measure, unknown))]
 
-    def _write(self, step, column, values):
-        """Writes `values` into the record of `step`, from `column` on."""
+        _assign_when(record, [self.table], values)
+
+    def _written(self, step, column, values):
+        """The table with `values` written into the record of `step`, from `column` on."""
         record = ops.mod(ops.floor_divide(step, self.every_n_steps), self.records)
         start = ops.stack([ops.cast(record, "int32"), 0, column])
-        self.table.assign(ops.slice_update(self.table, start, values[None]))
+        # `.value`, not the variable: JAX refuses a Variable as an operand while tracing.
+        return ops.slice_update(self.table.value, start, values[None])
 
-    def _take_snapshot(self, before, variables, step):
+    def _snapshot_when(self, condition, before, variables, step):
+        """Keeps `before` as the last good weights (of `step`) when `condition` holds."""
         snapshot_of = {id(v): s for s, v in zip(self.snapshots, self.variables)}
-        for value, v in zip(before, variables):
-            snapshot = snapshot_of.get(id(v))
-            if snapshot is not None:
-                snapshot.assign(value)
-        self.snapshot_step.assign(step)
+        kept = [(snapshot_of[id(v)], value) for value, v in zip(before, variables) if id(v) in snapshot_of]
+        _assign_when(
+            condition,
+            [self.snapshot_step, *(s for s, _ in kept)],
+            lambda: [ops.cast(step, self.snapshot_step.dtype), *(value for _, value in kept)],
+        )
 
     # -- the statistics (few, batched ops: on CPU each op costs dispatch time) -------------
 
@@ -274,7 +350,8 @@ class GradientRecorder:
         summed = self._per_group(ops.stack([sumsq, nonfinite, sizes, clipped], axis=1), variables)
         # An empty segment's maximum is the lowest float: groups without gradients read 0.
         largest = ops.maximum(ops.segment_max(maxabs, self._segments(variables), groups), 0.0)
-        largest = ops.concatenate([largest, ops.max(largest, keepdims=True)])[:, None]
+        # `axis=0`: Keras' torch `max` drops `keepdims` when no axis is given (a 0-d result).
+        largest = ops.concatenate([largest, ops.max(largest, axis=0, keepdims=True)])[:, None]
         good = finite if not np.isfinite(self.good_norm) else ops.logical_and(finite, total_sumsq <= self.good_norm**2)
         return ops.concatenate([summed, largest], axis=1), good
 
@@ -311,7 +388,7 @@ class GradientRecorder:
         """
         value = self.table.value
         # A TensorFlow tensor's own `.numpy()` skips half of the generic conversion's cost.
-        table = value.numpy() if hasattr(value, "numpy") else ops.convert_to_numpy(value)
+        table = value.numpy() if keras.backend.backend() == "tensorflow" else ops.convert_to_numpy(value)
         filled = table[:, 0, 8] >= 0
         steps = table[:, 0, 7].astype("int64") * _STEP_SPLIT + table[:, 0, 8].astype("int64")
         keep = np.flatnonzero(filled & (steps > after))

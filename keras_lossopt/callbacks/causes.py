@@ -130,6 +130,11 @@ WEIGHT_SCALE_FACTOR = 10.0
 #: Per-step relative update ||dw|| / ||w|| above which the learning rate is too high; the
 #: usual healthy range is about 1e-4..1e-2 (1e-3 is the common rule of thumb).
 HIGH_UPDATE_RATIO = 0.05
+#: A single step whose update is this large against the weights replaced them: for the kinds
+#: that a step's damage causes (`_DAMAGE_KINDS`), the largest recorded ratio, not the typical
+#: one, is the learning rate's evidence.
+REPLACING_UPDATE_RATIO = 1.0
+_DAMAGE_KINDS = ("vanishing", "saturation", "dying_relu")
 #: Per-step relative update below which the learning rate is too small to make progress.
 LOW_UPDATE_RATIO = 1e-5
 #: Total relative weight change since the start below which a stalled run has barely moved:
@@ -216,6 +221,11 @@ def rank_causes(
         steps = step - start.step + 1  # steps done, the finding's included
         if update_ratio is None:
             update_ratio = start.update_ratio_before(step)
+            largest = start.largest_update_ratio_before(step)
+            if kind in _DAMAGE_KINDS and largest is not None and largest >= REPLACING_UPDATE_RATIO:
+                # One step that replaced the weights does the damage the later, typical steps
+                # do not show (the corpus' lr-too-large/100026: 66x at step 0, 0.08 after).
+                update_ratio = max(update_ratio or 0.0, largest)
     all_layers = flat_layers(model)
     setup = start.setup_findings if start is not None else []
     for finding in setup:

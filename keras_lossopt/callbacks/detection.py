@@ -27,10 +27,12 @@ gradient below them):
 * vanishing: the global norm is below `vanishing_floor` (every layer is named), or, with
   at least two layers and all layer norms finite, some layer's norm is below
   `vanishing_ratio` times the last layer's (AUTOTRAINER's test); for `patience`
-  consecutive rows, and in at least half of the last `growth_window` rows (20). The
-  share is the noise guard: a structural cause (saturated or dead layers) holds in
-  nearly every row, a sample that switches all units of a layer off is one row among
-  many (batch size 1 on digits: a few rows in a hundred).
+  consecutive rows, and in at least half of the last `growth_window` rows (20; a full
+  window from the first record on: rows not yet recorded do not vanish). The share is
+  the noise guard: a structural cause (saturated or dead layers) holds in nearly every
+  row, a sample that switches all units of a layer off is one row among many (batch size
+  1 on digits: a few rows in a hundred), and two such samples at the first two steps
+  are two rows of 20, not all of the rows seen so far.
 * exploding: the global norm is above `exploding_norm` times `loss_scale` (1; for a
   regression loss `GradientMonitor` sets the square root of the run's first loss: its
   gradients scale with the errors, and a regression in natural units starts with errors,
@@ -92,11 +94,11 @@ class GradientDetector:
 
     Examples:
         >>> import numpy as np
-        >>> detector = GradientDetector(["dense", "out"], patience=1)
-        >>> norms = np.array([[1e-6, 1.0, 1.0]])  # dense, out, whole model
+        >>> detector = GradientDetector(["dense", "out"])
+        >>> norms = np.array([[1e-6, 1.0, 1.0]] * 12)  # dense, out, whole model; 12 steps
         >>> block = {"grad_norm": norms, "nonfinite_share": np.zeros_like(norms)}
-        >>> [(f.kind, f.step, f.layers) for f in detector.update(np.array([7]), block)]
-        [('vanishing', 7, ('dense',))]
+        >>> [(f.kind, f.step, f.layers) for f in detector.update(np.arange(12), block)]
+        [('vanishing', 10, ('dense',))]
     """
 
     def __init__(
@@ -227,12 +229,17 @@ class GradientDetector:
             else:
                 ratios = low = np.zeros((k, 0), dtype=bool)
             raw_vanishing = below_floor | low.any(axis=1)
-            # Share of vanishing rows among the last `window` rows (this one included).
+            # Share of vanishing rows among the last `window` rows (this one included),
+            # over a full window from the first row on: rows not yet recorded count as
+            # not vanishing. Over the rows seen so far, two samples of a batch-1 run that
+            # switch a layer off at steps 0 and 1 were a "share" of 1.0 (the corpus'
+            # calibration draw healthy/70, Adam at batch 1); a structural cause holds in
+            # nearly every row and passes half a window at its 10th record.
             flags = np.concatenate([self._recent_vanishing, raw_vanishing]).astype("float64")
             counts = np.concatenate([[0.0], np.cumsum(flags)])
             ends = np.arange(len(self._recent_vanishing), len(flags)) + 1
             begins = np.maximum(ends - window, 0)
-            share = (counts[ends] - counts[begins]) / (ends - begins)
+            share = (counts[ends] - counts[begins]) / window
             vanishing = raw_vanishing & (share >= 0.5)
             # exploding: growth over the window's median, against a threshold that is at
             # least `_SPREADS` robust standard deviations of the window's log10 norms.

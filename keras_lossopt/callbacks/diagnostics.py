@@ -19,6 +19,7 @@ import numpy as np
 
 from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_int, check_positive, check_probability
+from keras_lossopt.callbacks._training_state import sync_training_state
 from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.findings import (
     REMEDIES,
@@ -87,12 +88,13 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     * overfitting (information): the validation loss stays above its best for 3 epochs
       while the training loss falls.
     * no_signal (at the end of training): with `probe_y` and at least
-      `loss_trends.SIGNAL_EPOCHS` epochs of validation data, the best validation loss is
-      not below `1 - loss_trends.SIGNAL_MARGIN` (0.95) times the trivial baseline loss of
-      the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
+      `loss_trends.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
+      is not below `1 - loss_trends.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
+      of the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
       a logged validation accuracy (mean of the last 3 epochs) does not beat the majority
-      class' share of the probe by 0.05, and the weights moved: labels shuffled against
-      the inputs, or inputs without signal for the labels.
+      class' share of the probe by 0.05, the validation loss is not below the baseline and
+      still falling (1% per epoch), and the weights moved: labels shuffled against the
+      inputs, or inputs without signal for the labels.
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
       diagnosis (SGD at 2 trains many models): what the steps do is judged by the
@@ -335,6 +337,8 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         if self._probe_model is None:
             return
         severity = "problem" if at_start else "information"
+        # Mid-epoch on JAX the probe model's (shared) variables hold the fit's weights only after a sync.
+        sync_training_state(self.model)
         outputs = self._probe_model(self.probe_x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]

@@ -31,6 +31,7 @@ from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
 from keras_lossopt.callbacks._plots import plot_gradient_history
 from keras_lossopt.callbacks._recorder import GradientRecorder
 from keras_lossopt.callbacks._tensorboard import write_gradient_row
+from keras_lossopt.callbacks._training_state import sync_training_state
 from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.detection import GradientDetector
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report
@@ -131,7 +132,9 @@ class GradientMonitor(keras.callbacks.Callback):
         log_dir: if given, TensorBoard scalars (global and per-layer norms, update
             ratios) and histograms (the distribution of the per-layer norms and update
             ratios across layers) are written there at each recorded step; the writer
-            opens at the first record and needs no tensorboard package. Default None.
+            opens at the first record and needs no tensorboard package (it writes
+            through TensorFlow's summary writer: TensorFlow must be installed, also
+            on JAX and torch). Default None.
         detect_every_n_steps: how often, in optimizer steps, the host reads the records
             and runs detection (also at each epoch end and at once on a non-finite loss).
             Default 16: a finding comes at most 15 steps after its step, for a tenth of
@@ -272,6 +275,7 @@ class GradientMonitor(keras.callbacks.Callback):
             good_norm=self.exploding_norm,
             records=-(-interval // self.every_n_steps) + 1,
             clipping=hook.clipping,
+            step_dtype=hook.optimizer.iterations.dtype,
         )
         hook.install(recorder)
         self._hook, self._recorder = hook, recorder
@@ -338,6 +342,9 @@ class GradientMonitor(keras.callbacks.Callback):
         recording itself on a small model.
         """
         self._read_at = self._steps_done
+        # On JAX the variables hold the fit's values only after a sync; the detection and
+        # the actions that may follow read and write them.
+        sync_training_state(self._hook.model)
         n = self.every_n_steps
         last_recorded = (self._steps_done - 1) // n * n
         if last_recorded <= self._last_read_step or not self._recorder.ready:
@@ -397,6 +404,9 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _detach(self) -> None:
         if self._hook is not None:
+            # Stopped by an error mid-epoch on JAX: the state still holds the recorder's
+            # variables, which must reach them before they leave the optimizer's list.
+            sync_training_state(self._hook.model)
             self._hook.remove()
             self._hook = None
         if self._writer is not None:
@@ -407,6 +417,7 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- acting --------------------------------------------------------------------------
 
     def _handle(self, finding: Finding) -> None:
+        sync_training_state(self._hook.model)  # the actions write variables the next step reads
         causes = rank_causes(finding.kind, self.model, finding.layers, start=self._start, step=finding.step)
         cause, remedy = describe_causes(causes)
         finding = dataclasses.replace(finding, cause=cause, remedy=remedy or finding.remedy, causes=tuple(causes))

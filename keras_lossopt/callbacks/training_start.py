@@ -92,6 +92,22 @@ class TrainingStart:
         recent = ratios[keep][-records:]
         return float(np.median(recent)) if recent.size else None
 
+    def largest_update_ratio_before(self, step: int) -> float | None:
+        """The largest finite relative update recorded before `step` (None when none was).
+
+        Args:
+            step: the step of the finding.
+
+        Returns:
+            The largest ratio, or None.
+        """
+        if not self._update_steps:
+            return None
+        steps = np.concatenate(self._update_steps)
+        ratios = np.concatenate(self._update_ratios)
+        keep = (steps < step) & np.isfinite(ratios)
+        return float(ratios[keep].max()) if keep.any() else None
+
     def moved(self, model: keras.Model) -> float | None:
         """||w_now - w_start|| / ||w_start|| over all trainable weights (None if unknown)."""
         change = norm = 0.0

@@ -210,6 +210,8 @@ def _write_report(output: str, results: Mapping[str, Any], summary, table: str) 
             f"{settings['seeds']} seeds x {settings['epochs']} epochs, batch {settings['batch_size']}, "
             f"Adam({settings['learning_rate']:g}). Scores on the test split: mean ± standard deviation over seeds.",
             "",
+            f"Keras {report.describe_backend(results['backend'])}.",
+            "",
             table,
             "",
         ]
@@ -255,6 +257,8 @@ def run_compare(
     if legend:
         print_fn(legend)
     print_fn(f"model: {model_description}; losses: {', '.join(built)}; seeds: {seeds}; epochs: {epochs}")
+    backend = report.backend_info()
+    print_fn(report.describe_backend(backend))
     settings = {"seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     runs, curves = _train_every_loss(
         dataset,
@@ -286,6 +290,7 @@ def run_compare(
         print_fn(f"  ({recommended['objective']} by {recommended['method']}; rule: {recommended['decision']['rule']})")
     results = {
         "command": "compare",
+        "backend": backend,
         "dataset": {
             "name": dataset.name,
             "task": dataset.task,

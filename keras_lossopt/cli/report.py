@@ -24,8 +24,10 @@ __all__ = [
     "RECOMMENDED_COLOR",
     "TIED_HATCH",
     "atomic_folder",
+    "backend_info",
     "class_legend",
     "curves_figure",
+    "describe_backend",
     "markdown_table",
     "metrics_figure",
     "named_counts",
@@ -35,6 +37,32 @@ __all__ = [
     "write_csv",
     "write_json",
 ]
+
+
+_FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def backend_info() -> dict[str, str]:
+    """The Keras backend that ran (`KERAS_BACKEND`) and the versions, for the report.
+
+    Returns:
+        `{"name": ..., "keras": ..., "framework": ...}` (the framework's installed version).
+    """
+    from importlib import metadata
+
+    import keras
+
+    name = keras.backend.backend()
+    try:
+        framework = metadata.version(_FRAMEWORKS.get(name, name))
+    except metadata.PackageNotFoundError:
+        framework = "unknown"
+    return {"name": name, "keras": keras.__version__, "framework": framework}
+
+
+def describe_backend(info: Mapping[str, str]) -> str:
+    """One line for the report and the terminal, e.g. `backend: jax 0.10.2 (Keras 3.15.1)`."""
+    return f"backend: {info['name']} {info['framework']} (Keras {info['keras']})"
 
 
 def scores(task: str, labels: np.ndarray, outputs: np.ndarray, num_classes: int) -> dict[str, float]:

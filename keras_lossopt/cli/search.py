@@ -339,6 +339,8 @@ def run_search(
         + (f"{folds}-fold cross-validation" if folds > 1 else "validation split")
     )
     print_fn(f"advisor: {advice.profile.summary()}; first trials: {', '.join(a.candidate for a in advice.ranked)}")
+    backend = report.backend_info()
+    print_fn(report.describe_backend(backend))
     _search_trials(
         tuner,
         dataset,
@@ -397,6 +399,7 @@ def run_search(
             print_fn(f"parts: {gains['recommended']['summary']}")
     results = {
         "command": "search",
+        "backend": backend,
         "dataset": {
             "name": dataset.name,
             "task": dataset.task,

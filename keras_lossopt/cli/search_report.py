@@ -231,6 +231,8 @@ def write_search_report(output: str, results: Mapping[str, Any], table: str, fin
             f"({settings['objective']['direction']}) on {validation}, {finished} finished trials of at most "
             f"{settings['epochs']} epochs (early stopping). Model: {results['model']}.",
             "",
+            f"Keras {report.describe_backend(results['backend'])}.",
+            "",
             f"Wall time of the trials: {timing['seconds']:.0f} s; the final best was first reached at trial "
             f"{timing.get('best_found_at', '-')} of {timing['trials_run']}.",
             "",

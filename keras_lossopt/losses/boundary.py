@@ -21,11 +21,13 @@ reduction is the reference's `mean` over images, classes and positions, and per-
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
-from keras_lossopt._validation import check_choice, check_shapes_match
-from keras_lossopt.losses.distance_maps import signed_maps_of_targets, spatial_shape
+from keras_lossopt._validation import check_choice, check_shapes_match, check_spacing
+from keras_lossopt.losses.distance_maps import axis_spacing, signed_maps_of_targets, spatial_shape
 from keras_lossopt.losses.hausdorff import DistanceLoss, dense_inputs
 from keras_lossopt.losses.region import select_classes
 from keras_lossopt.losses.registry import register_alias
@@ -35,7 +37,9 @@ __all__ = ["BoundaryLoss", "boundary_loss"]
 TARGET_KINDS = ("labels", "distance_maps")
 
 
-def boundary_loss(y_true, y_pred, *, targets="labels", mode="multiclass", from_logits=False, include_background=True):
+def boundary_loss(
+    y_true, y_pred, *, targets="labels", mode="multiclass", from_logits=False, include_background=True, spacing=None
+):
     """Per-position boundary loss. See `BoundaryLoss` for the arguments and the formula.
 
     Args:
@@ -46,6 +50,7 @@ def boundary_loss(y_true, y_pred, *, targets="labels", mode="multiclass", from_l
         mode: `"multiclass"`, `"binary"` or `"multilabel"`.
         from_logits: whether `y_pred` holds logits.
         include_background: count channel 0.
+        spacing: pixel or voxel size for the maps computed from labels; None for unit spacing.
 
     Returns:
         `(N, *spatial)` values: the mean over classes at each position.
@@ -63,7 +68,8 @@ def boundary_loss(y_true, y_pred, *, targets="labels", mode="multiclass", from_l
         dense_targets, probs = dense_inputs(y_true, y_pred, mode, from_logits)
         # `+ 0 * targets`: NaN targets (a label out of range under XLA) make the loss NaN; the
         # maps alone, from `targets > 0.5`, would be finite and wrong.
-        maps = signed_maps_of_targets(dense_targets) + 0.0 * dense_targets
+        axis_spacing(spacing, spatial_shape(probs), what="y_pred")
+        maps = signed_maps_of_targets(dense_targets, spacing) + 0.0 * dense_targets
     per_class, _ = select_classes(probs * maps, y_pred, include_background)
     return ops.mean(per_class, axis=-1)
 
@@ -88,9 +94,9 @@ class BoundaryLoss(DistanceLoss):
     (LIVIAETS/boundary-loss; `idc` = all classes, or all but 0 with
     `include_background=False`). Differences: the maps are exact Euclidean transforms in
     `keras.ops` (in the step, or in the input pipeline with `signed_distance_maps`) instead of
-    SciPy in the data loader; unit spacing only (the reference's `resolution` argument is
-    not offered); a class covering the whole image gets a zero map (SciPy has no background
-    to measure to there and returns distances to a point outside the image).
+    SciPy in the data loader; `spacing` is the reference's `resolution`; a class covering
+    the whole image gets a zero map (SciPy has no background to measure to there and returns
+    distances to a point outside the image).
 
     Args:
         targets: `"labels"` (class indices or one-hot targets; the maps are computed in the
@@ -99,6 +105,11 @@ class BoundaryLoss(DistanceLoss):
         mode: `"multiclass"` (softmax; default), `"binary"` or `"multilabel"` (sigmoids).
         from_logits: whether `y_pred` holds logits. Default False.
         include_background: count channel 0. Default True.
+        spacing: the pixel or voxel size of the maps computed in the step, one value or one
+            per spatial axis (anisotropic volumes; the reference's `resolution`). Default
+            None: unit spacing. Precomputed maps carry their own spacing
+            (`signed_distance_maps(..., spacing=...)`), so it is ignored, with a warning, for
+            `targets="distance_maps"`.
         reduction: Keras reduction. Default `"sum_over_batch_size"`.
         name: loss name. Default `"boundary_loss"`.
         dtype: computation dtype. Default None (float32 also under mixed precision).
@@ -130,12 +141,20 @@ class BoundaryLoss(DistanceLoss):
         mode="multiclass",
         from_logits=False,
         include_background=True,
+        spacing=None,
         reduction="sum_over_batch_size",
         name="boundary_loss",
         dtype=None,
     ):
         super().__init__(mode, from_logits, include_background, reduction, name, dtype)
         self.targets = check_choice("targets", targets, TARGET_KINDS)
+        self.spacing = check_spacing(spacing)
+        if self.spacing is not None and self.targets == "distance_maps":
+            warnings.warn(
+                "`spacing` is ignored with targets='distance_maps': pass it to `signed_distance_maps` "
+                f"where the maps are computed. Received: spacing={spacing!r}",
+                stacklevel=2,
+            )
 
     def call(self, y_true, y_pred):
         return boundary_loss(
@@ -145,10 +164,12 @@ class BoundaryLoss(DistanceLoss):
             mode=self.mode,
             from_logits=self.from_logits,
             include_background=self.include_background,
+            spacing=self.spacing,
         )
 
     def get_config(self):
-        return {**super().get_config(), "targets": self.targets}
+        spacing = list(self.spacing) if isinstance(self.spacing, tuple) else self.spacing
+        return {**super().get_config(), "targets": self.targets, "spacing": spacing}
 
 
 register_alias("boundary", BoundaryLoss)

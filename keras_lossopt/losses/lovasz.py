@@ -3,8 +3,8 @@
 The Jaccard loss of a set of mispredicted pixels is submodular; its Lovasz extension is
 a convex, piecewise-linear function of a vector of pixel errors: sort the errors in
 decreasing order, and weight each by the increase of the Jaccard loss when its pixel is
-added to the set of mispredictions (`lovasz_gradient`). Sorting uses `keras.ops.argsort`
-over a static axis, so the losses compile with XLA; the sort permutation carries no
+added to the set of mispredictions (`lovasz_gradient`). Sorting uses `keras.ops.top_k`
+over the whole axis, so the losses compile with XLA; the sort permutation carries no
 gradient, exactly as in the paper's reference implementation.
 
 Ignored pixels (`ignore_index`, or masked by a Keras mask) get error 0 and target 0:
@@ -20,6 +20,8 @@ replicated batch loss is the mean of the per-shard losses, not the single-device
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import ops
@@ -45,10 +47,13 @@ def lovasz_gradient(sorted_targets):
         of mispredicting the first `k` pixels.
     """
     total = ops.sum(sorted_targets, axis=-1, keepdims=True)
-    intersection = total - ops.cumsum(sorted_targets, axis=-1)
-    union = total + ops.cumsum(1.0 - sorted_targets, axis=-1)
-    # union >= 1 for 0/1 targets; the floor guards soft targets that sum to ~0.
-    jaccard = 1.0 - intersection / ops.maximum(union, 1e-12)
+    found = ops.cumsum(sorted_targets, axis=-1)
+    # The background among the first k pixels is k - found: one cumulative sum, not two.
+    rank = ops.cast(ops.arange(1, ops.shape(sorted_targets)[-1] + 1), sorted_targets.dtype)
+    intersection = total - found
+    # union = (total - found) + k >= k >= 1 for targets in [0, 1]: no floor needed.
+    union = intersection + rank
+    jaccard = 1.0 - intersection / union
     return ops.concatenate([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], axis=-1)
 
 
@@ -62,11 +67,32 @@ def lovasz_extension(errors, targets):
     Returns:
         `sum_k errors_sorted[k] * g_k`, shape `errors.shape[:-1]`.
     """
-    order = ops.argsort(-errors, axis=-1)
-    sorted_errors = ops.take_along_axis(errors, order, axis=-1)
-    sorted_targets = ops.take_along_axis(targets, order, axis=-1)
-    weights = ops.stop_gradient(lovasz_gradient(sorted_targets))
-    return ops.sum(sorted_errors * weights, axis=-1)
+    # The same sum taken in the pixels' own order, `sum_i errors_i * w_i` with `w_i` the
+    # increment at pixel i's rank: the errors are never gathered, so their gradient is `w`
+    # elementwise instead of a scatter through the sort. Per step this is one sort, one
+    # gather (the targets) and one scatter (the increments), the work of the reference
+    # code's torch.sort, fg[perm] and the sort's backward (docs/benchmarks.md, "Lovasz-softmax
+    # against segmentation_models_pytorch").
+    errors, targets = ops.convert_to_tensor(errors), ops.convert_to_tensor(targets)
+    length = errors.shape[-1] if errors.shape[-1] is not None else ops.shape(errors)[-1]
+    # top_k over the whole axis is a descending sort; equal errors keep the lower index first.
+    _, order = ops.top_k(ops.stop_gradient(errors), length)
+    positions = _flat_positions(order)
+    flat_targets = ops.reshape(ops.stop_gradient(targets), (-1,))
+    sorted_targets = ops.reshape(ops.take(flat_targets, positions, axis=0), ops.shape(order))
+    increments = lovasz_gradient(sorted_targets)
+    # The sort undone by one scatter: weights[..., order[..., k]] = increments[..., k].
+    total = math.prod(errors.shape) if None not in errors.shape else ops.size(errors)
+    weights = ops.segment_sum(ops.reshape(increments, (-1,)), positions, num_segments=total)
+    return ops.sum(errors * ops.stop_gradient(ops.reshape(weights, ops.shape(errors))), axis=-1)
+
+
+def _flat_positions(order):
+    """The positions `order` points at in the flattened array: one index vector for the gather and the scatter."""
+    length = ops.shape(order)[-1]
+    rows = ops.reshape(order, (-1, length))
+    offsets = ops.expand_dims(ops.arange(ops.shape(rows)[0], dtype=order.dtype) * length, -1)
+    return ops.reshape(rows + offsets, (-1,))
 
 
 def _merge_validity(valid, mask):

@@ -5,7 +5,9 @@ MONAI's `compute_hausdorff_distance` and `compute_surface_dice` do: the edge of 
 the mask minus its erosion by the cross (face neighbours; positions outside the image count
 as background, so a mask touching the border has an edge there), and each edge position's
 distance is the Euclidean distance to the nearest edge position of the other mask (exact,
-in the graph: `keras_lossopt.losses.distance_to_nearest`). Unit spacing.
+in the graph: `keras_lossopt.losses.distance_to_nearest`). `spacing` (MONAI's) gives the
+pixel or voxel size per spatial axis for anisotropic data; distances and tolerances are then
+in its units.
 
 Predictions are made hard like `DiceScore`'s (arg-max for softmax outputs, a threshold for
 sigmoid outputs); targets follow the loss conventions (`keras_lossopt._targets.overlap_inputs`).
@@ -19,7 +21,7 @@ import keras
 from keras import ops
 
 from keras_lossopt._targets import overlap_inputs
-from keras_lossopt._validation import check_choice, check_in_range, check_per_class
+from keras_lossopt._validation import check_choice, check_in_range, check_per_class, check_spacing
 from keras_lossopt.losses.distance_maps import distance_to_nearest
 
 __all__ = ["HausdorffDistance", "SurfaceDice", "hausdorff_distance", "surface_dice"]
@@ -75,10 +77,15 @@ def mask_edges(mask):
     return ops.logical_and(mask, ops.logical_not(eroded))
 
 
-def _surface_distances(true, predicted):
+def _surface_distances(true, predicted, spacing=None):
     """Edges and, at every position, the distance to the nearest edge of the other mask (inf if none)."""
     true_edges, predicted_edges = mask_edges(true), mask_edges(predicted)
-    return true_edges, predicted_edges, distance_to_nearest(true_edges), distance_to_nearest(predicted_edges)
+    return (
+        true_edges,
+        predicted_edges,
+        distance_to_nearest(true_edges, spacing),
+        distance_to_nearest(predicted_edges, spacing),
+    )
 
 
 def _flat(x):
@@ -106,7 +113,15 @@ def _masked_percentile(values, keep, percentile):
 
 
 def hausdorff_distance(
-    y_true, y_pred, *, percentile=95.0, mode="multiclass", from_logits=False, threshold=0.5, include_background=False
+    y_true,
+    y_pred,
+    *,
+    percentile=95.0,
+    mode="multiclass",
+    from_logits=False,
+    threshold=0.5,
+    include_background=False,
+    spacing=None,
 ):
     """Per-image, per-class (percentile) Hausdorff distance between the mask edges. See `HausdorffDistance`.
 
@@ -118,9 +133,11 @@ def hausdorff_distance(
         from_logits: whether sigmoid outputs are logits.
         threshold: probability above which a sigmoid output is foreground.
         include_background: in multiclass mode, also score channel 0.
+        spacing: pixel or voxel size, one value or one per spatial axis; None for unit spacing.
 
     Returns:
-        float32 `(N, C)` distances: NaN where both masks are empty, inf where one is.
+        float32 `(N, C)` distances (in the units of `spacing`): NaN where both masks are
+        empty, inf where one is.
     """
     true, predicted = hard_masks(
         y_true,
@@ -130,7 +147,9 @@ def hausdorff_distance(
         threshold=threshold,
         include_background=include_background,
     )
-    true_edges, predicted_edges, to_true, to_predicted = (_flat(x) for x in _surface_distances(true, predicted))
+    true_edges, predicted_edges, to_true, to_predicted = (
+        _flat(x) for x in _surface_distances(true, predicted, spacing)
+    )
     has_true, has_predicted = ops.any(true_edges, axis=-1), ops.any(predicted_edges, axis=-1)
     both = ops.logical_and(has_true, has_predicted)
     # Distances to an empty edge set are inf; zeroed here, the result is overridden below.
@@ -145,18 +164,27 @@ def hausdorff_distance(
 
 
 def surface_dice(
-    y_true, y_pred, *, tolerance=1.0, mode="multiclass", from_logits=False, threshold=0.5, include_background=False
+    y_true,
+    y_pred,
+    *,
+    tolerance=1.0,
+    mode="multiclass",
+    from_logits=False,
+    threshold=0.5,
+    include_background=False,
+    spacing=None,
 ):
     """Per-image, per-class normalized surface Dice at a tolerance. See `SurfaceDice`.
 
     Args:
         y_true: targets (see `overlap_inputs`).
         y_pred: probabilities or logits, class axis last.
-        tolerance: the accepted distance in pixels, one value or one per scored class.
+        tolerance: the accepted distance (in the units of `spacing`), one value or one per scored class.
         mode: `"multiclass"`, `"binary"` or `"multilabel"`.
         from_logits: whether sigmoid outputs are logits.
         threshold: probability above which a sigmoid output is foreground.
         include_background: in multiclass mode, also score channel 0.
+        spacing: pixel or voxel size, one value or one per spatial axis; None for unit spacing.
 
     Returns:
         float32 `(N, C)` values in [0, 1]: NaN where both masks are empty, 0 where one is.
@@ -169,7 +197,9 @@ def surface_dice(
         threshold=threshold,
         include_background=include_background,
     )
-    true_edges, predicted_edges, to_true, to_predicted = (_flat(x) for x in _surface_distances(true, predicted))
+    true_edges, predicted_edges, to_true, to_predicted = (
+        _flat(x) for x in _surface_distances(true, predicted, spacing)
+    )
     classes = true_edges.shape[1]
     if isinstance(tolerance, (list, tuple)) and classes is not None and len(tolerance) != classes:
         raise ValueError(
@@ -187,12 +217,13 @@ def surface_dice(
 class BoundaryScore(keras.metrics.Metric):
     """The mean of per-image, per-class boundary values over every batch, NaNs skipped."""
 
-    def __init__(self, mode, from_logits, threshold, include_background, name, dtype):
+    def __init__(self, mode, from_logits, threshold, include_background, spacing, name, dtype):
         super().__init__(name=name, dtype=dtype)
         self.mode = check_choice("mode", mode, MODES)
         self.from_logits = bool(from_logits)
         self.threshold = check_in_range("threshold", threshold, 0.0, 1.0)
         self.include_background = bool(include_background)
+        self.spacing = check_spacing(spacing)
         self.total = self.add_variable((), initializer="zeros", name="total")
         self.count = self.add_variable((), initializer="zeros", name="count")
 
@@ -205,6 +236,7 @@ class BoundaryScore(keras.metrics.Metric):
             "from_logits": self.from_logits,
             "threshold": self.threshold,
             "include_background": self.include_background,
+            "spacing": self.spacing,
         }
 
     def update_state(self, y_true, y_pred, sample_weight=None):
@@ -237,7 +269,8 @@ class BoundaryScore(keras.metrics.Metric):
         self.count.assign(0.0)
 
     def get_config(self):
-        return {**super().get_config(), **self.shared_arguments()}
+        spacing = list(self.spacing) if isinstance(self.spacing, tuple) else self.spacing
+        return {**super().get_config(), **self.shared_arguments(), "spacing": spacing}
 
 
 @keras.saving.register_keras_serializable(package="keras_lossopt")
@@ -255,7 +288,7 @@ class HausdorffDistance(BoundaryScore):
         mean becomes inf, as MONAI's does).
 
     Same values as MONAI's `compute_hausdorff_distance(y_pred, y, percentile=95)` on the
-    one-hot hard masks (channel-last; unit spacing only; the edge and distance computations
+    one-hot hard masks (channel-last; `spacing` as MONAI's, one for the whole batch; the edge and distance computations
     in `keras.ops`, compiled with the step, instead of SciPy/cuCIM), except where exactly
     one mask is empty: MONAI then returns NaN for a percentile (NumPy interpolates between
     infinities), which its mean skips, so a class the model misses entirely would vanish
@@ -270,6 +303,9 @@ class HausdorffDistance(BoundaryScore):
         threshold: probability above which a sigmoid output is foreground. Default 0.5.
         include_background: in multiclass mode, also score channel 0, whose edges include
             the image border. Default False (MONAI's). Sigmoid channels are all scored.
+        spacing: the pixel or voxel size, one value or one per spatial axis (MONAI's
+            `spacing` for every image of the batch); distances are then in its units.
+            Default None: unit spacing.
         name: metric name. Default `"hausdorff_distance"`.
         dtype: dtype of the result.
 
@@ -304,10 +340,11 @@ class HausdorffDistance(BoundaryScore):
         from_logits=False,
         threshold=0.5,
         include_background=False,
+        spacing=None,
         name="hausdorff_distance",
         dtype=None,
     ):
-        super().__init__(mode, from_logits, threshold, include_background, name, dtype)
+        super().__init__(mode, from_logits, threshold, include_background, spacing, name, dtype)
         self.percentile = None if percentile is None else check_in_range("percentile", percentile, 0.0, 100.0)
 
     def values(self, y_true, y_pred):
@@ -330,15 +367,17 @@ class SurfaceDice(BoundaryScore):
         only one is.
 
     Same values as MONAI's `compute_surface_dice(y_pred, y, class_thresholds)` without
-    sub-voxel areas (channel-last; unit spacing; in `keras.ops`).
+    sub-voxel areas (channel-last; `spacing` as MONAI's, one for the whole batch; in `keras.ops`).
 
     Args:
-        tolerance: accepted distance `tau` in pixels, >= 0: one value, or one per scored
+        tolerance: accepted distance `tau` (pixels, or the units of `spacing`), >= 0: one value, or one per scored
             class. Default 1.0.
         mode: `"multiclass"` (arg-max; default), `"binary"` or `"multilabel"` (thresholds).
         from_logits: whether sigmoid outputs are logits. Default False.
         threshold: probability above which a sigmoid output is foreground. Default 0.5.
         include_background: in multiclass mode, also score channel 0. Default False (MONAI's).
+        spacing: the pixel or voxel size, one value or one per spatial axis (MONAI's
+            `spacing`); `tolerance` is then in its units. Default None: unit spacing.
         name: metric name. Default `"surface_dice"`.
         dtype: dtype of the result.
 
@@ -372,10 +411,11 @@ class SurfaceDice(BoundaryScore):
         from_logits=False,
         threshold=0.5,
         include_background=False,
+        spacing=None,
         name="surface_dice",
         dtype=None,
     ):
-        super().__init__(mode, from_logits, threshold, include_background, name, dtype)
+        super().__init__(mode, from_logits, threshold, include_background, spacing, name, dtype)
         checked = check_per_class("tolerance", tolerance, minimum=0.0)
         if checked is None:
             raise ValueError("`tolerance` must be a distance >= 0 or one per class. Received: tolerance=None")

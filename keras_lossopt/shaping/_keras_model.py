@@ -1,11 +1,15 @@
 """Adapter: the Keras model internals that loss shaping relies on.
 
-Three private behaviours of Keras, checked against Keras 3.15.1 with TensorFlow 2.21
-(tests/test_private_adapters.py and tests/shaping/test_model_kinds.py fail when one changes):
+Four behaviours of Keras' trainers, checked against Keras 3.15.1 with TensorFlow 2.21, JAX
+0.10.2 and PyTorch 2.13 (tests/test_private_adapters.py and tests/shaping/test_model_kinds.py
+fail when one changes):
 
 * `fit` builds its compiled step from `model.train_step` when it makes the train function
   (`make_train_function(force=True)` rebuilds it), so an instance attribute `train_step`
-  wraps the class' method: GradNorm takes the per-term gradients this way, inside the step;
+  wraps the class' method: GradNorm takes the per-term gradients this way, inside the step.
+  The step is `train_step(data)` on TensorFlow and PyTorch and `train_step(state, data)` on
+  JAX, whose state is `(trainable, non_trainable, optimizer, metrics)` variable values in
+  the order of the model's lists (Keras' guide to a custom JAX `train_step`);
 * `fit` and `evaluate` reuse `model.train_function` / `model.test_function` until they are
   None: a loss whose formula changed (uncertainty weighting adds log-variances) resets them;
 * a `keras.Sequential` model keeps its layer stack in the private `_layers`, which its
@@ -20,11 +24,34 @@ from typing import Any
 import keras
 
 
-def wrap_train_step(model: Any, wrapper: Callable[[Callable[[Any], Any], Any], Any]) -> None:
-    """Makes `fit` run `wrapper(original_train_step, data)` as the model's train step."""
+def wrap_train_step(model: Any, wrapper: Callable[..., Any]) -> None:
+    """Makes `fit` run `wrapper(original_train_step, *arguments)` as the model's train step.
+
+    The arguments are the trainer's: `(data,)`, or `(state, data)` on JAX.
+    """
     original = model.train_step
-    model.train_step = lambda data: wrapper(original, data)
+    model.train_step = lambda *arguments: wrapper(original, *arguments)
     model.make_train_function(force=True)
+
+
+def step_data_and_variables(model: Any, arguments: tuple) -> tuple[Any, list[tuple[Any, Any]]]:
+    """The batch of a wrapped train step's arguments and the variable values the step runs with.
+
+    On JAX the step is a pure function of its state (the model's variables hold no values
+    during `fit`), so every variable is paired with its value in the state; on TensorFlow
+    and PyTorch the variables hold their values and the list is empty.
+
+    Returns:
+        `(data, state_mapping)` for `keras.StatelessScope(state_mapping)`.
+    """
+    if len(arguments) == 1:
+        return arguments[0], []
+    state, data = arguments
+    trainable, non_trainable, _, metrics = state
+    mapping = list(zip(model.trainable_variables, trainable))
+    mapping += list(zip(model.non_trainable_variables, non_trainable))
+    mapping += list(zip(model.metrics_variables, metrics))
+    return data, mapping
 
 
 def unwrap_train_step(model: Any) -> None:

@@ -11,7 +11,7 @@ weights at every epoch end (`weight_<term>`).
   two epoch losses, `K softmax(L(t-1) / L(t-2) / T)`.
 * `GradNorm` (Chen et al. 2018): weights learned so that each term's gradient norm on the
   last shared layer follows its relative inverse training rate to the power `alpha`
-  (TensorFlow backend: it reads the per-term gradients from a `tf.GradientTape`).
+  (the per-term gradients by each backend's own autodiff, `shaping/_backend_gradients.py`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,19 @@ import numpy as np
 from keras import ops
 
 from keras_lossopt._validation import check_non_negative, check_positive
-from keras_lossopt.shaping._keras_model import retrace_steps, unwrap_train_step, wrap_train_step
+from keras_lossopt.shaping._backend_gradients import values_and_gradient_norms
+from keras_lossopt.shaping._keras_model import (
+    retrace_steps,
+    step_data_and_variables,
+    unwrap_train_step,
+    wrap_train_step,
+)
 from keras_lossopt.shaping.tracking import TermWeightCallback
 
 __all__ = ["DynamicWeightAveraging", "GradNorm", "UncertaintyWeighting", "dwa_weights"]
+
+# The logs through which GradNorm's compiled JAX step hands one step's term losses and norms to the host.
+_STEP_LOSS, _STEP_NORM = "gradnorm_step_loss_", "gradnorm_step_norm_"
 
 
 class UncertaintyWeighting(TermWeightCallback):
@@ -40,7 +49,8 @@ class UncertaintyWeighting(TermWeightCallback):
     `exp(s_i)` estimates each task's noise variance. The log-variances are trained by the
     model's optimizer, so the callback must see the model before the optimizer is built:
     passing it to `fit` is enough on TensorFlow without a distribution strategy; otherwise
-    call `callback.set_model(model)` after `compile` and before `fit`.
+    (also on JAX and PyTorch, whose `fit` builds the optimizer first) call
+    `callback.set_model(model)` after `compile` and before `fit`.
 
     Logs `weight_<term>` (= `exp(-s_i)`) and `log_variance_<term>` at each epoch end.
 
@@ -49,7 +59,8 @@ class UncertaintyWeighting(TermWeightCallback):
 
     Raises:
         ValueError: for reward terms (their loss is unbounded below under this weighting),
-            or an optimizer already built without the log-variances.
+            an optimizer already built without the log-variances, or, on JAX, a Sequential
+            model that is not built yet.
 
     Examples:
         >>> UncertaintyWeighting().initial_log_variance
@@ -69,6 +80,13 @@ class UncertaintyWeighting(TermWeightCallback):
             raise ValueError(f"`initial_log_variance` must be finite. Received: {initial_log_variance!r}")
 
     def set_model(self, model) -> None:
+        if keras.backend.backend() == "jax" and isinstance(model, keras.Sequential) and not model.built:
+            # The state then hangs under the first layer, and JAX's fit builds that layer after the optimizer was
+            # built: the log-variances come out of order with the variables the step was made for.
+            raise ValueError(
+                "UncertaintyWeighting on JAX needs a built Sequential model: give it a keras.Input, or call "
+                "model.build(input_shape) before set_model or fit."
+            )
         super().set_model(model)
         created = False
         for composite in self.composites:
@@ -88,7 +106,8 @@ class UncertaintyWeighting(TermWeightCallback):
             raise ValueError(
                 "The optimizer was built before UncertaintyWeighting could add its log-variances. Call "
                 "`callback.set_model(model)` after compile and before the first fit or train step (under a "
-                "distribution strategy or on JAX, fit builds the optimizer before the callbacks see the model)."
+                "distribution strategy, or on JAX or PyTorch, fit builds the optimizer before the callbacks see the "
+                "model)."
             )
         # The composites' formula changed: let fit trace new train and test functions.
         retrace_steps(model)
@@ -217,8 +236,13 @@ class GradNorm(TermWeightCallback):
     Adam step on `L_grad = sum_i |G_i - G*_i|` and are renormalized to sum to the number of
     terms (Algorithm 1 of the paper; the step structure follows LucasBoTang/GradNorm:
     `L(0)` from the first step, the target detached, Adam on the weights). The per-term
-    gradients come from a `tf.GradientTape` around Keras' own train step, which also runs
-    unchanged: TensorFlow backend only.
+    gradients come from a second forward pass at the step's weights (the same dropout draws:
+    variable updates inside it are discarded) differentiated by the backend's own autodiff
+    (`tf.GradientTape`, `jax.vjp`, `torch.autograd`); Keras' own train step runs unchanged.
+    On TensorFlow and PyTorch the weights are updated inside the step; on JAX, whose
+    compiled step is a pure function of the model's state, the step hands the term losses
+    and norms to the host through its logs and the callback updates the weights between
+    steps (so `steps_per_execution` must be 1 there).
 
     Logs at each epoch end `weight_<term>`, and the epoch means of `grad_norm_<term>` (`G_i`)
     and `grad_norm_target_<term>` (`G*_i`).
@@ -231,9 +255,10 @@ class GradNorm(TermWeightCallback):
             a multi-output model must name it.
 
     Raises:
-        ValueError: for bad arguments, another backend than TensorFlow, a multi-output model
-            without `shared_layer`, a layer without trainable weights, or a term whose loss
-            does not depend on the shared layer.
+        ValueError: for bad arguments, a multi-output model without `shared_layer`, a layer
+            without trainable weights, a term whose loss does not depend on the shared layer
+            (on JAX: whose gradient there is zero at the first step), or, on JAX,
+            `steps_per_execution` > 1.
 
     Examples:
         >>> GradNorm(alpha=0.5).alpha
@@ -254,8 +279,6 @@ class GradNorm(TermWeightCallback):
 
     def set_model(self, model) -> None:
         super().set_model(model)
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(f"GradNorm needs the TensorFlow backend. Received: {keras.backend.backend()!r}")
         self.shared_weights = self._resolve_shared_weights(model)
 
     def _resolve_shared_weights(self, model) -> list[Any]:
@@ -285,6 +308,12 @@ class GradNorm(TermWeightCallback):
     def on_train_begin(self, logs=None) -> None:
         super().on_train_begin(logs)
         terms = len(self.term_names)
+        self._host_update = keras.backend.backend() == "jax"
+        if self._host_update and int(getattr(self.model, "steps_per_execution", 1) or 1) > 1:
+            raise ValueError(
+                "GradNorm on JAX updates the weights between steps and needs steps_per_execution=1. Received: "
+                f"steps_per_execution={self.model.steps_per_execution}"
+            )
         self._weight_variables = [self.term_index[t].state.term_weights[t] for t in self.term_names]
         self._initial_losses = keras.Variable(np.zeros(terms), dtype="float32", trainable=False, name="gradnorm_l0")
         self._started = keras.Variable(0.0, dtype="float32", trainable=False, name="gradnorm_started")
@@ -293,36 +322,65 @@ class GradNorm(TermWeightCallback):
         self._steps = keras.Variable(0.0, dtype="float32", trainable=False, name="gradnorm_steps")
         self._optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate)
         self._optimizer.build(self._weight_variables)
+        self._checked_first_step = False
         wrap_train_step(self.model, self._train_step)
 
     def on_train_end(self, logs=None) -> None:
         super().on_train_end(logs)
         unwrap_train_step(self.model)
 
-    def _train_step(self, train_step, data):
-        import tensorflow as tf  # GradNorm's adapter: per-term gradients on the shared layer
+    def _term_losses(self, data, state_mapping, shared_values):
+        """The unweighted term losses of a forward pass with the shared weights set to `shared_values`."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        mapping = state_mapping + list(zip(self.shared_weights, shared_values))
+        # The scope discards what the pass would update (term means, dropout seeds, batch statistics).
+        with keras.StatelessScope(state_mapping=mapping):
+            y_pred = self.model(x, training=True)
+            self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            return [ops.cast(self.term_index[t].last_term_values[t], "float32") for t in self.term_names]
 
-        shared = [weight.value for weight in self.shared_weights]  # the backend's tf.Variables
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(shared)
-            logs = train_step(data)
-        values = [self.term_index[t].last_term_values[t] for t in self.term_names]
-        norms = []
-        for term, value in zip(self.term_names, values):
-            gradients = tape.gradient(value, shared)
-            if all(g is None for g in gradients):
+    def _train_step(self, train_step, *arguments):
+        data, state_mapping = step_data_and_variables(self.model, arguments)
+        step_values = {id(variable): value for variable, value in state_mapping}
+        shared = [step_values[id(w)] if id(w) in step_values else w.value for w in self.shared_weights]
+        losses, norms = values_and_gradient_norms(lambda points: self._term_losses(data, state_mapping, points), shared)
+        for term, norm in zip(self.term_names, norms):
+            if norm is None:
                 raise ValueError(
                     f"GradNorm: term {term!r} does not depend on the shared layer {self.shared_layer_name!r}."
                 )
-            norms.append(ops.sqrt(sum(ops.sum(ops.square(g)) for g in gradients if g is not None)))
-        del tape
-        self._update(ops.stack([ops.cast(v, "float32") for v in values]), ops.stack(norms))
-        return logs
+        result = train_step(*arguments)
+        if not self._host_update:
+            self._update(losses, ops.stack(norms))
+            return result
+        logs, state = result
+        step_logs = {f"{_STEP_LOSS}{t}": losses[i] for i, t in enumerate(self.term_names)}
+        step_logs.update({f"{_STEP_NORM}{t}": norms[i] for i, t in enumerate(self.term_names)})
+        return {**logs, **step_logs}, state
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._host_update or logs is None:
+            return
+        losses = [logs.pop(f"{_STEP_LOSS}{t}") for t in self.term_names]
+        norms = [logs.pop(f"{_STEP_NORM}{t}") for t in self.term_names]
+        if not self._checked_first_step:
+            self._checked_first_step = True
+            flat = [t for t, n in zip(self.term_names, norms) if n == 0.0]
+            if flat:
+                raise ValueError(
+                    f"GradNorm: the gradient of the terms {flat} on the shared layer {self.shared_layer_name!r} is "
+                    "zero at the first step: they do not depend on it."
+                )
+        self.sync_state()  # the step's state back into the variables, so that the next step reads the new weights
+        self._update(
+            ops.convert_to_tensor(np.asarray(losses, "float32")), ops.convert_to_tensor(np.asarray(norms, "float32"))
+        )
 
     def _update(self, losses, raw_norms) -> None:
-        weights = ops.stack([ops.cast(w, "float32") for w in self._weight_variables])
-        first = ops.equal(self._started, 0.0)
-        initial = ops.where(first, losses, self._initial_losses)
+        # `.value`: JAX arrays, not Variables, go into the ops (JAX no longer converts objects implicitly).
+        weights = ops.stack([ops.cast(w.value, "float32") for w in self._weight_variables])
+        first = ops.equal(self._started.value, 0.0)
+        initial = ops.where(first, losses, self._initial_losses.value)
         self._initial_losses.assign(initial)
         self._started.assign(1.0)
         norms = weights * raw_norms
@@ -332,7 +390,7 @@ class GradNorm(TermWeightCallback):
         # d/dw_i of sum_j |w_j n_j - target_j| with the target held constant.
         gradients = ops.sign(norms - targets) * raw_norms
         self._optimizer.apply([gradients[i] for i in range(len(self._weight_variables))], self._weight_variables)
-        updated = ops.maximum(ops.stack([ops.cast(w, "float32") for w in self._weight_variables]), 1e-6)
+        updated = ops.maximum(ops.stack([ops.cast(w.value, "float32") for w in self._weight_variables]), 1e-6)
         updated = updated * (len(self._weight_variables) / ops.sum(updated))
         for i, variable in enumerate(self._weight_variables):
             variable.assign(updated[i])
@@ -349,6 +407,8 @@ class GradNorm(TermWeightCallback):
         super().on_epoch_end(epoch, logs)
         if logs is None:
             return
+        for key in [key for key in logs if key.startswith((_STEP_LOSS, _STEP_NORM))]:
+            del logs[key]  # on JAX the epoch logs are the last step's
         steps = max(float(ops.convert_to_numpy(self._steps)), 1.0)
         norms = ops.convert_to_numpy(self._norm_sums) / steps
         targets = ops.convert_to_numpy(self._target_sums) / steps

@@ -27,6 +27,7 @@ from keras_lossopt._validation import (
 )
 from keras_lossopt._value_checks import is_concrete, probability_poison
 from keras_lossopt.losses.base import LossFunctionBase
+from keras_lossopt.shaping._numpy_call import call_numpy
 
 __all__ = ["ConfidencePenalty", "OutputPenalty", "RewardTerm"]
 
@@ -185,10 +186,11 @@ class RewardTerm(LossFunctionBase):
 
     an unbiased estimate with lower variance than a plain REINFORCE (Kool et al. 2019). The
     term's value is the mean sampled reward (what is logged); only its gradient is the
-    estimator. The NumPy call runs through `tf.numpy_function`: TensorFlow backend and
-    `jit_compile=False` (XLA cannot call Python: the shaping callbacks and `track_loss_terms`
-    refuse such a model, and XLA's own error names the node
-    `numpy_reward_needs_jit_compile_False`).
+    estimator. The NumPy call runs on the host through each backend's own mechanism
+    (`tf.numpy_function`, `jax.pure_callback`, a direct call on PyTorch). On TensorFlow
+    it needs `jit_compile=False` (XLA there cannot call Python: the shaping callbacks and
+    `track_loss_terms` refuse such a model, and XLA's own error names the node
+    `numpy_reward_needs_jit_compile_False`); on JAX it also runs inside `jax.jit`.
 
     Args:
         fn: the reward function (register it to reload without `custom_objects`).
@@ -244,11 +246,6 @@ class RewardTerm(LossFunctionBase):
         self.from_logits = bool(from_logits)
         self.seed = seed
         if not self.differentiable:
-            if keras.backend.backend() != "tensorflow":
-                raise ValueError(
-                    "RewardTerm(differentiable=False) calls NumPy through tf.numpy_function and needs the "
-                    f"TensorFlow backend. Received: backend {keras.backend.backend()!r}"
-                )
             self.seed_generator = keras.random.SeedGenerator(seed)
 
     def standardize_inputs(self, y_true, y_pred):
@@ -299,8 +296,6 @@ class RewardTerm(LossFunctionBase):
         return ops.mean(rewards, axis=-1) + surrogate - ops.stop_gradient(surrogate)
 
     def _numpy_rewards(self, y_true, classes):
-        import tensorflow as tf  # the NumPy adapter (see the class docstring)
-
         fn, name, samples = self.fn, self.name, self.num_samples
 
         def rewards(labels, drawn):
@@ -321,11 +316,8 @@ class RewardTerm(LossFunctionBase):
                 )
             return value.reshape(count, samples)
 
-        # XLA cannot compile a Python call; its error names the node, so the node says what to do.
-        values = tf.numpy_function(
-            rewards, [y_true, classes], tf.float32, stateful=False, name="numpy_reward_needs_jit_compile_False"
-        )
-        values.set_shape(classes.shape)
+        # XLA on TensorFlow cannot compile a Python call; its error names the node, so the node says what to do.
+        values = call_numpy(rewards, [y_true, classes], tuple(classes.shape), "numpy_reward_needs_jit_compile_False")
         return ops.cast(values, self.dtype)
 
     def get_config(self):

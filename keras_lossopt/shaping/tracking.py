@@ -93,11 +93,11 @@ def track_loss_terms(model: keras.Model) -> list[CompositeLoss]:
 
     Raises:
         ValueError: when the model is not compiled, two composites share a term name (their
-            logs would collide), a NumPy reward term meets `jit_compile=True`, or the model
+            logs would collide), a NumPy reward term meets `jit_compile=True` on TensorFlow, or the model
             cannot take new layers (a built subclassed model).
     """
     composites = composite_losses(model)
-    if getattr(model, "jit_compile", False):
+    if getattr(model, "jit_compile", False) and keras.backend.backend() == "tensorflow":
         numpy_rewards = [
             term
             for composite in composites

@@ -40,7 +40,7 @@ _EXPORTS = {
     "advice_starting_points": "tuners",
     "search_summary": "tuners",
     "FoldScores": "validation",
-    "cross_validate_configuration": "validation",
+    "cross_validate_configuration": "configuration",
     "cross_validate_loss": "validation",
     "stratified_folds": "validation",
     "LossSearchBayesian": "tuners",

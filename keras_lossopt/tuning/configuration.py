@@ -25,14 +25,19 @@ optimizer config (tested).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
+
+from keras_lossopt.tuning.validation import FoldScores, cross_validate_compiled
 
 __all__ = [
     "CONFIGURATION_FORMAT",
     "compile_arguments",
     "configuration_from_hyperparameters",
     "configured_loss",
+    "cross_validate_configuration",
 ]
 
 CONFIGURATION_FORMAT = 1
@@ -259,3 +264,50 @@ def compile_arguments(configuration: Mapping[str, Any], model) -> dict[str, Any]
         loss = penalized_loss(loss, regularization["l2"], model, configuration["loss"].get("name", ""))
     optimizer = keras.optimizers.deserialize(copy.deepcopy(dict(configuration["optimizer"]["config"])))
     return {"loss": loss, "optimizer": optimizer}
+
+
+def cross_validate_configuration(
+    make_model: Callable,
+    configuration,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_classes: int,
+    folds: int = 3,
+    epochs: int = 30,
+    batch_size: int = 64,
+    objective: str | None = None,
+    seed: int = 0,
+    balanced: bool = True,
+) -> FoldScores:
+    """The cross-validated score of a whole configuration (loss, optimizer, regularization).
+
+    The same folds, early stopping and best-epoch score as a search with `folds` and
+    `seed`, for a configuration from `configuration_from_hyperparameters` (or one with a
+    part left out, to measure what that part adds).
+
+    Args:
+        make_model: returns a fresh, uncompiled model with logits out.
+        configuration: the configuration (`tuning.configuration`); its `task` is used.
+        x: inputs (training and validation data together).
+        y: targets in the form the loss takes (`(N, 1)` floats for binary).
+        num_classes: classes of the task (2 for binary).
+        folds: number of folds, at least 2. Default 3.
+        epochs: the most epochs per fold. Default 30.
+        batch_size: Default 64.
+        objective: the metric, e.g. `"val_macro_f1"`. Default: the task's search objective.
+        seed: seed of the folds and of the weights. Default 0.
+        balanced: weigh every class equally in the validation folds. Default True.
+
+    Returns:
+        A `FoldScores`.
+    """
+    configured_loss(configuration)  # a bad configuration fails before the first fold trains
+
+    def compile_fold(model):
+        return compile_arguments(configuration, model)
+
+    return cross_validate_compiled(
+        make_model, compile_fold, x, y, task=configuration["task"], num_classes=num_classes, folds=folds,
+        epochs=epochs, batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
+    )  # fmt: skip

@@ -23,7 +23,6 @@ from keras_lossopt.tuning.objectives import default_metrics, default_objective
 
 __all__ = [
     "FoldScores",
-    "cross_validate_configuration",
     "cross_validate_loss",
     "stratified_folds",
 ]
@@ -403,62 +402,13 @@ def cross_validate_loss(
     def compile_fold(model):
         return {"optimizer": keras.optimizers.Adam(learning_rate), "loss": losses.get(config)}
 
-    return _cross_validate_compiled(
+    return cross_validate_compiled(
         make_model, compile_fold, x, y, task=task, num_classes=num_classes, folds=folds, epochs=epochs,
         batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
     )  # fmt: skip
 
 
-def cross_validate_configuration(
-    make_model: Callable,
-    configuration,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    num_classes: int,
-    folds: int = 3,
-    epochs: int = 30,
-    batch_size: int = 64,
-    objective: str | None = None,
-    seed: int = 0,
-    balanced: bool = True,
-) -> FoldScores:
-    """The cross-validated score of a whole configuration (loss, optimizer, regularization).
-
-    The same folds, early stopping and best-epoch score as a search with `folds` and
-    `seed`, for a configuration from `configuration_from_hyperparameters` (or one with a
-    part left out, to measure what that part adds).
-
-    Args:
-        make_model: returns a fresh, uncompiled model with logits out.
-        configuration: the configuration (`tuning.configuration`); its `task` is used.
-        x: inputs (training and validation data together).
-        y: targets in the form the loss takes (`(N, 1)` floats for binary).
-        num_classes: classes of the task (2 for binary).
-        folds: number of folds, at least 2. Default 3.
-        epochs: the most epochs per fold. Default 30.
-        batch_size: Default 64.
-        objective: the metric, e.g. `"val_macro_f1"`. Default: the task's search objective.
-        seed: seed of the folds and of the weights. Default 0.
-        balanced: weigh every class equally in the validation folds. Default True.
-
-    Returns:
-        A `FoldScores`.
-    """
-    from keras_lossopt.tuning.configuration import compile_arguments, configured_loss
-
-    configured_loss(configuration)  # a bad configuration fails before the first fold trains
-
-    def compile_fold(model):
-        return compile_arguments(configuration, model)
-
-    return _cross_validate_compiled(
-        make_model, compile_fold, x, y, task=configuration["task"], num_classes=num_classes, folds=folds,
-        epochs=epochs, batch_size=batch_size, objective=objective, seed=seed, balanced=balanced,
-    )  # fmt: skip
-
-
-def _cross_validate_compiled(
+def cross_validate_compiled(
     make_model, compile_fold, x, y, *, task, num_classes, folds, epochs, batch_size, objective, seed, balanced
 ) -> FoldScores:
     """Trains one model per fold, compiled with `compile_fold(model)` (a dict of `compile` arguments)."""

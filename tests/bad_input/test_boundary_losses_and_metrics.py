@@ -97,6 +97,31 @@ CASES = [
     BadInputCase("hd mode typo", lambda: HausdorffDistance(mode="multiclas"), ValueError, ("`mode`", "'multiclass'")),
     BadInputCase("nsd tolerance < 0", lambda: SurfaceDice(tolerance=-1.0), ValueError, ("tolerance",)),
     BadInputCase("nsd tolerance None", lambda: SurfaceDice(tolerance=None), ValueError, ("tolerance",)),
+    BadInputCase("nsd spacing 0", lambda: SurfaceDice(spacing=0.0), ValueError, ("`spacing`", "> 0", "spacing=0.0")),
+    BadInputCase(
+        "hd negative spacing on one axis",
+        lambda: HausdorffDistance(spacing=(1.0, -2.0)),
+        ValueError,
+        ("`spacing`", r"spacing=\(1.0, -2.0\)"),
+    ),
+    BadInputCase(
+        "hd spacing of the wrong length",
+        lambda: HausdorffDistance(spacing=(1.0, 1.0, 3.0)).update_state(LABELS, PROBS),
+        ValueError,
+        ("one value per spatial axis", "2 for", r"spacing=\(1.0, 1.0, 3.0\)"),
+    ),
+    BadInputCase(
+        "signed maps spacing of the wrong length",
+        lambda: signed_distance_maps(LABELS, num_classes=3, spacing=(1.0, 2.0, 3.0)),
+        ValueError,
+        ("one value per spatial axis", r"spatial shape \(4, 4\)"),
+    ),
+    BadInputCase(
+        "distance spacing not a number",
+        lambda: distance_to_nearest(np.zeros((1, 4, 4, 1), bool), spacing="1mm"),
+        TypeError,
+        ("spacing",),
+    ),
     BadInputCase("nsd threshold > 1", lambda: SurfaceDice(threshold=1.5), ValueError, ("threshold", "1.5")),
     BadInputCase(
         "nsd tolerances per class of the wrong length",

@@ -32,7 +32,7 @@ def summary(findings):
 
 
 def test_vanishing_ratio_to_the_last_layer_after_patience():
-    detector = GradientDetector(LAYERS, patience=2)
+    detector = GradientDetector(LAYERS, patience=2, growth_window=2)
     norms = rows([1e-5, 0.5, 1.0], [1e-5, 2e-4, 1.0], [1e-5, 0.5, 1.0])
     found = detector.update(np.array([0, 1, 2]), block(norms))
     assert summary(found) == [("vanishing", 1, ("a", "b"))]
@@ -42,8 +42,18 @@ def test_vanishing_ratio_to_the_last_layer_after_patience():
     assert found[0].remedy and found[0].cause == ""
 
 
+def test_vanishing_needs_half_of_a_full_window_from_the_first_record():
+    # Batch size 1: two samples that switch layer "a" off at the first two steps (the
+    # corpus' healthy/70 was flagged at step 1 when the share counted only rows seen).
+    noise = rows(*([[1e-5, 1, 1]] * 2 + [[0.5, 1, 1]] * 30))
+    assert GradientDetector(LAYERS).update(np.arange(32), block(noise)) == []
+    # A structural cause holds in every row: half of 20 at the 10th record, patience 2 at the 11th.
+    dead = rows(*[[1e-5, 1, 1]] * 12)
+    assert summary(GradientDetector(LAYERS).update(np.arange(12), block(dead))) == [("vanishing", 10, ("a",))]
+
+
 def test_vanishing_floor_names_every_layer():
-    detector = GradientDetector(LAYERS, patience=1, vanishing_floor=1e-7)
+    detector = GradientDetector(LAYERS, patience=1, vanishing_floor=1e-7, growth_window=2)
     found = detector.update(np.array([5]), block(rows([1e-9, 1e-9, 1e-9])))
     assert summary(found) == [("vanishing", 5, LAYERS)]
     assert found[0].evidence["floor"] == 1e-7
@@ -111,7 +121,7 @@ def test_a_real_explosion_leaves_the_noise_behind(rng):
 
 
 def test_non_finite_gradients_and_weights_at_once_and_transparent_to_the_other_rules():
-    detector = GradientDetector(LAYERS, patience=2)
+    detector = GradientDetector(LAYERS, patience=2, growth_window=2)
     norms = rows([1e-5, 1, 1], [1, 1, 1], [1e-5, 1, 1], [1, 1, 1])
     nonfinite = np.zeros_like(norms)
     nonfinite[1, [1, 3]] = 0.25
@@ -133,7 +143,7 @@ def test_each_kind_once_unless_it_repeats():
     norms = rows(*[[1e-5, 1, 1]] * 6)
     nonfinite = np.zeros_like(norms)
     nonfinite[[1, 4]] = 0.5
-    once = GradientDetector(LAYERS, patience=1)
+    once = GradientDetector(LAYERS, patience=1, growth_window=2)
     assert summary(once.update(np.arange(6), block(norms, nonfinite))) == [
         ("vanishing", 0, ("a",)),
         ("non_finite", 1, LAYERS),
@@ -141,7 +151,7 @@ def test_each_kind_once_unless_it_repeats():
     assert once.update(np.arange(6, 12), block(norms, nonfinite)) == []
     assert once.report_non_finite(12, {"loss": float("nan")}) is None
     # A remedy acts again: the count restarts after each finding; non-finite rows once a block.
-    repeats = GradientDetector(LAYERS, patience=2, repeat=("vanishing", "non_finite"))
+    repeats = GradientDetector(LAYERS, patience=2, growth_window=2, repeat=("vanishing", "non_finite"))
     kinds = summary(repeats.update(np.arange(6), block(norms, nonfinite)))
     assert kinds == [("non_finite", 1, LAYERS), ("vanishing", 2, ("a",)), ("vanishing", 5, ("a",))]
     assert repeats.report_non_finite(6, {"loss": float("inf")}).evidence == {"loss": float("inf")}
@@ -162,6 +172,7 @@ class RowByRowReference:
         self.ratio, self.floor, self.ceiling, self.growth = ratio, floor, ceiling, growth
         self.recent = collections.deque(maxlen=window)
         self.recent_vanishing = collections.deque(maxlen=window)
+        self.window = window
         self.streak = {"vanishing": 0, "exploding": 0}
         self.reported = set()
 
@@ -183,7 +194,7 @@ class RowByRowReference:
             elif len(layer) >= 2 and layer[-1] > 0 and np.isfinite(layer).all():
                 vanishing = tuple(n for n, v in zip(self.layers, layer[:-1]) if v / layer[-1] < self.ratio)
             self.recent_vanishing.append(bool(vanishing))
-            if np.mean(self.recent_vanishing) < 0.5:
+            if np.sum(self.recent_vanishing) / self.window < 0.5:  # a full window, from the first row
                 vanishing = ()
             past = np.log10([p for p in self.recent if np.isfinite(p) and p > 0])
             self.recent.append(g)

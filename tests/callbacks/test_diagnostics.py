@@ -104,6 +104,26 @@ def test_units_that_die_during_training_are_information_and_outputs_are_not_chec
     assert [f.kind for f in checked.findings] == []
 
 
+def test_activation_checks_during_an_epoch_read_the_weights_being_trained(rng):
+    # The initializers make every unit dead; the weights set before fit keep them alive and
+    # a zero learning rate keeps them there. A check that read the variables without the
+    # running fit's state (emptied during a JAX epoch) would see the initializers' dead units.
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            L.Dense(4, activation="relu", kernel_initializer="zeros", bias_initializer="zeros", name="relu"),
+            L.Dense(1, name="out"),
+        ]
+    )
+    model.layers[0].set_weights([np.zeros((3, 4), "float32"), np.ones(4, "float32")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    probe = rng.normal(size=(32, 3)).astype("float32")
+    diagnostics = quiet(probe_x=probe, probe_every_n_steps=1)
+    x, y = rng.normal(size=(32, 3)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[diagnostics])
+    assert [f.kind for f in diagnostics.findings if f.kind == "dying_relu"] == []
+
+
 def feed(diagnostics, losses, start=0):
     """Feeds per-batch losses as Keras does: the running mean over the epoch."""
     for k, _ in enumerate(losses, start=1):

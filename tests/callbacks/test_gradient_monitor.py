@@ -1,7 +1,8 @@
-"""GradientMonitor: recorded statistics against an independent GradientTape + NumPy
-float64 reference on the same step (same weights, same batch), across model kinds,
-jit_compile, MirroredStrategy, mixed precision and clipping; logs, TensorBoard, actions,
-report/plot, config and deepcopy."""
+"""GradientMonitor: recorded statistics against an independent reference on the same step
+(same weights, same batch): the backend's own gradient function (tf.GradientTape, jax.grad,
+torch.autograd) and NumPy float64, across model kinds, jit_compile, MirroredStrategy, mixed
+precision and clipping; logs, TensorBoard, actions, report/plot, config and deepcopy. Every
+test runs on the backend of KERAS_BACKEND."""
 
 import copy
 import glob
@@ -14,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_lossopt.callbacks import Finding, GradientMonitor, TrainingProblemError
+from tests.backends import BACKEND, jit_compile_setting, loss_gradients, tensorflow_only
 from tests.callbacks.problem_bench import CASES, run_case
 
 L = keras.layers
@@ -64,10 +66,14 @@ class WeightsBeforeEachStep(keras.callbacks.Callback):
         self.weights = []
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+        self.weights.append(current_weights(self.model))
 
     def on_train_end(self, logs=None):
-        self.weights.append([v.numpy().astype("float64") for v in self.model.trainable_variables])
+        self.weights.append(current_weights(self.model))
+
+
+def current_weights(model):
+    return [keras.ops.convert_to_numpy(v).astype("float64") for v in model.trainable_variables]
 
 
 def owner_index(model, monitor):
@@ -83,12 +89,11 @@ def owner_index(model, monitor):
     return [index.get(id(v), len(monitor.history.layers) - 1) for v in model.trainable_variables]
 
 
-def tape_gradients(model, weights, x, y):
+def reference_gradients(model, weights, x, y):
+    """The gradients at `weights`, by the backend's own gradient function."""
     for v, w in zip(model.trainable_variables, weights):
         v.assign(w.astype("float32"))
-    with tf.GradientTape() as tape:
-        loss = LOSS(y, model(x, training=True))
-    return [g.numpy().astype("float64") for g in tape.gradient(loss, model.trainable_variables)]
+    return loss_gradients(model, LOSS, x, y)
 
 
 def per_group(values, owners, groups, reduce):
@@ -98,16 +103,40 @@ def per_group(values, owners, groups, reduce):
     return out
 
 
-def fit(model, monitor, *, epochs=1, extra=(), jit_compile=False, optimizer=None, x=None, y=None):
+def fit(model, monitor, *, epochs=1, extra=(), jit_compile="auto", optimizer=None, x=None, y=None):
+    # "auto": what a user gets by default (jax.jit on JAX, eager torch, no XLA for TensorFlow on CPU).
     model.compile(optimizer=optimizer or keras.optimizers.SGD(0.05), loss=LOSS, jit_compile=jit_compile)
     if x is None:
         x, y = data()
     return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor, *extra])
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-@pytest.mark.parametrize("kind", list(GROUPS))
-def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, jit_compile):
+# The plain (un-jitted) JAX step compiles op by op; one model kind shows it, the TensorFlow run has all.
+_SLOW_OFF_TENSORFLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "kind, jit_compile",
+    [
+        ("sequential", False),
+        ("sequential", True),
+        pytest.param("functional", False, marks=_SLOW_OFF_TENSORFLOW),
+        ("functional", True),
+        pytest.param("subclassed", False, marks=_SLOW_OFF_TENSORFLOW),
+        ("subclassed", True),
+    ],
+    ids=[
+        "sequential-plain",
+        "sequential-compiled",
+        "functional-plain",
+        "functional-compiled",
+        "subclassed-plain",
+        "subclassed-compiled",
+    ],
+)
+def test_recorded_statistics_equal_the_backends_own_gradients_on_the_same_step(kind, jit_compile):
+    # "compiled": XLA on TensorFlow and JAX; torch trains eagerly (Keras' default there).
+    jit_compile = jit_compile and jit_compile_setting()
     build, names = GROUPS[kind]
     model = build()
     monitor, weights = GradientMonitor(), WeightsBeforeEachStep()
@@ -121,7 +150,7 @@ def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, ji
     # Step 1, not 0: an unbuilt subclassed model has no weights before its first step.
     for step in (1, 3):
         batch = slice(step * BATCH, (step + 1) * BATCH)
-        grads = tape_gradients(model, weights.weights[step], x[batch], y[batch])
+        grads = reference_gradients(model, weights.weights[step], x[batch], y[batch])
         sumsq = per_group([np.sum(g**2) for g in grads], owners, groups, lambda a, b: a + b)
         maxabs = per_group([np.max(np.abs(g)) for g in grads], owners, groups, max)
         np.testing.assert_allclose(h.grad_norm[step], np.sqrt(sumsq), rtol=2e-5)
@@ -136,18 +165,19 @@ def test_recorded_statistics_equal_an_independent_tape_on_the_same_step(kind, ji
         np.testing.assert_allclose(h.global_update_ratio[step], math.sqrt(update.sum() / norm.sum()), rtol=1e-3)
 
 
+@tensorflow_only
 def test_mirrored_strategy_records_the_reduced_gradient(two_device_strategy):
     with two_device_strategy.scope():
         model = sequential()
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
     x, y = data()
-    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
+    initial = current_weights(model)
     monitor = GradientMonitor(every_n_steps=2)
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
     assert monitor.history.steps.tolist() == [0, 2]
     reference = sequential()
     reference.build((None, 6))
-    grads = tape_gradients(reference, initial, x[:BATCH], y[:BATCH])
+    grads = reference_gradients(reference, initial, x[:BATCH], y[:BATCH])
     expected = [
         math.sqrt(np.sum(grads[0] ** 2) + np.sum(grads[1] ** 2)),
         math.sqrt(np.sum(grads[2] ** 2) + np.sum(grads[3] ** 2)),
@@ -163,14 +193,10 @@ def test_mixed_precision_records_the_unscaled_gradients():
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=LOSS)
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     x, y = data()
-    initial = [v.numpy() for v in model.trainable_variables]
-    with tf.GradientTape() as tape:
-        loss = LOSS(y[:BATCH], model(x[:BATCH], training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    expected = math.sqrt(sum(float(np.sum(g.numpy().astype("float64") ** 2)) for g in grads))
+    grads = loss_gradients(model, LOSS, x[:BATCH], y[:BATCH])
+    expected = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
     monitor = GradientMonitor()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[monitor])
-    assert all(np.array_equal(a, b) for a, b in zip(initial, initial))
     # The loss scale is 2**15: a scaled gradient would be ~32768 times larger.
     assert monitor.history.global_grad_norm[0] == pytest.approx(expected, rel=1e-3)
 
@@ -178,12 +204,14 @@ def test_mixed_precision_records_the_unscaled_gradients():
 @pytest.mark.parametrize(
     "clip, reference",
     [
-        ({"clipnorm": 0.05}, lambda gs: [g * min(1.0, 0.05 / np.linalg.norm(g)) for g in gs]),
+        pytest.param(
+            {"clipnorm": 0.05}, lambda gs: [g * min(1.0, 0.05 / np.linalg.norm(g)) for g in gs], marks=pytest.mark.slow
+        ),
         (
             {"global_clipnorm": 0.1},
             lambda gs: [g * 0.1 / max(math.sqrt(sum(np.sum(h**2) for h in gs)), 0.1) for g in gs],
         ),
-        ({"clipvalue": 0.01}, lambda gs: [np.clip(g, -0.01, 0.01) for g in gs]),
+        pytest.param({"clipvalue": 0.01}, lambda gs: [np.clip(g, -0.01, 0.01) for g in gs], marks=pytest.mark.slow),
     ],
     ids=["clipnorm", "global_clipnorm", "clipvalue"],
 )
@@ -191,8 +219,8 @@ def test_norm_after_clipping(clip, reference):
     model = sequential()
     x, y = data()
     model.build((None, 6))
-    initial = [v.numpy().astype("float64") for v in model.trainable_variables]
-    grads = tape_gradients(sequential_like(model), initial, x[:BATCH], y[:BATCH])
+    initial = current_weights(model)
+    grads = reference_gradients(sequential_like(model), initial, x[:BATCH], y[:BATCH])
     clipped = reference(grads)
     monitor = GradientMonitor(every_n_steps=4)
     fit(model, monitor, optimizer=keras.optimizers.SGD(0.05, **clip))
@@ -266,6 +294,7 @@ def test_optimizer_and_later_fits_are_left_clean(tmp_path):
         keras.models.load_model(path)
 
 
+@pytest.mark.slow  # covered by the TensorFlow run; nothing backend-specific beyond the tests kept
 def test_tensorboard_scalars_and_histograms(tmp_path):
     monitor = GradientMonitor(every_n_steps=2, log_dir=str(tmp_path))
     fit(sequential(), monitor)
@@ -290,6 +319,7 @@ def exploding():
     return CASES[1]
 
 
+@pytest.mark.slow  # trains on the problem bench; covered by the TensorFlow run
 def test_stop_and_callable_actions():
     stopped = run_case(exploding(), on_problem="stop", epochs=2)
     assert stopped.monitor.findings[0].kind == "exploding"
@@ -306,19 +336,82 @@ def test_stop_and_callable_actions():
 
 
 def test_raise_action_unhooks_the_optimizer():
-    case = exploding()
-    keras.utils.set_random_seed(0)
-    model = case.build()
-    model.compile(optimizer=case.optimizer(), loss=LOSS)
-    from tests.callbacks.problem_bench import digits
-
-    d = digits(False)
+    model = sequential()
+    monitor = GradientMonitor(on_problem="raise", exploding_norm=1e-3, detect_every_n_steps=1)
     with pytest.raises(TrainingProblemError, match="exploding") as info:
-        model.fit(d.x_train, d.y_train, epochs=1, verbose=0, callbacks=[GradientMonitor(on_problem="raise")])
+        fit(model, monitor)
     assert info.value.finding.kind == "exploding"
     assert "apply" not in vars(model.optimizer)
+    x, y = data()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)  # the model trains on without the hook
 
 
+# A healthy run with thresholds that its norms cross: the rules (NumPy, tests/callbacks/test_detection.py)
+# fire at known steps, so these check how findings reach the step on each backend: reads, stop, re-trace.
+EXPLODING_AT_ONCE = {"exploding_norm": 1e-3, "detect_every_n_steps": 1}
+
+
+@pytest.mark.parametrize("on_problem", ["stop", "callable"])
+def test_an_exploding_finding_stops_or_calls_at_its_read(on_problem):
+    received = []
+    monitor = GradientMonitor(
+        on_problem=received.append if on_problem == "callable" else on_problem, **EXPLODING_AT_ONCE
+    )
+    model = sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = fit(model, monitor, epochs=2)
+    finding = monitor.findings[0]
+    assert finding.kind == "exploding" and finding.step == 1  # patience 2: steps 0 and 1
+    if on_problem == "stop":
+        assert "stopped" in finding.action and model.stop_training
+        assert monitor.history.steps.tolist() == [0, 1] and len(history.history["loss"]) == 1
+    else:
+        assert received[0] is not None and received[0].kind == "exploding" and finding.action.startswith("called")
+        assert not model.stop_training and len(monitor.history) == 8
+
+
+def test_a_vanishing_finding_names_every_layer_below_the_floor():
+    monitor = GradientMonitor(vanishing_floor=1e3, growth_window=2, detect_every_n_steps=1, on_problem=lambda f: None)
+    fit(sequential(), monitor)
+    finding = next(f for f in monitor.findings if f.kind == "vanishing")
+    assert finding.step < 4 and finding.evidence
+
+
+def test_clip_turns_on_global_clipping_that_the_next_steps_apply():
+    monitor = GradientMonitor(on_problem="clip", clip_norm=0.01, **EXPLODING_AT_ONCE)
+    model = sequential()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model, monitor, epochs=2)
+    first = next(f for f in monitor.findings if f.kind == "exploding")
+    assert "clipnorm" in first.action and model.optimizer.global_clipnorm == 0.01
+    h = monitor.history
+    later = h.steps > first.step
+    assert later.any() and not model.stop_training
+    # The re-traced step clips: the recorded norm after clipping is the clip norm.
+    np.testing.assert_allclose(h.global_grad_norm_clipped[later], 0.01, rtol=1e-4)
+    assert (h.global_grad_norm[later] > 0.01).all()
+
+
+def test_reduce_lr_reaches_the_next_steps():
+    monitor = GradientMonitor(on_problem="reduce_lr", lr_factor=0.1, **EXPLODING_AT_ONCE)
+    model, weights = sequential(), WeightsBeforeEachStep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model, monitor, epochs=2, extra=[weights])
+    findings = [f for f in monitor.findings if f.kind == "exploding"]
+    assert findings and "learning rate" in findings[0].action
+    h = monitor.history
+    for index, step in enumerate(h.steps):
+        # SGD: ||w_after - w_before|| = lr * ||g||, with the rate that the findings before this step left.
+        update = math.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(weights.weights[step + 1], weights.weights[step])))
+        lr = 0.05 * 0.1 ** sum(f.step < step for f in findings)
+        assert update / h.global_grad_norm[index] == pytest.approx(lr, rel=1e-2), step
+    assert keras.ops.convert_to_numpy(model.optimizer.learning_rate) == pytest.approx(0.05 * 0.1 ** len(findings))
+
+
+@pytest.mark.slow  # covered by the TensorFlow run; nothing backend-specific beyond the tests kept
 def test_report_and_plot_after_a_stopped_run():
     import matplotlib
 
@@ -335,6 +428,7 @@ def test_report_and_plot_after_a_stopped_run():
     matplotlib.pyplot.close(figure)
 
 
+@pytest.mark.slow  # covered by the TensorFlow run; nothing backend-specific beyond the tests kept
 def test_config_round_trip_and_deepcopy():
     monitor = GradientMonitor(
         every_n_steps=5,
@@ -388,6 +482,10 @@ def test_uncompiled_model_is_a_clear_error():
         monitor.on_train_begin()
 
 
+TORCH_ONE_STEP = pytest.mark.skipif(BACKEND == "torch", reason="Keras' torch trainer allows steps_per_execution=1 only")
+
+
+@TORCH_ONE_STEP
 def test_steps_per_execution_records_inside_the_graph():
     # With several steps per call the recording is decided by a cond on the iteration.
     x, y = data()
@@ -406,6 +504,7 @@ def test_steps_per_execution_records_inside_the_graph():
     np.testing.assert_allclose(chunked.history.update_ratio, single.history.update_ratio, rtol=1e-4)
 
 
+@pytest.mark.slow  # covered by the TensorFlow run; nothing backend-specific beyond the tests kept
 def test_reading_every_16_steps_keeps_every_record_of_reading_at_each_step():
     # The records wait in a ring buffer between reads; a read must return each exactly once.
     x, y = data()
@@ -424,6 +523,8 @@ def test_reading_every_16_steps_keeps_every_record_of_reading_at_each_step():
         np.testing.assert_allclose(other.update_ratio, histories[0].update_ratio, rtol=1e-4)
 
 
+@pytest.mark.slow  # test_steps_per_execution_records_inside_the_graph covers the path on every backend
+@TORCH_ONE_STEP
 def test_several_steps_per_call_keep_each_recorded_step():
     x, y = data()
     keras.utils.set_random_seed(3)
@@ -537,7 +638,7 @@ def test_no_restore_is_claimed_without_finite_weights(nan_max_convention):
     assert "restored" not in finding.remedy
 
 
-@pytest.mark.parametrize("on_problem", ["warn", "clip"])
+@pytest.mark.parametrize("on_problem", ["warn", pytest.param("clip", marks=pytest.mark.slow)])
 def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_remedy(on_problem, nan_max_convention):
     huge = keras.initializers.RandomNormal(stddev=1e10)
     keras.utils.set_random_seed(0)
@@ -561,6 +662,7 @@ def test_a_run_whose_starting_weights_overflow_is_stopped_without_restore_or_rem
     assert len(monitor.findings) == 1
 
 
+@pytest.mark.slow  # covered by the TensorFlow run; nothing backend-specific beyond the tests kept
 def test_the_monitor_names_the_layer_the_checks_before_training_found():
     from keras_lossopt.callbacks import TrainingDiagnostics
 

@@ -22,6 +22,7 @@ HEALTHY = [c for c in FULL if not c.expected]
 BEFORE_TRAINING = [c for c in CASES if c.expected in SETUP_KINDS]
 
 
+@pytest.mark.slow  # full training runs; the TensorFlow run covers them, test_gradient_monitor the backends
 @pytest.mark.parametrize("case", PROBLEMS, ids=[c.id for c in PROBLEMS])
 def test_problem_is_found_in_the_first_epoch_and_names_the_layers(case):
     run = run_case(case)
@@ -46,6 +47,7 @@ def test_faults_visible_before_training_are_found_on_the_first_batch(case):
     assert set(case.layers) <= set(findings[0].layers)
 
 
+@pytest.mark.slow  # full training runs; the TensorFlow run covers them, test_gradient_monitor the backends
 @pytest.mark.parametrize("case", HEALTHY, ids=[c.id for c in HEALTHY])
 def test_healthy_models_raise_no_finding(case):
     run = run_case(case)
@@ -55,6 +57,7 @@ def test_healthy_models_raise_no_finding(case):
     assert len(run.monitor.history) == case.epochs * run.steps_per_epoch
 
 
+@pytest.mark.slow  # full training runs; the TensorFlow run covers them, test_gradient_monitor the backends
 def test_vanishing_evidence_matches_the_recorded_norms():
     run = run_case(CASES[0])
     finding = next(f for f in run.monitor.findings if f.kind == "vanishing")
@@ -67,6 +70,7 @@ def test_vanishing_evidence_matches_the_recorded_norms():
     assert "saturating" in finding.cause
 
 
+@pytest.mark.slow  # full training runs; the TensorFlow run covers them, test_gradient_monitor the backends
 def test_non_finite_restores_the_last_good_weights_and_stops():
     run = run_case(CASES[2], epochs=2)
     kinds = [f.kind for f in run.monitor.findings]
@@ -82,6 +86,7 @@ def test_non_finite_restores_the_last_good_weights_and_stops():
     assert h.global_grad_norm[h.steps == run.monitor.restored_step][0] <= run.monitor.exploding_norm
 
 
+@pytest.mark.slow  # full training runs; the TensorFlow run covers them, test_gradient_monitor the backends
 @pytest.mark.parametrize("remedy", ["clip", "reduce_lr"])
 def test_remedies_make_the_diverging_run_finish_with_a_finite_loss(remedy):
     run = run_case(CASES[2], on_problem=remedy, epochs=2)

@@ -97,7 +97,7 @@ def hausdorff_er(
     return drop_background(eroded, include_background).mean(-1)
 
 
-def one_hot2dist(seg):
+def one_hot2dist(seg, resolution=None):
     """LIVIAETS one_hot2dist for one image `(*spatial, K)`; a class filling the image gets zeros.
 
     The reference computes `edt(posmask)` there too, which SciPy measures to a point outside
@@ -108,19 +108,24 @@ def one_hot2dist(seg):
         pos = seg[..., k] > 0.5
         if pos.any() and not pos.all():
             neg = ~pos
-            res[..., k] = distance_transform_edt(neg) * neg - (distance_transform_edt(pos) - 1) * pos
+            res[..., k] = (
+                distance_transform_edt(neg, sampling=resolution) * neg
+                - (distance_transform_edt(pos, sampling=resolution) - 1) * pos
+            )
     return res
 
 
-def signed_maps(targets):
-    return np.stack([one_hot2dist(image) for image in targets])
+def signed_maps(targets, resolution=None):
+    return np.stack([one_hot2dist(image, resolution) for image in targets])
 
 
-def boundary(y_true, y_pred, *, mode="multiclass", from_logits=False, include_background=True, maps=None):
+def boundary(
+    y_true, y_pred, *, mode="multiclass", from_logits=False, include_background=True, maps=None, resolution=None
+):
     """SurfaceLoss per position: mean over classes of p * dist_map."""
     t, p = dense(y_true if maps is None else np.zeros(np.shape(y_pred)), y_pred, mode, from_logits)
     if maps is None:
-        maps = signed_maps(t)
+        maps = signed_maps(t, resolution)
     return drop_background(p * maps, include_background).mean(-1)
 
 

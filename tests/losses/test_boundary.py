@@ -46,6 +46,20 @@ CASES = [
         activation="sigmoid",
     ),
     LossCase(
+        "boundary-anisotropic-spacing",
+        lambda **kw: BoundaryLoss(from_logits=True, spacing=(0.5, 2.0), **kw),
+        data.sparse_logits,
+        lambda y, p: dref.boundary(y, p, from_logits=True, resolution=(0.5, 2.0)),
+    ),
+    LossCase(
+        "boundary-binary-3d-anisotropic-spacing",
+        lambda **kw: BoundaryLoss(mode="binary", spacing=(3.0, 0.8, 0.8), **kw),
+        data.binary_volume_probs,
+        lambda y, p: dref.boundary(y, p, mode="binary", resolution=(3.0, 0.8, 0.8)),
+        from_logits=False,
+        activation="sigmoid",
+    ),
+    LossCase(
         "boundary-multilabel-logits",
         lambda **kw: BoundaryLoss(mode="multilabel", from_logits=True, **kw),
         data.multilabel_logits,
@@ -105,6 +119,13 @@ def test_config_keeps_non_default_values():
     rebuilt = BoundaryLoss.from_config(loss.get_config())
     assert rebuilt.get_config() == loss.get_config()
     assert (rebuilt.targets, rebuilt.mode, rebuilt.include_background) == ("distance_maps", "multilabel", False)
+    spaced = BoundaryLoss(spacing=(0.5, 2.0))
+    assert BoundaryLoss.from_config(spaced.get_config()).spacing == (0.5, 2.0)
+
+
+def test_spacing_is_ignored_with_a_warning_for_precomputed_maps():
+    with pytest.warns(UserWarning, match="spacing.*ignored.*signed_distance_maps"):
+        BoundaryLoss(targets="distance_maps", spacing=2.0)
 
 
 def test_alias():

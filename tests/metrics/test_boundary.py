@@ -21,18 +21,18 @@ def get_mask_edges(seg_pred, seg_gt):
     return binary_erosion(seg_pred) ^ seg_pred, binary_erosion(seg_gt) ^ seg_gt
 
 
-def get_surface_distance(seg_pred, seg_gt):
+def get_surface_distance(seg_pred, seg_gt, spacing=None):
     if not seg_gt.any():
         dis = np.inf * np.ones(seg_gt.shape)
     else:
         if not np.any(seg_pred):
             return (np.inf * np.ones(seg_gt.shape))[seg_gt]
-        dis = distance_transform_edt(~seg_gt)
+        dis = distance_transform_edt(~seg_gt, sampling=spacing)
     return dis[seg_pred]
 
 
-def compute_percent_hausdorff_distance(edges_pred, edges_gt, percentile):
-    surface_distance = get_surface_distance(edges_pred, edges_gt)
+def compute_percent_hausdorff_distance(edges_pred, edges_gt, percentile, spacing=None):
+    surface_distance = get_surface_distance(edges_pred, edges_gt, spacing)
     if surface_distance.shape == (0,):
         return np.nan
     if not percentile:
@@ -46,7 +46,7 @@ def one_hot_channels(y_pred, y, include_background):
     return y_pred.astype(bool), y.astype(bool)
 
 
-def monai_hausdorff(y_pred, y, include_background=False, percentile=None):
+def monai_hausdorff(y_pred, y, include_background=False, percentile=None, spacing=None):
     """MONAI's values, with inf where exactly one mask is empty (the library's documented choice).
 
     MONAI gives NaN there for a percentile (NumPy interpolates between infinities) and inf
@@ -57,8 +57,8 @@ def monai_hausdorff(y_pred, y, include_background=False, percentile=None):
     for b, c in np.ndindex(*hd.shape):
         edges_pred, edges_gt = get_mask_edges(y_pred[b, ..., c], y[b, ..., c])
         with np.errstate(invalid="ignore"):
-            distance_1 = compute_percent_hausdorff_distance(edges_pred, edges_gt, percentile)
-            distance_2 = compute_percent_hausdorff_distance(edges_gt, edges_pred, percentile)
+            distance_1 = compute_percent_hausdorff_distance(edges_pred, edges_gt, percentile, spacing)
+            distance_2 = compute_percent_hausdorff_distance(edges_gt, edges_pred, percentile, spacing)
         hd[b, c] = max(distance_1, distance_2)
         if edges_pred.any() != edges_gt.any():
             assert np.isnan(hd[b, c]) or np.isinf(hd[b, c])
@@ -66,13 +66,13 @@ def monai_hausdorff(y_pred, y, include_background=False, percentile=None):
     return hd
 
 
-def monai_surface_dice(y_pred, y, class_thresholds, include_background=False):
+def monai_surface_dice(y_pred, y, class_thresholds, include_background=False, spacing=None):
     y_pred, y = one_hot_channels(y_pred, y, include_background)
     nsd = np.empty((y.shape[0], y.shape[-1]))
     for b, c in np.ndindex(*nsd.shape):
         edges_pred, edges_gt = get_mask_edges(y_pred[b, ..., c], y[b, ..., c])
-        distances_pred_gt = get_surface_distance(edges_pred, edges_gt)
-        distances_gt_pred = get_surface_distance(edges_gt, edges_pred)
+        distances_pred_gt = get_surface_distance(edges_pred, edges_gt, spacing)
+        distances_gt_pred = get_surface_distance(edges_gt, edges_pred, spacing)
         complete = len(distances_pred_gt) + len(distances_gt_pred)
         correct = np.sum(distances_pred_gt <= class_thresholds[c]) + np.sum(distances_gt_pred <= class_thresholds[c])
         nsd[b, c] = np.nan if complete == 0 else correct / complete
@@ -131,6 +131,30 @@ def test_3d_binary_volumes(rng):
     assert_same(got_nsd, monai_surface_dice(predicted, y, [1.5], include_background=True))
 
 
+@pytest.mark.parametrize("spacing", [0.5, (0.7, 2.0)], ids=["isotropic", "anisotropic"])
+def test_spacing_is_monais(rng, spacing):
+    labels, logits = segmentation(rng)
+    sampling = spacing if isinstance(spacing, tuple) else (spacing, spacing)
+    got = hausdorff_distance(labels, logits, spacing=spacing)
+    assert_same(got, monai_hausdorff(hard(logits), np.eye(C)[labels], percentile=95, spacing=sampling))
+    expected = monai_surface_dice(hard(logits), np.eye(C)[labels], [1.5] * (C - 1), spacing=sampling)
+    assert_same(surface_dice(labels, logits, tolerance=1.5, spacing=spacing), expected)
+    metric = SurfaceDice(tolerance=1.5, spacing=spacing)
+    metric.update_state(labels, logits)
+    assert float(metric.result()) == pytest.approx(np.nanmean(expected), rel=1e-6)
+
+
+def test_anisotropic_volumes_are_monais(rng):
+    y = np.kron(rng.integers(0, 2, size=(2, 3, 3, 3)), np.ones((1, 2, 2, 2)))[..., None]
+    logits = 3.0 * (y - 0.5) + rng.normal(scale=1.5, size=y.shape)
+    predicted = (logits > 0).astype(float)
+    spacing = (3.0, 0.8, 0.8)
+    got = hausdorff_distance(y, logits, mode="binary", from_logits=True, spacing=spacing)
+    assert_same(got, monai_hausdorff(predicted, y, include_background=True, percentile=95, spacing=spacing))
+    got = surface_dice(y, logits, mode="binary", from_logits=True, tolerance=2.0, spacing=spacing)
+    assert_same(got, monai_surface_dice(predicted, y, [2.0], include_background=True, spacing=spacing))
+
+
 def test_empty_masks_give_nan_inf_and_zero():
     y = np.zeros((3, 6, 6, 1))
     y[1:, 2:4, 2:4] = 1.0
@@ -179,6 +203,8 @@ def test_configs_round_trip_and_a_model_reloads_with_them(tmp_path):
     metrics = [
         HausdorffDistance(percentile=None, mode="binary", from_logits=True, threshold=0.3, include_background=True),
         SurfaceDice(tolerance=[1.0, 2.0], name="nsd"),
+        SurfaceDice(spacing=(0.5, 2.0)),
+        HausdorffDistance(spacing=0.7),
     ]
     for metric in metrics:
         config = json.loads(json.dumps(metric.get_config()))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_lossopt.shaping import CompositeLoss, CosineSchedule, LinearWarmup, LossWeightScheduler, StepSchedule
+from tests.backends import jit_compile_setting
 
 
 @pytest.mark.parametrize(
@@ -46,7 +47,7 @@ def test_scheduler_changes_the_loss_at_the_scheduled_steps_under_xla(by, rng):
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     loss = CompositeLoss({"mse": "mean_squared_error", "mae": "mean_absolute_error"}, weights=[1.0, 1.0])
     # Learning rate 0: the predictions stay fixed, so each step's loss depends only on the weights.
-    model.compile(keras.optimizers.SGD(0.0), loss=loss, jit_compile=True)
+    model.compile(keras.optimizers.SGD(0.0), loss=loss, jit_compile=jit_compile_setting())
     prediction = model.predict(x, verbose=0).astype(np.float64)
     batches = [slice(i, i + 8) for i in range(0, 24, 8)]
     mse = [np.mean((prediction[b] - y[b]) ** 2) for b in batches]

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from scipy.special import log_softmax
 
 from keras_lossopt.shaping import CompositeLoss, ConfidencePenalty, OutputPenalty, RewardTerm
+from tests.backends import value_and_gradient
 
 
 def test_confidence_penalty_is_the_negative_entropy(rng):
@@ -60,10 +60,8 @@ def test_score_function_reward_gradient_matches_the_exact_policy_gradient(rng):
     logits = rng.normal(size=(2, 3)).astype("float32")
     labels = np.array([0, 2])
     term = RewardTerm(reward, differentiable=False, num_samples=4000, from_logits=True, seed=3, reduction="sum")
-    variable = tf.Variable(logits)
-    with tf.GradientTape() as tape:
-        value = term(labels, variable)
-    estimate = tape.gradient(value, variable).numpy()
+    # The gradient by the backend's own autodiff; the NumPy reward runs through its host call.
+    value, estimate = value_and_gradient(lambda z: term(labels, z), logits)
     p = np.exp(log_softmax(logits.astype(np.float64), axis=-1))
     r = payoff[labels]  # (2, 3): reward of each class
     exact = p * (r - (p * r).sum(-1, keepdims=True))  # d/dz of sum_a p_a r_a
@@ -93,5 +91,5 @@ def test_training_on_a_numpy_reward_raises_it(rng):
     before = expected_reward(model)
     history = model.fit(x, labels, epochs=10, batch_size=32, verbose=0)
     after = expected_reward(model)
-    assert before < 0.5 < 0.9 < after, (before, after)
+    assert after > max(0.9, before + 0.25), (before, after)
     assert history.history["loss"][-1] < history.history["loss"][0]  # the loss is minus the sampled reward

@@ -86,6 +86,50 @@ def test_segmentation_profile_foreground_and_empty_masks():
     assert tuning.advise(masks).first.candidate == "dice_ce"  # 80% empty masks
 
 
+def _masks(images, empty_images, size=12, seed=0):
+    """Masks with one small object of class 1..3 in each non-empty image, the first `empty_images` empty."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((images, size, size), "int64")
+    for i in range(empty_images, images):
+        row, col = rng.integers(0, size - 4, 2)
+        masks[i, row : row + rng.integers(1, 4), col : col + rng.integers(1, 4)] = 1 + i % 3
+    return masks
+
+
+@pytest.mark.parametrize("empty_images", [0, 3, 9, 10, 11, 17])
+def test_segmentation_order_follows_the_empty_mask_share_and_the_measured_ranking(empty_images):
+    masks = _masks(20, empty_images)
+    empty = float(np.mean(~masks.reshape(len(masks), -1).any(axis=1)))
+    foreground = float(np.mean(masks > 0))
+    advice = tuning.advise(masks)
+    order = [a.candidate for a in advice.ranked]
+    assert advice.profile.empty_share == pytest.approx(empty)
+    if empty >= advisor.EMPTY_MASK_SHARE:
+        # Most images have no foreground to measure a region loss on: per-pixel terms first.
+        assert order[:2] == ["dice_ce", "crossentropy"]
+        assert f"{100 * empty:.0f}% empty masks" in advice.ranked[1].reason
+    else:
+        # The IoU surrogate first; measured on shapes (best) and vessels (within 0.005 of the best).
+        assert order[0] == "lovasz"
+        assert order.index("dice_ce") < order.index("crossentropy")
+    # log-Dice trailed DiceCE and cross-entropy on both synthetic sets: never ahead of them.
+    assert order.index("log_dice") > max(order.index("dice_ce"), order.index("crossentropy"))
+    assert f"foreground {100 * foreground:.1f}% of pixels" in advice.ranked[order.index("dice_ce")].reason
+
+
+def test_segmentation_advice_depends_only_on_the_label_statistics():
+    masks = _masks(20, 4)
+    rng = np.random.default_rng(1)
+    shuffled = masks[rng.permutation(len(masks))]
+    relabelled = np.array([0, 3, 1, 2])[masks]  # foreground classes renamed
+    tiled = np.tile(masks, (2, 1, 1))  # the same statistics from twice the images
+
+    def ranking(m):
+        return [(a.candidate, a.parameters) for a in tuning.advise(m).ranked]
+
+    assert ranking(shuffled) == ranking(masks) == ranking(relabelled) == ranking(tiled)
+
+
 def test_candidates_filter_and_table():
     advice = tuning.advise(np.repeat([0, 1, 2], [100, 100, 5]), candidates=["crossentropy", "logit_adjusted"])
     assert [a.candidate for a in advice.ranked] == ["logit_adjusted", "crossentropy"]
