@@ -34,13 +34,29 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-import numpy as np
-import tensorflow as tf
 
-from benchmarks.report import markdown_table, write_section
-from keras_lossopt.callbacks import GradientMonitor
-from keras_lossopt.datasets import load_mnist
+def _limit_xla_threads(argv: list[str]) -> None:
+    """On JAX, `--threads` goes to XLA's CPU flags, which JAX reads once, at `import keras`."""
+    if os.environ.get("KERAS_BACKEND") != "jax" or "--threads" not in argv:
+        return
+    threads = argv[argv.index("--threads") + 1]
+    flags = (
+        f"--xla_cpu_multi_thread_eigen={'true' if threads != '1' else 'false'} intra_op_parallelism_threads={threads}"
+    )
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+
+
+_limit_xla_threads(sys.argv)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.report import markdown_table, write_section  # noqa: E402
+from keras_lossopt.callbacks import GradientMonitor  # noqa: E402
+from keras_lossopt.datasets import load_mnist  # noqa: E402
+
+BACKEND = keras.backend.backend()
 
 L = keras.layers
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -83,6 +99,47 @@ class NaiveTapeMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.norms.append(self._layer_norms().numpy())
+
+
+class NaiveJaxGradMonitor(keras.callbacks.Callback):
+    """The naive approach on JAX: a jitted `jax.grad` pass per batch, on a held batch.
+
+    Reading the weights mid-epoch goes through `Callback.model`, which syncs the JAX state
+    (a cost any such callback pays).
+    """
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+        self.norms = []
+
+    def on_train_begin(self, logs=None):
+        import jax
+        import jax.numpy as jnp
+
+        model = self.model
+
+        def layer_norms(trainable, non_trainable):
+            def loss_of(values):
+                y_pred, _ = model.stateless_call(values, non_trainable, self.x, training=True)
+                return LOSS(self.y, y_pred)
+
+            return jnp.stack([jnp.linalg.norm(g) for g in jax.grad(loss_of)(trainable)])
+
+        self._layer_norms = jax.jit(layer_norms)
+
+    def on_train_batch_end(self, batch, logs=None):
+        model = self.model
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        self.norms.append(np.asarray(self._layer_norms(trainable, non_trainable)))
+
+
+def naive_monitor(x, y) -> keras.callbacks.Callback:
+    return NaiveJaxGradMonitor(x, y) if BACKEND == "jax" else NaiveTapeMonitor(x, y)
+
+
+NAIVE = "naive extra jax.grad pass per batch" if BACKEND == "jax" else "naive extra GradientTape pass per batch"
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -133,7 +190,7 @@ def measure(rounds: int, batch_size: int, seed: int, epochs: int) -> tuple[str, 
         "no callback": lambda: [],
         "GradientMonitor(every_n_steps=1)": lambda: [GradientMonitor(every_n_steps=1)],
         "GradientMonitor(every_n_steps=10)": lambda: [GradientMonitor(every_n_steps=10)],
-        "naive extra GradientTape pass per batch": lambda: [NaiveTapeMonitor(x[:batch_size], y[:batch_size])],
+        NAIVE: lambda: [naive_monitor(x[:batch_size], y[:batch_size])],
     }
     # One model for all variants: separate models differ by about 1% in speed on their
     # own (memory placement), which is the size of the effect to measure. The monitor
@@ -183,6 +240,8 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
         if epochs > 1
         else "the second epoch of a 2-epoch `fit` is timed"
     )
+    if BACKEND == "jax":
+        return _jax_timing_text(rounds, threads, timed, parts)
     return (
         f"Small CNN (2 conv + 2 dense, {small_cnn().count_params():,} parameters), Adam, 3500 MNIST training "
         f'images, Keras default `jit_compile="auto"` (no XLA on a CPU-only machine), TensorFlow limited to '
@@ -208,6 +267,24 @@ def timing(rounds: int, batch_sizes: list[int], seed: int, epochs: int, threads:
         "recording every step of a model this small stays above the 5% target at batch 64; the cost is "
         "O(parameters) while the step is O(parameters x batch x positions), so its share falls at "
         "batch 128 (above) and further for larger models, batches, or fused (XLA, GPU) steps."
+    )
+
+
+def _jax_timing_text(rounds: int, threads: int, timed: str, parts: list[str]) -> str:
+    return (
+        f"`KERAS_BACKEND=jax`: the same small CNN ({small_cnn().count_params():,} parameters), Adam, 3500 MNIST "
+        f'training images, Keras default `jit_compile="auto"` (`jax.jit`, XLA on CPU), XLA limited to {threads} '
+        f"thread(s). {rounds} rounds; in each, the variants run in a random order on one shared model, and "
+        f"{timed} (the first includes tracing and compiling; the monitor compiles its own train functions at "
+        "each fit). The process CPU time is the primary figure (wall times are shown too). Overhead: the median "
+        "against no callback's, and the median of the per-round ratios. The naive variant runs a jitted "
+        "`jax.grad` pass on a held batch after every step, reading the weights through `Callback.model`, which "
+        "syncs the JAX state. Wall times were measured under load (other jobs shared the 2 cores); the CPU "
+        "times are the figure to compare.\n\n" + "\n\n".join(parts) + "\n\n"
+        "Targets: at most +5% recording every step, under +1% every 10th step. On JAX the recording runs inside "
+        "the jitted step (XLA fuses its per-variable reductions), non-recorded steps run a plain step of their "
+        "own, and every 16 steps the host syncs the JAX state into the variables to read the ring buffer (the "
+        "next step then gathers its state from the variables again)."
     )
 
 
@@ -386,11 +463,13 @@ def main(argv=None) -> None:
             f"python -m benchmarks.bench_monitor --problems --seeds {' '.join(str(s) for s in args.seeds)}",
         )
     else:
+        jax = BACKEND == "jax"
         write_section(
-            "gradient-monitor-overhead",
-            "GradientMonitor overhead",
+            "gradient-monitor-overhead-jax" if jax else "gradient-monitor-overhead",
+            "GradientMonitor overhead on JAX" if jax else "GradientMonitor overhead",
             timing(args.rounds, args.batch_size, args.seed, args.epochs, args.threads),
-            f"python -m benchmarks.bench_monitor --rounds {args.rounds} --batch-size "
+            ("KERAS_BACKEND=jax " if jax else "")
+            + f"python -m benchmarks.bench_monitor --rounds {args.rounds} --batch-size "
             f"{' '.join(str(b) for b in args.batch_size)} "
             f"--epochs {args.epochs} --threads {args.threads}",
         )

@@ -42,12 +42,23 @@ def distributed_mean(total, divisor, data_dependent):
     divisor = ops.cast(divisor, total.dtype)
     replicas, context = replicas_in_sync()
     if replicas == 1:
-        return ops.divide_no_nan(total, divisor)
+        return _divide_no_nan(total, divisor)
     if data_dependent and context is not None:
         import tensorflow as tf
 
-        return ops.divide_no_nan(total, context.all_reduce(tf.distribute.ReduceOp.SUM, divisor))
-    return ops.divide_no_nan(total, divisor) * ops.cast(1.0 / replicas, total.dtype)
+        return _divide_no_nan(total, context.all_reduce(tf.distribute.ReduceOp.SUM, divisor))
+    return _divide_no_nan(total, divisor) * ops.cast(1.0 / replicas, total.dtype)
+
+
+def _divide_no_nan(total, divisor):
+    """`total / divisor`, 0 where the divisor is 0, in `total`'s dtype.
+
+    Not `ops.divide_no_nan`: on PyTorch (Keras 3.15, torch 2.13) it returns float32 for float64
+    input (`torch.where` with a Python 0), which turned a float64 loss into a float32 one.
+    """
+    empty = ops.equal(divisor, 0)
+    quotient = total / ops.where(empty, ops.ones_like(divisor), divisor)
+    return ops.where(empty, ops.zeros_like(quotient), quotient)
 
 
 def _broadcast_weight(weight, values):

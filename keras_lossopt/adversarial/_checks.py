@@ -130,8 +130,10 @@ def check_from_logits(model, from_logits, who, outputs=None):
 def prepare_batch(x, y):
     """`(x_tensor, y_tensor, to_output)`: a float copy of `x` and the labels as tensors.
 
-    `to_output` casts a result back to the dtype of `x`, and to NumPy when `x` was not a
-    tensor. `x` is copied so that nothing downstream can write into the caller's array.
+    `to_output(result)` casts a result back to the dtype of `x`, and to NumPy when `x` was not
+    a tensor (the cast in NumPy, so float64 input stays float64 also on JAX without x64);
+    `to_output()` returns a copy of `x` itself. `x` is copied so that nothing downstream can
+    write into the caller's array.
 
     Raises:
         TypeError: for inputs that are not numbers.
@@ -155,9 +157,12 @@ def prepare_batch(x, y):
         raise TypeError(f"`y` must hold numeric labels. Received: y of dtype {y_array.dtype}")
     y_tensor = ops.convert_to_tensor(y_array)
 
-    def to_output(result):
-        result = ops.cast(result, in_dtype)
-        return ops.convert_to_numpy(result) if numpy_in else result
+    def to_output(result=None):
+        if result is None:
+            return np.array(x_array, copy=True) if numpy_in else ops.copy(x)
+        if numpy_in:
+            return np.asarray(ops.convert_to_numpy(result)).astype(in_dtype)
+        return ops.cast(result, in_dtype)
 
     return x_tensor, y_tensor, to_output
 

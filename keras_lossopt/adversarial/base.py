@@ -166,7 +166,7 @@ class Attack:
         """
         x_tensor, y_tensor, to_output = self.checked_batch(model, x, y)
         if self.eps == 0.0 or x_tensor.shape[0] == 0:
-            return to_output(x_tensor)
+            return to_output()
         self.prepare(model, x_tensor, y_tensor)
         return to_output(self.perturb(model, x_tensor, y_tensor))
 

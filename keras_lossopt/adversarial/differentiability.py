@@ -97,6 +97,9 @@ def check_differentiable(model, x, y, objective):
     """
     x = x[:16]
     y = y[:16]
+    # An integer output first, on concrete values: inside a JAX gradient the input is a tracer, and the
+    # search for the blocking layer needs concrete values to name it.
+    check_output_dtype(model, model(x, training=False), x)
 
     def total(x):
         y_pred = model(x, training=False)

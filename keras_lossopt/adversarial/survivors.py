@@ -33,7 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lossopt.adversarial._backend import compile_attack_function
+from keras_lossopt.adversarial._backend import backend, compile_attack_function
 from keras_lossopt.adversarial._keras_random import copy_random_states
 from keras_lossopt.adversarial.base import Attack, expand_like
 from keras_lossopt.adversarial.objectives import class_scores, predicted_labels, sparse_labels
@@ -75,6 +75,20 @@ def attack_survivors(x, standing, rounds, run, state=()):
         standing[index[np.asarray(fooled, dtype=bool)]] = False
         history.append(standing.copy())
     return x_adv, standing, history
+
+
+def _padded_rows(count, size):
+    """The rows that feed a round of `count` survivors: all of them, repeated up to a bucket size on JAX.
+
+    `jax.jit` compiles once per input shape; padding the survivors (the first one repeated) to the next
+    power of two, at most the batch size, bounds the compilations per evaluation by log2 of the batch
+    size instead of one per survivor count (TensorFlow's `None` batch dimension and eager PyTorch need
+    no padding). A padded row is attacked and dropped; it only shifts the random stream.
+    """
+    if backend() != "jax" or count == 0:
+        return np.arange(count)
+    bucket = min(size, 1 << (count - 1).bit_length())
+    return np.concatenate([np.arange(count), np.zeros(bucket - count, dtype=int)])
 
 
 def _run_round(owner, model_ref, generator, x, labels, argument, state, budget):
@@ -179,10 +193,8 @@ class SurvivorAttack(Attack):
 
     # ----------------------------------------------------------------- eager entry point
     def perturb(self, model, x, y):
-        x_work, y_array = (
-            ops.convert_to_numpy(x),
-            ops.convert_to_numpy(y),
-        )  # x is the checked copy: the caller's x is never written
+        # x is the checked copy: the caller's x is never written.
+        x_work, y_array = ops.convert_to_numpy(x), ops.convert_to_numpy(y)
         labels, standing, num_classes = clean_predictions(model, x_work, y_array, self.resolved_from_logits(model))
         rounds = self.rounds(num_classes)
         state = tuple(np.asarray(s) for s in self.initial_state(x_work))
@@ -190,15 +202,20 @@ class SurvivorAttack(Attack):
         run, generator = self._round_function(model, x_work, state, len(rounds[0]) if rounds else 0, budget)
 
         def attack(index, argument, state_rows):
+            count = len(index)
+            rows = _padded_rows(count, len(x_work))
             x_adv, fooled, new_state = run(
-                ops.convert_to_tensor(x_work[index]),
-                ops.convert_to_tensor(labels[index], "int32"),
+                ops.convert_to_tensor(x_work[index][rows]),
+                ops.convert_to_tensor(labels[index][rows], "int32"),
                 tuple(ops.convert_to_tensor(value, "int32") for value in argument),
-                tuple(ops.convert_to_tensor(rows) for rows in state_rows),
+                tuple(ops.convert_to_tensor(part[rows]) for part in state_rows),
                 budget,
             )
-            to_numpy = ops.convert_to_numpy
-            return to_numpy(x_adv), to_numpy(fooled), tuple(to_numpy(s) for s in new_state)
+
+            def kept(value):
+                return ops.convert_to_numpy(value)[:count]
+
+            return kept(x_adv), kept(fooled), tuple(kept(s) for s in new_state)
 
         own = [self._own_seed_generator()]
         copy_random_states(own, [generator])  # the shared trace draws from this attack's own stream
@@ -222,7 +239,7 @@ class SurvivorAttack(Attack):
             generator = keras.random.SeedGenerator(0)  # created eagerly; each call loads the caller's state
 
             # The survivors shrink round by round: on TensorFlow one trace for every batch size (a `None`
-            # batch dimension); jax.jit compiles once per survivor count.
+            # batch dimension); jax.jit once per padded size (`_padded_rows`).
             def signature(tf):
                 return (
                     tf.TensorSpec((None, *x.shape[1:]), x.dtype),

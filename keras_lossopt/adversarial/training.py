@@ -27,6 +27,7 @@ from keras_lossopt._validation import check_choice, check_int, check_non_negativ
 from keras_lossopt.adversarial._backend import adversarial_train_step, assert_within, replicas_in_sync
 from keras_lossopt.adversarial._checks import check_from_logits, check_input_range, check_single_input_output
 from keras_lossopt.adversarial.attacks import FastGradientMethod
+from keras_lossopt.adversarial.differentiability import check_differentiable
 from keras_lossopt.adversarial.objectives import (
     BUILTIN_LOSSES,
     class_scores,
@@ -234,7 +235,9 @@ class AdversarialModel(keras.Model):
 
         The check runs eagerly on the whole array before training, so it also holds under
         `jit_compile=True`, where XLA drops the assertion inside `train_step`; datasets and
-        generators are checked batch by batch by that assertion.
+        generators are checked batch by batch by that assertion. With arrays, the model's input
+        gradient is checked on the first samples too (a layer that cuts it is named), on every
+        backend: inside a jitted JAX step a cut gradient is zeros, not an error.
 
         Args:
             x: inputs, as for `keras.Model.fit`.
@@ -247,7 +250,17 @@ class AdversarialModel(keras.Model):
         """
         if isinstance(x, np.ndarray) or ops.is_tensor(x):
             check_input_range(x, self._training_attack.clip, self._training_attack)
+            if y is not None and len(x):
+                self._check_differentiable(x[:16], y[:16])
         return super().fit(x, y, *args, **kwargs)
+
+    def _check_differentiable(self, x, y):
+        # Eagerly, before training: inside a jitted JAX step a cut input gradient is zeros, not an error.
+        x = ops.cast(ops.convert_to_tensor(x), "float32")
+        y = ops.convert_to_tensor(y)
+        for attack in getattr(self._training_attack, "attacks", [self._training_attack]):
+            if attack.needs_gradient:
+                check_differentiable(self.model, x, y, attack.objective(self.model, self.loss)[0])
 
     def _check_input_range(self, x):
         clip = self._training_attack.clip

@@ -47,6 +47,7 @@ def test_the_standard_version_has_autoattacks_order_and_budgets():
     assert [a.name for a in autoattack_attacks(1.0, norm="l2")] == ["apgd_ce", "apgd_t"]  # Square is L-inf only
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_standard_evaluation_is_at_least_as_strong_as_pgd20_sample_by_sample(trained, digits):
     _, _, x, y = digits
     x, y = x[:64], y[:64]
@@ -65,6 +66,7 @@ def test_standard_evaluation_is_at_least_as_strong_as_pgd20_sample_by_sample(tra
     assert standard["x_adv"].min() >= 0.0 and standard["x_adv"].max() <= 1.0
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_a_masked_model_is_flagged_by_the_black_box_check(trained, digits):
     _, _, x, y = digits
     x, y = x[:40], y[:40]
@@ -90,6 +92,7 @@ def test_a_model_that_ignores_its_input_fails_the_eps_and_gradient_checks(digits
     assert "does not fall to ~0" in message and curve[-1] == (1.0, 1.0)
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_robust_accuracy_strength_and_the_callback_setting(trained, digits):
     _, _, x, y = digits
     x, y = x[:24], y[:24]

@@ -74,6 +74,7 @@ def test_every_n_epochs_evaluates_first_every_nth_and_last_epoch(digits):
     assert [r["epoch"] for r in callback.results] == [0, 1, 3, 4]
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_worst_case_over_attacks_with_a_dataset_and_an_adversarial_model(digits):
     x, y, x_val, y_val = digits
     attacks = default_evaluation_attacks(0.1, steps=5, seed=0)
@@ -165,6 +166,7 @@ def test_max_samples_and_prefix(digits):
     assert history.history["holdout_robust_accuracy"][0] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_keras_tuner_can_optimize_robust_accuracy(digits, tmp_path):
     keras_tuner = pytest.importorskip("keras_tuner")
     x, y, x_val, y_val = digits

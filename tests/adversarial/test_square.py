@@ -52,6 +52,7 @@ def test_square_breaks_a_model_without_input_gradients(trained, digits):
     np.testing.assert_array_equal(x_adv[~correct], x[~correct])  # wrong to begin with: untouched
 
 
+@pytest.mark.slow  # AutoAttack-sized work: the TensorFlow run covers it, the JAX and PyTorch subsets stay lean
 def test_more_queries_break_more_samples(trained, digits):
     _, _, x, y = digits
     x, y = x[:64], y[:64]

@@ -328,7 +328,8 @@ def test_bad_input_gets_a_clear_error(env, call, error, match):
 
 
 def test_adversarial_model_refuses_training_data_outside_clip_in_fit(env):
-    model = AdversarialModel(env.model, fgsm())
+    # A clone: Keras' JAX trainer leaves a model's variables purged when an error stops `fit` mid-epoch.
+    model = AdversarialModel(keras.models.clone_model(env.model), fgsm())
     model.compile("sgd", LOGITS_CE, jit_compile=True)  # arrays: checked before XLA drops assertions
     with pytest.raises(ValueError, match=r"`x` has values in \[-2\.\d+, 2\.\d+\], outside .*clip=\(0\.0, 1\.0\)"):
         model.fit(env.standardized, env.y, epochs=1, verbose=0)

@@ -119,7 +119,7 @@ class LogitsSubclass(keras.Model):
 
 
 def labels_of(model, x=X8):
-    out = np.asarray(model(x))
+    out = keras.ops.convert_to_numpy(model(x))
     return (out[:, 0] > 0.5).astype(int) if out.shape[-1] == 1 else np.argmax(out, axis=-1)
 
 
