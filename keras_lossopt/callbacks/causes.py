@@ -13,7 +13,8 @@ kind against the evidence the callbacks hold:
 * the learning rate measured against the weights: the relative size of the updates
   (`||w_after - w_before|| / ||w_before||` per step from `GradientMonitor`, or how far the
   weights moved since the start), not the learning rate's value alone;
-* the current weights where the cause is their state now (biases pushed negative).
+* the current weights where the cause is their state now (biases pushed negative), and the
+  activations (`_model_state_causes`).
 
 Each `Cause` carries its numbers and a remedy that fits it; causes without evidence are
 not listed. The strength is a prior for the pair (finding kind, cause), scaled by how far
@@ -25,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import keras
 
 from keras_lossopt._models import activation_name, flat_layers
 from keras_lossopt._validation import check_choice, check_int
+from keras_lossopt.callbacks._model_state_causes import evidence_severity, negative_biases, saturating_activations
 from keras_lossopt.callbacks.findings import FINDING_KINDS, Finding, learning_rate_of
 from keras_lossopt.callbacks.loss_trends import STILL_WEIGHTS
 from keras_lossopt.callbacks.pretraining import SETUP_FINDING_KINDS
@@ -140,9 +141,6 @@ LOW_UPDATE_RATIO = 1e-5
 #: Total relative weight change since the start below which a stalled run has barely moved:
 #: the stall rules' own threshold (the measured rate that set it is in `loss_trends`).
 LOW_TOTAL_MOVEMENT = STILL_WEIGHTS
-#: A mean bias below -this x the typical pre-activation (kernel std x sqrt(fan_in) x input rms)
-#: switches most units off: "materially negative". Small negative biases are normal.
-NEGATIVE_BIAS_FACTOR = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,13 +163,6 @@ class Cause:
 
     def __str__(self) -> str:
         return f"{self.description} ({self.key})"
-
-
-def _severity(ratio: float) -> float:
-    """Maps how far evidence lies past its threshold (ratio >= 1) to [0.5, 1] on a log scale."""
-    if not math.isfinite(ratio):
-        return 1.0
-    return min(1.0, 0.5 + 0.25 * math.log10(max(ratio, 1.0)))
 
 
 def rank_causes(
@@ -253,7 +244,7 @@ def rank_causes(
             )
     _learning_rate(kind, model, start, update_ratio, steps, add)
     if kind in ("vanishing", "stalled_loss", "stalled_metric"):
-        _saturating(all_layers, add)
+        saturating_activations(all_layers, add)
         relu_layers = [layer.name for layer in all_layers if activation_name(layer) == "relu" and layer.name in layers]
         if relu_layers:
             add(
@@ -264,7 +255,7 @@ def rank_causes(
                 {"relu_layers": len(relu_layers)},
             )
     if kind == "dying_relu":
-        _negative_biases(all_layers, layers, start, add)
+        negative_biases(all_layers, layers, start, add)
     if kind == "no_signal":
         add(
             "shuffled_labels",
@@ -326,7 +317,7 @@ def _initial_weight_scale(start: TrainingStart, add) -> None:
             parts.append("far below the Glorot/He scale in " + ", ".join(small))
         add(
             "initial_weight_scale",
-            _severity(worst),
+            evidence_severity(worst),
             "initial weights (at the start of training) " + "; ".join(parts),
             "use the default glorot_uniform or he_normal kernel_initializer in those layers",
             evidence,
@@ -357,7 +348,7 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
                 growth_text = f"; the weights of {name} grew from std {before:.3g} at the start to {now:.3g} now"
             add(
                 "learning_rate_high",
-                _severity(update_ratio / HIGH_UPDATE_RATIO),
+                evidence_severity(update_ratio / HIGH_UPDATE_RATIO),
                 f"{lr_text} makes each step change the weights by {update_ratio:.2g} of their norm (healthy: "
                 f"about 1e-4..1e-2){growth_text}",
                 "lower the learning rate (e.g. 10x) or clip gradients (global_clipnorm=1.0)",
@@ -366,7 +357,7 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
         elif update_ratio < LOW_UPDATE_RATIO:
             add(
                 "learning_rate_low",
-                _severity(LOW_UPDATE_RATIO / max(update_ratio, 1e-30)),
+                evidence_severity(LOW_UPDATE_RATIO / max(update_ratio, 1e-30)),
                 f"{lr_text} changes the weights by only {update_ratio:.2g} of their norm per step (healthy: "
                 "about 1e-4..1e-2)",
                 "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
@@ -378,7 +369,7 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
         if not measured and moved / steps > HIGH_UPDATE_RATIO and kind not in _STALLS:
             add(
                 "learning_rate_high",
-                _severity(moved / steps / HIGH_UPDATE_RATIO),
+                evidence_severity(moved / steps / HIGH_UPDATE_RATIO),
                 f"{lr_text} moved the weights by {moved:.2g} of their norm in {steps} steps (healthy per step: "
                 "about 1e-4..1e-2)",
                 "lower the learning rate (e.g. 10x) or clip gradients (global_clipnorm=1.0)",
@@ -387,7 +378,7 @@ def _learning_rate(kind, model, start, update_ratio, steps, add) -> None:
         if moved < LOW_TOTAL_MOVEMENT and steps >= 20 and kind in _STALLS:
             add(
                 "learning_rate_low",
-                _severity(LOW_TOTAL_MOVEMENT / max(moved, 1e-12)),
+                evidence_severity(LOW_TOTAL_MOVEMENT / max(moved, 1e-12)),
                 f"{lr_text} is too small for the weights' scale: in {steps} steps they moved {moved:.2g} of "
                 "their norm in all",
                 "raise the learning rate (e.g. 10-100x; Adam usually 1e-4..1e-2)",
@@ -417,71 +408,6 @@ def _weight_growth(model: keras.Model, start: TrainingStart) -> tuple[str, float
     if worst is None or worst[0] < 2:
         return None
     return worst[1], worst[2], worst[3]
-
-
-_SATURATING = ("sigmoid", "tanh", "softsign", "hard_sigmoid")
-
-
-def _saturating(all_layers: Sequence[Any], add) -> None:
-    saturating = [layer.name for layer in all_layers if activation_name(layer) in _SATURATING]
-    if len(saturating) >= 3:
-        add(
-            "saturating_activations",
-            1.0,
-            f"{len(saturating)} saturating (sigmoid/tanh) activations stacked: each multiplies the gradient by "
-            "at most 0.25 (sigmoid) or 1 (tanh)",
-            "use ReLU/GELU-family activations in hidden layers with He initialization, add normalization or "
-            "residual connections, or make the network shallower",
-            {"saturating_layers": len(saturating)},
-        )
-    elif saturating:
-        add(
-            "saturating_activations",
-            0.6,
-            f"saturating activations in {', '.join(saturating)}",
-            "use ReLU/GELU-family activations in hidden layers, or add normalization before them",
-            {"saturating_layers": len(saturating)},
-        )
-
-
-def _negative_biases(all_layers: Sequence[Any], names: Sequence[str], start: TrainingStart | None, add) -> None:
-    input_rms = 1.0
-    if start is not None:
-        for finding in start.setup_findings:
-            if finding.kind == "input_scale":
-                input_rms = float(finding.evidence.get("input_rms", 1.0))
-    parts, evidence, worst = [], {}, 0.0
-    for layer in all_layers:
-        if layer.name not in names:
-            continue
-        scale = layer_scale(layer)
-        if scale is None or scale.bias_mean is None:
-            continue
-        typical = scale.kernel_std * math.sqrt(scale.fan_in) * input_rms
-        if not typical > 0 or scale.bias_mean >= -NEGATIVE_BIAS_FACTOR * typical:
-            continue
-        worst = max(worst, -scale.bias_mean / (NEGATIVE_BIAS_FACTOR * typical))
-        initial = start.layer_scales.get(layer.name) if start is not None else None
-        origin = ""
-        if initial is not None and initial.bias_mean is not None:
-            origin = (
-                " (so from the start: check bias_initializer)"
-                if initial.bias_mean < -NEGATIVE_BIAS_FACTOR * typical
-                else f" (they started at {initial.bias_mean:.3g}: the updates pushed them down)"
-            )
-            evidence[f"{layer.name}.initial_mean_bias"] = initial.bias_mean
-        parts.append(f"{layer.name} (mean bias {scale.bias_mean:.3g} vs typical pre-activation {typical:.3g}){origin}")
-        evidence[f"{layer.name}.mean_bias"] = scale.bias_mean
-        evidence[f"{layer.name}.typical_preactivation"] = typical
-    if parts:
-        add(
-            "negative_bias",
-            _severity(worst),
-            "biases negative enough to switch the units off in " + "; ".join(parts),
-            "initialize biases at zero (bias_initializer='zeros') or slightly positive, use LeakyReLU/ELU, "
-            "and lower the learning rate if the updates pushed them down",
-            evidence,
-        )
 
 
 def describe_causes(causes: Sequence[Cause], limit: int = 3) -> tuple[str, str]:

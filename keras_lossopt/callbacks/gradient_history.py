@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,36 @@ class GradientHistory:
     @property
     def global_weight_norm(self) -> np.ndarray:
         return self._table("weight_norm")[:, -1]
+
+    def summary_lines(self, every_n_steps: int = 1) -> list[str]:
+        """The report's lines: recorded steps, the global norm, and one row per layer.
+
+        Args:
+            every_n_steps: the recording interval, for the first line.
+
+        Returns:
+            The lines, without line ends.
+        """
+        lines = []
+        if len(self) == 0:
+            lines.append("No step recorded.")
+        else:
+            lines.append(f"Recorded {len(self)} steps ({self.steps[0]}..{self.steps[-1]}, every {every_n_steps}).")
+            g = self.global_grad_norm
+            lines.append(
+                f"Global gradient norm: first {g[0]:.3g}, median {np.nanmedian(g):.3g}, "
+                f"max {np.nanmax(g):.3g}, last {g[-1]:.3g}."
+            )
+            width = max(len(n) for n in self.layers)
+            lines.append(f"{'layer':<{width}}  median norm   last norm  median update ratio")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                for i, name in enumerate(self.layers):
+                    lines.append(
+                        f"{name:<{width}}  {np.nanmedian(self.grad_norm[:, i]):11.3g} {self.grad_norm[-1, i]:11.3g}"
+                        f"  {np.nanmedian(self.update_ratio[:, i]):19.3g}"
+                    )
+        return lines
 
     def as_dict(self) -> dict[str, Any]:
         """All arrays by name (e.g. to save with `np.savez`)."""

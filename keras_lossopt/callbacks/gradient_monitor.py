@@ -442,26 +442,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def report(self) -> str:
         """A readable summary of the run: recorded steps, per-layer norms, findings."""
-        h = self.history
-        lines = []
-        if len(h) == 0:
-            lines.append("No step recorded.")
-        else:
-            lines.append(f"Recorded {len(h)} steps ({h.steps[0]}..{h.steps[-1]}, every {self.every_n_steps}).")
-            g = h.global_grad_norm
-            lines.append(
-                f"Global gradient norm: first {g[0]:.3g}, median {np.nanmedian(g):.3g}, "
-                f"max {np.nanmax(g):.3g}, last {g[-1]:.3g}."
-            )
-            width = max(len(n) for n in h.layers)
-            lines.append(f"{'layer':<{width}}  median norm   last norm  median update ratio")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                for i, name in enumerate(h.layers):
-                    lines.append(
-                        f"{name:<{width}}  {np.nanmedian(h.grad_norm[:, i]):11.3g} {h.grad_norm[-1, i]:11.3g}"
-                        f"  {np.nanmedian(h.update_ratio[:, i]):19.3g}"
-                    )
+        lines = self.history.summary_lines(self.every_n_steps)
         if self._stopped_reason:
             lines.append(f"Training was stopped ({self._stopped_reason}).")
         return format_report("Gradient monitor report", self.findings, lines)
