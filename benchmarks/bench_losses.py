@@ -1,11 +1,12 @@
 """Speed and float16 accuracy of each keras-lossopt loss against its closest Keras built-in.
 
-For every case it times one jit-compiled forward+backward step, `tf.function(jit_compile=True)`
-computing the loss and its gradient with respect to `y_pred`, for our loss and for the Keras
-baseline on the same batch. Timing alternates between the two functions round by round (so
-load on a shared machine hits both alike) and reports the median time per step and the
-median of the per-round ratios ours / Keras. Target: no loss slower than 1.10x its Keras
-counterpart.
+For every case it times one compiled forward+backward step computing the loss and its gradient
+with respect to `y_pred` (`tf.function(jit_compile=True)` on TensorFlow, `jax.jit` on JAX, eager
+`torch.autograd` on PyTorch, as Keras' `fit` runs there), for our loss and for the Keras
+baseline on the same batch, on the backend of `--backend` (default TensorFlow). Timing
+alternates between the two functions round by round (so load on a shared machine hits both
+alike) and reports the median time per step and the median of the per-round ratios
+ours / Keras. Target: no loss slower than 1.10x its Keras counterpart.
 
 It also reports the relative error of our loss computed from float16 inputs (the loss itself
 computes in float32, as under a `mixed_float16` policy) against the float64 NumPy reference on
@@ -14,6 +15,7 @@ the unrounded inputs, and the same error from float32 inputs as a check of the r
 Run from the repository root:
 
     python -m benchmarks.bench_losses [--suite classification|segmentation|all] [--repeats 31] [--number 10]
+        [--backend tensorflow|jax|torch]
 
 Suite interface
 ---------------
@@ -48,6 +50,7 @@ import dataclasses
 import importlib
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -88,7 +91,28 @@ class BenchResult:
     f32_error: float
 
 
+BACKENDS = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
 def _step(loss):
+    """`(y_true, y_pred) -> (loss, d loss / d y_pred)` by the backend's compiler and autodiff."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(lambda y_true, y_pred: jax.value_and_grad(lambda z: loss(y_true, z))(y_pred))
+    if backend == "torch":
+        import torch
+
+        def eager_step(y_true, y_pred):
+            y_pred = y_pred.detach().requires_grad_(True)
+            value = loss(y_true, y_pred)
+            (gradient,) = torch.autograd.grad(value, y_pred)
+            return value.detach(), gradient
+
+        return eager_step
     import tensorflow as tf
 
     @tf.function(jit_compile=True)
@@ -101,19 +125,26 @@ def _step(loss):
     return step
 
 
+def _wait(tensor):
+    """Blocks until `tensor` is computed (asynchronous dispatch on TensorFlow and JAX)."""
+    import keras
+
+    keras.ops.convert_to_numpy(tensor)
+
+
 def _time_pair(functions, repeats, number):
     """Per-step seconds of each function, one list entry per round, rounds interleaved."""
     for fn, args in functions:  # compile and warm up
         for _ in range(3):
             out = fn(*args)
-        out[1].numpy()
+        _wait(out[1])
     times = [[] for _ in functions]
     for _ in range(repeats):
         for i, (fn, args) in enumerate(functions):
             start = time.perf_counter()
             for _ in range(number):
                 out = fn(*args)
-            out[1].numpy()  # wait for the last step
+            _wait(out[1])  # wait for the last step
             times[i].append((time.perf_counter() - start) / number)
     return times
 
@@ -127,16 +158,17 @@ def _reference_loss(case, y_true, y_pred):
 
 
 def run_case(case: BenchCase, repeats: int, number: int, seed: int = 0) -> BenchResult:
-    import tensorflow as tf
+    import keras
 
+    constant = keras.ops.convert_to_tensor
     y_true, y_pred = case.make_batch(np.random.default_rng(seed))
     y_pred = np.asarray(y_pred, np.float32)
     ours = case.make_ours()
-    functions = [(_step(ours), (tf.constant(y_true), tf.constant(y_pred)))]
+    functions = [(_step(ours), (constant(y_true), constant(y_pred)))]
     keras_loss = case.make_keras() if case.make_keras is not None else None
     if keras_loss is not None:
         keras_true = case.keras_targets(y_true) if case.keras_targets is not None else y_true
-        functions.append((_step(keras_loss), (tf.constant(keras_true), tf.constant(y_pred))))
+        functions.append((_step(keras_loss), (constant(keras_true), constant(y_pred))))
     times = _time_pair(functions, repeats, number)
     ours_ms = 1e3 * statistics.median(times[0])
     keras_ms = ratio = None
@@ -144,8 +176,8 @@ def run_case(case: BenchCase, repeats: int, number: int, seed: int = 0) -> Bench
         keras_ms = 1e3 * statistics.median(times[1])
         ratio = statistics.median(a / b for a, b in zip(times[0], times[1]))
     expected = _reference_loss(case, y_true, y_pred)
-    f16 = float(ours(y_true, tf.constant(y_pred.astype(np.float16))))
-    f32 = float(ours(y_true, tf.constant(y_pred)))
+    f16 = float(ours(y_true, constant(y_pred.astype(np.float16))))
+    f32 = float(ours(y_true, constant(y_pred)))
     baseline = case.baseline or (type(keras_loss).__name__ if keras_loss is not None else "-")
     return BenchResult(
         case.name,
@@ -190,7 +222,14 @@ def results_table(results: list[BenchResult]) -> str:
 
 
 def run_suite(
-    key: str, module_name: str, repeats: int, number: int, write: bool, command: str, only: str | None = None
+    key: str,
+    module_name: str,
+    repeats: int,
+    number: int,
+    write: bool,
+    command: str,
+    only: str | None = None,
+    backend: str = "tensorflow",
 ) -> bool:
     try:
         module = importlib.import_module(module_name)
@@ -199,6 +238,7 @@ def run_suite(
             raise
         print(f"[{key}] suite module {module_name} does not exist yet: skipped")
         return False
+    load = os.getloadavg()[0]
     results = []
     for case in module.CASES:
         if only and only.lower() not in case.name.lower():
@@ -218,19 +258,38 @@ def run_suite(
         "met by every loss." if not slower else f"missed by {', '.join(slower)}."
     )
     notes = getattr(module, "NOTES", "")
+    if backend != "tensorflow":  # the suite's notes discuss the TensorFlow numbers
+        notes = (
+            f"Baselines, batches and float64 references as in the TensorFlow section `{module.SECTION[0]}`, "
+            "whose notes discuss the TensorFlow numbers only."
+        )
     body += summary + ("\n\n" + notes.strip() if notes else "")
     body += (
         f"\n\nTiming: median over {repeats} interleaved rounds of {number} steps each (ratio: median of the "
-        "per-round ratios); one step is `tf.function(jit_compile=True)` computing the loss and its gradient "
-        "with respect to `y_pred`."
+        f"per-round ratios); one step ({_step_description()}) computes the loss and its gradient with respect "
+        "to `y_pred`."
+        f" Load average when the suite started: {load:.1f} on {os.cpu_count()} CPUs (a shared machine under load "
+        "slows both columns; the interleaved ratio less so)."
     )
     print(body)
     if write:
         from benchmarks.report import write_section
 
         name, title = module.SECTION
+        if backend != "tensorflow":  # one section per backend; TensorFlow keeps the original one
+            name, title = f"{name}_{backend}", f"{title} ({BACKENDS[backend]} backend)"
         write_section(name, title, body, command)
     return True
+
+
+def _step_description() -> str:
+    import keras
+
+    return {
+        "tensorflow": "`tf.function(jit_compile=True)`",
+        "jax": "`jax.jit` of `jax.value_and_grad`",
+        "torch": "eager `torch.autograd.grad`, as Keras' `fit` runs on PyTorch",
+    }[keras.backend.backend()]
 
 
 def main(argv=None):
@@ -242,13 +301,25 @@ def main(argv=None):
     parser.add_argument(
         "--only", default=None, help="run only cases whose name contains this text (implies --no-write)"
     )
+    parser.add_argument(
+        "--backend", choices=list(BACKENDS), default=None, help="Keras backend (default: KERAS_BACKEND or tensorflow)"
+    )
     args = parser.parse_args(argv)
+    if args.backend is not None:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+            parser.error(
+                f"Keras is already loaded with another backend; run a fresh process for --backend {args.backend}"
+            )
+        os.environ["KERAS_BACKEND"] = args.backend
+    backend = os.environ["KERAS_BACKEND"]
     keys = list(SUITES) if args.suite == "all" else [args.suite]
     for key in keys:
         # Each suite's section records the command that reproduces that section alone.
         command = f"python -m benchmarks.bench_losses --suite {key} --repeats {args.repeats} --number {args.number}"
+        if backend != "tensorflow":
+            command += f" --backend {backend}"
         write = not (args.no_write or args.only)
-        run_suite(key, SUITES[key], args.repeats, args.number, write, command, args.only)
+        run_suite(key, SUITES[key], args.repeats, args.number, write, command, args.only, backend)
 
 
 if __name__ == "__main__":
