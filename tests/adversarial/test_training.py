@@ -66,7 +66,15 @@ def test_fast_method_builds_fgsm_with_random_start_and_step_1_25_eps():
     assert AdversarialModel(dense_classifier(), given, method="fast").training_attack is given
 
 
-@pytest.mark.parametrize("method", ["madry", "fast", "mixed", "trades"])
+# Training-heavy: one method in the JAX and PyTorch subsets, every method in the TensorFlow run
+# (test_one_step_equals_keras_own_step_* checks each backend's step against Keras' own).
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["madry", pytest.param("fast", marks=SLOW), pytest.param("mixed", marks=SLOW), pytest.param("trades", marks=SLOW)],
+)
 def test_every_method_fits_with_jit_sample_weight_and_a_library_loss(digits, method):
     x, y, weights = small_batch(digits, 128)
     model = AdversarialModel(dense_classifier(), ProjectedGradientDescent(0.1, steps=3), method=method, seed=1)
