@@ -40,7 +40,7 @@ def trivial_loss(loss: Any, y_true: Any, output_units: int) -> float | None:
         median), or None when it cannot be computed (a structure of targets, shapes that
         do not fit, a loss that fails on the constant).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> round(trivial_loss("sparse_categorical_crossentropy", np.array([0, 1, 1, 1]), 2), 4)
         0.5623
@@ -104,7 +104,7 @@ def trivial_accuracy(y_true: Any, output_units: int) -> float | None:
         The majority class' share, or None when the targets are not class labels (a
         regression, soft or multi-label targets).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> trivial_accuracy(np.array([0, 1, 1, 1]), 2)
         0.75
