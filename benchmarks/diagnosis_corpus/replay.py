@@ -152,7 +152,7 @@ def rerank(finding: Mapping, trace: Mapping[str, np.ndarray] | None) -> dict:
     if RECORDED_PRIORS.get((kind, "learning_rate_high"), 0) is None and "learning_rate_high" in priors:
         ratio = _update_ratio_before(trace, int(finding["step"]))
         if ratio is not None and ratio > causes_module.HIGH_UPDATE_RATIO:
-            severity = causes_module._severity(ratio / causes_module.HIGH_UPDATE_RATIO)
+            severity = causes_module.evidence_severity(ratio / causes_module.HIGH_UPDATE_RATIO)
             ranked["learning_rate_high"] = max(
                 ranked.get("learning_rate_high", 0.0), priors["learning_rate_high"] * severity
             )
