@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import load_results, markdown_table, write_section
 
 SHAPES = ((16, 128, 128, 5), (8, 48, 48, 4))
 MODES = ("eager", "tf.function", "jit_compile")
@@ -222,11 +222,7 @@ def main():
     parser.add_argument("--command", help="the command line to record with --assemble")
     args = parser.parse_args()
     if args.assemble:
-        results = []
-        for path in args.assemble:
-            with open(path) as f:
-                results += json.load(f)
-        assemble(results, args.command)
+        assemble(load_results(args.assemble), args.command)
         return
     if not args.peer_python:
         parser.error("--peer-python is required to measure")

@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import load_results, markdown_table, write_section
 from keras_lossopt.cli.models import model_builder
 from keras_lossopt.cli.part_gains import measure_part_gains
 from keras_lossopt.cli.training import targets, train_configuration
@@ -293,11 +293,7 @@ def main():
     parser.add_argument("--note", default="", help="a paragraph appended to the section with --assemble")
     args = parser.parse_args()
     if args.assemble:
-        results = []
-        for path in args.assemble:
-            with open(path) as f:
-                results += json.load(f)
-        assemble(results, args.command, args.note)
+        assemble(load_results(args.assemble), args.command, args.note)
         return
     import tensorflow as tf
 

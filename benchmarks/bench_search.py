@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import load_results, markdown_table, write_section
 from keras_lossopt import losses
 from keras_lossopt.cli.models import model_builder
 from keras_lossopt.cli.recommendation import paired_difference, recommend
@@ -350,11 +350,7 @@ def main():
     )
     args = parser.parse_args()
     if args.assemble:
-        results = []
-        for path in args.assemble:
-            with open(path) as f:
-                results += json.load(f)
-        assemble(results, args.command)
+        assemble(load_results(args.assemble), args.command)
         return
     import tensorflow as tf
 

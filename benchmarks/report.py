@@ -7,6 +7,7 @@ so benchmarks can be rerun independently without touching each other's figures.
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 import platform
 import sys
@@ -54,3 +55,12 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOC.write_text(text)
+
+
+def load_results(paths: list[str]) -> list:
+    """The result lists of several JSON files (one per seed or data set), in order, as one list."""
+    results = []
+    for path in paths:
+        with open(path) as f:
+            results += json.load(f)
+    return results
