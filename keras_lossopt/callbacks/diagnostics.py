@@ -98,7 +98,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       a logged validation accuracy (mean of the last 3 epochs) does not beat the majority
       class' share of the probe by 0.05, the weights moved, and the run is not still finding
       signal (its validation loss at its best in the last 2 epochs and below the baseline,
-      or its training loss 2 standard errors of an epoch's mean below it): labels shuffled
+      or its training loss 1 standard error of an epoch's mean below it): labels shuffled
       against the inputs, or inputs without signal for the labels.
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
