@@ -29,6 +29,7 @@ SWEEPS: Sequence[tuple[str, str, str, Sequence[float]]] = (
     ("still weights", "trend", "still_weights", (0.001, 0.002, 0.005, 0.01)),
     ("still step movement", "trend", "still_step_movement", (1e-4, 3e-4, 1e-3, 3e-3)),
     ("vanishing ratio", "gradient", "vanishing_ratio", (1e-4, 3e-4, 1e-3, 3e-3)),
+    ("vanishing share", "gradient", "vanishing_share", (0.5, 0.6, 0.7, 0.8, 0.9)),
     ("exploding growth", "gradient", "exploding_growth", (1e2, 1e3, 1e4)),
 )
 
