@@ -16,7 +16,7 @@ import collections
 import math
 from collections.abc import Mapping, Sequence
 
-from benchmarks.diagnosis_corpus.analysis import first_problem, problems, split_groups, top_cause
+from benchmarks.diagnosis_corpus.analysis import first_problem, problems, rule_table, split_groups, top_cause
 from benchmarks.diagnosis_corpus.replay import replayed_records
 from benchmarks.diagnosis_corpus.runner import load_records
 
@@ -98,6 +98,7 @@ def main(argv=None) -> None:
                 f"  {r['id']}: {[f['kind'] for f in problems(r)]} ({s['task']}, {s['architecture']}, "
                 f"{s['optimizer']} {s['learning_rate']:.3g}, batch {s['batch_size']})"
             )
+    print(rule_table(healthy, faulty))
     print("\n".join(_movement_lines(healthy, faulty)))
     for r in faulty:
         first = first_problem(r)
