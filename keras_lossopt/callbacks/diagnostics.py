@@ -95,10 +95,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       `loss_trends.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
       is not below `1 - loss_trends.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
       of the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
-      a logged validation accuracy (mean of the last 3 epochs) does not beat the majority
+      a logged validation accuracy (best mean of 3 consecutive epochs) never beat the majority
       class' share of the probe by 0.05, the weights moved, and the run is not still finding
       signal (its validation loss at its best in the last 2 epochs and below the baseline,
-      or its training loss 1 standard error of an epoch's mean below it): labels shuffled
+      or its training loss 1 standard error of an epoch's mean below it and its validation
+      accuracy not under the majority share): labels shuffled
       against the inputs, or inputs without signal for the labels.
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no

@@ -9,6 +9,11 @@ from keras_lossopt.callbacks import loss_trends
 from keras_lossopt.callbacks.loss_trends import LossTrendDetector
 
 
+def series(text):
+    """Recorded values, as printed by the corpus' records."""
+    return [float(value) for value in text.split()]
+
+
 def feed(detector, losses):
     return [f for step, loss in enumerate(losses) for f in detector.update(step, loss)]
 
@@ -330,28 +335,10 @@ RECORDED_SIGNAL = {
         [0.69191, 0.6899, 0.6884, 0.68724, 0.68629, 0.68546, 0.6847, 0.68398, 0.68328, 0.68256],
         [0.69633, 0.69474, 0.69352, 0.69262, 0.69192, 0.69135, 0.69091, 0.6905, 0.6901, 0.68972],
         13,
-        [
-            0.6848,
-            0.6756,
-            0.7126,
-            0.7023,
-            0.6657,
-            0.6969,
-            0.6769,
-            0.6682,
-            0.6819,
-            0.698,
-            0.6844,
-            0.6392,
-            0.6919,
-            0.6843,
-            0.6756,
-            0.7117,
-            0.7015,
-            0.6643,
-            0.6962,
-            0.6761,
-        ],
+        series(
+            "0.6848 0.6756 0.7126 0.7023 0.6657 0.6969 0.6769 0.6682 0.6819 0.698 0.6844 0.6392 0.6919 0.6843 "
+            "0.6756 0.7117 0.7015 0.6643 0.6962 0.6761"
+        ),
         0.6931473,
         0.035,
         7,
@@ -362,28 +349,10 @@ RECORDED_SIGNAL = {
         [2.30578, 2.28676, 2.24842, 2.18264, 2.10594],
         [2.30687, 2.30674, 2.32146, 2.31695, 2.2775],
         128,
-        [
-            2.122,
-            2.1166,
-            1.9549,
-            0.8324,
-            2.4093,
-            2.3321,
-            1.82,
-            2.1566,
-            2.8256,
-            2.3759,
-            2.2229,
-            2.8903,
-            2.2665,
-            2.1706,
-            1.7783,
-            1.5088,
-            1.2428,
-            2.2174,
-            2.1919,
-            2.9006,
-        ],
+        series(
+            "2.122 2.1166 1.9549 0.8324 2.4093 2.3321 1.82 2.1566 2.8256 2.3759 2.2229 2.8903 2.2665 2.1706 1.7783 "
+            "1.5088 1.2428 2.2174 2.1919 2.9006"
+        ),
         2.2521727,
         0.0636,
         5,
@@ -394,28 +363,10 @@ RECORDED_SIGNAL = {
         [2.3486, 2.315, 2.3093, 2.3029, 2.2956, 2.2867, 2.2754, 2.2619, 2.2451],
         [2.3541, 2.3473, 2.3437, 2.3388, 2.3332, 2.3262, 2.3177, 2.3072, 2.2938],
         42,
-        [
-            2.2173,
-            2.3045,
-            2.1666,
-            2.3772,
-            2.2325,
-            2.1763,
-            2.192,
-            2.1373,
-            2.2375,
-            2.2237,
-            2.1976,
-            2.2923,
-            2.2182,
-            2.3594,
-            2.2036,
-            2.3311,
-            2.1016,
-            2.3247,
-            2.371,
-            2.1683,
-        ],
+        series(
+            "2.2173 2.3045 2.1666 2.3772 2.2325 2.1763 2.192 2.1373 2.2375 2.2237 2.1976 2.2923 2.2182 2.3594 "
+            "2.2036 2.3311 2.1016 2.3247 2.371 2.1683"
+        ),
         2.2723320,
         0.6147,
         7,
@@ -426,28 +377,10 @@ RECORDED_SIGNAL = {
         [2.65769, 2.56591, 2.48366, 2.42979, 2.44196, 2.44405, 2.37798, 2.45262, 2.41317, 2.39008, 2.3972, 2.40401],
         [2.5053, 2.42778, 2.38303, 2.35709, 2.34025, 2.33106, 2.32514, 2.32257, 2.32049, 2.31913, 2.31786, 2.31862],
         2,
-        [
-            2.4004,
-            2.4065,
-            2.3847,
-            2.3992,
-            2.4395,
-            2.4283,
-            2.3986,
-            2.4124,
-            2.407,
-            2.4156,
-            2.3659,
-            2.4003,
-            2.3998,
-            2.3793,
-            2.3823,
-            2.3857,
-            2.4058,
-            2.3774,
-            2.4009,
-            2.3955,
-        ],
+        series(
+            "2.4004 2.4065 2.3847 2.3992 2.4395 2.4283 2.3986 2.4124 2.407 2.4156 2.3659 2.4003 2.3998 2.3793 "
+            "2.3823 2.3857 2.4058 2.3774 2.4009 2.3955"
+        ),
         2.2556963,
         0.0326,
         7,
@@ -458,28 +391,10 @@ RECORDED_SIGNAL = {
         [1301204.75, 552844.3, 357240.06, 308247.3, 291255.1, 284009.97, 276072.2, 267963.2, 261145.5, 258236.3],
         [570635.9, 336993.8, 313795.4, 324624.3, 337016.8, 355088.25, 352661.4, 397826.4, 422450.0, 438832.4],
         18,
-        [
-            307835.0,
-            208689.0,
-            197214.0,
-            198989.0,
-            313320.0,
-            319282.0,
-            242775.0,
-            219721.0,
-            251940.0,
-            261838.0,
-            276019.0,
-            291191.0,
-            274233.0,
-            292971.0,
-            252876.0,
-            294021.0,
-            214216.0,
-            232737.0,
-            310336.0,
-            204573.0,
-        ],
+        series(
+            "307835.0 208689.0 197214.0 198989.0 313320.0 319282.0 242775.0 219721.0 251940.0 261838.0 276019.0 "
+            "291191.0 274233.0 292971.0 252876.0 294021.0 214216.0 232737.0 310336.0 204573.0"
+        ),
         299239.97,
         5.66,
         7,
@@ -567,3 +482,68 @@ def test_a_small_batch_stall_is_a_problem_only_at_the_baseline_with_still_weight
     assert [f.severity for f in found] == [severity]
     assert found[0].evidence["train_loss_over_baseline"] == pytest.approx(found[0].evidence["loss_now"] / 2.3)
     assert found[0].evidence["still_below"] == pytest.approx(3e-4 * math.sqrt(found[0].step + 1))
+
+
+# shuffled_labels/100138 (five classes, Adam 1.2e-4, batch 128), its last 10 of 44 epochs: the
+# training loss memorises its way below the baseline while the validation loss still falls
+# toward it from above and the validation accuracy stays under the majority share (0.258).
+MEMORISING = {
+    "train": [1.6004, 1.5949, 1.5894, 1.5841, 1.5789, 1.5738, 1.5688, 1.564, 1.5592, 1.5545],
+    "val": [1.665, 1.6629, 1.6609, 1.6592, 1.6576, 1.6562, 1.6549, 1.6537, 1.6527, 1.6517],
+    "accuracy": [0.1797, 0.1875, 0.1953, 0.1953, 0.2188, 0.2109, 0.2109, 0.2031, 0.2031, 0.2031],
+    "last": series(
+        "1.598 1.5253 1.5544 1.5746 1.5502 1.5444 1.5956 1.5936 1.5205 1.5489 1.5698 1.5451 1.5407 1.5907 1.5893 "
+        "1.5157 1.5435 1.5652 1.54 1.5371"
+    ),
+    "per_epoch": 7,
+    "baseline": (1.5829868, 0.2578125),
+    "moved": 0.0443,
+}
+# healthy/494 (the hard two-class task, RMSprop 3.5e-3, batch 32): validation accuracy 0.68 at
+# epochs 5-10 (majority share 0.625), then it overfits: validation loss 0.66 -> 1.76.
+OVERFITTING = {
+    "train": series(
+        "0.666 0.573 0.533 0.505 0.484 0.465 0.446 0.427 0.408 0.389 0.37 0.352 0.335 0.322 0.306 0.288 0.275 "
+        "0.258 0.255 0.252 0.236 0.21 0.205 0.187 0.183 0.234"
+    ),
+    "val": series(
+        "0.695 0.662 0.659 0.66 0.663 0.674 0.694 0.721 0.754 0.793 0.839 0.891 0.944 0.983 1.037 1.096 1.18 1.259 "
+        "1.328 1.444 1.575 1.619 1.775 2.034 2.2 1.763"
+    ),
+    "accuracy": series(
+        "0.656 0.664 0.672 0.664 0.68 0.672 0.672 0.68 0.68 0.68 0.672 0.672 0.672 0.68 0.68 0.656 0.664 0.656 "
+        "0.672 0.656 0.641 0.672 0.664 0.641 0.648 0.68"
+    ),
+    "last": series(
+        "0.0327 0.2494 0.1917 0.2423 0.1717 0.1891 0.2913 0.2423 0.2009 0.2313 0.2663 0.324 0.423 0.212 0.2114 "
+        "0.1914 0.2257 0.1753 0.11 0.2196"
+    ),
+    "per_epoch": 15,
+    "baseline": (0.6615633, 0.625),
+    "moved": 0.6408,
+}
+
+
+@pytest.mark.parametrize("run, fires", [(MEMORISING, True), (OVERFITTING, False)], ids=["memorising", "overfitting"])
+def test_no_signal_reads_the_validation_accuracy_it_ever_reached(run, fires):
+    baseline_loss, baseline_accuracy = run["baseline"]
+
+    def no_signal(accuracy_share):
+        detector = LossTrendDetector(
+            weight_change=lambda: run["moved"], baseline_loss=baseline_loss, baseline_accuracy=accuracy_share
+        )
+        found = recorded_run(detector, run["train"], run["val"], run["per_epoch"], run["last"], run["accuracy"])
+        return [f for f in found if f.kind == "no_signal"]
+
+    found = no_signal(baseline_accuracy)
+    assert bool(found) == fires
+    accuracy = np.asarray(run["accuracy"])
+    windows = np.convolve(accuracy, np.ones(3) / 3, mode="valid")
+    if fires:
+        # The training loss alone would call it a run finding signal; its accuracy says otherwise.
+        assert run["train"][-1] < baseline_loss and accuracy[-3:].mean() < baseline_accuracy
+        assert found[0].evidence["val_accuracy_best"] == pytest.approx(windows.max())
+        assert no_signal(None) == []
+    else:
+        # Its last 3 epochs are within 0.05 of the majority share, its best 3 beyond it.
+        assert accuracy[-3:].mean() < baseline_accuracy + 0.05 <= windows.max()
