@@ -380,7 +380,8 @@ def main():
         results = load_results(args.assemble)
         held_out = [r for r in results if r.get("held_out")]
         if held_out:
-            print(assemble_held_out(held_out, args.command))
+            loaders = {name: setting[0] for name, setting in {**SETTINGS, **HELD_OUT}.items()}
+            print(assemble_held_out(held_out, args.command, loaders))
         if len(held_out) < len(results):
             assemble([r for r in results if not r.get("held_out")], args.command)
         return

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 
 from benchmarks import search_held_out
-from benchmarks.search_held_out import PICK_TARGET, describe_configuration, with_empty_images
+from benchmarks.search_held_out import EMPTY_MASK_RULE_SHARE, PICK_TARGET, describe_configuration, with_empty_images
 from keras_lossopt.datasets import load_shapes
 from keras_lossopt.tuning import advise
-from keras_lossopt.tuning.advisor import EMPTY_MASK_SHARE
 
 
 def _has_foreground(labels):
@@ -34,13 +33,17 @@ def test_with_empty_images_blanks_the_share_of_every_split_and_keeps_the_rest():
     assert _has_foreground(data.y_train).all()
 
 
-def test_the_empty_configuration_triggers_the_advisors_empty_mask_rule():
-    loader = search_held_out.HELD_OUT["shapes-empty60"][0]
-    data = loader()
+@pytest.mark.parametrize("name", ["shapes-empty60", "shapes-fg15-empty50", "shapes-fg25-empty60"])
+def test_the_empty_configurations_reach_the_old_empty_mask_rule(name):
+    data = search_held_out.HELD_OUT[name][0]()
     labels = np.concatenate([data.y_train, data.y_val])
     advice = advise(labels, "segmentation", num_classes=data.num_classes)
-    assert advice.profile.empty_share >= EMPTY_MASK_SHARE
-    assert [a.candidate for a in advice.ranked][:2] == ["dice_ce", "crossentropy"]
+    # They test the region where DiceCE and CE used to go first.
+    assert advice.profile.empty_share >= EMPTY_MASK_RULE_SHARE
+    non_empty = labels[_has_foreground(labels)]
+    assert [a.candidate for a in advice.ranked] == [
+        a.candidate for a in advise(non_empty, "segmentation", num_classes=data.num_classes).ranked
+    ]
 
 
 def _record(pick_scores, best_scores):
@@ -66,3 +69,26 @@ def test_describe_configuration_judges_the_first_pick_against_the_target(shortfa
     assert f"advisor's first pick pick {np.mean(pick):.3f}" in note
     assert f"({gap:+.3f}; target >= -{PICK_TARGET}: {'met' if shortfall < PICK_TARGET else 'NOT met'}" in note
     assert "seeds 3-5" in note
+
+
+def test_describe_configuration_says_when_the_advisor_changed_after_the_runs():
+    record = _record([0.50, 0.52, 0.51], [0.60, 0.61, 0.62])
+    assert "changed after these runs" not in describe_configuration(record, current_first="pick")
+    note = describe_configuration(record, current_first="best", object_share=0.123)
+    assert f"The advisor now ranks best first here ({np.mean([0.60, 0.61, 0.62]):.3f}, +0.000)" in note
+    assert "objects cover 12.3% of the images that hold them" in note
+
+
+def test_merge_seeds_joins_consecutive_seed_ranges_and_refuses_gaps():
+    first = {**_record([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]), "first_seed": 3}
+    later = {**_record([0.1, 0.2], [0.3, 0.4]), "first_seed": 6, "seeds": 2}
+    for record in (first, later):
+        for v in record["fixed"].values():
+            v["seconds"] = [1.0] * len(v["scores"])
+    (merged,) = search_held_out.merge_seeds([later, first])
+    assert merged["seeds"] == 5 and merged["first_seed"] == 3
+    assert merged["fixed"]["pick"]["scores"] == [0.5, 0.6, 0.7, 0.1, 0.2]
+    assert first["fixed"]["pick"]["scores"] == [0.5, 0.6, 0.7]  # the inputs are not modified
+    assert "seeds 3-7" in describe_configuration(merged)
+    with pytest.raises(ValueError, match="gapped"):
+        search_held_out.merge_seeds([first, {**later, "first_seed": 7}])
