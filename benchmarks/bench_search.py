@@ -39,6 +39,7 @@ import keras
 import numpy as np
 
 from benchmarks.report import load_results, markdown_table, write_section
+from benchmarks.search_held_out import FIRST_SEED, HELD_OUT, assemble_held_out
 from keras_lossopt import losses
 from keras_lossopt.cli.models import model_builder
 from keras_lossopt.cli.recommendation import paired_difference, recommend
@@ -78,8 +79,10 @@ def _metric(task: str) -> str:
     return "mean_iou" if task == "segmentation" else "macro_f1"
 
 
-def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log, skip_fixed=False, skip_search=False):
-    loader = SETTINGS[name][0]
+def run_dataset(
+    name, *, epochs, trials, seeds, batch_size, folds, log, skip_fixed=False, skip_search=False, first_seed=0
+):
+    loader = {**SETTINGS, **HELD_OUT}[name][0]
     dataset = loader()
     metric = _metric(dataset.task)
     make_model, description = model_builder(dataset)
@@ -99,7 +102,7 @@ def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log, skip_fix
             class_counts=train_counts if candidate.needs_class_counts else None,
         )
         scores, seconds = [], []
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             started = time.perf_counter()
             result, _ = train_once(
                 dataset,
@@ -122,6 +125,7 @@ def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log, skip_fix
         "description": description,
         "epochs": epochs,
         "seeds": seeds,
+        "first_seed": first_seed,
         "folds": folds,
         "batch_size": batch_size,
         "train_counts": dataset.class_counts("train").tolist() if dataset.task != "segmentation" else None,
@@ -145,12 +149,28 @@ def run_dataset(name, *, epochs, trials, seeds, batch_size, folds, log, skip_fix
             batch_size=batch_size,
             folds=folds,
             log=log,
+            first_seed=first_seed,
         ),
     }
 
 
 def _search(
-    name, dataset, make_model, advice, x_pool, y_pool, labels, metric, *, epochs, trials, seeds, batch_size, folds, log
+    name,
+    dataset,
+    make_model,
+    advice,
+    x_pool,
+    y_pool,
+    labels,
+    metric,
+    *,
+    epochs,
+    trials,
+    seeds,
+    batch_size,
+    folds,
+    log,
+    first_seed=0,
 ):
     """The search from the advisor's picks, and its best configuration retrained per seed."""
     counts_pool = np.bincount(labels.ravel(), minlength=dataset.num_classes) if dataset.task != "segmentation" else None
@@ -178,7 +198,7 @@ def _search(
     best_loss = hypermodel.loss_from_hyperparameters(best_hp)
     learning_rate = float(best_hp.get("learning_rate"))
     searched = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         result, _ = train_once(
             dataset,
             make_model,
@@ -334,11 +354,18 @@ def assemble(results, command):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default=",".join(SETTINGS))
+    parser.add_argument("--datasets", help=f"comma-separated; default: {', '.join(SETTINGS)} (or every held-out one)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="override every data set's epochs")
     parser.add_argument("--trials", type=int, help="override every data set's search trials")
     parser.add_argument("--seeds", type=int, help="override every data set's seeds")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help=f"the held-out segmentation runs (shapes, vessels, {', '.join(HELD_OUT)}): fixed losses only, "
+        f"seeds from {FIRST_SEED}, none of the seeds the advisor's order was set on",
+    )
+    parser.add_argument("--first-seed", type=int, help="the first training seed (default 0; 3 with --held-out)")
     parser.add_argument("--json", help="write the results here instead of docs/benchmarks.md")
     parser.add_argument("--assemble", nargs="+", help="JSON files to write into docs/benchmarks.md")
     parser.add_argument("--command", help="the command line to record with --assemble")
@@ -350,31 +377,48 @@ def main():
     )
     args = parser.parse_args()
     if args.assemble:
-        assemble(load_results(args.assemble), args.command)
+        results = load_results(args.assemble)
+        held_out = [r for r in results if r.get("held_out")]
+        if held_out:
+            loaders = {name: setting[0] for name, setting in {**SETTINGS, **HELD_OUT}.items()}
+            print(assemble_held_out(held_out, args.command, loaders))
+        if len(held_out) < len(results):
+            assemble([r for r in results if not r.get("held_out")], args.command)
         return
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
+    # Held out: the two sets the order was set on at new training seeds, and the new configurations.
+    configurations = {**{n: SETTINGS[n] for n in ("shapes", "vessels")}, **HELD_OUT} if args.held_out else SETTINGS
+    names = args.datasets.split(",") if args.datasets else list(configurations)
+    unknown = [name for name in names if name not in configurations]
+    if unknown:
+        parser.error(f"unknown data sets {unknown}; choose from {list(configurations)}")
+    first_seed = args.first_seed if args.first_seed is not None else (FIRST_SEED if args.held_out else 0)
     results = []
-    for name in args.datasets.split(","):
-        _, epochs, trials, seeds, batch_size = SETTINGS[name]
-        results.append(
-            run_dataset(
-                name,
-                epochs=args.epochs or epochs,
-                trials=args.trials or trials,
-                seeds=args.seeds or seeds,
-                batch_size=batch_size,
-                folds=args.folds,
-                log=lambda text: print(text, flush=True),
-                skip_fixed=args.skip_fixed,
-                skip_search=args.skip_search,
-            )
+    for name in names:
+        _, epochs, trials, seeds, batch_size = configurations[name]
+        record = run_dataset(
+            name,
+            epochs=args.epochs or epochs,
+            trials=args.trials or trials,
+            seeds=args.seeds or seeds,
+            batch_size=batch_size,
+            folds=args.folds,
+            log=lambda text: print(text, flush=True),
+            skip_fixed=args.skip_fixed,
+            skip_search=args.skip_search or args.held_out,
+            first_seed=first_seed,
         )
+        results.append({**record, "held_out": args.held_out})
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
-    if not args.json:
+    if args.json:
+        return
+    if args.held_out:
+        print(assemble_held_out(results, None))
+    else:
         assemble(results, None)
 
 

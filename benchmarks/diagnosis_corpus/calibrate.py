@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 from collections.abc import Mapping, Sequence
 
-from benchmarks.diagnosis_corpus.analysis import first_problem, problems, split_groups, top_cause
+from benchmarks.diagnosis_corpus.analysis import first_problem, problems, rule_table, split_groups, top_cause
 from benchmarks.diagnosis_corpus.replay import replayed_records
 from benchmarks.diagnosis_corpus.runner import load_records
 
@@ -26,7 +27,9 @@ SWEEPS: Sequence[tuple[str, str, str, Sequence[float]]] = (
     ("oscillation threshold", "trend", "oscillation_threshold", (0.5, 1.0, 1.5, 2.0, 3.0)),
     ("no_signal margin", "trend", "signal_margin", (0.01, 0.02, 0.03, 0.05, 0.1)),
     ("still weights", "trend", "still_weights", (0.001, 0.002, 0.005, 0.01)),
+    ("still step movement", "trend", "still_step_movement", (1e-4, 3e-4, 1e-3, 3e-3)),
     ("vanishing ratio", "gradient", "vanishing_ratio", (1e-4, 3e-4, 1e-3, 3e-3)),
+    ("vanishing share", "gradient", "vanishing_share", (0.5, 0.6, 0.7, 0.8, 0.9)),
     ("exploding growth", "gradient", "exploding_growth", (1e2, 1e3, 1e4)),
 )
 
@@ -39,6 +42,29 @@ def _counts(records: Sequence[Mapping]) -> tuple[int, int, int, int]:
         sum(bool(problems(r)) for r in faulty),
         len(faulty),
     )
+
+
+def movement_per_root_step(record: Mapping, epoch: int = 3) -> float | None:
+    """How far the weights had moved at the end of `epoch`, over sqrt(steps): what sets
+    `loss_trends.STILL_STEP_MOVEMENT` (a stalled metric is first judged at the third epoch)."""
+    spec = record["spec"]
+    step = epoch * -(-spec["n_train"] // spec["batch_size"])
+    moved = record.get("weights_moved") or []
+    if step > len(moved) or moved[step - 1] is None:
+        return None
+    return float(moved[step - 1]) / math.sqrt(step)
+
+
+def _movement_lines(healthy: Sequence[Mapping], faulty: Sequence[Mapping]) -> list[str]:
+    lines = ["weights moved / sqrt(steps) at the third epoch:"]
+    values = sorted((v, r["id"]) for r in healthy if (v := movement_per_root_step(r)) is not None)
+    if values:
+        lines.append(f"  healthy runs that trained: lowest {values[0][0]:.2g} ({values[0][1]}), {len(values)} runs")
+    for family in ("learning_rate_too_small", "dying_relu", "deep_sigmoid", "bad_initialization"):
+        found = [v for r in faulty if r["spec"]["family"] == family and (v := movement_per_root_step(r)) is not None]
+        if found:
+            lines.append(f"  {family}: {min(found):.2g} to {max(found):.2g} ({len(found)} runs)")
+    return lines
 
 
 def sweep(records: Mapping[str, Mapping], kind: str, argument: str, values: Sequence[float]) -> list[str]:
@@ -72,6 +98,8 @@ def main(argv=None) -> None:
                 f"  {r['id']}: {[f['kind'] for f in problems(r)]} ({s['task']}, {s['architecture']}, "
                 f"{s['optimizer']} {s['learning_rate']:.3g}, batch {s['batch_size']})"
             )
+    print(rule_table(healthy, faulty))
+    print("\n".join(_movement_lines(healthy, faulty)))
     for r in faulty:
         first = first_problem(r)
         if first is None:

@@ -11,8 +11,8 @@ the regression guard's are in tests/benchmarks/data): without its trace a run's 
 findings keep their recorded decision.
 
 * `GradientDetector` (vanishing, exploding, non-finite gradients) over the trace's rows,
-  read in blocks of 16 as `GradientMonitor` reads them, with the regression loss scale the
-  monitor sets from the first loss;
+  read in blocks of 16 as `GradientMonitor` reads them, with each row's batch loss and
+  the regression loss scale the monitor sets from the first loss;
 * `LossTrendDetector` (oscillating, stalled loss, stalled metric, overfitting, no learning
   signal) over the per-batch losses, with the recorded weight movement and the epoch logs,
   and the trivial baselines of the probe targets (`runner.probe_baselines`), as
@@ -82,12 +82,16 @@ def replay_gradients(record: Mapping, trace: Mapping[str, np.ndarray], **detecto
         first = float(losses[0])
         if math.isfinite(first):
             detector.loss_scale = max(1.0, math.sqrt(abs(first)))
+            detector.scale_with_start = True
     steps = np.asarray(trace["steps"], dtype="int64")
+    batch_losses = np.array([math.nan if v is None else float(v) for v in losses] + [math.nan], dtype="float64")
+    row_losses = batch_losses[np.minimum(steps, len(batch_losses) - 1)]
     findings = []
     for begin in range(0, len(steps), _READ_EVERY):
         rows = slice(begin, begin + _READ_EVERY)
         block = {key: np.asarray(trace[key][rows], dtype="float64") for key in ("grad_norm", "nonfinite_share")}
         block["weight_norm"] = np.asarray(trace["weight_norm"][rows], dtype="float64")
+        block["loss"] = row_losses[rows]
         findings.extend(detector.update(steps[rows], block))
     return findings
 

@@ -73,28 +73,34 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       it.
     * oscillating_loss: over the last `loss_window` (20) batches, the mean absolute
       batch-to-batch change exceeds `oscillation_threshold` (1.0) times the starting loss,
-      the loss has not gone down, and it climbed to 1.5x where it started or above (the
-      noise guard of `LossTrendDetector`: small-batch noise swings around a level that
-      falls or stays at the start).
+      the loss has not gone down, and it climbed to 1.5x where it started or above, the start
+      taken no lower than the trivial baseline of `probe_y` (the noise guard of
+      `LossTrendDetector`: small-batch noise swings around a level that falls or stays at
+      the start).
     * stalled_loss: from `stall_steps` (50) batches on, the loss is not below
       `1 - stall_tolerance` (0.99) times the loss at the start, each averaged over enough
       batches for the batch-to-batch noise to be below half the tolerance.
-    * stalled_metric: with validation data, over the last 2 epochs the validation loss
-      falls by less than 2% per epoch, or a logged validation accuracy gains less than
+    * stalled_metric: with validation data, the best validation loss of the last 2 epochs
+      improves on the best before them by less than 2% per epoch or by no more than twice
+      the curve's epoch-to-epoch noise, or a logged validation accuracy gains less than
       0.01 per epoch.
     * A stall is a problem only when the weights moved by less than
-      `loss_trends.STILL_WEIGHTS` of their norm since the start (measured, not read off
-      the learning rate); a plateau after the weights moved is information.
+      `loss_trends.STILL_STEP_MOVEMENT` (3e-4) x sqrt(steps) of their norm since the start
+      (measured, not read off the learning rate) and, with `probe_y`, the training loss is
+      not 3% below the trivial baseline nor a validation accuracy 0.05 above the majority
+      share; a plateau after real progress, a task's ceiling, a converged run are information.
     * overfitting (information): the validation loss stays above its best for 3 epochs
       while the training loss falls.
     * no_signal (at the end of training): with `probe_y` and at least
       `loss_trends.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
       is not below `1 - loss_trends.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
       of the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
-      a logged validation accuracy (mean of the last 3 epochs) does not beat the majority
-      class' share of the probe by 0.05, the validation loss is not below the baseline and
-      still falling (1% per epoch), and the weights moved: labels shuffled against the
-      inputs, or inputs without signal for the labels.
+      a logged validation accuracy (best mean of 3 consecutive epochs) never beat the majority
+      class' share of the probe by 0.05, the weights moved, and the run is not still finding
+      signal (its validation loss at its best in the last 2 epochs and below the baseline,
+      or its training loss 1 standard error of an epoch's mean below it and its validation
+      accuracy not under the majority share): labels shuffled
+      against the inputs, or inputs without signal for the labels.
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
       diagnosis (SGD at 2 trains many models): what the steps do is judged by the

@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_int, check_positive
+from keras_lossopt._validation import check_in_range, check_int, check_positive
 from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
 from keras_lossopt.callbacks._plots import plot_gradient_history
 from keras_lossopt.callbacks._recorder import GradientRecorder
@@ -75,15 +75,14 @@ class GradientMonitor(keras.callbacks.Callback):
     `"reduce_lr"` act again when any problem is found anew, `"restore"` when non-finite
     values come back):
 
-    * vanishing: a layer's gradient norm is below `vanishing_ratio` times the norm of the
-      last layer (AUTOTRAINER's first-to-last ratio test, 1e-3), or the global norm is
-      below `vanishing_floor`, in at least half of the last `growth_window` records (so
-      that one sample whose ReLU units are all off, at batch size 1, is not a finding);
-    * exploding: the global norm exceeds `exploding_norm` (for a regression loss times the
-      square root of the first loss: its gradients scale with the errors, and targets in
-      natural units train fine with norms in the thousands), or exceeds the median of the
-      previous `growth_window` records by more than `exploding_growth` and by more than 4
-      robust standard deviations of their log10 (the run's own noise);
+    * vanishing: a layer's norm below `vanishing_ratio` times the last layer's
+      (AUTOTRAINER's test, 1e-3), or the global norm below `vanishing_floor` on a batch
+      not already fit (loss at least 1% of the first), for the same layer in
+      `vanishing_share` of the last `growth_window` records (batch-size-1 noise is not);
+    * exploding: the global norm above `exploding_norm` (a regression: times the larger of
+      sqrt(first loss) and the first norm, or the square root alone while growing 100x), or
+      above the larger of the last `growth_window` records' median and the first norm by
+      `exploding_growth` and 4 robust standard deviations of their log10 (its own noise);
     * non_finite: a NaN/inf gradient entry, NaN/inf weights, or a NaN/inf loss in the
       batch logs. The loss is checked at every step; a NaN gradient on a step that is
       not recorded is found through the weights it spoils (their norm is part of every
@@ -139,6 +138,8 @@ class GradientMonitor(keras.callbacks.Callback):
             and runs detection (also at each epoch end and at once on a non-finite loss).
             Default 16: a finding comes at most 15 steps after its step, for a tenth of
             the host cost of reading at every step; 1 reacts at the step itself.
+        vanishing_share: share of the last `growth_window` records in which the same layer
+            must vanish, in (0, 1]. Default 0.8 (`detection.GradientDetector`).
 
     Attributes:
         history: a `GradientHistory`.
@@ -183,6 +184,7 @@ class GradientMonitor(keras.callbacks.Callback):
         min_lr: float = 1e-6,
         log_dir: str | None = None,
         detect_every_n_steps: int = 16,
+        vanishing_share: float = 0.8,
     ):
         super().__init__()
         self.every_n_steps = check_int("every_n_steps", every_n_steps, minimum=1)
@@ -191,6 +193,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.patience = check_int("patience", patience, minimum=1)
         self.vanishing_ratio = check_positive("vanishing_ratio", vanishing_ratio)
         self.vanishing_floor = check_positive("vanishing_floor", vanishing_floor)
+        self.vanishing_share = check_in_range("vanishing_share", vanishing_share, 0.0, 1.0, low_inclusive=False)
         self.exploding_norm = check_positive("exploding_norm", exploding_norm)
         self.exploding_growth = check_positive("exploding_growth", exploding_growth)
         self.growth_window = check_int("growth_window", growth_window, minimum=1)
@@ -208,6 +211,7 @@ class GradientMonitor(keras.callbacks.Callback):
             "patience": self.patience,
             "vanishing_ratio": self.vanishing_ratio,
             "vanishing_floor": self.vanishing_floor,
+            "vanishing_share": self.vanishing_share,
             "exploding_norm": self.exploding_norm,
             "exploding_growth": self.exploding_growth,
             "growth_window": self.growth_window,
@@ -248,6 +252,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._last_read_step = -1
         self._read_at = 0
         self._start: TrainingStart | None = None
+        self._batch_losses, self._previous_mean = {}, 0.0  # step -> batch loss until read; Keras' running mean
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -289,6 +294,7 @@ class GradientMonitor(keras.callbacks.Callback):
             patience=self.patience,
             vanishing_ratio=self.vanishing_ratio,
             vanishing_floor=self.vanishing_floor,
+            vanishing_share=self.vanishing_share,
             exploding_norm=self.exploding_norm,
             exploding_growth=self.exploding_growth,
             growth_window=self.growth_window,
@@ -305,6 +311,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps_done
         self._epoch_blocks = []
+        self._previous_mean = 0.0  # Keras' running mean of the epoch's loss, before its first batch
 
     def on_train_batch_end(self, batch, logs=None):
         if self._hook is None:
@@ -313,6 +320,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_done = self._epoch_start + int(batch) + 1
         loss = logs.get("loss")
         loss_finite = loss is None or math.isfinite(float(loss))
+        if loss is not None:  # the batch's own loss from Keras' running mean: a fit batch has no gradient
+            self._batch_losses[self._steps_done - 1] = (batch + 1) * float(loss) - batch * self._previous_mean
+            self._previous_mean = float(loss)
         if loss is not None and self._steps_done - 1 == self._start.step:
             if self._start.first_loss is None:
                 self._start.first_loss = float(loss)  # the loss of the starting weights
@@ -323,6 +333,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 # errors: targets in natural units start with errors (and gradients) in the
                 # thousands and train fine. Cross-entropy's output gradient is bounded by 1.
                 self._detector.loss_scale = max(1.0, math.sqrt(abs(self._start.first_loss)))
+                self._detector.scale_with_start = True  # and with its first norm: the model's gain
         findings_before = len(self.findings)
         if not loss_finite or self._steps_done - self._read_at >= self.detect_every_n_steps:
             block = self._read_records()
@@ -363,7 +374,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._epoch_blocks.append(block)
         for i, step in enumerate(steps):
             self._write_tensorboard(int(step), {key: value[i] for key, value in block.items()})
-        for finding in self._detector.update(steps, block):
+        losses = np.array([self._batch_losses.get(int(step), np.nan) for step in steps], dtype="float64")
+        self._batch_losses = {s: v for s, v in self._batch_losses.items() if s > self._last_read_step}
+        for finding in self._detector.update(steps, {**block, "loss": losses}):
             self._handle(finding)
         return block
 

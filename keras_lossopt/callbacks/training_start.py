@@ -38,7 +38,9 @@ class TrainingStart:
 
     Attributes:
         step: `optimizer.iterations` when captured.
-        layer_scales: per layer with a kernel: kernel std, Glorot std, fan-in, mean bias.
+        layer_scales: per layer with a kernel: kernel std, Glorot std, fan-in, mean bias
+            (`kernel_scales`: a recurrent layer's recurrent kernel under
+            `"<layer>/recurrent_kernel"`).
         setup_findings: findings of `check_training_setup` made for this fit (filled in by
             the callback that ran the checks).
         first_loss: the loss of the first batch of the fit (None until seen).
@@ -51,9 +53,7 @@ class TrainingStart:
         self.layer_scales: dict[str, LayerScale] = {}
         self._weights: dict[int, np.ndarray] = {}
         for layer in flat_layers(model):
-            scale = layer_scale(layer)
-            if scale is not None:
-                self.layer_scales[layer.name] = scale
+            self.layer_scales.update(kernel_scales(layer))
         for variable in model.trainable_variables:
             self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
         self.setup_findings: list[Finding] = []
@@ -149,15 +149,67 @@ def training_start(model: keras.Model, token: Any = None) -> TrainingStart:
     return start
 
 
+def _kernels(layer: Any) -> list[tuple[str, Any, Any]]:
+    """`(suffix, kernel, bias)` of each kernel of a layer: its own `kernel`, or a recurrent
+    layer's cell kernel and recurrent kernel (LSTM, GRU, SimpleRNN keep them in `layer.cell`;
+    a Bidirectional wrapper in its forward and backward layers)."""
+    out = []
+    for direction in ("forward", "backward"):
+        inner = getattr(layer, f"{direction}_layer", None)
+        if inner is not None and inner is not layer:
+            out += [(f"/{direction}{suffix}", kernel, bias) for suffix, kernel, bias in _kernels(inner)]
+    if out:
+        return out
+    owner = layer if getattr(layer, "kernel", None) is not None else getattr(layer, "cell", None)
+    if owner is None or getattr(owner, "kernel", None) is None:
+        return []
+    out.append(("", owner.kernel, getattr(owner, "bias", None)))
+    recurrent = getattr(owner, "recurrent_kernel", None)
+    if recurrent is not None:
+        out.append(("/recurrent_kernel", recurrent, None))
+    return out
+
+
+def kernel_scales(layer: Any) -> dict[str, LayerScale]:
+    """The scale of each kernel of a layer, by name: `layer.name` for its (input) kernel and
+    `"<layer.name>/recurrent_kernel"` for a recurrent layer's recurrent kernel.
+
+    Args:
+        layer: a Keras layer.
+
+    Returns:
+        `{name: LayerScale}`; empty for a layer without a kernel of rank 2 or more.
+    """
+    scales = {}
+    for suffix, kernel, bias in _kernels(layer):
+        scale = _scale(kernel, bias)
+        if scale is not None:
+            scales[layer.name + suffix] = scale
+    return scales
+
+
 def layer_scale(layer: Any) -> LayerScale | None:
-    """Kernel std against Glorot's, fan-in and mean bias of a layer with a kernel (None otherwise)."""
-    kernel = getattr(layer, "kernel", None)
+    """Kernel std against Glorot's, fan-in and mean bias of a layer with a kernel (None otherwise).
+
+    A recurrent layer's input kernel (in its cell) counts as its kernel; the first
+    direction's for a Bidirectional wrapper.
+
+    Args:
+        layer: a Keras layer.
+
+    Returns:
+        The `LayerScale`, or None.
+    """
+    kernels = _kernels(layer)
+    return _scale(kernels[0][1], kernels[0][2]) if kernels else None
+
+
+def _scale(kernel: Any, bias: Any) -> LayerScale | None:
     if kernel is None or len(kernel.shape) < 2:
         return None
     w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype="float64")
     receptive = int(np.prod(w.shape[:-2])) if w.ndim > 2 else 1
     fan_in, fan_out = w.shape[-2] * receptive, w.shape[-1] * receptive
-    bias = getattr(layer, "bias", None)
     bias_mean = None
     if bias is not None:
         b = np.asarray(keras.ops.convert_to_numpy(bias), dtype="float64")

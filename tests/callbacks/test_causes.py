@@ -74,6 +74,32 @@ def test_initial_weight_scale_compares_the_start_with_glorot(stddev, blamed):
         assert causes[0].evidence["h.initial_std_over_glorot"] == pytest.approx(kernel.std() / glorot)
 
 
+@pytest.mark.parametrize(
+    "rnn, where, stddev",
+    [
+        (L.LSTM, "recurrent_kernel", 1e-4),  # below Glorot's (0.079 for 32 units x 128)
+        (L.GRU, "recurrent_kernel", 3.0),
+        (L.GRU, "kernel", 1e-4),
+        (L.LSTM, None, None),  # Keras' defaults: glorot_uniform kernel, orthogonal recurrent kernel
+    ],
+)
+def test_initial_weight_scale_counts_the_kernels_of_a_recurrent_cell(rnn, where, stddev):
+    # A recurrent layer keeps its kernels in its cell (`layer.cell.kernel`,
+    # `layer.cell.recurrent_kernel`), which the check did not read.
+    argument = {"kernel": "kernel_initializer", "recurrent_kernel": "recurrent_initializer"}.get(where)
+    init = {} if where is None else {argument: keras.initializers.RandomNormal(stddev=stddev)}
+    m = keras.Sequential([keras.Input((6, 8)), rnn(32, name="rnn", **init), L.Dense(1, name="out")])
+    m.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    causes = rank_causes("vanishing", m, ("rnn",), start=training_start(m))
+    assert ("initial_weight_scale" in keys(causes)) == (where is not None)
+    if where is not None:
+        name = "rnn" if where == "kernel" else "rnn/recurrent_kernel"
+        kernel = getattr(m.get_layer("rnn").cell, where).numpy().astype(np.float64)
+        glorot = math.sqrt(2 / sum(kernel.shape))
+        evidence = next(c for c in causes if c.key == "initial_weight_scale").evidence
+        assert evidence == {f"{name}.initial_std_over_glorot": pytest.approx(kernel.std() / glorot)}
+
+
 def test_a_non_finite_forward_pass_at_the_start_outranks_the_learning_rate():
     huge = keras.initializers.RandomNormal(stddev=1e10)
     m = compiled(

@@ -378,6 +378,26 @@ def test_a_vanishing_finding_names_every_layer_below_the_floor():
     assert finding.step < 4 and finding.evidence
 
 
+@pytest.mark.parametrize("targets, fires", [((2.0, 2.0), False), ((1.0, 3.0), True)])
+def test_the_monitor_passes_batch_losses_so_a_fit_batch_is_not_vanishing(targets, fires):
+    # One SGD step (rate 1/8) takes a zero-initialized linear model to the mean target: with
+    # equal targets the loss is then exactly 0 (fit), with targets 1 and 3 it stays at 1 (of
+    # a first loss of 5). Every norm is below the floor of 1e3 here: only the batch losses,
+    # recovered from Keras' running mean, tell the two apart.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(0.125), loss="mse")
+    y = np.tile(np.array(targets, "float32"), 4).reshape(8, 1)
+    monitor = GradientMonitor(
+        vanishing_floor=1e3, patience=1, growth_window=3, vanishing_share=1.0, on_problem=lambda f: None
+    )
+    x = np.ones((8, 3), "float32")
+    model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[monitor])
+    found = [f for f in monitor.findings if f.kind == "vanishing"]
+    assert bool(found) == fires, [str(f) for f in monitor.findings]
+    if fires:  # the first full window of 3 records
+        assert found[0].step == 2 and found[0].evidence["floor"] == 1e3
+
+
 def test_clip_turns_on_global_clipping_that_the_next_steps_apply():
     monitor = GradientMonitor(on_problem="clip", clip_norm=0.01, **EXPLODING_AT_ONCE)
     model = sequential()
@@ -436,6 +456,7 @@ def test_config_round_trip_and_deepcopy():
         patience=4,
         vanishing_ratio=1e-4,
         vanishing_floor=1e-9,
+        vanishing_share=0.6,
         exploding_norm=50.0,
         exploding_growth=20.0,
         growth_window=3,
@@ -464,6 +485,8 @@ def test_config_round_trip_and_deepcopy():
         ({"on_problem": "clipp"}, "Did you mean 'clip'"),
         ({"patience": 0}, "patience"),
         ({"vanishing_ratio": -1.0}, "vanishing_ratio"),
+        ({"vanishing_share": 0.0}, r"`vanishing_share` must be in \(0, 1\]"),
+        ({"vanishing_share": 1.5}, "vanishing_share=1.5"),
         ({"exploding_norm": 0}, "exploding_norm"),
         ({"lr_factor": 1.5}, "lr_factor"),
         ({"detect_every_n_steps": 0}, "detect_every_n_steps"),

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
+from keras_lossopt.callbacks import loss_trends
 from keras_lossopt.callbacks.loss_trends import LossTrendDetector
+
+
+def series(text):
+    """Recorded values, as printed by the corpus' records."""
+    return [float(value) for value in text.split()]
 
 
 def feed(detector, losses):
@@ -115,26 +121,87 @@ def test_a_learning_run_does_not_stall():
     assert epochs(detector, [2.16, 1.77, 1.21, 0.9]) == []
 
 
-@pytest.mark.parametrize("moved, severity", [(0.4, "information"), (0.001, "problem"), (None, "problem")])
-def test_a_plateau_is_a_problem_only_when_the_weights_stayed_put(moved, severity):
-    # A run at its task's ceiling (validation loss 0.67 of a two-class task that starts at
-    # 0.69) moved its weights to get there; a learning rate far too small did not.
+def recorded_run(detector, train, val, per_epoch, last_batches=(), accuracy=None):
+    """Feeds a recorded run as `TrainingDiagnostics` does: `per_epoch` batch losses per epoch
+    (each epoch's at its logged mean, the last ones as recorded, which is all the noise
+    estimate reads), then the epoch logs; returns the findings."""
+    losses = np.repeat(np.asarray(train, dtype="float64"), per_epoch)
+    if len(last_batches):
+        losses[-len(last_batches) :] = last_batches
+    found = []
+    for step, loss in enumerate(losses):
+        found += detector.update(step, loss)
+        if (step + 1) % per_epoch == 0:
+            epoch = (step + 1) // per_epoch - 1
+            logs = {"loss": train[epoch], "val_loss": val[epoch]}
+            if accuracy is not None:
+                logs["val_accuracy"] = accuracy[epoch]
+            found += detector.update_epoch(step, logs)
+    return found + detector.finish(len(losses) - 1)
+
+
+# Recorded on the corpus' calibration half (benchmarks/diagnosis_corpus): the first three
+# epochs of a healthy slow starter (healthy/54: a CNN on the MNIST images at Adam 1.4e-4,
+# batch 256, which ends at accuracy 0.59) and of a learning rate far too small
+# (learning_rate_too_small/100028: RMSprop 2.8e-7, batch 512, MSE; baseline 0.6735).
+SLOW_VAL, SLOW_TRAIN = [2.33054, 2.31507, 2.30043], [2.34427, 2.32691, 2.31075]
+TINY_VAL, TINY_TRAIN = [0.42947, 0.42943, 0.42939], [0.72725, 0.72716, 0.72711]
+
+
+@pytest.mark.parametrize(
+    "val, train, per_epoch, moved, baseline, severity",
+    [
+        # 6 steps by the third epoch at batch 512: 0.004 of the norm (under the old total
+        # threshold 0.005, which flagged two such held-out runs) is 1.6e-3 x sqrt(6) steps.
+        (SLOW_VAL, SLOW_TRAIN, 2, 0.004, 2.2648, "information"),
+        (TINY_VAL, TINY_TRAIN, 3, 3.19e-5, 0.6735, "problem"),  # as recorded: 1.1e-5 x sqrt(9)
+        (TINY_VAL, TINY_TRAIN, 3, None, None, "problem"),  # nothing known: a stall is a problem
+        # The same 0.004 after 402 steps (batch 1) is 2.0e-4 x sqrt(402): still.
+        (SLOW_VAL, SLOW_TRAIN, 134, 0.004, 2.2648, "problem"),
+        # A hard two-class task at its ceiling: the training loss went 4% below the constant
+        # prediction's (ln 2), so the run learned, however little its weights moved.
+        ([0.672, 0.670, 0.671], [0.66, 0.655, 0.65], 3, 1e-5, math.log(2), "information"),
+    ],
+    ids=["slow_batch_512", "too_small_steps", "unknown", "batch_1_still", "at_ceiling"],
+)
+def test_a_stall_is_a_problem_only_when_still_for_its_steps_and_without_progress(
+    val, train, per_epoch, moved, baseline, severity
+):
     calls = []
 
     def weight_change():
         calls.append(1)
         return moved
 
-    detector = LossTrendDetector(weight_change=weight_change)
-    feed(detector, [0.693] * 10)
-    findings = epochs(detector, [0.672, 0.670, 0.671, 0.670])
-    assert [(f.kind, f.severity) for f in findings] == [("stalled_metric", severity)]
-    assert len(calls) == 1  # asked once, when the stall is found
+    detector = LossTrendDetector(weight_change=weight_change, baseline_loss=baseline)
+    stalls = [f for f in recorded_run(detector, train, val, per_epoch) if f.kind in ("stalled_loss", "stalled_metric")]
+    found = [f for f in stalls if f.kind == "stalled_metric"]
+    assert [f.severity for f in found] == [severity]
+    assert len(calls) == len(stalls)  # asked once per stall, when it is found
+    evidence = found[0].evidence
     if moved is not None:
-        assert findings[0].evidence["relative_weight_change"] == moved
-        assert findings[0].evidence["still_weights"] == detector.still_weights
+        assert evidence["relative_weight_change"] == moved
+        assert evidence["still_below"] == pytest.approx(detector.still_step_movement * math.sqrt(3 * per_epoch))
     else:
-        assert "relative_weight_change" not in findings[0].evidence
+        assert "relative_weight_change" not in evidence
+    if baseline is not None:
+        assert evidence["train_loss_over_baseline"] == pytest.approx(train[2] / baseline)
+
+
+def test_a_plateau_after_real_progress_is_information_and_a_noisy_curve_must_gain_past_its_noise():
+    # Validation loss at 0.30 after falling from 1.1 (accuracy beats the majority share by
+    # far): a plateau. And a curve that gains 3% per epoch through +-8% epoch-to-epoch noise.
+    detector = LossTrendDetector(weight_change=lambda: 1e-6, baseline_loss=1.0986, baseline_accuracy=0.34)
+    accuracy = [0.4, 0.8, 0.9, 0.9, 0.9]
+    found = recorded_run(detector, [1.0, 0.5, 0.32, 0.3, 0.3], [1.1, 0.6, 0.31, 0.30, 0.301], 10, (), accuracy)
+    assert [(f.kind, f.severity) for f in found] == [("stalled_metric", "information")]
+    noisy = [1.00, 1.06, 0.90, 0.98, 0.86]  # best 0.90 -> 0.86 in the last 2 epochs: 2.2% a epoch
+    found = [f for f in epochs(LossTrendDetector(), noisy) if f.kind == "stalled_metric"]
+    changes = np.diff(noisy)
+    noise = 1.4826 * np.median(np.abs(changes - np.median(changes)))
+    assert 0.90 - 0.86 < 2 * noise and found[0].evidence["val_loss_noise"] == pytest.approx(noise)
+    assert found[0].evidence["decrease_per_epoch"] == pytest.approx((0.90 - 0.86) / (0.90 * 2))
+    assert epochs(LossTrendDetector(), [1.00, 0.97, 0.94, 0.91, 0.88, 0.85]) == []  # same gain, no noise
 
 
 def test_without_a_weight_change_every_stall_is_a_problem(rng):
@@ -259,6 +326,107 @@ def test_no_signal_when_the_validation_loss_never_beats_the_trivial_baseline(val
         assert min(val) >= (1 - detector.signal_margin) * baseline
 
 
+# Recorded runs (benchmarks/diagnosis_corpus): each (train losses, validation losses, batches
+# per epoch, the last 20 batch losses, baseline loss, weights moved, epochs the rule waits for).
+RECORDED_SIGNAL = {
+    # The ported AUTOTRAINER circle with three ReLU layers (healthy): validation loss below the
+    # baseline (ln 2) and still falling, accuracy 0.52 at the end of its 10 epochs.
+    "circle_relu_he": (
+        [0.69191, 0.6899, 0.6884, 0.68724, 0.68629, 0.68546, 0.6847, 0.68398, 0.68328, 0.68256],
+        [0.69633, 0.69474, 0.69352, 0.69262, 0.69192, 0.69135, 0.69091, 0.6905, 0.6901, 0.68972],
+        13,
+        series(
+            "0.6848 0.6756 0.7126 0.7023 0.6657 0.6969 0.6769 0.6682 0.6819 0.698 0.6844 0.6392 0.6919 0.6843 "
+            "0.6756 0.7117 0.7015 0.6643 0.6962 0.6761"
+        ),
+        0.6931473,
+        0.035,
+        7,
+    ),
+    # healthy/108 (digits, Adam 1.7e-4, batch 1): the validation loss still above the baseline
+    # at its best, the training loss 0.15 below it, 3.3 standard errors of an epoch's mean.
+    "batch_1_weak_learner": (
+        [2.30578, 2.28676, 2.24842, 2.18264, 2.10594],
+        [2.30687, 2.30674, 2.32146, 2.31695, 2.2775],
+        128,
+        series(
+            "2.122 2.1166 1.9549 0.8324 2.4093 2.3321 1.82 2.1566 2.8256 2.3759 2.2229 2.8903 2.2665 2.1706 1.7783 "
+            "1.5088 1.2428 2.2174 2.1919 2.9006"
+        ),
+        2.2521727,
+        0.0636,
+        5,
+    ),
+    # healthy/310 (a CNN on the digit images, RMSprop 2.2e-3, batch 8): 9 epochs, training
+    # accuracy 0.07 -> 0.21, the training loss 1.9 standard errors below the baseline.
+    "slow_cnn": (
+        [2.3486, 2.315, 2.3093, 2.3029, 2.2956, 2.2867, 2.2754, 2.2619, 2.2451],
+        [2.3541, 2.3473, 2.3437, 2.3388, 2.3332, 2.3262, 2.3177, 2.3072, 2.2938],
+        42,
+        series(
+            "2.2173 2.3045 2.1666 2.3772 2.2325 2.1763 2.192 2.1373 2.2375 2.2237 2.1976 2.2923 2.2182 2.3594 "
+            "2.2036 2.3311 2.1016 2.3247 2.371 2.1683"
+        ),
+        2.2723320,
+        0.6147,
+        7,
+    ),
+    # shuffled_labels/100078 (a CNN on the MNIST images, SGD, batch 512): both losses settle
+    # above the baseline. Its first 12 epochs of 42.
+    "shuffled_flat": (
+        [2.65769, 2.56591, 2.48366, 2.42979, 2.44196, 2.44405, 2.37798, 2.45262, 2.41317, 2.39008, 2.3972, 2.40401],
+        [2.5053, 2.42778, 2.38303, 2.35709, 2.34025, 2.33106, 2.32514, 2.32257, 2.32049, 2.31913, 2.31786, 2.31862],
+        2,
+        series(
+            "2.4004 2.4065 2.3847 2.3992 2.4395 2.4283 2.3986 2.4124 2.407 2.4156 2.3659 2.4003 2.3998 2.3793 "
+            "2.3823 2.3857 2.4058 2.3774 2.4009 2.3955"
+        ),
+        2.2556963,
+        0.0326,
+        7,
+    ),
+    # shuffled_labels/100038 (targets in the thousands, SGD 2.6e-6, batch 64): the training loss
+    # memorises its way below the baseline while the validation loss rises from its best.
+    "shuffled_memorising": (
+        [1301204.75, 552844.3, 357240.06, 308247.3, 291255.1, 284009.97, 276072.2, 267963.2, 261145.5, 258236.3],
+        [570635.9, 336993.8, 313795.4, 324624.3, 337016.8, 355088.25, 352661.4, 397826.4, 422450.0, 438832.4],
+        18,
+        series(
+            "307835.0 208689.0 197214.0 198989.0 313320.0 319282.0 242775.0 219721.0 251940.0 261838.0 276019.0 "
+            "291191.0 274233.0 292971.0 252876.0 294021.0 214216.0 232737.0 310336.0 204573.0"
+        ),
+        299239.97,
+        5.66,
+        7,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name, fires",
+    [
+        ("circle_relu_he", False),
+        ("batch_1_weak_learner", False),
+        ("slow_cnn", False),
+        ("shuffled_flat", True),
+        ("shuffled_memorising", True),
+    ],
+)
+def test_no_signal_spares_runs_still_finding_signal_and_finds_shuffled_labels(name, fires):
+    train, val, per_epoch, last, baseline, moved, wait = RECORDED_SIGNAL[name]
+    detector = LossTrendDetector(weight_change=lambda: moved, baseline_loss=baseline, signal_epochs=wait)
+    found = [f for f in recorded_run(detector, train, val, per_epoch, last) if f.kind == "no_signal"]
+    assert bool(found) == fires
+    noise = np.std(np.diff(last)) / math.sqrt(2)
+    below = (baseline - train[-1]) / (noise / math.sqrt(per_epoch))
+    best_recent = int(np.argmin(val)) >= len(val) - detector.metric_patience
+    # The rule's two ways out: still at its best and below the baseline, or a training loss
+    # below it by SIGNAL_TRAIN_ERRORS standard errors (the old rule's 1% a epoch flagged the three healthy runs).
+    assert fires == (not (best_recent and (val[-1] < baseline or below >= loss_trends.SIGNAL_TRAIN_ERRORS)))
+    if fires:
+        assert found[0].evidence["train_below_baseline_in_errors"] == pytest.approx(below)
+
+
 def test_no_signal_needs_a_baseline():
     detector = LossTrendDetector(weight_change=lambda: 0.3)
     assert [f.kind for f in run_epochs(detector, [1.1] * 8, SHUFFLED_VAL) if f.kind == "no_signal"] == []
@@ -274,3 +442,108 @@ def test_a_swing_at_the_starting_level_is_noise_and_a_climbing_swing_oscillates(
     found = [f for f in feed(climbing, start + [3.0, 6.0] * 30) if f.kind == "oscillating_loss"]
     window = np.array((start + [3.0, 6.0] * 30)[found[0].step - 19 : found[0].step + 1])
     assert np.quantile(window, 0.25) >= climbing.oscillation_rise * np.median(start)
+
+
+def test_per_sample_regression_noise_does_not_look_risen_against_the_baseline():
+    # Batch size 1 of a regression: i.i.d. exponential per-sample losses at 1.07x the constant
+    # prediction's loss. The median of the first 5 is often far below that level, so the loss
+    # looks risen to 1.5x its start; measured against the baseline it never does.
+    rng = np.random.default_rng(20)
+    runs = [1.07 * rng.exponential(size=200) for _ in range(40)]
+
+    def oscillates(losses, baseline):
+        detector = LossTrendDetector(weight_change=lambda: 0.3, baseline_loss=baseline)
+        return any(f.kind == "oscillating_loss" for f in feed(detector, losses))
+
+    assert sum(oscillates(losses, None) for losses in runs) >= 4  # 27% of 300 such runs
+    assert not any(oscillates(losses, 1.0) for losses in runs)
+
+
+def test_a_climbing_oscillation_is_found_against_the_baseline_too():
+    # The ported AUTOTRAINER oscillating case (circle, SGD with a large step, batch 32), its
+    # first 40 recorded batch losses; the baseline is ln 2.
+    recorded = [0.7, 11.4, 55.36, 48.82, 291.44, 173.7, 153.81, 296.77, 14.09, 175.1, 140.18, 94.61, 232.11]
+    recorded += [38.39, 335.26, 10.3, 27.37, 254.77, 51.86, 341.22, 192.33, 134.26, 181.24, 150.94, 96.32]
+    recorded += [251.81, 40.17, 345.56, 8.76, 324.68, 72.28, 367.77, 64.21, 213.84, 230.79, 225.16, 196.67]
+    recorded += [280.69, 102.05, 345.56]
+    for baseline in (None, math.log(2)):  # the baseline floor leaves a climb from 0.7 to 100s as it was
+        detector = LossTrendDetector(weight_change=lambda: 55.0, baseline_loss=baseline)
+        assert [(f.kind, f.step) for f in feed(detector, recorded)] == [("oscillating_loss", 23)]
+
+
+@pytest.mark.parametrize("level, moved, severity", [(0.4, 0.004, "information"), (1.0, 1e-5, "problem")])
+def test_a_small_batch_stall_is_a_problem_only_at_the_baseline_with_still_weights(rng, level, moved, severity):
+    # Batch size 1 (per-sample spread 10% of the loss): a run that learned within its first
+    # batches and sits at 0.4x the baseline (2.3) is a plateau, even with weights that moved
+    # under the old total threshold (0.005); a run at the baseline whose weights stay put is stuck.
+    losses = 2.3 * level * (1 + 0.1 * rng.normal(size=900))
+    detector = LossTrendDetector(weight_change=lambda: moved, baseline_loss=2.3)
+    found = [f for f in feed(detector, losses) if f.kind == "stalled_loss"]
+    assert [f.severity for f in found] == [severity]
+    assert found[0].evidence["train_loss_over_baseline"] == pytest.approx(found[0].evidence["loss_now"] / 2.3)
+    assert found[0].evidence["still_below"] == pytest.approx(3e-4 * math.sqrt(found[0].step + 1))
+
+
+# shuffled_labels/100138 (five classes, Adam 1.2e-4, batch 128), its last 10 of 44 epochs: the
+# training loss memorises its way below the baseline while the validation loss still falls
+# toward it from above and the validation accuracy stays under the majority share (0.258).
+MEMORISING = {
+    "train": [1.6004, 1.5949, 1.5894, 1.5841, 1.5789, 1.5738, 1.5688, 1.564, 1.5592, 1.5545],
+    "val": [1.665, 1.6629, 1.6609, 1.6592, 1.6576, 1.6562, 1.6549, 1.6537, 1.6527, 1.6517],
+    "accuracy": [0.1797, 0.1875, 0.1953, 0.1953, 0.2188, 0.2109, 0.2109, 0.2031, 0.2031, 0.2031],
+    "last": series(
+        "1.598 1.5253 1.5544 1.5746 1.5502 1.5444 1.5956 1.5936 1.5205 1.5489 1.5698 1.5451 1.5407 1.5907 1.5893 "
+        "1.5157 1.5435 1.5652 1.54 1.5371"
+    ),
+    "per_epoch": 7,
+    "baseline": (1.5829868, 0.2578125),
+    "moved": 0.0443,
+}
+# healthy/494 (the hard two-class task, RMSprop 3.5e-3, batch 32): validation accuracy 0.68 at
+# epochs 5-10 (majority share 0.625), then it overfits: validation loss 0.66 -> 1.76.
+OVERFITTING = {
+    "train": series(
+        "0.666 0.573 0.533 0.505 0.484 0.465 0.446 0.427 0.408 0.389 0.37 0.352 0.335 0.322 0.306 0.288 0.275 "
+        "0.258 0.255 0.252 0.236 0.21 0.205 0.187 0.183 0.234"
+    ),
+    "val": series(
+        "0.695 0.662 0.659 0.66 0.663 0.674 0.694 0.721 0.754 0.793 0.839 0.891 0.944 0.983 1.037 1.096 1.18 1.259 "
+        "1.328 1.444 1.575 1.619 1.775 2.034 2.2 1.763"
+    ),
+    "accuracy": series(
+        "0.656 0.664 0.672 0.664 0.68 0.672 0.672 0.68 0.68 0.68 0.672 0.672 0.672 0.68 0.68 0.656 0.664 0.656 "
+        "0.672 0.656 0.641 0.672 0.664 0.641 0.648 0.68"
+    ),
+    "last": series(
+        "0.0327 0.2494 0.1917 0.2423 0.1717 0.1891 0.2913 0.2423 0.2009 0.2313 0.2663 0.324 0.423 0.212 0.2114 "
+        "0.1914 0.2257 0.1753 0.11 0.2196"
+    ),
+    "per_epoch": 15,
+    "baseline": (0.6615633, 0.625),
+    "moved": 0.6408,
+}
+
+
+@pytest.mark.parametrize("run, fires", [(MEMORISING, True), (OVERFITTING, False)], ids=["memorising", "overfitting"])
+def test_no_signal_reads_the_validation_accuracy_it_ever_reached(run, fires):
+    baseline_loss, baseline_accuracy = run["baseline"]
+
+    def no_signal(accuracy_share):
+        detector = LossTrendDetector(
+            weight_change=lambda: run["moved"], baseline_loss=baseline_loss, baseline_accuracy=accuracy_share
+        )
+        found = recorded_run(detector, run["train"], run["val"], run["per_epoch"], run["last"], run["accuracy"])
+        return [f for f in found if f.kind == "no_signal"]
+
+    found = no_signal(baseline_accuracy)
+    assert bool(found) == fires
+    accuracy = np.asarray(run["accuracy"])
+    windows = np.convolve(accuracy, np.ones(3) / 3, mode="valid")
+    if fires:
+        # The training loss alone would call it a run finding signal; its accuracy says otherwise.
+        assert run["train"][-1] < baseline_loss and accuracy[-3:].mean() < baseline_accuracy
+        assert found[0].evidence["val_accuracy_best"] == pytest.approx(windows.max())
+        assert no_signal(None) == []
+    else:
+        # Its last 3 epochs are within 0.05 of the majority share, its best 3 beyond it.
+        assert accuracy[-3:].mean() < baseline_accuracy + 0.05 <= windows.max()
