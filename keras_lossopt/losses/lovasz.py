@@ -35,6 +35,7 @@ from keras import ops
 
 from keras_lossopt._targets import is_sparse_target, overlap_inputs
 from keras_lossopt._validation import check_choice, check_ignore_index
+from keras_lossopt.losses._eager_graph import eager_graph_call
 from keras_lossopt.losses.region import RegionLoss
 from keras_lossopt.losses.registry import register_alias
 
@@ -86,28 +87,34 @@ def _lovasz_extension(errors, targets, *, binary_targets):
     # code's torch.sort, fg[perm] and the sort's backward (docs/benchmarks.md, "Lovasz-softmax
     # against segmentation_models_pytorch").
     errors, targets = ops.convert_to_tensor(errors), ops.convert_to_tensor(targets)
+    weights = _lovasz_weights(ops.stop_gradient(errors), ops.stop_gradient(targets), binary_targets)
+    return ops.sum(errors * ops.stop_gradient(weights), axis=-1)
+
+
+@eager_graph_call
+def _lovasz_weights(errors, targets, binary_targets):
+    """Each error's weight in the Lovasz extension: the increment at its rank, in the errors' own order."""
     length = errors.shape[-1] if errors.shape[-1] is not None else ops.shape(errors)[-1]
-    errors_key = ops.stop_gradient(errors)
     if binary_targets:
         # The target rides in the sort key's lowest bit, so the sort hands back the sorted
         # targets with the order and no gather is needed. Errors below 2 have bit patterns
         # below 2**30 (2**62 in float64): the shift keeps the key non-negative and drops the
         # sign bit. Equal errors then sort foreground first, a subgradient as valid as any.
-        bits = _float_bits(errors_key)
-        keys = ops.bitwise_or(ops.left_shift(bits, 1), ops.cast(ops.stop_gradient(targets), bits.dtype))
+        bits = _float_bits(errors)
+        keys = ops.bitwise_or(ops.left_shift(bits, 1), ops.cast(targets, bits.dtype))
         sorted_keys, order = ops.top_k(keys, length)
         sorted_targets = ops.cast(ops.bitwise_and(sorted_keys, 1), errors.dtype)
         positions = _flat_positions(order)
     else:
-        order = ops.top_k(_order_bits(errors_key), length)[1]
+        order = ops.top_k(_order_bits(errors), length)[1]
         positions = _flat_positions(order)
-        flat_targets = ops.reshape(ops.stop_gradient(targets), (-1,))
+        flat_targets = ops.reshape(targets, (-1,))
         sorted_targets = ops.reshape(ops.take(flat_targets, positions, axis=0), ops.shape(order))
     increments = lovasz_gradient(sorted_targets)
     # The sort undone by one scatter: weights[..., order[..., k]] = increments[..., k].
     total = math.prod(errors.shape) if None not in errors.shape else ops.size(errors)
     weights = ops.segment_sum(ops.reshape(increments, (-1,)), positions, num_segments=total)
-    return ops.sum(errors * ops.stop_gradient(ops.reshape(weights, ops.shape(errors))), axis=-1)
+    return ops.reshape(weights, ops.shape(errors))
 
 
 def _order_bits(errors):

@@ -238,3 +238,20 @@ def test_targets_packed_in_the_sort_key_give_the_gathered_result(rng):
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-9)
     reference = [oref.lovasz_extension(errors[i].astype("float64"), targets[i]) for i in range(3)]
     np.testing.assert_allclose(results[0][0], reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize("binary_targets", [True, False])
+def test_weights_called_eagerly_equal_the_plain_function_for_any_shape(rng, binary_targets):
+    # On TensorFlow the eager call runs one tf.function traced for any shape: a second shape
+    # must not reuse the first one's static sizes.
+    from keras import ops
+
+    from keras_lossopt.losses.lovasz import _lovasz_weights
+
+    for shape in [(2, 3, 40), (1, 2, 77), (5, 1)]:
+        targets = (rng.uniform(size=shape) < 0.3).astype("float32")
+        errors = np.abs(targets - rng.uniform(size=shape)).astype("float32")
+        args = (ops.convert_to_tensor(errors), ops.convert_to_tensor(targets), binary_targets)
+        got = ops.convert_to_numpy(_lovasz_weights(*args))
+        np.testing.assert_allclose(got, ops.convert_to_numpy(_lovasz_weights.__wrapped__(*args)), rtol=1e-6)
+        assert got.shape == shape
