@@ -26,10 +26,10 @@ gradient below them):
   finding per block at most (the rows after it describe steps that a restore undoes).
   Non-finite rows take no part in the other rules.
 * vanishing: the global norm is below `vanishing_floor` (every layer is named) on a batch
-  that is not already fit (its loss at least `FIT_LOSS` of the run's first loss: a
-  sample predicted with full confidence has a loss of 0 and a gradient of exactly 0), or,
-  with at least two layers and all layer norms finite, some layer's norm is below
-  `vanishing_ratio` times the last layer's (AUTOTRAINER's test); for `patience`
+  that is not already fit (its loss at least `FIT_LOSS` of the run's first loss, when that
+  is positive: a sample predicted with full confidence has a loss of 0 and a gradient of
+  exactly 0), or, with at least two layers and all layer norms finite, some layer's norm
+  is below `vanishing_ratio` times the last layer's (AUTOTRAINER's test); for `patience`
   consecutive rows, and for the *same* layer in at least `vanishing_share` (0.8) of the
   last `growth_window` rows (20; a full window from the first record on: rows not yet
   recorded do not vanish). The share is the noise guard: a structural cause (saturated
@@ -286,8 +286,8 @@ class GradientDetector:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             # vanishing
             below_floor = global_norm < self.vanishing_floor
-            if self._first_loss is not None:
-                below_floor &= ~(np.abs(losses) < FIT_LOSS * abs(self._first_loss))  # NaN: not known fit
+            if self._first_loss is not None and self._first_loss > 0:  # a loss whose best is 0 (not cosine)
+                below_floor &= ~(losses < FIT_LOSS * self._first_loss)  # NaN: not known to be fit
             if layer_norms.shape[1] >= 2:
                 last = layer_norms[:, -1:]
                 ratios = layer_norms[:, :-1] / last

@@ -4,8 +4,15 @@ The Jaccard loss of a set of mispredicted pixels is submodular; its Lovasz exten
 a convex, piecewise-linear function of a vector of pixel errors: sort the errors in
 decreasing order, and weight each by the increase of the Jaccard loss when its pixel is
 added to the set of mispredictions (`lovasz_gradient`). Sorting uses `keras.ops.top_k`
-over the whole axis, so the losses compile with XLA; the sort permutation carries no
-gradient, exactly as in the paper's reference implementation.
+over the whole axis, on the errors' bit patterns read as integers (the same order, a faster
+sort), so the losses compile with XLA; the sort permutation carries no gradient, exactly as
+in the paper's reference implementation. From logits with sparse labels, each target rides
+in its sort key's lowest bit, and the sort hands back the sorted targets without a gather.
+
+On CPU, XLA's sort is 2-3x slower than TensorFlow's TopK kernel, so under
+`jit_compile=True` a Lovasz step costs about twice what it costs in `tf.function`: on CPU,
+compile a model that trains with a Lovasz loss with `jit_compile=False` (docs/benchmarks.md,
+"Lovasz-softmax against segmentation_models_pytorch").
 
 Ignored pixels (`ignore_index`, or masked by a Keras mask) get error 0 and target 0:
 every pixel with a positive error sorts before them, and they change neither the weights
@@ -26,7 +33,7 @@ import math
 import keras
 from keras import ops
 
-from keras_lossopt._targets import overlap_inputs
+from keras_lossopt._targets import is_sparse_target, overlap_inputs
 from keras_lossopt._validation import check_choice, check_ignore_index
 from keras_lossopt.losses.region import RegionLoss
 from keras_lossopt.losses.registry import register_alias
@@ -67,24 +74,62 @@ def lovasz_extension(errors, targets):
     Returns:
         `sum_k errors_sorted[k] * g_k`, shape `errors.shape[:-1]`.
     """
+    return _lovasz_extension(errors, targets, binary_targets=False)
+
+
+def _lovasz_extension(errors, targets, *, binary_targets):
+    """`lovasz_extension`; `binary_targets=True` promises targets that are exactly 0 or 1 and errors below 2."""
     # The same sum taken in the pixels' own order, `sum_i errors_i * w_i` with `w_i` the
     # increment at pixel i's rank: the errors are never gathered, so their gradient is `w`
-    # elementwise instead of a scatter through the sort. Per step this is one sort, one
-    # gather (the targets) and one scatter (the increments), the work of the reference
+    # elementwise instead of a scatter through the sort. Per step this is one sort, at most
+    # one gather (the targets) and one scatter (the increments), the work of the reference
     # code's torch.sort, fg[perm] and the sort's backward (docs/benchmarks.md, "Lovasz-softmax
     # against segmentation_models_pytorch").
     errors, targets = ops.convert_to_tensor(errors), ops.convert_to_tensor(targets)
     length = errors.shape[-1] if errors.shape[-1] is not None else ops.shape(errors)[-1]
-    # top_k over the whole axis is a descending sort; equal errors keep the lower index first.
-    _, order = ops.top_k(ops.stop_gradient(errors), length)
-    positions = _flat_positions(order)
-    flat_targets = ops.reshape(ops.stop_gradient(targets), (-1,))
-    sorted_targets = ops.reshape(ops.take(flat_targets, positions, axis=0), ops.shape(order))
+    errors_key = ops.stop_gradient(errors)
+    if binary_targets:
+        # The target rides in the sort key's lowest bit, so the sort hands back the sorted
+        # targets with the order and no gather is needed. Errors below 2 have bit patterns
+        # below 2**30 (2**62 in float64): the shift keeps the key non-negative and drops the
+        # sign bit. Equal errors then sort foreground first, a subgradient as valid as any.
+        bits = _float_bits(errors_key)
+        keys = ops.bitwise_or(ops.left_shift(bits, 1), ops.cast(ops.stop_gradient(targets), bits.dtype))
+        sorted_keys, order = ops.top_k(keys, length)
+        sorted_targets = ops.cast(ops.bitwise_and(sorted_keys, 1), errors.dtype)
+        positions = _flat_positions(order)
+    else:
+        order = ops.top_k(_order_bits(errors_key), length)[1]
+        positions = _flat_positions(order)
+        flat_targets = ops.reshape(ops.stop_gradient(targets), (-1,))
+        sorted_targets = ops.reshape(ops.take(flat_targets, positions, axis=0), ops.shape(order))
     increments = lovasz_gradient(sorted_targets)
     # The sort undone by one scatter: weights[..., order[..., k]] = increments[..., k].
     total = math.prod(errors.shape) if None not in errors.shape else ops.size(errors)
     weights = ops.segment_sum(ops.reshape(increments, (-1,)), positions, num_segments=total)
     return ops.sum(errors * ops.stop_gradient(ops.reshape(weights, ops.shape(errors))), axis=-1)
+
+
+def _order_bits(errors):
+    """Integer sort keys that order non-negative float errors as their values do.
+
+    `top_k` over the whole axis is a descending sort in which equal keys keep the lower index
+    first. A non-negative float's bit pattern read as an integer grows with its value (NaN
+    above infinity), and TensorFlow's TopK sorts int32 about 10% faster than float32 on CPU
+    (docs/benchmarks.md). The sign bit is cleared so that -0.0 ties with 0.0. float16 and
+    bfloat16 errors are widened to float32, which keeps their order exactly.
+    """
+    bits = _float_bits(errors)
+    wide = keras.backend.standardize_dtype(bits.dtype) == "int64"
+    return ops.bitwise_and(bits, ops.convert_to_tensor(2**63 - 1 if wide else 2**31 - 1, bits.dtype))
+
+
+def _float_bits(errors):
+    """The bit patterns of the errors as int64 (float64 errors) or int32 (the others, through float32)."""
+    wide = keras.backend.standardize_dtype(errors.dtype) == "float64"
+    # `view` checks the last axis' length in Python: give it a static one (a free reshape).
+    column = ops.expand_dims(errors if wide else ops.cast(errors, "float32"), -1)
+    return ops.squeeze(ops.view(column, "int64" if wide else "int32"), -1)
 
 
 def _flat_positions(order):
@@ -137,7 +182,10 @@ def lovasz_softmax_loss(
         errors, targets = errors * valid, targets * valid
     errors = ops.transpose(_flatten(errors, per_image), (0, 2, 1))
     targets = ops.transpose(_flatten(targets, per_image), (0, 2, 1))
-    per_class = lovasz_extension(errors, targets)
+    # Sparse labels give 0/1 targets (ignore_index included), and the softmax gives errors
+    # |t - p| <= 1; a mask or probabilities from the caller could break either promise.
+    binary_targets = is_sparse_target(y_true, y_pred) and from_logits and mask is None
+    per_class = _lovasz_extension(errors, targets, binary_targets=binary_targets)
     if classes == "all":
         values = ops.mean(per_class, axis=-1)
     else:

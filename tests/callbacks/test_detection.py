@@ -100,8 +100,10 @@ def test_a_zero_gradient_on_a_fit_batch_is_not_vanishing():
     found = GradientDetector(LAYERS).update(np.arange(count), block(dead, loss=dead_loss))
     assert summary(found) == [("vanishing", 17, LAYERS)]
     assert found[0].evidence["floor"] == 1e-7
-    # Without losses (a detector fed by hand) a zero gradient counts, as before.
+    # Without losses (a detector fed by hand) a zero gradient counts, as before; and so it
+    # does for a loss whose best value is not 0 (cosine similarity starts below 0).
     assert GradientDetector(LAYERS).update(np.arange(count), block(norms)) != []
+    assert GradientDetector(LAYERS).update(np.arange(count), block(norms, loss=loss - 2.0)) != []
 
 
 def test_vanishing_floor_names_every_layer():
@@ -313,7 +315,7 @@ class RowByRowReference:
                 self.first_norm = g
             if self.first_loss is None and np.isfinite(loss):
                 self.first_loss = loss
-            fit = self.first_loss is not None and abs(loss) < 1e-2 * abs(self.first_loss)
+            fit = self.first_loss is not None and self.first_loss > 0 and loss < 1e-2 * self.first_loss
             low = set()
             if g < self.floor and not fit:
                 low = set(self.layers)
@@ -349,14 +351,14 @@ class RowByRowReference:
 
 def random_rows(rng, count, layers):
     """Norms spanning 1e-9..1e5, with zeros, infs, NaNs, NaN weights and non-finite shares sprinkled in;
-    batch losses spanning 1e-4..10, some of them NaN or (near) 0."""
+    batch losses of either sign spanning 1e-4..10 in size, some of them NaN or (near) 0."""
     norms = 10.0 ** rng.uniform(-9, 5, size=(count, layers + 1))
     norms[rng.random(norms.shape) < 0.03] = 0.0
     norms[rng.random(norms.shape) < 0.02] = np.inf
     norms[rng.random(norms.shape) < 0.01] = np.nan
     nonfinite = np.where(rng.random(norms.shape) < 0.01, 0.5, 0.0)
     weights = np.where(rng.random(norms.shape) < 0.01, np.nan, 1.0)
-    loss = 10.0 ** rng.uniform(-4, 1, size=count)
+    loss = 10.0 ** rng.uniform(-4, 1, size=count) * rng.choice([1.0, 1.0, 1.0, -1.0], size=count)
     loss[rng.random(count) < 0.05] = np.nan
     return block(norms, nonfinite, weights, loss)
 

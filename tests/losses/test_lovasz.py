@@ -208,3 +208,33 @@ def test_batch_lovasz_fits_with_jit_compile(case):
     # The contract's fit check, for the batch cases (their MirroredStrategy behaviour differs
     # by design and is tested above, so they are not `full` contract cases).
     LossContract.test_fit_with_jit_compile_matches_eager_loss(None, case)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_sort_keys_order_like_the_errors(dtype):
+    from keras import ops
+
+    from keras_lossopt.losses.lovasz import _order_bits
+
+    errors = np.array([0.5, -0.0, 0.0, 3.0, np.inf, 1e-30, 0.25, 2.0, 0.5])
+    keys = np.asarray(ops.convert_to_numpy(_order_bits(ops.cast(errors, dtype))))
+    # -0.0 ties with 0.0; 1e-30 is 0 in float16 and positive in the others.
+    tiny = 0.0 if dtype == "float16" else 1e-30
+    expected = np.array([0.5, 0.0, 0.0, 3.0, np.inf, tiny, 0.25, 2.0, 0.5])
+    np.testing.assert_array_equal(np.argsort(-keys, kind="stable"), np.argsort(-expected, kind="stable"))
+
+
+def test_targets_packed_in_the_sort_key_give_the_gathered_result(rng):
+    from keras_lossopt.losses.lovasz import _lovasz_extension
+
+    targets = (rng.uniform(size=(3, 500)) < 0.3).astype("float32")
+    errors = np.abs(targets - rng.uniform(size=targets.shape)).astype("float32")
+    targets[:, :50], errors[:, :50] = 0.0, 0.0  # ties at zero, as ignored pixels give
+    results = [
+        value_and_gradient(lambda e, packed=packed: _lovasz_extension(e, targets, binary_targets=packed), errors)
+        for packed in (True, False)
+    ]
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-9)
+    reference = [oref.lovasz_extension(errors[i].astype("float64"), targets[i]) for i in range(3)]
+    np.testing.assert_allclose(results[0][0], reference, rtol=1e-5)
