@@ -8,7 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.diagnosis_corpus.analysis import first_problem, flagged, summary, top_cause, wilson
+from benchmarks.diagnosis_corpus.analysis import (
+    UNSEEN_FROM_SEED,
+    first_problem,
+    flagged,
+    summary,
+    top_cause,
+    unseen_healthy,
+    wilson,
+)
 from benchmarks.diagnosis_corpus.data import TASKS, load_task
 from benchmarks.diagnosis_corpus.runner import with_current_baseline
 from benchmarks.diagnosis_corpus.space import (
@@ -109,6 +117,23 @@ def record(group, findings, split="held-out", trained=True, family="healthy", ca
 
 def finding(kind, step, causes=(), severity="problem"):
     return {"kind": kind, "step": step, "causes": list(causes), "severity": severity}
+
+
+def test_the_unseen_held_out_draws_are_the_late_seeds_of_the_held_out_half():
+    def draw(seed, split="held-out", findings=(), trained=True):
+        r = record("healthy", list(findings), split=split, trained=trained)
+        r["spec"]["seed"] = seed
+        return r
+
+    alarm = [finding("vanishing", 3)]
+    records = [
+        draw(UNSEEN_FROM_SEED - 1, findings=alarm),  # seen: not counted
+        draw(UNSEEN_FROM_SEED + 1, findings=alarm),
+        draw(UNSEEN_FROM_SEED + 3),
+        draw(UNSEEN_FROM_SEED + 5, trained=False, findings=alarm),  # did not train: dropped
+        draw(UNSEEN_FROM_SEED + 2, split="calibration", findings=alarm),
+    ]
+    assert unseen_healthy(records) == (1, 2)
 
 
 def test_information_does_not_flag_and_the_earliest_problem_names_the_cause():
