@@ -377,7 +377,7 @@ def problems(seeds: list[int]) -> str:
 
 
 def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: list[str]) -> str:
-    from benchmarks.diagnosis_corpus.analysis import corpus_tables
+    from benchmarks.diagnosis_corpus.analysis import UNSEEN_FROM_SEED, corpus_tables
     from benchmarks.diagnosis_corpus.replay import replayed_records
     from benchmarks.diagnosis_corpus.runner import load_records, run_corpus
     from benchmarks.diagnosis_corpus.space import corpus_specs, peer_cases, split_of
@@ -403,11 +403,18 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
         f"The diagnosis corpus of `benchmarks/diagnosis_corpus/`: {healthy} healthy draws and {faulty} faulty runs "
         "(fault families in turn), seeded, split by seed parity into a calibration half (even seeds; every "
         "threshold was set on it, `python -m benchmarks.diagnosis_corpus.calibrate`) and a held-out half (odd "
-        "seeds; reported first, never used to set a threshold), plus the 18 ported AUTOTRAINER/DeepDiagnosis "
+        "seeds; reported first, never used to set a threshold; but the false alarms of its draws below seed "
+        f"{UNSEEN_FROM_SEED} were read in an earlier session before rules were changed, so the targets' table "
+        f"also gives the held-out draws from seed {UNSEEN_FROM_SEED} on, first trained while the later rule "
+        "changes were made on the calibration half and read by nobody before these tables), plus the 18 ported "
+        "AUTOTRAINER/DeepDiagnosis "
         "cases. Each run trains with the default `GradientMonitor()` and `TrainingDiagnostics(probe_x=, probe_y=)` "
         "on the first 128 training samples, as a new user would, and records what the rules read (per-batch "
         "losses, how far the weights moved after each batch, the epoch logs, the monitor's per-step gradient "
-        'tables); a run is flagged when a finding of severity "problem" is reported. The decisions below are '
+        'tables); a run is flagged when a finding of severity "problem" is reported, and a healthy draw counts '
+        "only when it trained (its validation accuracy at least 0.05 above the validation majority share, or its "
+        "squared error at most 0.8 of the training mean's, with a finite training loss that fell). The decisions "
+        "below are "
         "those of the rules in this checkout, replayed on the recorded signals (`benchmarks/diagnosis_corpus/"
         "replay.py`: the gradient and loss-trend rules re-decided exactly; checks before training and the "
         "activation checks as recorded; causes as ranked during the run, with the cause priors changed since "

@@ -18,7 +18,18 @@ from collections.abc import Iterable, Mapping
 
 from benchmarks.report import markdown_table
 
-__all__ = ["corpus_tables", "first_problem", "flagged", "rule_table", "top_cause", "trained", "verdicts", "wilson"]
+__all__ = [
+    "UNSEEN_FROM_SEED",
+    "corpus_tables",
+    "first_problem",
+    "flagged",
+    "rule_table",
+    "top_cause",
+    "trained",
+    "unseen_healthy",
+    "verdicts",
+    "wilson",
+]
 
 SETUP_KINDS = ("non_finite_data", "non_finite_forward", "input_scale", "target_scale", "loss_mismatch")
 
@@ -204,6 +215,20 @@ def peer_table(records: list) -> str:
     return head + "\n\n" + table
 
 
+#: Healthy draws from this seed on were first trained on 2026-12-07 while the day's rule changes
+#: were made on the calibration half; nobody read their held-out results before the tables.
+#: The held-out draws below it were read (their false alarms are named in an earlier issue
+#: note) before rules were changed, so they are held out from thresholds but not from eyes.
+UNSEEN_FROM_SEED = 340
+
+
+def unseen_healthy(records: Iterable[Mapping]) -> tuple[int, int]:
+    """(flagged, trained) among the held-out healthy draws from `UNSEEN_FROM_SEED` on."""
+    healthy, _, _ = split_groups(list(records), "held-out")
+    fresh = [r for r in healthy if r["spec"].get("seed", -1) >= UNSEEN_FROM_SEED]
+    return sum(flagged(r) for r in fresh), len(fresh)
+
+
 def verdicts(records: Iterable[Mapping]) -> str:
     """The issue's targets against the held-out half and the peer cases, each met or not, with its numbers."""
     values = list(records)
@@ -212,6 +237,8 @@ def verdicts(records: Iterable[Mapping]) -> str:
     rate = s["healthy_flagged"] / max(s["healthy"], 1)
     detected = s["detected"] / max(s["faulty"], 1)
     first = s["cause_first"] / max(s["detected"], 1)
+    fresh_flagged, fresh = unseen_healthy(values)
+    fresh_low, fresh_high = wilson(fresh_flagged, fresh)
     peers = [r for r in values if r.get("split") == "peer"]
     peer_faulty = [r for r in peers if r["spec"]["group"] == "faulty"]
     peer_healthy = [r for r in peers if r["spec"]["group"] == "healthy"]
@@ -226,6 +253,12 @@ def verdicts(records: Iterable[Mapping]) -> str:
             "healthy runs flagged as a problem: at most 1%, upper end of the 95% interval at most 3%",
             f"{s['healthy_flagged']}/{s['healthy']} = {100 * rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}]",
             f"rate {met(rate <= 0.01)}, interval {met(high <= 0.03)}",
+        ],
+        [
+            f"the same, on the held-out draws no rule change has seen (seeds from {UNSEEN_FROM_SEED})",
+            f"{fresh_flagged}/{fresh} = {100 * fresh_flagged / max(fresh, 1):.1f}% "
+            f"[{100 * fresh_low:.1f}, {100 * fresh_high:.1f}]",
+            f"rate {met(fresh_flagged <= 0.01 * fresh)}, interval {met(fresh_high <= 0.03)}",
         ],
         [
             "faulty runs detected: at least 95%",

@@ -288,8 +288,26 @@ def _run_dict(spec_dict: dict) -> dict:
         }
 
 
+def with_current_baseline(record: dict) -> dict:
+    """The record with its classification baseline and `trained` under today's `TaskData.baseline`.
+
+    Records made before the baseline became the validation majority share (it was the
+    validation share of the training majority class) are judged again from their score, so
+    that every record counts as trained by the same rule; the data are drawn again from the
+    spec's seed, as the run drew them.
+    """
+    if record.get("metric") != "accuracy" or "spec" not in record:
+        return record
+    spec = RunSpec.from_dict(record["spec"])
+    baseline = load_task(spec.task, spec.seed, spec.n_train).baseline
+    score = record.get("score")
+    finite = score is not None and math.isfinite(score)
+    return {**record, "baseline": baseline, "trained": bool(finite and score >= baseline + ACCURACY_MARGIN)}
+
+
 def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict[str, dict]:
-    """The cached records by run id (the last one of each), only those of `rules` when given."""
+    """The cached records by run id (the last one of each), only those of `rules` when given;
+    baselines as `with_current_baseline` gives them."""
     records: dict[str, dict] = {}
     if not path.exists():
         return records
@@ -298,7 +316,7 @@ def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict
             continue
         record = json.loads(line)
         if rules is None or record.get("rules") == rules:
-            records[record["id"]] = record
+            records[record["id"]] = with_current_baseline(record)
     return records
 
 

@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from benchmarks.diagnosis_corpus.replay import load_trace
-from benchmarks.diagnosis_corpus.runner import load_records
+from benchmarks.diagnosis_corpus.runner import load_records, with_current_baseline
 
 DATA = pathlib.Path(__file__).parent / "data"
 RUNS = DATA / "guard_runs.jsonl"
@@ -29,7 +29,7 @@ def load_guard() -> tuple[dict[str, dict], dict[str, dict[str, np.ndarray]]]:
     records = {}
     for line in RUNS.read_text().splitlines():
         record = json.loads(line)
-        records[record["id"]] = record
+        records[record["id"]] = with_current_baseline(record)
     traces: dict[str, dict[str, np.ndarray]] = {}
     with np.load(TRACES) as data:
         for key in data.files:
