@@ -149,18 +149,25 @@ def summarize(result, clock):
     return rows
 
 
-READING = """Reading. With one thread each (like for like), ours in `tf.function` costs about 1.1x smp's step,
-eager 1.4x and more, under `jit_compile=True` about 2x: not yet at most as slow. The gap is the
-sort: in a probe on the large batch (CPU time, one thread) TensorFlow's TopK kernel sorted the 5 x
-262,144 errors in 108 ms where torch.sort takes about 90 ms, and XLA's CPU sort (a compiled
-comparator called per comparison) took 297 ms; the rest of our step (one gather, one scatter, the
-cumulative sum) costs about what smp's does. For the Lovasz extension alone (sort to weighted sum,
-with its gradient) the same probe measured 167 ms in `tf.function` and 332 ms under XLA before this
-work (`argsort`, two batched gathers and the gathers' gradient) and 144 ms and 335 ms after it. With
-two threads ours sorts the classes in parallel in one op while smp loops over the classes in Python;
-torch's two OpenMP threads also spin-wait under this machine's load (smp's CPU time per step rises
-from about 150 ms to 850 ms), so the two-thread rows overstate our advantage and are not the like-
-for-like figure."""
+READING = """Reading. With one thread each (like for like), on the large batch ours costs 1.08x smp's step in
+`tf.function`, 1.27x eager and 2.4x under `jit_compile=True` (before this session's changes, measured the same
+way last session: 1.12x, 1.37x and 2.29x); on the small batch `tf.function` meets the target (0.88x) while eager
+(2.4x: per-op dispatch dominates small arrays) and `jit_compile` (1.8x) do not. The target is met with one
+thread only in `tf.function` on the small batch. The gap is the sort: in a probe on the large batch (CPU time,
+one thread) TensorFlow's TopK kernel sorted the 5 x 262,144 errors in 106 ms as float32 and 96 ms as int32 bit
+patterns (what the loss now sorts, with each target packed into its key's lowest bit so that the sorted targets
+need no gather), where torch.sort takes about 86 ms; XLA's CPU sort (a compiled comparator called per
+comparison) took 220-300 ms whatever the key type, so under `jit_compile=True` on CPU the Lovasz step stays
+about 2x smp's. The rest of our step (one scatter, a cumulative sum that TensorFlow's CPU kernel runs at about
+10 ms for 1.3 M values, the transposes) costs about what smp's does. Eagerly, the sort-to-weights part now runs
+as one `tf.function` call (about 10% of the eager step). On the whole training step the XLA penalty is the
+same: in a probe with a three-layer convolutional model on the large batch (one thread, `train_on_batch`) a
+Lovasz step took 216 ms of CPU with `jit_compile=False` and 457 ms with `jit_compile=True` (Dice: 85 and 132
+ms), so on CPU train with a Lovasz loss outside XLA (Keras' default `jit_compile="auto"` already does on a
+CPU-only TensorFlow machine). With two threads ours sorts the classes in parallel in one op while smp loops
+over the classes in Python; torch's two OpenMP threads also spin-wait under this machine's load (smp's CPU
+time per step rises from about 170 ms to 830 ms), so the two-thread rows overstate our advantage and are not
+the like-for-like figure."""
 
 
 def assemble(results, command):
@@ -198,7 +205,7 @@ def assemble(results, command):
             f"Each of {len(results[0]['timings'])} rounds times every implementation back to back (ours, then "
             "smp's worker process); the table gives medians over rounds, and ratios are medians of the "
             "per-round ratios. `cpu` is the process CPU time per step (robust to other jobs when one thread "
-            "runs), `wall` the elapsed time. The machine was shared with other sessions' jobs (load 12-22 "
+            "runs), `wall` the elapsed time. The machine was shared with other sessions' jobs (load 3-5 "
             "on 2 cores), so wall times are measured under load; the CPU times are the fairer comparison. "
             f"Both losses agree on the value: largest difference {agreement:.1e}.",
             "",
