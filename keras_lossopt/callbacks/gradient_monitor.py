@@ -252,7 +252,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._last_read_step = -1
         self._read_at = 0
         self._start: TrainingStart | None = None
-        self._batch_losses, self._previous_mean = {}, 0.0  # step -> batch loss until read; Keras' running mean
+        self._batch_losses, self._previous = {}, (-1, 0.0)  # step -> batch loss until read; (batch, running mean)
 
     # -- callback hooks ------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self._steps_done
         self._epoch_blocks = []
-        self._previous_mean = 0.0  # Keras' running mean of the epoch's loss, before its first batch
+        self._previous = (-1, 0.0)  # Keras' running mean of the epoch's loss, before its first batch
 
     def on_train_batch_end(self, batch, logs=None):
         if self._hook is None:
@@ -320,9 +320,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self._steps_done = self._epoch_start + int(batch) + 1
         loss = logs.get("loss")
         loss_finite = loss is None or math.isfinite(float(loss))
-        if loss is not None:  # the batch's own loss from Keras' running mean: a fit batch has no gradient
-            self._batch_losses[self._steps_done - 1] = (batch + 1) * float(loss) - batch * self._previous_mean
-            self._previous_mean = float(loss)
+        if loss is not None and batch > self._previous[0]:  # from Keras' running mean: the mean loss of
+            (seen, mean), self._previous = self._previous, (int(batch), float(loss))  # the steps since then
+            self._batch_losses[self._steps_done - 1] = ((batch + 1) * float(loss) - (seen + 1) * mean) / (batch - seen)
         if loss is not None and self._steps_done - 1 == self._start.step:
             if self._start.first_loss is None:
                 self._start.first_loss = float(loss)  # the loss of the starting weights

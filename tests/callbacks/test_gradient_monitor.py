@@ -398,6 +398,38 @@ def test_the_monitor_passes_batch_losses_so_a_fit_batch_is_not_vanishing(targets
         assert found[0].step == 2 and found[0].evidence["floor"] == 1e3
 
 
+@pytest.mark.parametrize(
+    "steps_per_execution",
+    [1, pytest.param(2, marks=pytest.mark.skipif(BACKEND == "torch", reason="torch: steps_per_execution=1 only"))],
+)
+def test_the_batch_losses_are_the_steps_own_losses_whatever_the_steps_per_execution(steps_per_execution):
+    # A zero model that never moves (rate 0) scores target**2 on each batch; Keras logs the
+    # running mean, once per call: with two steps per call the monitor gets their mean.
+    targets = np.array([1.0, 3.0, 2.0, 5.0, 4.0, 1.0], "float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", steps_per_execution=steps_per_execution)
+    monitor, received = GradientMonitor(on_problem=lambda f: None), {}
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            update = monitor._detector.update
+
+            def capture(steps, block):
+                received.update(zip(np.asarray(steps).tolist(), block["loss"].tolist()))
+                return update(steps, block)
+
+            monitor._detector.update = capture
+
+    x, y = np.ones((12, 3), "float32"), np.repeat(targets, 2).reshape(12, 1)
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0, callbacks=[monitor, Capture()])
+    per_step = np.tile(targets**2, 2)
+    if steps_per_execution == 2:
+        per_step = np.repeat(per_step.reshape(-1, 2).mean(axis=1), 2)
+    logged = {step: loss for step, loss in received.items() if np.isfinite(loss)}
+    assert sorted(logged) == list(range(steps_per_execution - 1, 12, steps_per_execution))
+    np.testing.assert_allclose([logged[s] for s in sorted(logged)], per_step[sorted(logged)], rtol=1e-5)
+
+
 def test_clip_turns_on_global_clipping_that_the_next_steps_apply():
     monitor = GradientMonitor(on_problem="clip", clip_norm=0.01, **EXPLODING_AT_ONCE)
     model = sequential()
