@@ -66,6 +66,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_lossopt._validation import check_in_range, check_int, check_positive
 from keras_lossopt.callbacks.findings import REMEDIES, Finding
 
 __all__ = ["GRADIENT_KINDS", "GradientDetector"]
@@ -148,13 +149,13 @@ class GradientDetector:
         repeat: Iterable[str] = (),
     ):
         self.layers = tuple(layers)
-        self.patience = int(patience)
-        self.vanishing_ratio = float(vanishing_ratio)
-        self.vanishing_floor = float(vanishing_floor)
-        self.vanishing_share = float(vanishing_share)
-        self.exploding_norm = float(exploding_norm)
-        self.exploding_growth = float(exploding_growth)
-        self.growth_window = int(growth_window)
+        self.patience = check_int("patience", patience, minimum=1)
+        self.vanishing_ratio = check_positive("vanishing_ratio", vanishing_ratio)
+        self.vanishing_floor = check_positive("vanishing_floor", vanishing_floor)
+        self.vanishing_share = check_in_range("vanishing_share", vanishing_share, 0.0, 1.0, low_inclusive=False)
+        self.exploding_norm = check_positive("exploding_norm", exploding_norm)
+        self.exploding_growth = check_positive("exploding_growth", exploding_growth)
+        self.growth_window = check_int("growth_window", growth_window, minimum=1)
         self.repeat = frozenset(repeat)
         #: Multiplies `exploding_norm`: 1, or sqrt(|first loss|) of a regression (set by the monitor).
         self.loss_scale = 1.0

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_lossopt.callbacks import GradientDetector
 from keras_lossopt.callbacks.causes import describe_causes, rank_causes
 from keras_lossopt.callbacks.pretraining import check_training_setup
 
@@ -172,3 +173,20 @@ def test_training_diagnostics_lr_range_none_skips_the_learning_rate_check():
         classifier.fit(X, Y, epochs=1, verbose=0, callbacks=[diagnostics])
         found[lr_range] = [finding.kind for finding in diagnostics.findings if finding.kind == "learning_rate"]
     assert found == {None: [], (1e-6, 1.0): ["learning_rate"]}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"vanishing_share": 0.0}, ValueError, r"`vanishing_share` must be in \(0, 1\]"),
+        ({"vanishing_share": 1.5}, ValueError, r"vanishing_share=1\.5"),
+        ({"patience": 0}, ValueError, r"`patience` must be >= 1\. Received: patience=0"),
+        ({"growth_window": 2.5}, TypeError, r"`growth_window` must be an integer"),
+        ({"vanishing_floor": -1e-7}, ValueError, r"`vanishing_floor` must be > 0"),
+        ({"exploding_norm": float("inf")}, ValueError, r"`exploding_norm` must be finite"),
+    ],
+)
+def test_gradient_detector_names_the_bad_argument(kwargs, error, match):
+    # The detector runs on recorded data without a monitor, so it checks its own arguments.
+    with pytest.raises(error, match=match):
+        GradientDetector(["dense"], **kwargs)
