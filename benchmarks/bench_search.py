@@ -39,7 +39,7 @@ import keras
 import numpy as np
 
 from benchmarks.report import load_results, markdown_table, write_section
-from benchmarks.search_held_out import FIRST_SEED, HELD_OUT, assemble_held_out
+from benchmarks.search_held_out import FIRST_SEED, HELD_OUT, assemble_held_out, fixed_means
 from keras_lossopt import losses
 from keras_lossopt.cli.models import model_builder
 from keras_lossopt.cli.recommendation import paired_difference, recommend
@@ -266,8 +266,7 @@ def assemble(results, command):
     rows, notes = [], []
     for r in merge_runs(results):
         fixed = r["fixed"]
-        means = {n: float(np.mean(v["scores"])) for n, v in fixed.items()}
-        best = max(means, key=means.get)
+        means, best = fixed_means(fixed)
         first = r["advice"][0]
         search = r["search"]
         compare_seconds = sum(v["seconds"][0] for v in fixed.values())

@@ -180,6 +180,12 @@ def merge_seeds(results):
     return [merged[name] for name in order]
 
 
+def fixed_means(fixed: dict) -> tuple[dict[str, float], str]:
+    """Each fixed loss' mean score over the seeds, and the loss with the best mean (in hindsight)."""
+    means = {name: float(np.mean(v["scores"])) for name, v in fixed.items()}
+    return means, max(means, key=means.get)
+
+
 def assemble_held_out(results, command, loaders=None) -> str:
     """Writes the held-out section of docs/benchmarks.md from fixed-loss records; returns its body.
 
@@ -189,8 +195,7 @@ def assemble_held_out(results, command, loaders=None) -> str:
     rows, notes = [], []
     for record in merge_seeds(results):
         fixed = record["fixed"]
-        means = {name: float(np.mean(v["scores"])) for name, v in fixed.items()}
-        best = max(means, key=means.get)
+        means, best = fixed_means(fixed)
         first = record["advice"][0]
         loader = (loaders or {}).get(record["name"])
         now, object_share = current_first_pick(loader) if loader else (first, None)
