@@ -19,14 +19,15 @@ from collections.abc import Iterable, Mapping
 from benchmarks.report import markdown_table
 
 __all__ = [
-    "UNSEEN_FROM_SEED",
+    "FRESH_FAULTY_FROM",
+    "FRESH_HEALTHY_FROM",
     "corpus_tables",
     "first_problem",
     "flagged",
+    "is_fresh",
     "rule_table",
     "top_cause",
     "trained",
-    "unseen_healthy",
     "verdicts",
     "wilson",
 ]
@@ -108,12 +109,12 @@ def summary(records: Iterable[Mapping], split: str) -> dict:
     }
 
 
-def _split_tables(records: list, split: str) -> str:
+def _split_tables(records: list, split: str, title: str | None = None) -> str:
     healthy, _, faulty = split_groups(records, split)
     s = summary(records, split)
     versions = sorted({r.get("rules", "?") for r in healthy + faulty})
     lines = [
-        f"**{split}** (rules version {', '.join(versions)}): {s['healthy']} healthy runs that trained "
+        f"**{title or split}** (rules version {', '.join(versions)}): {s['healthy']} healthy runs that trained "
         f"({s['dropped']} healthy draws dropped: they did not beat the trivial baseline, or their training loss "
         f"went non-finite or ended above its first epoch's), {s['faulty']} faulty runs.",
         "",
@@ -215,30 +216,32 @@ def peer_table(records: list) -> str:
     return head + "\n\n" + table
 
 
-#: Healthy draws from this seed on were first trained on 2026-12-07 while the day's rule changes
-#: were made on the calibration half; nobody read their held-out results before the tables.
-#: The held-out draws below it were read (their false alarms are named in an earlier issue
-#: note) before rules were changed, so they are held out from thresholds but not from eyes.
-UNSEEN_FROM_SEED = 340
+#: The fresh held-out part, the judge of the rules: odd seeds of the healthy draws from 700 and
+#: of the faulty runs from 100_160, recorded after the first held-out tables (2026-12-07) and
+#: read by nobody before the rules they are judged by were final. The rest of the held-out
+#: half was read (its alarms and misses are named in issue notes) while rules still changed:
+#: held out from thresholds but not from eyes.
+FRESH_HEALTHY_FROM = 700
+FRESH_FAULTY_FROM = 100_160
 
 
-def unseen_healthy(records: Iterable[Mapping]) -> tuple[int, int]:
-    """(flagged, trained) among the held-out healthy draws from `UNSEEN_FROM_SEED` on."""
-    healthy, _, _ = split_groups(list(records), "held-out")
-    fresh = [r for r in healthy if r["spec"].get("seed", -1) >= UNSEEN_FROM_SEED]
-    return sum(flagged(r) for r in fresh), len(fresh)
+def is_fresh(record: Mapping) -> bool:
+    """Whether a record belongs to the fresh held-out part (see `FRESH_HEALTHY_FROM`)."""
+    if record.get("split") != "held-out":
+        return False
+    seed = record["spec"].get("seed", -1)
+    return seed >= (FRESH_HEALTHY_FROM if record["spec"]["group"] == "healthy" else FRESH_FAULTY_FROM)
 
 
-def verdicts(records: Iterable[Mapping]) -> str:
-    """The issue's targets against the held-out half and the peer cases, each met or not, with its numbers."""
+def verdicts(records: Iterable[Mapping], part: str = "held-out half") -> str:
+    """The issue's targets against the held-out records given (named `part`) and the peer
+    cases among them, each met or not, with its numbers."""
     values = list(records)
     s = summary(values, "held-out")
     low, high = wilson(s["healthy_flagged"], s["healthy"])
     rate = s["healthy_flagged"] / max(s["healthy"], 1)
     detected = s["detected"] / max(s["faulty"], 1)
     first = s["cause_first"] / max(s["detected"], 1)
-    fresh_flagged, fresh = unseen_healthy(values)
-    fresh_low, fresh_high = wilson(fresh_flagged, fresh)
     peers = [r for r in values if r.get("split") == "peer"]
     peer_faulty = [r for r in peers if r["spec"]["group"] == "faulty"]
     peer_healthy = [r for r in peers if r["spec"]["group"] == "healthy"]
@@ -255,12 +258,6 @@ def verdicts(records: Iterable[Mapping]) -> str:
             f"rate {met(rate <= 0.01)}, interval {met(high <= 0.03)}",
         ],
         [
-            f"the same, on the held-out draws no rule change has seen (seeds from {UNSEEN_FROM_SEED})",
-            f"{fresh_flagged}/{fresh} = {100 * fresh_flagged / max(fresh, 1):.1f}% "
-            f"[{100 * fresh_low:.1f}, {100 * fresh_high:.1f}]",
-            f"rate {met(fresh_flagged <= 0.01 * fresh)}, interval {met(fresh_high <= 0.03)}",
-        ],
-        [
             "faulty runs detected: at least 95%",
             f"{s['detected']}/{s['faulty']} = {100 * detected:.1f}%",
             met(detected >= 0.95),
@@ -270,13 +267,16 @@ def verdicts(records: Iterable[Mapping]) -> str:
             f"{s['cause_first']}/{s['detected']} = {100 * first:.1f}%",
             met(first >= 0.9),
         ],
-        [
-            "ported peer runs: 12/12 faulty detected, 0/6 healthy flagged",
-            f"{peer_hits}/{len(peer_faulty)}, {peer_alarms}/{len(peer_healthy)}",
-            met(peer_hits == len(peer_faulty) == 12 and peer_alarms == 0 and len(peer_healthy) == 6),
-        ],
     ]
-    return markdown_table(["target (held-out half)", "measured", "verdict"], rows)
+    if peers:
+        rows.append(
+            [
+                "ported peer runs: 12/12 faulty detected, 0/6 healthy flagged",
+                f"{peer_hits}/{len(peer_faulty)}, {peer_alarms}/{len(peer_healthy)}",
+                met(peer_hits == len(peer_faulty) == 12 and peer_alarms == 0 and len(peer_healthy) == 6),
+            ]
+        )
+    return markdown_table([f"target ({part})", "measured", "verdict"], rows)
 
 
 def corpus_tables(records: Mapping[str, Mapping]) -> str:
@@ -284,9 +284,12 @@ def corpus_tables(records: Mapping[str, Mapping]) -> str:
     values = list(records.values())
     seconds = [r.get("seconds", 0.0) for r in values if r.get("seconds")]
     errors = [r for r in values if r.get("error")]
+    fresh = [r for r in values if is_fresh(r) or r.get("split") == "peer"]
     parts = [
-        verdicts(values),
-        _split_tables(values, "held-out"),
+        verdicts(fresh, "fresh held-out part"),
+        verdicts(values, "whole held-out half"),
+        _split_tables([r for r in fresh if r.get("split") != "peer"], "held-out", "fresh held-out part"),
+        _split_tables(values, "held-out", "whole held-out half"),
         _split_tables(values, "calibration"),
         peer_table(values),
     ]

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from benchmarks.diagnosis_corpus.data import TASKS, load_task
-from benchmarks.diagnosis_corpus.space import RunSpec, split_of
+from benchmarks.diagnosis_corpus.space import RunSpec, current_spec, split_of
 
 __all__ = ["RESULTS", "load_records", "rules_version", "run_corpus", "run_spec"]
 
@@ -306,7 +306,8 @@ def with_current_baseline(record: dict) -> dict:
 
 
 def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict[str, dict]:
-    """The cached records by run id (the last one of each), only those of `rules` when given;
+    """The cached records by run id (the last one of each), only those of `rules` when given
+    and only those whose spec is what the space draws today for their id (`current_spec`);
     baselines as `with_current_baseline` gives them."""
     records: dict[str, dict] = {}
     if not path.exists():
@@ -315,8 +316,12 @@ def load_records(path: pathlib.Path = RESULTS, rules: str | None = None) -> dict
         if not line.strip():
             continue
         record = json.loads(line)
-        if rules is None or record.get("rules") == rules:
-            records[record["id"]] = with_current_baseline(record)
+        if rules is not None and record.get("rules") != rules:
+            continue
+        if "spec" in record and RunSpec.from_dict(record["spec"]) != current_spec(record["id"]):
+            records.pop(record["id"], None)
+            continue
+        records[record["id"]] = with_current_baseline(record)
     return records
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from benchmarks.diagnosis_corpus.analysis import (
-    UNSEEN_FROM_SEED,
+    FRESH_FAULTY_FROM,
+    FRESH_HEALTHY_FROM,
     first_problem,
     flagged,
+    is_fresh,
     summary,
     top_cause,
-    unseen_healthy,
+    verdicts,
     wilson,
 )
 from benchmarks.diagnosis_corpus.data import TASKS, load_task
@@ -119,21 +121,37 @@ def finding(kind, step, causes=(), severity="problem"):
     return {"kind": kind, "step": step, "causes": list(causes), "severity": severity}
 
 
-def test_the_unseen_held_out_draws_are_the_late_seeds_of_the_held_out_half():
-    def draw(seed, split="held-out", findings=(), trained=True):
-        r = record("healthy", list(findings), split=split, trained=trained)
+def test_the_fresh_part_is_the_late_odd_seeds_and_its_verdicts_count_only_what_they_are_given():
+    def run(seed, group="healthy", split="held-out", findings=(), trained=True):
+        family = "healthy" if group == "healthy" else "dying_relu"
+        r = record(group, list(findings), split=split, trained=trained, family=family, cause="negative_bias")
         r["spec"]["seed"] = seed
         return r
 
-    alarm = [finding("vanishing", 3)]
+    alarm = [finding("vanishing", 3, ["negative_bias"])]
     records = [
-        draw(UNSEEN_FROM_SEED - 1, findings=alarm),  # seen: not counted
-        draw(UNSEEN_FROM_SEED + 1, findings=alarm),
-        draw(UNSEEN_FROM_SEED + 3),
-        draw(UNSEEN_FROM_SEED + 5, trained=False, findings=alarm),  # did not train: dropped
-        draw(UNSEEN_FROM_SEED + 2, split="calibration", findings=alarm),
+        run(FRESH_HEALTHY_FROM - 1, findings=alarm),  # read before: not fresh
+        run(FRESH_HEALTHY_FROM + 1, findings=alarm),
+        run(FRESH_HEALTHY_FROM + 3),
+        run(FRESH_HEALTHY_FROM + 5, trained=False, findings=alarm),  # did not train: dropped
+        run(FRESH_HEALTHY_FROM + 2, split="calibration", findings=alarm),
+        run(FRESH_FAULTY_FROM - 1, group="faulty"),  # a faulty seed below the fresh ones
+        run(FRESH_FAULTY_FROM + 1, group="faulty", findings=alarm),
+        run(FRESH_HEALTHY_FROM + 1, group="faulty"),  # faulty seeds count from FRESH_FAULTY_FROM
     ]
-    assert unseen_healthy(records) == (1, 2)
+    fresh = [r for r in records if is_fresh(r)]
+    assert [r["spec"]["seed"] for r in fresh] == [FRESH_HEALTHY_FROM + i for i in (1, 3, 5)] + [FRESH_FAULTY_FROM + 1]
+    assert summary(fresh, "held-out") == {
+        "healthy": 2,
+        "dropped": 1,
+        "healthy_flagged": 1,
+        "faulty": 1,
+        "detected": 1,
+        "cause_first": 1,
+    }
+    table = verdicts(fresh, "fresh held-out part")
+    assert "1/2 = 50.0%" in table and "1/1 = 100.0%" in table and "target (fresh held-out part)" in table
+    assert "peer" not in table  # no peer rows without peer records
 
 
 def test_information_does_not_flag_and_the_earliest_problem_names_the_cause():
