@@ -39,7 +39,7 @@ import keras
 import numpy as np
 
 from benchmarks.report import load_results, markdown_table, write_section
-from benchmarks.search_held_out import FIRST_SEED, HELD_OUT, assemble_held_out, fixed_means
+from benchmarks.search_held_out import FIRST_SEED, HELD_OUT, assemble_held_out, current_first_pick, fixed_means
 from keras_lossopt import losses
 from keras_lossopt.cli.models import model_builder
 from keras_lossopt.cli.recommendation import paired_difference, recommend
@@ -268,13 +268,17 @@ def assemble(results, command):
         fixed = r["fixed"]
         means, best = fixed_means(fixed)
         first = r["advice"][0]
+        # The segmentation order has changed since some runs (held-out runs): mark the pick now as well.
+        now = current_first_pick(SETTINGS[r["name"]][0])[0] if r["task"] == "segmentation" else first
         search = r["search"]
         compare_seconds = sum(v["seconds"][0] for v in fixed.values())
         for n, v in fixed.items():
             label = (
                 n
                 + (" **(best in hindsight)**" if n == best else "")
-                + (" *(advisor's first pick)*" if n == first else "")
+                + (" *(advisor's first pick)*" if n == first == now else "")
+                + (" *(advisor's first pick when run)*" if n == first != now else "")
+                + (" *(advisor's first pick now)*" if n == now != first else "")
             )
             rows.append([r["name"], label, f"{np.mean(v['scores']):.3f} ± {np.std(v['scores']):.3f}", ""])
         rows.append(
@@ -296,8 +300,16 @@ def assemble(results, command):
             f"- `{r['name']}` ({r['description']}, {r['epochs']} epochs, batch {r['batch_size']}, {r['seeds']} seeds; "
             f"labels: {r['profile']}): search {np.mean(search['scores']):.3f} vs best fixed in hindsight "
             f"{best} {means[best]:.3f} ({gap:+.3f}; target >= -0.01: {'met' if gap >= -0.01 else 'NOT met'}); "
-            f"advisor's first pick {first} {means[first]:.3f} ({means[first] - means[best]:+.3f}; target >= -0.02: "
+            f"advisor's first pick{' when run' if now != first else ''} {first} {means[first]:.3f} "
+            f"({means[first] - means[best]:+.3f}; target >= -0.02: "
             f"{'met' if means[first] - means[best] >= -0.02 else 'NOT met'})"
+            + (
+                f"; the advisor now ranks {now} first here ({means[now]:.3f}, {means[now] - means[best]:+.3f}; "
+                f"target >= -0.02: {'met' if means[now] - means[best] >= -0.02 else 'NOT met'}): its order was "
+                "changed after these runs (see the held-out section), and the search started from the old one"
+                if now != first
+                else ""
+            )
             + (
                 f"; search minus cross-entropy {np.mean(search['scores']) - means['crossentropy']:+.3f}"
                 if "crossentropy" in means

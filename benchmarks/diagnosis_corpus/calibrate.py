@@ -7,6 +7,7 @@ runs detected at each value. The thresholds in `keras_lossopt.callbacks` name th
 printed here.
 
     python -m benchmarks.diagnosis_corpus.calibrate
+    python -m benchmarks.diagnosis_corpus.calibrate --tables   # the corpus tables of this half and the peers
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import collections
 import math
 from collections.abc import Mapping, Sequence
 
-from benchmarks.diagnosis_corpus.analysis import first_problem, problems, rule_table, split_groups, top_cause
+from benchmarks.diagnosis_corpus.analysis import (
+    _split_tables,
+    first_problem,
+    peer_table,
+    problems,
+    rule_table,
+    split_groups,
+    top_cause,
+)
 from benchmarks.diagnosis_corpus.replay import replayed_records
 from benchmarks.diagnosis_corpus.runner import load_records
 
@@ -81,9 +90,21 @@ def sweep(records: Mapping[str, Mapping], kind: str, argument: str, values: Sequ
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--no-sweeps", action="store_true", help="only the current rules' decisions")
+    parser.add_argument(
+        "--tables", action="store_true", help="the corpus tables of the calibration half and the peer cases, then stop"
+    )
     args = parser.parse_args(argv)
-    # Only runs that recorded the signals the rules read (the current corpus version).
-    records = {k: r for k, r in load_records().items() if r.get("split") == "calibration" and r.get("batch_losses")}
+    # Only runs that recorded the signals the rules read (the current corpus version); the
+    # held-out half is filtered out here, before any replay.
+    loaded = load_records()
+    records = {k: r for k, r in loaded.items() if r.get("split") == "calibration" and r.get("batch_losses")}
+    if args.tables:
+        peers = {k: r for k, r in loaded.items() if r.get("split") == "peer"}
+        replayed = list(replayed_records({**records, **peers}).values())
+        print(_split_tables(replayed, "calibration"))
+        print()
+        print(peer_table(replayed))
+        return
     replayed = replayed_records(records)
     healthy, dropped, faulty = split_groups(list(replayed.values()), "calibration")
     flagged, n_healthy, detected, n_faulty = _counts(list(replayed.values()))

@@ -85,10 +85,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       the curve's epoch-to-epoch noise, or a logged validation accuracy gains less than
       0.01 per epoch.
     * A stall is a problem only when the weights moved by less than
-      `loss_trends.STILL_STEP_MOVEMENT` (3e-4) x sqrt(steps) of their norm since the start
-      (measured, not read off the learning rate) and, with `probe_y`, the training loss is
-      not 3% below the trivial baseline nor a validation accuracy 0.05 above the majority
-      share; a plateau after real progress, a task's ceiling, a converged run are information.
+      `loss_trends.STILL_STEP_MOVEMENT` (5e-5) x sqrt(steps) of their norm since the start
+      (measured, not read off the learning rate) and the training loss is not 3% below its
+      start or, with `probe_y`, not 3% below the trivial baseline nor a validation accuracy
+      0.05 above the majority share; a plateau after real progress, a task's ceiling, a
+      converged run are information.
     * overfitting (information): the validation loss stays above its best for 3 epochs
       while the training loss falls.
     * no_signal (at the end of training): with `probe_y` and at least
@@ -100,7 +101,10 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       signal (its validation loss at its best in the last 2 epochs and below the baseline,
       or its training loss 1 standard error of an epoch's mean below it and its validation
       accuracy not under the majority share): labels shuffled
-      against the inputs, or inputs without signal for the labels.
+      against the inputs, or inputs without signal for the labels. From
+      `loss_trends.EARLY_SIGNAL_EPOCHS` (5) epochs on a classifier when, besides, no epoch's
+      validation accuracy beat the majority share or the network memorises (see
+      `learning_signal`).
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
       diagnosis (SGD at 2 trains many models): what the steps do is judged by the

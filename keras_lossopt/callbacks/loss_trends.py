@@ -36,19 +36,23 @@ with the run's own noise:
   not still finding signal (the validation loss at its best in the last `metric_patience`
   epochs and either below the baseline or with a training loss `SIGNAL_TRAIN_ERRORS`
   standard errors of its epoch mean below it and a validation accuracy not under the
-  majority share): labels shuffled against the inputs.
+  majority share): labels shuffled against the inputs. From `EARLY_SIGNAL_EPOCHS` (5)
+  epochs with evidence that needs no averaging: see `learning_signal`.
 * overfitting (severity "information"): the validation loss has been above its best for
   `overfit_epochs` (3) epochs while the training loss went on falling below its value at
   that best epoch (UMLAUT's and AUTOTRAINER's check).
 
 A stall is a *problem* only when the weights barely moved for the steps taken and the run
-made no progress past its trivial baseline: with `weight_change` (a callable giving
+made no progress: with `weight_change` (a callable giving
 ||w_now - w_start|| / ||w_start||, which `TrainingDiagnostics` passes), the weights changed
 by less than `still_step_movement` x sqrt(steps seen) of their norm (the steps are too
 small, or no gradient arrives: a learning rate far too small, a dead or saturated network,
-a loss that gives no gradient), and, with `baseline_loss`, the training loss is not
+a loss that gives no gradient), and either the training loss is not `signal_margin` below
+its starting level (mean of the first 10 batches) or, with `baseline_loss`, it is not
 `signal_margin` below the baseline nor a logged validation accuracy `SIGNAL_ACCURACY_GAIN`
-above the majority share. The training loss, not the validation loss, is compared: the
+above the majority share. A run that starts past its baseline by the luck of its initial
+weights (a random tanh network at 0.78 on breast cancer) and stays there made no progress.
+The training loss, not the validation loss, is compared: the
 probe batch the baseline comes from is training data, and a validation set of 128 samples
 can sit a third below it (the corpus' noisy regression: 0.43 against 0.67). Any other stall
 is a plateau after real progress, a task at its ceiling or a converged run: information.
@@ -65,8 +69,25 @@ import numpy as np
 
 from keras_lossopt._validation import check_int, check_positive, check_probability
 from keras_lossopt.callbacks.findings import Finding
+from keras_lossopt.callbacks.learning_signal import (
+    EARLY_SIGNAL_EPOCHS,
+    SIGNAL_ACCURACY_GAIN,
+    SIGNAL_EPOCHS,
+    SIGNAL_MARGIN,
+    SIGNAL_TRAIN_ERRORS,
+    SIGNAL_WINDOW,
+    no_signal_evidence,
+)
 
-__all__ = ["LOSS_KINDS", "LossTrendDetector"]
+__all__ = [
+    "EARLY_SIGNAL_EPOCHS",
+    "LOSS_KINDS",
+    "SIGNAL_ACCURACY_GAIN",
+    "SIGNAL_EPOCHS",
+    "SIGNAL_MARGIN",
+    "SIGNAL_TRAIN_ERRORS",
+    "LossTrendDetector",
+]
 
 LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric", "overfitting", "no_signal")
 """The finding kinds `LossTrendDetector` reports."""
@@ -92,36 +113,15 @@ OSCILLATION_RISE = 1.5
 #: the learning-rate-too-small, dying-ReLU, deep-sigmoid and tiny-initialization faults 0.0
 #: to 0.002 (a stall's own severity scales with its steps: `STILL_STEP_MOVEMENT`).
 STILL_WEIGHTS = 0.005
-#: The fewest epochs the `no_signal` rule needs. Set on the calibration half (159 healthy runs, 70
-#: faulty): 5 or 6 flag 3 or 2 more healthy runs near their baseline and find 1 more faulty run.
-SIGNAL_EPOCHS = 7
-#: The best validation loss must get this share below the trivial baseline loss. Set on the
-#: calibration half: a healthy CNN (SGD 0.28, 5 epochs) reached 0.958 of its baseline, shuffled
-#: labels 1.06 and 1.17 (regressions) and about 1.0 (classification).
-SIGNAL_MARGIN = 0.03
-#: A validation accuracy (3-epoch mean) this far above the majority share has found signal:
-#: the corpus' own margin for "a healthy run trained" (`runner.ACCURACY_MARGIN`).
-SIGNAL_ACCURACY_GAIN = 0.05
-_SIGNAL_LAST = 3
 #: A stall is a problem only when the weights moved less than this share of their norm times
 #: sqrt(steps taken): a stall judged at its third epoch after 3 steps (batch 512) or 400 (batch
-#: 1) must not be called still for its few steps. Set on the corpus' calibration half (159
-#: healthy runs that trained, 70 faulty): at their third epoch healthy runs had moved 8.9e-4 x
-#: sqrt(steps) or more, the learning-rate-too-small stalls 1.1e-5 or less, dying ReLU 1.3e-4.
-STILL_STEP_MOVEMENT = 3e-4
-#: A training loss this many standard errors of its epoch mean below the trivial baseline, with
-#: the validation loss at its best, is a slow run finding signal. Set on the calibration half (147
-#: healthy runs that trained): those near the baseline with a validation loss above it had 1.6 to
-#: 4.5 (a CNN at RMSprop 2.2e-3, batch 8: 1.9); shuffled labels still falling stayed 12.7 to 83
-#: above it. One, not two: the probe's class shares (128 samples) put the baseline below the
-#: training set's (for ten balanced classes by about 1.5%), so a run without signal sits above it.
-SIGNAL_TRAIN_ERRORS = 1.0
-
-
-def _best_window_mean(values: list[float]) -> float:
-    """The highest mean of `_SIGNAL_LAST` consecutive epochs (one is noisy on 128 samples)."""
-    window = min(_SIGNAL_LAST, len(values))
-    return float(np.convolve(values, np.ones(window) / window, mode="valid").max())
+#: 1) must not be called still for its few steps. Set on the corpus' calibration half (even
+#: seeds to 798 and 100318: 235 healthy runs that trained, 154 faulty; `python -m
+#: benchmarks.diagnosis_corpus.calibrate`): at their third epoch healthy runs had moved 1.7e-4 x
+#: sqrt(steps) or more (a 5-layer GRU at SGD 1.3e-3 whose loss never left log 3), the
+#: learning-rate-too-small runs 1.6e-5 or less; 5e-5 sits between them on a log scale (3e-4,
+#: set on the first 159 healthy runs, flagged that GRU and a breast-cancer MLP at SGD 1.6e-3).
+STILL_STEP_MOVEMENT = 5e-5
 
 
 class LossTrendDetector:
@@ -221,7 +221,7 @@ class LossTrendDetector:
         # O(window) work per batch: the first losses, the last `window`, and the whole
         # series only until the stall test has run.
         self.start_losses: list[float] = []
-        self._recent: collections.deque[float] = collections.deque(maxlen=self.window)
+        self.recent_losses: collections.deque[float] = collections.deque(maxlen=self.window)
         self._series: list[float] | None = []
         self._count = 0
         self._quiet_until = 0
@@ -229,7 +229,7 @@ class LossTrendDetector:
         self.train_losses: list[float] = []
         self.val_accuracies: dict[str, list[float]] = {}
         self._epoch_begin_count = 0
-        self._epoch_batches = 0
+        self.epoch_batches = 0
         self.reported: set[str] = set()
 
     def update(self, step: int, loss: float) -> list[Finding]:
@@ -246,7 +246,7 @@ class LossTrendDetector:
         self._count += 1
         if len(self.start_losses) < _STALL_MEAN:
             self.start_losses.append(loss)
-        self._recent.append(loss)
+        self.recent_losses.append(loss)
         if self._series is not None:
             self._series.append(loss)
         if not math.isfinite(loss):
@@ -270,7 +270,7 @@ class LossTrendDetector:
         Returns:
             The findings (a `stalled_metric` and an `overfitting` at most once per run each).
         """
-        self._epoch_batches = self._count - self._epoch_begin_count
+        self.epoch_batches = self._count - self._epoch_begin_count
         self._epoch_begin_count = self._count
         value = logs.get("val_loss")
         if value is None or not math.isfinite(float(value)):
@@ -300,67 +300,9 @@ class LossTrendDetector:
         Returns:
             The findings (a `no_signal` at most once per run).
         """
-        evidence = self._no_signal()
+        evidence = no_signal_evidence(self)
         found = None if evidence is None else self._finding("no_signal", step, evidence)
         return [] if found is None else [found]
-
-    def _no_signal(self) -> dict[str, float] | None:
-        """The weights moved, yet the model never beat a constant prediction on the validation data."""
-        baseline = self.baseline_loss
-        if baseline is None or "no_signal" in self.reported or len(self.val_losses) < self.signal_epochs:
-            return None
-        best = min(self.val_losses)
-        if best < (1 - self.signal_margin) * baseline:
-            return None
-        learning = self._still_learning(baseline)
-        if learning is None:
-            return None
-        evidence = {
-            "best_val_loss": best,
-            "baseline_loss": baseline,
-            "best_over_baseline": best / baseline,
-            "margin": self.signal_margin,
-            "epochs": len(self.val_losses),
-            **learning,
-        }
-        if self.baseline_accuracy is not None and self.val_accuracies:
-            # An overconfident classifier can sit above the baseline loss while it beats chance,
-            # and one that overfits may lose what it found: the best 3-epoch mean counts.
-            found = max(_best_window_mean(v) for v in self.val_accuracies.values())
-            evidence.update(val_accuracy_best=found, baseline_accuracy=self.baseline_accuracy)
-            if found >= self.baseline_accuracy + SIGNAL_ACCURACY_GAIN:
-                return None
-        change = self.weight_change() if self.weight_change is not None else None
-        if change is None or not math.isfinite(change) or change < self.still_weights:
-            return None  # weights that barely moved: a stall (too small steps), judged by the stall rules
-        evidence["relative_weight_change"] = float(change)
-        return evidence
-
-    def _still_learning(self, baseline: float) -> dict[str, float] | None:
-        """None when a run near the baseline is still finding signal, else the evidence that it is not.
-
-        Still finding signal: the validation loss reached its best in the last
-        `metric_patience` epochs, and either it is below the baseline or the training loss
-        is `SIGNAL_TRAIN_ERRORS` standard errors of its epoch mean below it while a logged
-        validation accuracy is not below the majority share. Shuffled labels bring both
-        losses down to the baseline, not below it; a network that memorises them takes the
-        training loss below while its validation loss rises or its accuracy stays under the
-        majority share (the corpus' shuffled five-class run: 0.20 against 0.26).
-        """
-        values = self.val_losses
-        best_recent = int(np.argmin(values)) >= len(values) - self.metric_patience
-        train = self.train_losses[-1]
-        recent = np.asarray(self._recent, dtype="float64")
-        recent = recent[np.isfinite(recent)]
-        noise = float(np.std(np.diff(recent))) / math.sqrt(2) if recent.size > 2 else math.nan
-        error = noise / math.sqrt(max(self._epoch_batches, 1))
-        below = (baseline - train) / error if error > 0 and math.isfinite(train) else math.nan
-        if self.baseline_accuracy is not None and self.val_accuracies:
-            accuracy = max(float(np.mean(v[-_SIGNAL_LAST:])) for v in self.val_accuracies.values())
-            below = below if accuracy >= self.baseline_accuracy else math.nan
-        if best_recent and (values[-1] < baseline or below >= SIGNAL_TRAIN_ERRORS):
-            return None
-        return {"val_loss_now": values[-1], "train_loss_now": train, "train_below_baseline_in_errors": below}
 
     def _stalled_metric(self) -> dict[str, float] | None:
         p = self.metric_patience
@@ -417,7 +359,8 @@ class LossTrendDetector:
 
     def _stall_severity(self, evidence: dict[str, float], train_loss: float) -> str:
         """A stall is a problem only when the weights barely moved for the steps taken and the
-        training loss made no progress past the trivial baseline (see the module docstring)."""
+        training loss made no progress: not below its start, or not past the trivial baseline
+        (see the module docstring)."""
         still = True
         if self.weight_change is not None:
             change = self.weight_change()
@@ -430,8 +373,13 @@ class LossTrendDetector:
             evidence.update(train_loss_over_baseline=train_loss / self.baseline_loss)
             progress = train_loss < (1 - self.signal_margin) * self.baseline_loss
         if self.baseline_accuracy is not None and self.val_accuracies:
-            recent = max(float(np.mean(v[-_SIGNAL_LAST:])) for v in self.val_accuracies.values())
+            recent = max(float(np.mean(v[-SIGNAL_WINDOW:])) for v in self.val_accuracies.values())
             progress = progress or recent >= self.baseline_accuracy + SIGNAL_ACCURACY_GAIN
+        start = [v for v in self.start_losses if math.isfinite(v)]
+        if start and math.isfinite(train_loss):
+            # Past the baseline from the start (the initial weights' luck) is no progress.
+            evidence.update(train_loss_over_start=train_loss / float(np.mean(start)))
+            progress = progress and train_loss < (1 - self.signal_margin) * float(np.mean(start))
         return "problem" if still and not progress else "information"
 
     # -- the rules -----------------------------------------------------------------------
@@ -440,7 +388,7 @@ class LossTrendDetector:
         w = self.window
         if self._count < w or "oscillating_loss" in self.reported or self._count < self._quiet_until:
             return None
-        window = np.asarray(self._recent, dtype="float64")
+        window = np.asarray(self.recent_losses, dtype="float64")
         first = np.asarray(self.start_losses[:_START], dtype="float64")
         if not np.isfinite(window).all() or not np.isfinite(first).all():
             return None
