@@ -30,12 +30,23 @@ def is_sparse_target(y_true, y_pred) -> bool:
     return true_rank == pred_rank and y_true.shape[-1] == 1 and y_pred.shape[-1] is not None and y_pred.shape[-1] != 1
 
 
-def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None):
+def classes_first(x):
+    """`x` with its last (class) axis moved to the front: `(N, ..., C)` -> `(C, N, ...)`."""
+    rank = len(x.shape)
+    return ops.transpose(x, (rank - 1, *range(rank - 1)))
+
+
+def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None, class_axis=-1):
     """Dense float targets for a softmax loss, and the validity mask for `ignore_index`.
 
+    `class_axis=0` gives the targets with the class axis first, `(C, N, ...)`, for a loss
+    that works class by class (Lovasz): sparse labels are one-hot encoded straight into that
+    layout, dense targets are transposed.
+
     Returns:
-        `(targets, valid)`: `targets` has the shape and dtype of `y_pred`; `valid` is a
-        float mask of shape `y_pred.shape[:-1]` (None when nothing is ignored).
+        `(targets, valid)`: `targets` has the dtype of `y_pred` and its shape (class axis
+        last) or `(C, N, ...)` (`class_axis=0`); `valid` is a float mask of shape
+        `y_pred.shape[:-1]` (None when nothing is ignored).
     """
     num_classes = y_pred.shape[-1]
     valid = None
@@ -51,9 +62,9 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
             keep = ops.not_equal(labels, ignore_index)
             valid = ops.cast(keep, y_pred.dtype)
             labels = ops.where(keep, labels, 0)
-        targets = ops.one_hot(labels, num_classes, dtype=y_pred.dtype)
+        targets = ops.one_hot(labels, num_classes, axis=class_axis, dtype=y_pred.dtype)
         if valid is not None:
-            targets = targets * ops.expand_dims(valid, -1)
+            targets = targets * (valid if class_axis == 0 else ops.expand_dims(valid, -1))
         if poison is not None:
             # NaN for the whole batch when a label is out of range and no error can be raised (XLA).
             targets = targets + ops.cast(poison, targets.dtype)
@@ -65,10 +76,12 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
                 f"received dense targets: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
             )
         targets = ops.cast(y_true, y_pred.dtype)
+        if class_axis == 0:
+            targets = classes_first(targets)
     if label_smoothing:
         targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
         if valid is not None:
-            targets = targets * ops.expand_dims(valid, -1)
+            targets = targets * (valid if class_axis == 0 else ops.expand_dims(valid, -1))
     return targets, valid
 
 

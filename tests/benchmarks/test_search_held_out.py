@@ -111,6 +111,7 @@ def test_the_verdict_passes_a_first_pick_tied_with_the_best_even_beyond_the_targ
         ("vessels-two", 0.085, 0.10, "lovasz"),
         ("shapes-fg11", 0.10, 0.115, "dice_ce"),
         ("shapes-64", 0.10, 0.15, "dice_ce"),
+        ("shapes-5class", 0.07, 0.09, "lovasz"),
     ],
 )
 def test_the_configurations_near_the_threshold_lie_where_they_were_declared(name, low, high, first):

@@ -231,7 +231,7 @@ def test_targets_packed_in_the_sort_key_give_the_gathered_result(rng):
     errors = np.abs(targets - rng.uniform(size=targets.shape)).astype("float32")
     targets[:, :50], errors[:, :50] = 0.0, 0.0  # ties at zero, as ignored pixels give
     results = [
-        value_and_gradient(lambda e, packed=packed: _lovasz_extension(e, targets, binary_targets=packed), errors)
+        value_and_gradient(lambda e, packed=packed: _lovasz_extension(e, targets, binary_targets=packed)[0], errors)
         for packed in (True, False)
     ]
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
@@ -252,6 +252,75 @@ def test_weights_called_eagerly_equal_the_plain_function_for_any_shape(rng, bina
         targets = (rng.uniform(size=shape) < 0.3).astype("float32")
         errors = np.abs(targets - rng.uniform(size=shape)).astype("float32")
         args = (ops.convert_to_tensor(errors), ops.convert_to_tensor(targets), binary_targets)
-        got = ops.convert_to_numpy(_lovasz_weights(*args))
-        np.testing.assert_allclose(got, ops.convert_to_numpy(_lovasz_weights.__wrapped__(*args)), rtol=1e-6)
+        got, totals = (ops.convert_to_numpy(x) for x in _lovasz_weights(*args))
+        expected, expected_totals = (ops.convert_to_numpy(x) for x in _lovasz_weights.__wrapped__(*args))
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        np.testing.assert_array_equal(totals, expected_totals)
+        np.testing.assert_array_equal(totals, targets.sum(axis=-1))
         assert got.shape == shape
+
+
+@pytest.mark.parametrize("length", [1, 5, 31, 32, 33, 100, 257])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blocked_cumulative_sum_equals_numpy_cumsum(rng, length, dtype):
+    from keras import ops
+
+    from keras_lossopt.losses.lovasz import _cumulative_sum
+
+    values = (rng.uniform(size=(3, 2, length)) < 0.4).astype(dtype)
+    values[0, 0] = rng.uniform(size=length)  # soft targets too
+    offset = rng.integers(0, 50, size=(3, 2, 1)).astype(dtype)
+    tensor = ops.convert_to_tensor(values)  # float32 on JAX without x64
+    got = ops.convert_to_numpy(_cumulative_sum(tensor, offset=ops.convert_to_tensor(offset, tensor.dtype)))
+    assert got.shape == values.shape and got.dtype == ops.convert_to_numpy(tensor).dtype
+    np.testing.assert_allclose(got, offset + np.cumsum(values.astype("float64"), axis=-1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got[1:], offset[1:] + np.cumsum(values[1:], axis=-1))  # 0/1 sums: exact
+
+
+@tensorflow_only
+def test_blocked_cumulative_sum_with_unknown_length_in_a_graph(rng):
+    import tensorflow as tf
+
+    from keras_lossopt.losses.lovasz import _cumulative_sum
+
+    spec = tf.TensorSpec((None, None), tf.float32)
+    scan = tf.function(lambda v: _cumulative_sum(v, offset=tf.zeros((tf.shape(v)[0], 1))), input_signature=[spec])
+    for shape in [(2, 45), (1, 64), (3, 1)]:
+        values = (rng.uniform(size=shape) < 0.5).astype("float32")
+        np.testing.assert_array_equal(scan(values).numpy(), np.cumsum(values, axis=-1))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_loss_counts_beyond_the_dtype_integer_range(rng, dtype):
+    # 4,608 pixels: bfloat16 counts only to 256 and float16 to 2,048 exactly; the Jaccard
+    # increments are computed in float32 whatever the errors' dtype (bfloat16 counts gave 0.58).
+    import keras
+
+    labels = rng.integers(0, 3, size=(2, 48, 48))
+    logits = keras.ops.cast(rng.normal(scale=2.0, size=(2, 48, 48, 3)), dtype)
+    rounded = keras.ops.convert_to_numpy(keras.ops.cast(logits, "float32")).astype("float64")
+    got = LovaszSoftmaxLoss(from_logits=True, dtype=dtype)(labels, logits)
+    expected = oref.lovasz_softmax(labels, rounded, from_logits=True)
+    assert float(keras.ops.convert_to_numpy(keras.ops.cast(got, "float32"))) == pytest.approx(expected, rel=1e-2)
+
+
+def test_large_logits_give_the_reference_gradient(rng):
+    # The softmax over the class axis first, with its gradient written out, against float64
+    # central differences at every logit; logits up to about +-50 saturate most probabilities.
+    labels, logits = sparse_logits_with_ignored(rng)
+    logits = 8.0 * logits
+
+    def reference(z):
+        return oref.lovasz_softmax(labels, z, from_logits=True, ignore_index=255)
+
+    loss = LovaszSoftmaxLoss(from_logits=True, ignore_index=255)
+    value, grad = value_and_gradient(lambda z: loss(labels, z), logits.astype("float32"))
+    assert float(value) == pytest.approx(reference(logits), rel=1e-5)
+    numeric, step = np.zeros_like(logits), 1e-5
+    for index in np.ndindex(logits.shape):
+        up, down = logits.copy(), logits.copy()
+        up[index] += step
+        down[index] -= step
+        numeric[index] = (reference(up) - reference(down)) / (2 * step)
+    assert np.sum(np.abs(numeric) > 1e-4) > 20  # enough unsaturated logits to test
+    np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-3, atol=1e-6)
