@@ -203,6 +203,11 @@ def check_loss_fit(
     names = tuple(n for n, a in chain if a != "linear") or tuple(n for n, _ in chain[-1:])
     finite = np.isfinite(prediction).all()
     evidence: dict[str, float] = {"units": units}
+    if not chain and finite:
+        # A subclassed model hides its layers' tensors: read the output's kind from its values.
+        final = output_kind_from_values(prediction)
+        names = (model.name,)
+        evidence["inferred_from_values"] = 1.0
     if finite and prediction.size:
         evidence["output_min"] = float(prediction.min())
         evidence["output_max"] = float(prediction.max())
@@ -300,6 +305,26 @@ def check_loss_fit(
             remedy="; ".join(r for _, r in problems),
         )
     )
+
+
+def output_kind_from_values(prediction: np.ndarray) -> str | None:
+    """The output activation that finite outputs at the starting weights show, or None when
+    they do not tell: "linear" with a negative value, "softmax" for rows of several
+    probabilities summing to 1, "relu" for non-negative outputs with exact zeros (a sigmoid or
+    a linear unit all but never gives exactly 0), "sigmoid" for outputs strictly in (0, 1)."""
+    if not prediction.size:
+        return None
+    values = prediction.astype("float64")
+    if (values < 0).any():
+        return "linear"
+    units = values.shape[-1] if values.ndim > 1 else 1
+    if units > 1 and (values <= 1).all() and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3):
+        return "softmax"
+    if (values == 0).any():
+        return "relu" if (values > 0).any() else None
+    if (values < 1).all():
+        return "sigmoid"
+    return None
 
 
 def check_loss_value(

@@ -164,7 +164,7 @@ def check_training_setup(
         _check_forward(model, forward, findings)
         _check_input_scale(model, forward, input_scale_limit, findings)
     loss = getattr(model, "loss", None)
-    if y is None or loss is None or len(model.outputs or [None]) != 1:
+    if y is None or loss is None or not _single_output(model, forward):
         return findings
     family, from_logits, loss_name = loss_family(loss)
     if family == "regression" and data_finite:
@@ -174,6 +174,16 @@ def check_training_setup(
         if forward.finite and not any(f.kind in ("non_finite_forward", "loss_mismatch") for f in findings):
             check_loss_value(model, y, forward.prediction, loss_name, findings)
     return findings
+
+
+def _single_output(model: keras.Model, forward: _Forward) -> bool:
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None  # a subclassed model declares no outputs: judge by what its call returned
+    if outputs:
+        return len(outputs) == 1
+    return forward.prediction is not None
 
 
 # -- data ----------------------------------------------------------------------------------

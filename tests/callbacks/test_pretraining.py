@@ -261,3 +261,72 @@ def test_a_branching_functional_model_reads_its_output_layer():
     assert [(f.kind, f.layers) for f in findings] == [("loss_mismatch", ("out",))]
     prediction = keras.ops.convert_to_numpy(m(X))
     assert findings[0].evidence["output_max"] == pytest.approx(prediction.max(), rel=1e-6)
+
+
+class Subclassed(keras.Model):
+    """What users write: layers as attributes, no declared inputs or outputs."""
+
+    def __init__(self, units, activation):
+        super().__init__(name="net")
+        self.hidden = L.Dense(16, activation="relu")
+        self.out = L.Dense(units, activation=activation)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+# (units, output activation, loss, targets, whether it is a loss mismatch): each fault next to its twin.
+SUBCLASSED = [
+    (3, "relu", "categorical_crossentropy", ONE_HOT, True),
+    (3, "softmax", "categorical_crossentropy", ONE_HOT, False),
+    (3, "softmax", "mse", ONE_HOT, True),
+    (3, None, "mse", ONE_HOT, False),
+    (1, None, "binary_crossentropy", (LABELS > 0).astype("float32"), True),
+    (1, "sigmoid", "binary_crossentropy", (LABELS > 0).astype("float32"), False),
+    (3, "softmax", LOGITS_CE, LABELS, True),
+    (3, None, LOGITS_CE, LABELS, False),
+]
+
+
+@pytest.mark.parametrize("units, activation, loss, y, mismatch", SUBCLASSED)
+def test_a_subclassed_model_has_its_output_read_from_its_values(units, activation, loss, y, mismatch):
+    net = Subclassed(units, activation)
+    net.compile(optimizer="adam", loss=loss)
+    net(X[:1])
+    findings = check_training_setup(net, X, y)
+    kinds = [f.kind for f in findings]
+    assert ("loss_mismatch" in kinds) == mismatch, kinds
+    if mismatch:
+        found = next(f for f in findings if f.kind == "loss_mismatch")
+        assert found.layers == ("net",) and found.evidence["inferred_from_values"] == 1.0
+
+
+def test_training_diagnostics_with_targets_runs_on_a_subclassed_model_in_fit():
+    # It raised AttributeError (a subclassed model has no `outputs`) at the start of fit.
+    from keras_lossopt.callbacks import TrainingDiagnostics
+
+    keras.utils.set_random_seed(0)
+    net = Subclassed(3, "softmax")
+    net.compile(optimizer="adam", loss="mse")
+    diagnostics = TrainingDiagnostics(probe_x=X, probe_y=ONE_HOT)
+    with pytest.warns(UserWarning, match="loss_mismatch|mean_squared_error|mse"):
+        net.fit(X, ONE_HOT, epochs=1, batch_size=8, verbose=0, callbacks=[diagnostics])
+    assert [f.kind for f in diagnostics.findings if f.severity == "problem"][:1] == ["loss_mismatch"]
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]), "softmax"),
+        (np.array([[0.2, 0.9, 0.5], [0.1, 0.1, 0.8]]), "sigmoid"),
+        (np.array([[0.0, 1.7], [0.3, 0.0]]), "relu"),
+        (np.array([[-0.2], [0.4]]), "linear"),
+        (np.array([[0.0], [0.0]]), None),  # all zero: a dead ReLU or a zero output, nothing to tell
+        (np.array([[1.5], [2.0]]), None),  # positive and above 1: softplus, exp or a linear unit
+        (np.zeros((0, 3)), None),
+    ],
+)
+def test_output_kind_from_values(values, expected):
+    from keras_lossopt.callbacks.loss_fit import output_kind_from_values
+
+    assert output_kind_from_values(values) == expected
