@@ -154,32 +154,35 @@ large batch and 0.82x on the small one: the target ("at most as slow as smp") is
 Keras' `fit` takes by default, at both sizes. Eagerly: 0.96x on the large batch (met) and 1.16x on the small one;
 under `jit_compile=True` 2.2x and 1.9x. The previous table (same command, the code before 2026-12-07's second
 session) read 1.08x / 0.88x in `tf.function`, 1.27x / 2.40x eager and 2.44x / 1.82x with `jit_compile`. What
-changed, each measured on its own (one thread, CPU time, large batch): the loss works with the class axis first
-from the start, so each class' errors are one contiguous row for the sort and neither the errors nor their
-gradient are transposed; from logits the softmax runs over that first axis (TensorFlow's softmax kernel took
-6.4 ms for the 1.3 M values on a last axis of length 5, the exponentials over the first axis 3.1 ms) with its
-gradient written out (2.2 ms against 3.6 ms by autodiff); the Jaccard increments use J(k) = k / union(k), one
-cumulative sum of the background, taken as a product with a 32 x 32 triangular matrix of ones per block plus a
-cumulative sum of the block totals (1.9 ms against 7.7 ms for TensorFlow's Cumsum), in float32; eagerly on
-TensorFlow, the whole loss past its label checks runs as one `tf.function` call (small batch, eager step, the old
-and the new code run alternately: 12.3 -> 8.5 ms). In `tf.function` the changes save about 8% (alternating runs of
-the old and the new code: 141 -> 131 ms twice; a third, under heavier load, read 134 and 136 ms).
-Tried without a gain: errors as t + (1 - 2t) p instead of |t - p| (fewer gradient ops; 135.1 against 133.1 ms,
-within noise); undoing the sort by `invert_permutation` and a gather instead of one scatter (147.8 against 141.9
-ms); eagerly, computing the value and the gradient in one graph call (8.2 against 8.0 ms on the small batch) or
-binding the static arguments once per graph function (no measurable change); blocks of 64 or 128 for the
-cumulative sum (2.2 and 3.0 ms against 1.9 ms). The sort is unchanged and is now about three quarters of our
-step: TensorFlow's TopK kernel sorts the 5 x 262,144 int32 keys (each error's bit pattern with its target in the
-lowest bit) in about 100 ms of CPU, where torch.sort takes about 88 ms on the same float32 values; the scatter
-that undoes the sort costs 6 ms, and the rest of our step now costs less than smp's. XLA's CPU sort (a compiled
-comparator called per comparison) took 220-300 ms whatever the key type, so under `jit_compile=True` on CPU the
-Lovasz step stays about 2x smp's: on the whole training step, in a probe with a three-layer convolutional model
-on the large batch (one thread, `train_on_batch`), a Lovasz step took 216 ms of CPU with `jit_compile=False` and
-457 ms with `jit_compile=True` (Dice: 85 and 132 ms), so on CPU train with a Lovasz loss outside XLA (Keras'
-default `jit_compile="auto"` already does on a CPU-only TensorFlow machine). With two threads ours sorts the
-classes in parallel in one op while smp loops over the classes in Python; torch's two OpenMP threads also
-spin-wait under this machine's load (smp's CPU time per step rises from about 145 ms to 940 ms), so the
-two-thread rows overstate our advantage and are not the like-for-like figure."""
+changed, each measured on its own (one thread, CPU time, large batch): the loss works with the class axis first from
+the start, so each class' errors are one contiguous row for the sort and neither the errors nor their gradient are
+transposed; from logits the softmax runs over that first axis (TensorFlow's softmax kernel took 6.4 ms for the 1.3 M
+values on a last axis of length 5, the exponentials over the first axis 3.1 ms) with its gradient written out (2.2
+ms against 3.6 ms by autodiff); the Jaccard increments use J(k) = k / union(k), one cumulative sum of the
+background, taken as a product with a 32 x 32 triangular matrix of ones per block plus a cumulative sum of the block
+totals (1.9 ms against 7.7 ms for TensorFlow's Cumsum), in float32; eagerly on TensorFlow, the whole loss past its
+label checks runs as one `tf.function` call. The code before and after these changes, run alternately (two rounds
+each, one thread, CPU ms per step): large batch, `tf.function` 159 and 159 -> 135 and 147, eager 182 and 183 -> 142
+and 149; small batch, `tf.function` 7.2 and 6.9 -> 6.1 and 6.9, eager 16.4 and 16.4 -> 7.7 and 9.1. Tried without a
+gain: errors as t + (1 - 2t) p instead of |t - p| (fewer gradient ops; 135.1 against 133.1 ms, within noise);
+undoing the sort by `invert_permutation` and a gather instead of one scatter (147.8 against 141.9 ms); eagerly,
+computing the value and the gradient in one graph call (8.2 against 8.0 ms on the small batch) or binding the static
+arguments once per graph function (no measurable change); blocks of 64 or 128 for the cumulative sum (2.2 and 3.0 ms
+against 1.9 ms). The sort is unchanged and is now about three quarters of our step: TensorFlow's TopK kernel sorts
+the 5 x 262,144 int32 keys (each error's bit pattern with its target in the lowest bit) in about 100 ms of CPU,
+where torch.sort takes about 88 ms on the same float32 values; the scatter that undoes the sort costs 6 ms, and the
+rest of our step now costs less than smp's. XLA's CPU sort (a compiled comparator called per comparison) took
+220-300 ms whatever the key type, so under `jit_compile=True` on CPU the Lovasz step stays about 2x smp's. (A way
+out, not taken: XLA sorts one int64 operand fast, 81 ms against 319 ms for `top_k` under XLA on the same 5 x 262,144
+keys packed with their indices, but TensorFlow reaches that sort only through its private `XlaSort` op, which has no
+kernel outside XLA, and a trace has no public way to know it is being compiled; on JAX the packed key needs int64,
+off by default.) On the whole training step, in a probe with a three-layer convolutional model on the large batch
+(one thread, `train_on_batch`), a Lovasz step took 216 ms of CPU with `jit_compile=False` and 457 ms with
+`jit_compile=True` (Dice: 85 and 132 ms), so on CPU train with a Lovasz loss outside XLA (Keras' default
+`jit_compile="auto"` already does on a CPU-only TensorFlow machine). With two threads ours sorts the classes in
+parallel in one op while smp loops over the classes in Python; torch's two OpenMP threads also spin-wait under this
+machine's load (smp's CPU time per step rises from about 145 ms to 940 ms), so the two-thread rows overstate our
+advantage and are not the like-for-like figure."""
 
 
 def assemble(results, command):
