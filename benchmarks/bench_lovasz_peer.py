@@ -149,25 +149,37 @@ def summarize(result, clock):
     return rows
 
 
-READING = """Reading. With one thread each (like for like), on the large batch ours costs 1.08x smp's step in
-`tf.function`, 1.27x eager and 2.4x under `jit_compile=True` (before this session's changes, measured the same
-way last session: 1.12x, 1.37x and 2.29x); on the small batch `tf.function` meets the target (0.88x) while eager
-(2.4x: per-op dispatch dominates small arrays) and `jit_compile` (1.8x) do not. The target is met with one
-thread only in `tf.function` on the small batch. The gap is the sort: in a probe on the large batch (CPU time,
-one thread) TensorFlow's TopK kernel sorted the 5 x 262,144 errors in 106 ms as float32 and 96 ms as int32 bit
-patterns (what the loss now sorts, with each target packed into its key's lowest bit so that the sorted targets
-need no gather), where torch.sort takes about 86 ms; XLA's CPU sort (a compiled comparator called per
-comparison) took 220-300 ms whatever the key type, so under `jit_compile=True` on CPU the Lovasz step stays
-about 2x smp's. The rest of our step (one scatter, a cumulative sum that TensorFlow's CPU kernel runs at about
-10 ms for 1.3 M values, the transposes) costs about what smp's does. Eagerly, the sort-to-weights part now runs
-as one `tf.function` call (about 10% of the eager step). On the whole training step the XLA penalty is the
-same: in a probe with a three-layer convolutional model on the large batch (one thread, `train_on_batch`) a
-Lovasz step took 216 ms of CPU with `jit_compile=False` and 457 ms with `jit_compile=True` (Dice: 85 and 132
-ms), so on CPU train with a Lovasz loss outside XLA (Keras' default `jit_compile="auto"` already does on a
-CPU-only TensorFlow machine). With two threads ours sorts the classes in parallel in one op while smp loops
-over the classes in Python; torch's two OpenMP threads also spin-wait under this machine's load (smp's CPU
-time per step rises from about 170 ms to 830 ms), so the two-thread rows overstate our advantage and are not
-the like-for-like figure."""
+READING = """Reading. With one thread each (like for like), ours costs 0.94x smp's step in `tf.function` on the
+large batch and 0.82x on the small one: the target ("at most as slow as smp") is met in `tf.function`, the path
+Keras' `fit` takes by default, at both sizes. Eagerly: 0.96x on the large batch (met) and 1.16x on the small one;
+under `jit_compile=True` 2.2x and 1.9x. The previous table (same command, the code before 2026-12-07's second
+session) read 1.08x / 0.88x in `tf.function`, 1.27x / 2.40x eager and 2.44x / 1.82x with `jit_compile`. What
+changed, each measured on its own (one thread, CPU time, large batch): the loss works with the class axis first
+from the start, so each class' errors are one contiguous row for the sort and neither the errors nor their
+gradient are transposed; from logits the softmax runs over that first axis (TensorFlow's softmax kernel took
+6.4 ms for the 1.3 M values on a last axis of length 5, the exponentials over the first axis 3.1 ms) with its
+gradient written out (2.2 ms against 3.6 ms by autodiff); the Jaccard increments use J(k) = k / union(k), one
+cumulative sum of the background, taken as a product with a 32 x 32 triangular matrix of ones per block plus a
+cumulative sum of the block totals (1.9 ms against 7.7 ms for TensorFlow's Cumsum), in float32; eagerly on
+TensorFlow, the whole loss past its label checks runs as one `tf.function` call (small batch, eager step, the old
+and the new code run alternately: 12.3 -> 8.5 ms). In `tf.function` the changes save about 8% (alternating runs of
+the old and the new code: 141 -> 131 ms twice; a third, under heavier load, read 134 and 136 ms).
+Tried without a gain: errors as t + (1 - 2t) p instead of |t - p| (fewer gradient ops; 135.1 against 133.1 ms,
+within noise); undoing the sort by `invert_permutation` and a gather instead of one scatter (147.8 against 141.9
+ms); eagerly, computing the value and the gradient in one graph call (8.2 against 8.0 ms on the small batch) or
+binding the static arguments once per graph function (no measurable change); blocks of 64 or 128 for the
+cumulative sum (2.2 and 3.0 ms against 1.9 ms). The sort is unchanged and is now about three quarters of our
+step: TensorFlow's TopK kernel sorts the 5 x 262,144 int32 keys (each error's bit pattern with its target in the
+lowest bit) in about 100 ms of CPU, where torch.sort takes about 88 ms on the same float32 values; the scatter
+that undoes the sort costs 6 ms, and the rest of our step now costs less than smp's. XLA's CPU sort (a compiled
+comparator called per comparison) took 220-300 ms whatever the key type, so under `jit_compile=True` on CPU the
+Lovasz step stays about 2x smp's: on the whole training step, in a probe with a three-layer convolutional model
+on the large batch (one thread, `train_on_batch`), a Lovasz step took 216 ms of CPU with `jit_compile=False` and
+457 ms with `jit_compile=True` (Dice: 85 and 132 ms), so on CPU train with a Lovasz loss outside XLA (Keras'
+default `jit_compile="auto"` already does on a CPU-only TensorFlow machine). With two threads ours sorts the
+classes in parallel in one op while smp loops over the classes in Python; torch's two OpenMP threads also
+spin-wait under this machine's load (smp's CPU time per step rises from about 145 ms to 940 ms), so the
+two-thread rows overstate our advantage and are not the like-for-like figure."""
 
 
 def assemble(results, command):
@@ -205,8 +217,9 @@ def assemble(results, command):
             f"Each of {len(results[0]['timings'])} rounds times every implementation back to back (ours, then "
             "smp's worker process); the table gives medians over rounds, and ratios are medians of the "
             "per-round ratios. `cpu` is the process CPU time per step (robust to other jobs when one thread "
-            "runs), `wall` the elapsed time. The machine was shared with other sessions' jobs (load 3-5 "
-            "on 2 cores), so wall times are measured under load; the CPU times are the fairer comparison. "
+            "runs), `wall` the elapsed time. The machine (2 cores) was shared: a corpus recording ran niced in "
+            "the background and other sessions ran tests (load average 5-7), so wall times are measured under load; "
+            "the CPU times are the fairer comparison. "
             f"Both losses agree on the value: largest difference {agreement:.1e}.",
             "",
             markdown_table(header, lines),

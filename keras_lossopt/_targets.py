@@ -48,15 +48,48 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
         last) or `(C, N, ...)` (`class_axis=0`); `valid` is a float mask of shape
         `y_pred.shape[:-1]` (None when nothing is ignored).
     """
+    y_true, poison = checked_multiclass_targets(y_true, y_pred, ignore_index=ignore_index)
+    return encoded_multiclass_targets(
+        y_true, y_pred, poison, label_smoothing=label_smoothing, ignore_index=ignore_index, class_axis=class_axis
+    )
+
+
+def checked_multiclass_targets(y_true, y_pred, *, ignore_index=None):
+    """The checking half of `multiclass_targets`: shapes, and sparse labels' values.
+
+    Returns:
+        `(y_true, poison)`: sparse labels without a trailing 1 (dense targets unchanged), and
+        what `sparse_label_poison` returns for them (None for dense targets).
+
+    Raises:
+        ValueError: for mismatched shapes, an unknown class axis, `ignore_index` with dense
+            targets, or (eagerly) a label out of range.
+    """
+    if not is_sparse_target(y_true, y_pred):
+        check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="one-hot or soft targets")
+        if ignore_index is not None:
+            raise ValueError(
+                f"`ignore_index={ignore_index}` needs sparse integer targets of shape y_pred.shape[:-1]; "
+                f"received dense targets: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
+            )
+        return y_true, None
+    if len(y_true.shape) == len(y_pred.shape):
+        y_true = ops.squeeze(y_true, axis=-1)
+    check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape[:-1]), what="sparse class indices")
+    if y_pred.shape[-1] is None:
+        raise ValueError(f"The class axis of `y_pred` must be known. Received: y_pred.shape={tuple(y_pred.shape)}")
+    return y_true, sparse_label_poison(y_true, y_pred.shape[-1], ignore_index=ignore_index)
+
+
+def encoded_multiclass_targets(y_true, y_pred, poison, *, label_smoothing=0.0, ignore_index=None, class_axis=-1):
+    """The encoding half of `multiclass_targets`, for what `checked_multiclass_targets` returned.
+
+    Returns:
+        `(targets, valid)` as `multiclass_targets`.
+    """
     num_classes = y_pred.shape[-1]
     valid = None
-    if is_sparse_target(y_true, y_pred):
-        if len(y_true.shape) == len(y_pred.shape):
-            y_true = ops.squeeze(y_true, axis=-1)
-        check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape[:-1]), what="sparse class indices")
-        if num_classes is None:
-            raise ValueError(f"The class axis of `y_pred` must be known. Received: y_pred.shape={tuple(y_pred.shape)}")
-        poison = sparse_label_poison(y_true, num_classes, ignore_index=ignore_index)
+    if len(y_true.shape) == len(y_pred.shape) - 1:
         labels = ops.cast(y_true, "int32")
         if ignore_index is not None:
             keep = ops.not_equal(labels, ignore_index)
@@ -69,12 +102,6 @@ def multiclass_targets(y_true, y_pred, *, label_smoothing=0.0, ignore_index=None
             # NaN for the whole batch when a label is out of range and no error can be raised (XLA).
             targets = targets + ops.cast(poison, targets.dtype)
     else:
-        check_shapes_match(y_true.shape, y_pred.shape, tuple(y_pred.shape), what="one-hot or soft targets")
-        if ignore_index is not None:
-            raise ValueError(
-                f"`ignore_index={ignore_index}` needs sparse integer targets of shape y_pred.shape[:-1]; "
-                f"received dense targets: y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
-            )
         targets = ops.cast(y_true, y_pred.dtype)
         if class_axis == 0:
             targets = classes_first(targets)

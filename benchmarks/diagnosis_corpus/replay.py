@@ -52,6 +52,8 @@ _READ_EVERY = 16  # GradientMonitor's default detect_every_n_steps
 RECORDED_PRIORS = {
     ("non_finite", "target_scale"): 0.9,
     ("exploding", "target_scale"): 0.9,
+    ("non_finite", "initial_weight_scale"): 0.8,
+    ("exploding", "initial_weight_scale"): 0.8,
     ("vanishing", "initial_weight_scale"): 0.6,
     ("vanishing", "learning_rate_high"): None,  # not a cause of vanishing then
 }

@@ -46,11 +46,12 @@ __all__ = [
 #: their baseline and find 1 more faulty run.
 SIGNAL_EPOCHS = 7
 #: The fewest epochs of the early rule (`early_evidence`): the corpus' shortest runs. Set on the
-#: calibration half (even seeds, 235 healthy runs that trained, 154 faulty): with only the 7-epoch
-#: rule's evidence, 5 epochs flagged three healthy runs (two GRUs at 0.42-0.43 against a 0.36
-#: majority, a hard two-class MLP at 0.56 against 0.51; each beat the majority share in some
-#: epoch and none memorised); with `early_evidence` none, and it finds the three shuffled-label
-#: runs of 5 and 6 epochs that the 7-epoch rule missed.
+#: calibration half (even seeds, 235 healthy runs that trained, 154 faulty; the same with the
+#: re-recorded runs, 248 and 160): with only the 7-epoch rule's evidence, 5 epochs flagged three
+#: healthy runs (two GRUs at 0.42-0.43 against a 0.36 majority, a hard two-class MLP at 0.56
+#: against 0.51; each beat the majority share in some epoch and none memorised); with
+#: `early_evidence` none, and it finds the three shuffled-label runs of 5 and 6 epochs that the
+#: 7-epoch rule missed.
 EARLY_SIGNAL_EPOCHS = 5
 #: The best validation loss must get this share below the trivial baseline loss. Set on the
 #: calibration half: a healthy CNN (SGD 0.28, 5 epochs) reached 0.958 of its baseline, shuffled

@@ -116,7 +116,7 @@ STILL_WEIGHTS = 0.005
 #: A stall is a problem only when the weights moved less than this share of their norm times
 #: sqrt(steps taken): a stall judged at its third epoch after 3 steps (batch 512) or 400 (batch
 #: 1) must not be called still for its few steps. Set on the corpus' calibration half (even
-#: seeds to 798 and 100318: 235 healthy runs that trained, 154 faulty; `python -m
+#: seeds to 798 and 100318: 248 healthy runs that trained, 160 faulty; `python -m
 #: benchmarks.diagnosis_corpus.calibrate`): at their third epoch healthy runs had moved 1.7e-4 x
 #: sqrt(steps) or more (a 5-layer GRU at SGD 1.3e-3 whose loss never left log 3), the
 #: learning-rate-too-small runs 1.6e-5 or less; 5e-5 sits between them on a log scale (3e-4,

@@ -1,14 +1,16 @@
-"""ADAPTER: a helper without gradient run as one TensorFlow graph call when TensorFlow executes eagerly.
+"""ADAPTER: a function of tensors run as one TensorFlow graph call when TensorFlow executes eagerly.
 
 An eager TensorFlow step dispatches every op on its own and skips the graph optimizer; a
-sort-based helper of about twenty ops on large arrays (the Lovasz weights) costs about 10%
-more that way than inside `tf.function` (docs/benchmarks.md, "Lovasz-softmax against
-segmentation_models_pytorch"). `eager_graph_call` wraps such a helper in `tf.function`
-(one per combination of argument ranks, traced for any shape: `reduce_retracing=True`) and calls it when
-TensorFlow executes eagerly. Inside a compiled step (`tf.function`, XLA) and on the other
-backends it calls the plain function, which traces into the caller's graph as before.
-The helper must take tensors and static Python values only and must not need a gradient
-(its results are used under `stop_gradient`).
+loss of about fifty ops on large arrays (the Lovasz-softmax loss) costs about 10% more that
+way than inside `tf.function`, and on small arrays the dispatch dominates (docs/benchmarks.md,
+"Lovasz-softmax against segmentation_models_pytorch"). `eager_graph_call` wraps such a
+function in `tf.function` (one per combination of argument ranks, traced for any shape:
+`reduce_retracing=True`) and calls it when TensorFlow executes eagerly. TensorFlow
+differentiates a `tf.function` call recorded on a `GradientTape` like any op, so the function
+may need a gradient. Inside a compiled step (`tf.function`, XLA) and on the other backends it
+calls the plain function, which traces into the caller's graph as before. The function must
+take tensors (or None) and static Python values only, and must raise nothing that an eager
+caller should see as a Python error: checks of values belong before the call.
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ import keras
 __all__ = ["eager_graph_call"]
 
 
-def eager_graph_call(function):
+def eager_graph_call(function=None, *, fixed_last_axis=False):
     """`function`, run as one `tf.function` call when TensorFlow executes eagerly.
 
     Args:
-        function: a function of tensors (and static Python values) whose results need no gradient.
+        function: a function of tensors (and static Python values).
+        fixed_last_axis: also trace once per length of the arguments' last axes, for a
+            function that needs them known (a class axis); the other axes stay free.
 
     Returns:
-        A function with the same signature and results.
+        A function with the same signature and results (or a decorator, without `function`).
     """
+    if function is None:
+        return functools.partial(eager_graph_call, fixed_last_axis=fixed_last_axis)
     # One tf.function per combination of ranks: `reduce_retracing` would otherwise relax a
-    # second rank to an unknown one, and the helper needs known ranks.
+    # second rank to an unknown one, and the function needs known ranks.
     graph_functions = {}
 
     @functools.wraps(function)
@@ -41,9 +47,18 @@ def eager_graph_call(function):
 
         if not tf.executing_eagerly():
             return function(*args, **kwargs)
-        ranks = tuple(len(a.shape) if hasattr(a, "shape") else None for a in args)
-        if ranks not in graph_functions:
-            graph_functions[ranks] = tf.function(function, reduce_retracing=True)
-        return graph_functions[ranks](*args, **kwargs)
+        key = tuple(_signature(a, fixed_last_axis) for a in args)
+        if key not in graph_functions:
+            graph_functions[key] = tf.function(function, reduce_retracing=True)
+        return graph_functions[key](*args, **kwargs)
 
     return call
+
+
+def _signature(argument, fixed_last_axis):
+    shape = getattr(argument, "shape", None)
+    if shape is None:
+        return None
+    if fixed_last_axis and len(shape):
+        return len(shape), shape[-1]
+    return len(shape)

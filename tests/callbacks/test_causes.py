@@ -100,6 +100,22 @@ def test_initial_weight_scale_counts_the_kernels_of_a_recurrent_cell(rnn, where,
         assert evidence == {f"{name}.initial_std_over_glorot": pytest.approx(kernel.std() / glorot)}
 
 
+@pytest.mark.parametrize("kind", ["exploding", "non_finite"])
+@pytest.mark.parametrize("stddev", [10.0, None])
+def test_an_explosion_from_off_scale_initial_weights_names_them_before_the_learning_rate(kind, stddev):
+    # The corpus' bad-initialization runs that exploded at step 1 (kernel std 8.5 to 23, SGD 0.013
+    # to 1.6) had first updates of 0.29 to 1.5e8 of the weights' norm, driven by gradients of 1.2e3
+    # to 1.4e13 at the starting weights: the weights' doing, not the step size's (the old prior
+    # 0.8 ranked the learning rate first). With Glorot's scale the learning rate stays first.
+    init = keras.initializers.RandomNormal(stddev=stddev) if stddev else "glorot_uniform"
+    m = compiled(L.Dense(32, activation="relu", kernel_initializer=init, name="h"), L.Dense(1, name="out"))
+    causes = rank_causes(kind, m, ("h",), start=training_start(m), update_ratio=0.6)
+    assert keys(causes)[0] == ("initial_weight_scale" if stddev else "learning_rate_high")
+    if stddev:
+        learning_rate = next(c for c in causes if c.key == "learning_rate_high")
+        assert learning_rate.evidence["update_ratio"] == 0.6  # still named, after the weights
+
+
 def test_a_non_finite_forward_pass_at_the_start_outranks_the_learning_rate():
     huge = keras.initializers.RandomNormal(stddev=1e10)
     m = compiled(

@@ -324,3 +324,31 @@ def test_large_logits_give_the_reference_gradient(rng):
         numeric[index] = (reference(up) - reference(down)) / (2 * step)
     assert np.sum(np.abs(numeric) > 1e-4) > 20  # enough unsaturated logits to test
     np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-3, atol=1e-6)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("per_image", [False, True])
+def test_eager_graph_call_differentiates_for_any_shape_and_class_count(rng, per_image):
+    # Eagerly the loss past its checks runs as one tf.function, traced for any shape and
+    # once per class count: values and gradients as in a compiled step, for each shape.
+    import tensorflow as tf
+
+    loss = LovaszSoftmaxLoss(from_logits=True, per_image=per_image, ignore_index=255)
+
+    @tf.function
+    def compiled_step(y, z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = loss(y, z)
+        return value, tape.gradient(value, z)
+
+    for shape in [(2, 8, 8, 3), (3, 5, 7, 3), (2, 6, 6, 4), (1, 9, 2, 3)]:
+        labels = rng.integers(0, shape[-1], size=shape[:-1])
+        labels[0, 0, 0] = 255
+        logits = rng.normal(scale=2.0, size=shape).astype("float32")
+        value, grad = value_and_gradient(lambda z, labels=labels: loss(labels, z), logits)
+        expected = oref.lovasz_softmax(labels, logits, from_logits=True, ignore_index=255, per_image=per_image)
+        assert float(value) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+        compiled_value, compiled_grad = compiled_step(tf.constant(labels), tf.constant(logits))
+        assert float(value) == pytest.approx(float(compiled_value), rel=1e-6)
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(compiled_grad), rtol=1e-5, atol=1e-8)
