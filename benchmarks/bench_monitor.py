@@ -376,13 +376,17 @@ def problems(seeds: list[int]) -> str:
     )
 
 
-def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: list[str]) -> str:
+def corpus(
+    healthy: int, faulty: int, workers: int, analyse_only: bool, splits: list[str], held_out_healthy: int = 0
+) -> str:
     from benchmarks.diagnosis_corpus.analysis import FRESH_FAULTY_FROM, FRESH_HEALTHY_FROM, corpus_tables
     from benchmarks.diagnosis_corpus.replay import replayed_records
     from benchmarks.diagnosis_corpus.runner import load_records, run_corpus
-    from benchmarks.diagnosis_corpus.space import corpus_specs, peer_cases, split_of
+    from benchmarks.diagnosis_corpus.space import corpus_specs, draw_healthy, peer_cases, split_of
 
-    specs = corpus_specs(healthy, faulty) + peer_cases()
+    # Held-out draws past `healthy` (odd seeds only) enlarge the held-out half alone.
+    extra = [draw_healthy(seed) for seed in range(healthy + 1, held_out_healthy, 2)]
+    specs = corpus_specs(healthy, faulty) + extra + peer_cases()
     if not analyse_only:
         run_corpus([s for s in specs if split_of(s) in splits], workers=workers)
     # Records that carry the signals the rules read (per-batch losses, weight movement,
@@ -400,7 +404,9 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
         + ". "
     )
     return (
-        f"The diagnosis corpus of `benchmarks/diagnosis_corpus/`: {healthy} healthy draws and {faulty} faulty runs "
+        f"The diagnosis corpus of `benchmarks/diagnosis_corpus/`: {healthy} healthy draws"
+        + (f" (and {len(extra)} more for the held-out half: odd seeds to {held_out_healthy - 1})" if extra else "")
+        + f" and {faulty} faulty runs "
         "(fault families in turn), seeded, split by seed parity into a calibration half (even seeds; every "
         "threshold was set on it, `python -m benchmarks.diagnosis_corpus.calibrate`) and a held-out half (odd "
         "seeds; never used to set a threshold), plus the 18 ported AUTOTRAINER/DeepDiagnosis "
@@ -427,9 +433,10 @@ def corpus(healthy: int, faulty: int, workers: int, analyse_only: bool, splits: 
 
 
 def _corpus_flags(args) -> str:
+    extra = f" --held-out-healthy {args.held_out_healthy}" if args.held_out_healthy > args.healthy else ""
     if (args.healthy, args.faulty) == (340, 160):
-        return ""
-    return f" --healthy {args.healthy} --faulty {args.faulty}"
+        return extra
+    return f" --healthy {args.healthy} --faulty {args.faulty}" + extra
 
 
 def main(argv=None) -> None:
@@ -444,6 +451,12 @@ def main(argv=None) -> None:
     parser.add_argument("--corpus", action="store_true", help="run the diagnosis corpus instead of the timing")
     parser.add_argument("--healthy", type=int, default=340, help="corpus: healthy draws")
     parser.add_argument("--faulty", type=int, default=160, help="corpus: faulty runs")
+    parser.add_argument(
+        "--held-out-healthy",
+        type=int,
+        default=0,
+        help="corpus: also the odd-seeded healthy draws from --healthy up to this seed (held-out half only)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="corpus: worker processes")
     parser.add_argument("--analyse-only", action="store_true", help="corpus: tables from the cache, no training")
     parser.add_argument(
@@ -460,7 +473,7 @@ def main(argv=None) -> None:
         write_section(
             "diagnosis-corpus",
             "Diagnosis corpus: false alarms and detections on runs the rules were not tuned on",
-            corpus(args.healthy, args.faulty, args.workers, args.analyse_only, args.split),
+            corpus(args.healthy, args.faulty, args.workers, args.analyse_only, args.split, args.held_out_healthy),
             "python -m benchmarks.bench_monitor --corpus" + _corpus_flags(args),
         )
     elif args.problems:

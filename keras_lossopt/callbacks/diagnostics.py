@@ -279,8 +279,11 @@ class TrainingDiagnostics(keras.callbacks.Callback):
             self._start.setup_findings.extend(setup)
             for finding in setup:
                 self._handle(finding)
+            self._start.ensure_captured()  # the checks' forward pass built a subclassed model
             if self.probe_y is not None:
-                self._trends.baseline_loss, self._trends.baseline_accuracy = _probe_baselines(self.model, self.probe_y)
+                self._trends.baseline_loss, self._trends.baseline_accuracy = _probe_baselines(
+                    self.model, self.probe_x, self.probe_y
+                )
         lr = learning_rate_of(optimizer)
         if self.lr_range is not None and lr is not None:
             low, high = self.lr_range
@@ -297,6 +300,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         logs = logs or {}
         k = int(batch) + 1
         self._step = self._epoch_start + k
+        self._start.ensure_captured()
         mean = logs.get("loss")
         if mean is not None:
             mean = float(mean)
@@ -436,15 +440,23 @@ class TrainingDiagnostics(keras.callbacks.Callback):
         return format_report("Training diagnostics report", self.findings, lines)
 
 
-def _probe_baselines(model: keras.Model, probe_y: Any) -> tuple[float | None, float | None]:
+def _probe_baselines(model: keras.Model, probe_x: Any, probe_y: Any) -> tuple[float | None, float | None]:
     """The trivial baseline loss and accuracy on the probe targets (single-output models with a known size)."""
-    outputs = getattr(model, "outputs", None)
     loss = getattr(model, "loss", None)
-    if loss is None or not outputs or len(outputs) != 1 or outputs[0].shape[-1] is None:
+    try:
+        outputs = [output.shape for output in model.outputs]
+    except (AttributeError, ValueError):  # a subclassed model declares no outputs: what its call returns
+        outputs = [keras.ops.shape(out) for out in keras.tree.flatten(model(_first(probe_x), training=False))]
+    if loss is None or len(outputs) != 1 or outputs[0][-1] is None:
         return None, None
-    units = int(outputs[0].shape[-1])
+    units = int(outputs[0][-1])
     value = trivial_loss(loss, probe_y, units)
     return (value if value is not None and value > 0 else None), trivial_accuracy(probe_y, units)
+
+
+def _first(x: Any) -> Any:
+    """The first sample of every input of `x`, with its batch axis."""
+    return keras.tree.map_structure(lambda array: array[:1], x)
 
 
 def _check_lr_range(lr_range: Any) -> tuple[float, float] | None:

@@ -52,14 +52,26 @@ class TrainingStart:
         self.step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
         self.layer_scales: dict[str, LayerScale] = {}
         self._weights: dict[int, np.ndarray] = {}
-        for layer in flat_layers(model):
-            self.layer_scales.update(kernel_scales(layer))
-        for variable in model.trainable_variables:
-            self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
+        self._model = weakref.ref(model)
+        self.ensure_captured()
         self.setup_findings: list[Finding] = []
         self.first_loss: float | None = None
         self._update_steps: list[np.ndarray] = []
         self._update_ratios: list[np.ndarray] = []
+
+    def ensure_captured(self) -> None:
+        """Captures the weights and kernel scales, unless done. On TensorFlow, `fit` builds a
+        subclassed model that was never called in its first step's trace, after
+        `on_train_begin`: such a model is captured at the first call that finds its
+        variables (once the checks before training built it, or after its first step)."""
+        model = self._model()
+        if self._weights or model is None:
+            return
+        for variable in model.trainable_variables:
+            self._weights[id(variable)] = np.array(keras.ops.convert_to_numpy(variable), dtype="float32")
+        if self._weights:
+            for layer in flat_layers(model):
+                self.layer_scales.update(kernel_scales(layer))
 
     def record_updates(self, steps: np.ndarray, ratios: np.ndarray) -> None:
         """Keeps the measured per-step relative updates (`GradientMonitor` adds them at each read).
@@ -68,6 +80,7 @@ class TrainingStart:
             steps: `(k,)` the recorded steps.
             ratios: `(k,)` ||w_after - w_before|| / ||w_before|| over the whole model.
         """
+        self.ensure_captured()
         self._update_steps.append(np.asarray(steps, dtype="int64").reshape(-1))
         self._update_ratios.append(np.asarray(ratios, dtype="float64").reshape(-1))
 
