@@ -93,7 +93,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
     * overfitting (information): the validation loss stays above its best for 3 epochs
       while the training loss falls.
     * no_signal (at the end of training): with `probe_y` and at least
-      `loss_trends.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
+      `_learning_signal.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
       is not below `1 - loss_trends.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
       of the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
       a logged validation accuracy (best mean of 3 consecutive epochs) never beat the majority
@@ -102,9 +102,9 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       or its training loss 1 standard error of an epoch's mean below it and its validation
       accuracy not under the majority share): labels shuffled
       against the inputs, or inputs without signal for the labels. From
-      `loss_trends.EARLY_SIGNAL_EPOCHS` (5) epochs on a classifier when, besides, no epoch's
+      `_learning_signal.EARLY_SIGNAL_EPOCHS` (5) epochs on a classifier when, besides, no epoch's
       validation accuracy beat the majority share or the network memorises (see
-      `learning_signal`).
+      `_learning_signal`).
     * learning_rate (information): at the start of training the learning rate is outside
       `lr_range` (1e-6 to 1.0; `lr_range=None` turns this check off). A value is no
       diagnosis (SGD at 2 trains many models): what the steps do is judged by the

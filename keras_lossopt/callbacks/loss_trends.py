@@ -37,7 +37,7 @@ with the run's own noise:
   epochs and either below the baseline or with a training loss `SIGNAL_TRAIN_ERRORS`
   standard errors of its epoch mean below it and a validation accuracy not under the
   majority share): labels shuffled against the inputs. From `EARLY_SIGNAL_EPOCHS` (5)
-  epochs with evidence that needs no averaging: see `learning_signal`.
+  epochs with evidence that needs no averaging: see `_learning_signal`.
 * overfitting (severity "information"): the validation loss has been above its best for
   `overfit_epochs` (3) epochs while the training loss went on falling below its value at
   that best epoch (UMLAUT's and AUTOTRAINER's check).
@@ -68,26 +68,16 @@ from typing import Any
 import numpy as np
 
 from keras_lossopt._validation import check_int, check_positive, check_probability
-from keras_lossopt.callbacks.findings import Finding
-from keras_lossopt.callbacks.learning_signal import (
-    EARLY_SIGNAL_EPOCHS,
+from keras_lossopt.callbacks._learning_signal import (
     SIGNAL_ACCURACY_GAIN,
     SIGNAL_EPOCHS,
     SIGNAL_MARGIN,
-    SIGNAL_TRAIN_ERRORS,
     SIGNAL_WINDOW,
     no_signal_evidence,
 )
+from keras_lossopt.callbacks.findings import Finding
 
-__all__ = [
-    "EARLY_SIGNAL_EPOCHS",
-    "LOSS_KINDS",
-    "SIGNAL_ACCURACY_GAIN",
-    "SIGNAL_EPOCHS",
-    "SIGNAL_MARGIN",
-    "SIGNAL_TRAIN_ERRORS",
-    "LossTrendDetector",
-]
+__all__ = ["LOSS_KINDS", "LossTrendDetector"]
 
 LOSS_KINDS = ("oscillating_loss", "stalled_loss", "stalled_metric", "overfitting", "no_signal")
 """The finding kinds `LossTrendDetector` reports."""

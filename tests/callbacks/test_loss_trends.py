@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_lossopt.callbacks import loss_trends
+from keras_lossopt.callbacks import _learning_signal, loss_trends
 from keras_lossopt.callbacks.loss_trends import LossTrendDetector
 
 
@@ -429,7 +429,7 @@ def test_no_signal_spares_runs_still_finding_signal_and_finds_shuffled_labels(na
     best_recent = int(np.argmin(val)) >= len(val) - detector.metric_patience
     # The rule's two ways out: still at its best and below the baseline, or a training loss
     # below it by SIGNAL_TRAIN_ERRORS standard errors (the old rule's 1% a epoch flagged the three healthy runs).
-    assert fires == (not (best_recent and (val[-1] < baseline or below >= loss_trends.SIGNAL_TRAIN_ERRORS)))
+    assert fires == (not (best_recent and (val[-1] < baseline or below >= _learning_signal.SIGNAL_TRAIN_ERRORS)))
     if fires:
         assert found[0].evidence["train_below_baseline_in_errors"] == pytest.approx(below)
 
@@ -663,7 +663,7 @@ def test_no_signal_from_five_epochs_needs_evidence_that_needs_no_averaging(name)
     memorising = train[-1] < 0.97 * baseline_loss and val[-1] > max(baseline_loss, val[0])
     memorising = memorising and windows.max() < baseline_accuracy
     assert bool(found) == name.startswith("shuffled") == (never_beat or memorising)
-    assert len(val) < loss_trends.SIGNAL_EPOCHS  # the 7-epoch rule alone never judged them
+    assert len(val) < _learning_signal.SIGNAL_EPOCHS  # the 7-epoch rule alone never judged them
     if found:
         assert found[0].evidence["epochs"] == len(val)
         assert ("never_beat_majority" in found[0].evidence) == never_beat
