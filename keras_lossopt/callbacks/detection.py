@@ -98,6 +98,34 @@ _RISING_GROWTH = 100.0
 _COUNTED = ("vanishing", "exploding")
 
 
+#: The rules' arguments: attributes of `GradientDetector` and of `GradientMonitor`, which
+#: checks them at construction and passes them on.
+RULE_ARGUMENTS = (
+    "patience",
+    "vanishing_ratio",
+    "vanishing_floor",
+    "vanishing_share",
+    "exploding_norm",
+    "exploding_growth",
+    "growth_window",
+)
+
+
+def checked_rule_arguments(
+    *, patience, vanishing_ratio, vanishing_floor, vanishing_share, exploding_norm, exploding_growth, growth_window
+) -> dict[str, float | int]:
+    """The rules' arguments, checked: a clear error names the first bad one."""
+    return {
+        "patience": check_int("patience", patience, minimum=1),
+        "vanishing_ratio": check_positive("vanishing_ratio", vanishing_ratio),
+        "vanishing_floor": check_positive("vanishing_floor", vanishing_floor),
+        "vanishing_share": check_in_range("vanishing_share", vanishing_share, 0.0, 1.0, low_inclusive=False),
+        "exploding_norm": check_positive("exploding_norm", exploding_norm),
+        "exploding_growth": check_positive("exploding_growth", exploding_growth),
+        "growth_window": check_int("growth_window", growth_window, minimum=1),
+    }
+
+
 class GradientDetector:
     """Finds vanishing, exploding and non-finite gradients in blocks of recorded rows.
 
@@ -149,13 +177,17 @@ class GradientDetector:
         repeat: Iterable[str] = (),
     ):
         self.layers = tuple(layers)
-        self.patience = check_int("patience", patience, minimum=1)
-        self.vanishing_ratio = check_positive("vanishing_ratio", vanishing_ratio)
-        self.vanishing_floor = check_positive("vanishing_floor", vanishing_floor)
-        self.vanishing_share = check_in_range("vanishing_share", vanishing_share, 0.0, 1.0, low_inclusive=False)
-        self.exploding_norm = check_positive("exploding_norm", exploding_norm)
-        self.exploding_growth = check_positive("exploding_growth", exploding_growth)
-        self.growth_window = check_int("growth_window", growth_window, minimum=1)
+        vars(self).update(
+            checked_rule_arguments(
+                patience=patience,
+                vanishing_ratio=vanishing_ratio,
+                vanishing_floor=vanishing_floor,
+                vanishing_share=vanishing_share,
+                exploding_norm=exploding_norm,
+                exploding_growth=exploding_growth,
+                growth_window=growth_window,
+            )
+        )
         self.repeat = frozenset(repeat)
         #: Multiplies `exploding_norm`: 1, or sqrt(|first loss|) of a regression (set by the monitor).
         self.loss_scale = 1.0

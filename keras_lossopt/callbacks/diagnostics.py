@@ -94,7 +94,7 @@ class TrainingDiagnostics(keras.callbacks.Callback):
       while the training loss falls.
     * no_signal (at the end of training): with `probe_y` and at least
       `_learning_signal.SIGNAL_EPOCHS` (7) epochs of validation data, the best validation loss
-      is not below `1 - loss_trends.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
+      is not below `1 - _learning_signal.SIGNAL_MARGIN` (0.97) times the trivial baseline loss
       of the probe targets (the best constant prediction's, `trivial_baseline.trivial_loss`),
       a logged validation accuracy (best mean of 3 consecutive epochs) never beat the majority
       class' share of the probe by 0.05, the weights moved, and the run is not still finding

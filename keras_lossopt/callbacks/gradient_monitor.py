@@ -26,14 +26,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_lossopt._validation import check_in_range, check_int, check_positive
+from keras_lossopt._validation import check_int
 from keras_lossopt.callbacks._optimizer_hook import OptimizerHook
 from keras_lossopt.callbacks._plots import plot_gradient_history
 from keras_lossopt.callbacks._recorder import GradientRecorder
 from keras_lossopt.callbacks._tensorboard import write_gradient_row
 from keras_lossopt.callbacks._training_state import sync_training_state
 from keras_lossopt.callbacks.causes import describe_causes, rank_causes
-from keras_lossopt.callbacks.detection import GradientDetector
+from keras_lossopt.callbacks.detection import RULE_ARGUMENTS, GradientDetector, checked_rule_arguments
 from keras_lossopt.callbacks.findings import Finding, TrainingProblemError, format_report
 from keras_lossopt.callbacks.gradient_history import GradientHistory
 from keras_lossopt.callbacks.loss_fit import loss_family
@@ -190,13 +190,17 @@ class GradientMonitor(keras.callbacks.Callback):
         self.every_n_steps = check_int("every_n_steps", every_n_steps, minimum=1)
         policy = ProblemPolicy(on_problem, clip_norm=clip_norm, lr_factor=lr_factor, min_lr=min_lr)
         self.on_problem = on_problem
-        self.patience = check_int("patience", patience, minimum=1)
-        self.vanishing_ratio = check_positive("vanishing_ratio", vanishing_ratio)
-        self.vanishing_floor = check_positive("vanishing_floor", vanishing_floor)
-        self.vanishing_share = check_in_range("vanishing_share", vanishing_share, 0.0, 1.0, low_inclusive=False)
-        self.exploding_norm = check_positive("exploding_norm", exploding_norm)
-        self.exploding_growth = check_positive("exploding_growth", exploding_growth)
-        self.growth_window = check_int("growth_window", growth_window, minimum=1)
+        vars(self).update(
+            checked_rule_arguments(
+                patience=patience,
+                vanishing_ratio=vanishing_ratio,
+                vanishing_floor=vanishing_floor,
+                vanishing_share=vanishing_share,
+                exploding_norm=exploding_norm,
+                exploding_growth=exploding_growth,
+                growth_window=growth_window,
+            )
+        )
         self.clip_norm, self.lr_factor, self.min_lr = policy.clip_norm, policy.lr_factor, policy.min_lr
         self.log_dir = None if log_dir is None else str(log_dir)
         self.detect_every_n_steps = check_int("detect_every_n_steps", detect_every_n_steps, minimum=1)
@@ -208,19 +212,16 @@ class GradientMonitor(keras.callbacks.Callback):
         return {
             "every_n_steps": self.every_n_steps,
             "on_problem": self.on_problem,
-            "patience": self.patience,
-            "vanishing_ratio": self.vanishing_ratio,
-            "vanishing_floor": self.vanishing_floor,
-            "vanishing_share": self.vanishing_share,
-            "exploding_norm": self.exploding_norm,
-            "exploding_growth": self.exploding_growth,
-            "growth_window": self.growth_window,
+            **self._rule_arguments(),
             "clip_norm": self.clip_norm,
             "lr_factor": self.lr_factor,
             "min_lr": self.min_lr,
             "log_dir": self.log_dir,
             "detect_every_n_steps": self.detect_every_n_steps,
         }
+
+    def _rule_arguments(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in RULE_ARGUMENTS}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GradientMonitor:
@@ -291,13 +292,7 @@ class GradientMonitor(keras.callbacks.Callback):
             recorder.keep_starting_weights()
         self._detector = GradientDetector(
             [name for name, _ in recorder.groups],
-            patience=self.patience,
-            vanishing_ratio=self.vanishing_ratio,
-            vanishing_floor=self.vanishing_floor,
-            vanishing_share=self.vanishing_share,
-            exploding_norm=self.exploding_norm,
-            exploding_growth=self.exploding_growth,
-            growth_window=self.growth_window,
+            **self._rule_arguments(),
             repeat=[kind for kind in ("non_finite", "vanishing", "exploding") if self._policy.repeats(kind)],
         )
         self._steps_done = int(keras.ops.convert_to_numpy(hook.optimizer.iterations))
